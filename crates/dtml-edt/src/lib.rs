@@ -1,0 +1,1 @@
+//! Exact Euclidean distance transforms (in progress).

@@ -1,0 +1,59 @@
+//! One error type for everything this crate reads, writes and prepares.
+
+use std::path::PathBuf;
+
+/// Errors of volume I/O, datasets and preparation. Every variant names the
+/// file (or folder) it concerns so a user can act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid {format} file: {reason}")]
+    Format {
+        path: PathBuf,
+        format: &'static str,
+        reason: String,
+    },
+    #[error("{path}: unsupported {format} feature: {reason}")]
+    Unsupported {
+        path: PathBuf,
+        format: &'static str,
+        reason: String,
+    },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{path}: file name has no known volume extension (.nii, .nii.gz, .hdr, .img, .nrrd)")]
+    UnknownExtension { path: PathBuf },
+    #[error("{path}: dataset: {reason}")]
+    Dataset { path: PathBuf, reason: String },
+}
+
+impl VolumeError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        VolumeError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        VolumeError::Invalid {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn dataset(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        VolumeError::Dataset {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = VolumeError> = std::result::Result<T, E>;

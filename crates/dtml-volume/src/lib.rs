@@ -1,0 +1,51 @@
+//! Volume I/O for dtml: read NIfTI-1 and NRRD scans and label maps into a
+//! [`Volume`] that keeps their geometry, write masks that overlay their
+//! scan, read datasets in the Decathlon / nnU-Net and LA layouts and prepare
+//! them into a fast cache for training.
+//!
+//! Axis convention: a [`Volume`] has shape `[nx, ny, nz]` (NIfTI voxel
+//! order) and x varies fastest in memory, as in the file; read as a
+//! row-major tensor the same memory is `(Z, Y, X)`. Sizes, strides and
+//! spacings given by users are in `(x, y, z)` order. No other crate
+//! reorders axes.
+//!
+//! ```
+//! use dtml_volume::{Geometry, Volume, VoxelData, read_volume, write_nifti};
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("mask.nii.gz");
+//! let vol = Volume::new(VoxelData::U8(vec![0, 1, 1, 0]), [2, 2, 1], Geometry::from_spacing([0.5, 0.5, 2.0])).unwrap();
+//! write_nifti(&path, &vol).unwrap();
+//! assert_eq!(read_volume(&path).unwrap(), vol);
+//! ```
+
+pub mod atomic;
+pub mod error;
+pub mod geometry;
+pub mod nii;
+pub mod nrrd;
+pub mod volume;
+
+use std::path::Path;
+
+pub use error::{Result, VolumeError};
+pub use geometry::{Affine, Geometry, NiftiGeometry};
+pub use nii::{ReadOptions, write_mask, write_nifti};
+pub use volume::{DataType, Volume, VoxelData};
+
+/// Reads a NIfTI-1 or NRRD volume, chosen by file extension.
+pub fn read_volume(path: &Path) -> Result<Volume> {
+    read_volume_with(path, ReadOptions::default())
+}
+
+/// Reads a NIfTI-1 or NRRD volume with options (channel of a 4D file).
+pub fn read_volume_with(path: &Path, options: ReadOptions) -> Result<Volume> {
+    if nii::is_nifti_path(path) {
+        nii::read_nifti(path, options)
+    } else if nrrd::is_nrrd_path(path) {
+        nrrd::read_nrrd(path)
+    } else {
+        Err(VolumeError::UnknownExtension {
+            path: path.to_path_buf(),
+        })
+    }
+}
