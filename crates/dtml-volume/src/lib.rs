@@ -19,17 +19,21 @@
 //! ```
 
 pub mod atomic;
+pub mod dataset;
 pub mod error;
 pub mod geometry;
 pub mod nii;
 pub mod nrrd;
+pub mod prepare;
 pub mod volume;
 
 use std::path::Path;
 
 pub use error::{Result, VolumeError};
+pub use dataset::{CaseFiles, Dataset, LabelledSpec, Layout, Role, Split};
 pub use geometry::{Affine, Geometry, NiftiGeometry};
 pub use nii::{ReadOptions, write_mask, write_nifti};
+pub use prepare::{CaseRecord, Manifest, PrepareOptions, PreparedCase, PreparedDataset, ScanCrop, prepare};
 pub use volume::{DataType, Volume, VoxelData};
 
 /// Reads a NIfTI-1 or NRRD volume, chosen by file extension.

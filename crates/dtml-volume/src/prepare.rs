@@ -1,0 +1,502 @@
+//! Preparation of a split dataset into a cache that loads fast: one
+//! safetensors file per case plus `manifest.json`, which keeps everything
+//! needed to map a prediction back to the original grid and header.
+//!
+//! As in `method.md`: intensities are z-scored over the whole original
+//! volume; labelled cases are cropped to the label's bounding box plus a
+//! margin; unlabelled, validation and test cases, whose labels a real user
+//! would not have at that point, are cropped to the non-zero intensity box
+//! (or not at all); every case is padded to at least the patch size.
+//! `reference_crop` reproduces the reference code's label-box crop for all
+//! cases that have a label file, for comparison with published tables.
+
+use crate::atomic::write_bytes_atomic;
+use crate::dataset::{CaseFiles, Role, Split};
+use crate::error::{Result, VolumeError};
+use crate::geometry::Geometry;
+use crate::nii::ReadOptions;
+use crate::volume::{DataType, Volume};
+use crate::{read_volume_with, Layout};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Version of the cache layout; bump when the manifest changes meaning.
+pub const CACHE_VERSION: u32 = 1;
+/// File name of the manifest inside a prepared folder.
+pub const MANIFEST: &str = "manifest.json";
+
+/// How unlabelled and test scans are cropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScanCrop {
+    /// To the bounding box of non-zero intensities (plus the margin).
+    NonZero,
+    /// Not cropped.
+    None,
+}
+
+/// Options of [`prepare`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrepareOptions {
+    /// Patch size (x, y, z): every case is padded to at least this.
+    pub patch: [usize; 3],
+    /// Margin in voxels around a crop box per axis (x, y, z); `None` keeps
+    /// that axis whole (the reference keeps z whole).
+    pub margin: [Option<usize>; 3],
+    /// Label values that make the foreground (binarised to 1).
+    pub foreground: Vec<i64>,
+    /// Crop of scans without a usable label.
+    pub scan_crop: ScanCrop,
+    /// Crop every case that has a label file to its label box (reference).
+    pub reference_crop: bool,
+}
+
+impl Default for PrepareOptions {
+    fn default() -> Self {
+        PrepareOptions {
+            patch: [112, 112, 80],
+            margin: [Some(15), Some(15), None],
+            foreground: vec![1],
+            scan_crop: ScanCrop::NonZero,
+            reference_crop: false,
+        }
+    }
+}
+
+/// Everything known about one prepared case.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaseRecord {
+    pub id: String,
+    pub role: Role,
+    /// The safetensors file, relative to the prepared folder.
+    pub file: String,
+    /// Prepared grid (x, y, z).
+    pub shape: [usize; 3],
+    /// Whether the cache holds a label for this case.
+    pub has_label: bool,
+    pub image_source: PathBuf,
+    pub channel: Option<usize>,
+    pub label_source: Option<PathBuf>,
+    pub original_shape: [usize; 3],
+    pub original_dtype: DataType,
+    pub original_geometry: Geometry,
+    /// First voxel of the crop box in the original grid (x, y, z).
+    pub crop_start: [usize; 3],
+    /// One past the last voxel of the crop box in the original grid.
+    pub crop_end: [usize; 3],
+    /// Zero voxels added before the crop box on each axis.
+    pub pad_before: [usize; 3],
+    /// Mean and standard deviation used for the z-score.
+    pub intensity_mean: f64,
+    pub intensity_std: f64,
+    /// Foreground voxels of the stored label (before crop).
+    pub foreground_voxels: Option<u64>,
+}
+
+impl CaseRecord {
+    /// Pastes a mask on the prepared grid back into the original grid
+    /// (zeros outside the crop box, padding dropped).
+    pub fn to_original(&self, prepared: &[u8]) -> Result<Vec<u8>> {
+        let [px, py, pz] = self.shape;
+        if prepared.len() != px * py * pz {
+            return Err(VolumeError::invalid(
+                &self.file,
+                format!("mask has {} voxels, prepared grid {:?} needs {}", prepared.len(), self.shape, px * py * pz),
+            ));
+        }
+        let [ox, oy, _] = self.original_shape;
+        let mut out = vec![0u8; self.original_shape.iter().product()];
+        for z in self.crop_start[2]..self.crop_end[2] {
+            let qz = z - self.crop_start[2] + self.pad_before[2];
+            for y in self.crop_start[1]..self.crop_end[1] {
+                let qy = y - self.crop_start[1] + self.pad_before[1];
+                let src = (qz * py + qy) * px + self.pad_before[0];
+                let dst = (z * oy + y) * ox + self.crop_start[0];
+                let n = self.crop_end[0] - self.crop_start[0];
+                out[dst..dst + n].copy_from_slice(&prepared[src..src + n]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Geometry of the prepared grid (its voxel (0,0,0) in world space).
+    pub fn prepared_geometry(&self) -> Geometry {
+        let off: [i64; 3] = std::array::from_fn(|a| self.crop_start[a] as i64 - self.pad_before[a] as i64);
+        self.original_geometry.shifted(off)
+    }
+}
+
+/// The manifest of a prepared folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub dataset: PathBuf,
+    pub layout: Layout,
+    pub options: PrepareOptions,
+    pub cases: Vec<CaseRecord>,
+}
+
+/// A prepared case loaded from the cache. Arrays are x fastest, i.e. a
+/// row-major `(Z, Y, X)` tensor.
+#[derive(Debug, Clone)]
+pub struct PreparedCase {
+    pub image: Vec<f32>,
+    pub label: Option<Vec<u8>>,
+    pub shape: [usize; 3],
+}
+
+/// A prepared folder: its manifest and where it lives.
+#[derive(Debug, Clone)]
+pub struct PreparedDataset {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl PreparedDataset {
+    /// Opens a prepared folder by reading its manifest.
+    pub fn open(dir: &Path) -> Result<PreparedDataset> {
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path).map_err(|e| VolumeError::io(&path, e))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| VolumeError::dataset(&path, format!("invalid manifest: {e}")))?;
+        if manifest.version != CACHE_VERSION {
+            return Err(VolumeError::dataset(
+                &path,
+                format!("cache version {} (this dtml reads {CACHE_VERSION}); prepare the data again", manifest.version),
+            ));
+        }
+        Ok(PreparedDataset { dir: dir.to_path_buf(), manifest })
+    }
+
+    /// Records of one role.
+    pub fn cases(&self, role: Role) -> impl Iterator<Item = &CaseRecord> {
+        self.manifest.cases.iter().filter(move |c| c.role == role)
+    }
+
+    /// Loads one case's arrays.
+    pub fn load(&self, record: &CaseRecord) -> Result<PreparedCase> {
+        let path = self.dir.join(&record.file);
+        let bytes = std::fs::read(&path).map_err(|e| VolumeError::io(&path, e))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| VolumeError::dataset(&path, format!("corrupt safetensors: {e}")))?;
+        let [x, y, z] = record.shape;
+        let want = vec![z, y, x];
+        let image = st
+            .tensor("image")
+            .map_err(|e| VolumeError::dataset(&path, format!("no image tensor: {e}")))?;
+        if image.dtype() != safetensors::Dtype::F32 || image.shape() != want.as_slice() {
+            return Err(VolumeError::dataset(
+                &path,
+                format!("image tensor is {:?} {:?}, manifest says F32 {want:?}", image.dtype(), image.shape()),
+            ));
+        }
+        let image: Vec<f32> = bytemuck::pod_collect_to_vec(image.data());
+        let label = match (record.has_label, st.tensor("label")) {
+            (false, _) => None,
+            (true, Ok(t)) if t.dtype() == safetensors::Dtype::U8 && t.shape() == want.as_slice() => {
+                Some(t.data().to_vec())
+            }
+            (true, _) => {
+                return Err(VolumeError::dataset(&path, format!("missing or malformed label tensor (want U8 {want:?})")));
+            }
+        };
+        Ok(PreparedCase { image, label, shape: record.shape })
+    }
+}
+
+/// Counts and warnings of a preparation run.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareReport {
+    pub cases: usize,
+    pub warnings: Vec<String>,
+}
+
+struct Prepared {
+    record: CaseRecord,
+    warnings: Vec<String>,
+    values_present: BTreeSet<i64>,
+}
+
+/// Prepares every case of `split` into `out`, in parallel; `tick` is called
+/// once per finished case (for a progress bar).
+pub fn prepare(
+    dataset_root: &Path,
+    layout: Layout,
+    split: &Split,
+    out: &Path,
+    options: &PrepareOptions,
+    tick: &(dyn Fn(&str) + Sync),
+) -> Result<PrepareReport> {
+    if options.patch.contains(&0) {
+        return Err(VolumeError::invalid(out, "patch size must be positive on every axis"));
+    }
+    if options.foreground.is_empty() {
+        return Err(VolumeError::invalid(out, "no foreground label value chosen"));
+    }
+    std::fs::create_dir_all(out.join("cases")).map_err(|e| VolumeError::io(out, e))?;
+    // No manifest while cases are rewritten: a crash leaves no cache that
+    // points at a mix of old and new files.
+    let manifest_path = out.join(MANIFEST);
+    if manifest_path.exists() {
+        std::fs::remove_file(&manifest_path).map_err(|e| VolumeError::io(&manifest_path, e))?;
+    }
+    let results: Vec<Result<Prepared>> = split
+        .cases
+        .par_iter()
+        .map(|(case, role)| {
+            let r = prepare_case(case, *role, out, options);
+            tick(&case.id);
+            r
+        })
+        .collect();
+    let mut prepared = Vec::with_capacity(results.len());
+    for r in results {
+        prepared.push(r?);
+    }
+    let mut report = PrepareReport { cases: prepared.len(), warnings: Vec::new() };
+    for p in &prepared {
+        report.warnings.extend(p.warnings.iter().cloned());
+    }
+    // A chosen foreground value must occur in some labelled case.
+    let labelled: Vec<&Prepared> = prepared.iter().filter(|p| p.record.role == Role::Labelled).collect();
+    for &v in &options.foreground {
+        let n = labelled.iter().filter(|p| p.values_present.contains(&v)).count();
+        if n == 0 {
+            return Err(VolumeError::dataset(
+                dataset_root,
+                format!("foreground label value {v} occurs in none of the {} labelled cases", labelled.len()),
+            ));
+        }
+        for p in &labelled {
+            if !p.values_present.contains(&v) {
+                report.warnings.push(format!(
+                    "{}: foreground label value {v} does not occur in this case",
+                    p.record.label_source.as_deref().unwrap_or(Path::new("?")).display()
+                ));
+            }
+        }
+    }
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    let manifest = Manifest {
+        version: CACHE_VERSION,
+        dataset: dataset_root.to_path_buf(),
+        layout,
+        options: options.clone(),
+        cases: prepared.into_iter().map(|p| p.record).collect(),
+    };
+    let json = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| VolumeError::invalid(&manifest_path, e.to_string()))?;
+    write_bytes_atomic(&manifest_path, &json)?;
+    Ok(report)
+}
+
+fn affines_match(a: &Geometry, b: &Geometry) -> bool {
+    (0..3).all(|r| (0..4).all(|c| (a.affine[r][c] - b.affine[r][c]).abs() <= 1e-3 * (1.0 + a.affine[r][c].abs())))
+}
+
+/// Reads a label map and binarises it by the foreground values; returns
+/// the mask and the foreground values present.
+pub fn read_label(path: &Path, foreground: &[i64], like: Option<(&Path, &Volume)>) -> Result<(Volume, Vec<u8>, BTreeSet<i64>)> {
+    let label = read_volume_with(path, ReadOptions::default())?;
+    if let Some((image_path, image)) = like {
+        if label.shape != image.shape {
+            return Err(VolumeError::invalid(
+                path,
+                format!("label shape {:?} differs from image {} shape {:?}", label.shape, image_path.display(), image.shape),
+            ));
+        }
+        if !affines_match(&label.geometry, &image.geometry) {
+            return Err(VolumeError::invalid(
+                path,
+                format!(
+                    "label affine {:?} differs from image {} affine {:?}",
+                    label.geometry.affine, image_path.display(), image.geometry.affine
+                ),
+            ));
+        }
+    }
+    let mut mask = Vec::with_capacity(label.len());
+    let mut present = BTreeSet::new();
+    let integer = label.data.dtype().is_integer();
+    for i in 0..label.len() {
+        let v = label.data.get_f64(i);
+        if !integer && (v.fract() != 0.0 || !v.is_finite()) {
+            let [nx, ny, _] = label.shape;
+            return Err(VolumeError::invalid(
+                path,
+                format!("label voxel ({}, {}, {}) holds {v}: labels must be integers", i % nx, (i / nx) % ny, i / (nx * ny)),
+            ));
+        }
+        let v = v as i64;
+        let fg = foreground.contains(&v);
+        if fg {
+            present.insert(v);
+        }
+        mask.push(fg as u8);
+    }
+    Ok((label, mask, present))
+}
+
+fn bounding_box(shape: [usize; 3], inside: impl Fn(usize) -> bool) -> Option<([usize; 3], [usize; 3])> {
+    let [nx, ny, nz] = shape;
+    let mut lo = [usize::MAX; 3];
+    let mut hi = [0usize; 3];
+    let mut any = false;
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                if inside(x + nx * (y + ny * z)) {
+                    any = true;
+                    for (a, v) in [x, y, z].into_iter().enumerate() {
+                        lo[a] = lo[a].min(v);
+                        hi[a] = hi[a].max(v + 1);
+                    }
+                }
+            }
+        }
+    }
+    any.then_some((lo, hi))
+}
+
+/// Crop box from a content box: margin added, axes with no margin kept
+/// whole, then grown to the patch size where the volume allows.
+fn crop_box(shape: [usize; 3], content: Option<([usize; 3], [usize; 3])>, options: &PrepareOptions) -> ([usize; 3], [usize; 3]) {
+    let mut lo = [0; 3];
+    let mut hi = shape;
+    if let Some((clo, chi)) = content {
+        for a in 0..3 {
+            if let Some(m) = options.margin[a] {
+                lo[a] = clo[a].saturating_sub(m);
+                hi[a] = (chi[a] + m).min(shape[a]);
+            }
+        }
+    }
+    for a in 0..3 {
+        let want = options.patch[a].min(shape[a]);
+        while hi[a] - lo[a] < want {
+            // Grow on the side with room, alternating, so the box stays centred.
+            if lo[a] > 0 && (hi[a] == shape[a] || (hi[a] - lo[a]) % 2 == 0) {
+                lo[a] -= 1;
+            } else {
+                hi[a] += 1;
+            }
+        }
+    }
+    (lo, hi)
+}
+
+fn prepare_case(case: &CaseFiles, role: Role, out: &Path, options: &PrepareOptions) -> Result<Prepared> {
+    let image = read_volume_with(&case.image, ReadOptions { channel: case.channel })?;
+    image.check_finite(&case.image)?;
+    let mut warnings = Vec::new();
+    let keeps_label = role != Role::Unlabelled;
+    let label_for_crop = role == Role::Labelled || options.reference_crop;
+    let label = match &case.label {
+        Some(p) if keeps_label || label_for_crop => Some((p.clone(), read_label(p, &options.foreground, Some((&case.image, &image)))?)),
+        _ => None,
+    };
+    if role == Role::Labelled && label.is_none() {
+        return Err(VolumeError::dataset(&case.image, "labelled case without a label file"));
+    }
+    let mut values_present = BTreeSet::new();
+    let mut foreground_voxels = None;
+    if let Some((path, (_, mask, present))) = &label {
+        let fg = mask.iter().map(|&v| v as u64).sum::<u64>();
+        if keeps_label {
+            foreground_voxels = Some(fg);
+            if fg == 0 {
+                warnings.push(format!("{}: label has no foreground voxel", path.display()));
+            } else if fg as usize == mask.len() {
+                warnings.push(format!("{}: label is foreground everywhere", path.display()));
+            }
+        }
+        values_present = present.clone();
+    }
+    // z-score over the whole original volume, in f64 for stability.
+    let values = image.data.to_f64();
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    let mut std = var.sqrt();
+    if std < 1e-12 {
+        warnings.push(format!("{}: image is constant; intensities set to 0", case.image.display()));
+        std = 1.0;
+    }
+    let content = if label_for_crop && label.is_some() {
+        let mask = &label.as_ref().expect("checked").1 .1;
+        bounding_box(image.shape, |i| mask[i] != 0)
+    } else {
+        match options.scan_crop {
+            ScanCrop::NonZero => bounding_box(image.shape, |i| values[i] != 0.0),
+            ScanCrop::None => None,
+        }
+    };
+    let (lo, hi) = crop_box(image.shape, content, options);
+    let crop = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
+    let shape: [usize; 3] = std::array::from_fn(|a| crop[a].max(options.patch[a]));
+    let pad_before: [usize; 3] = std::array::from_fn(|a| (shape[a] - crop[a]) / 2);
+    let [nx, ny, _] = image.shape;
+    let count = shape.iter().product::<usize>();
+    let mut img = vec![0f32; count];
+    let mut lab = keeps_label.then(|| vec![0u8; count]).filter(|_| label.is_some());
+    for z in lo[2]..hi[2] {
+        for y in lo[1]..hi[1] {
+            let qz = z - lo[2] + pad_before[2];
+            let qy = y - lo[1] + pad_before[1];
+            let dst = (qz * shape[1] + qy) * shape[0] + pad_before[0];
+            let src = (z * ny + y) * nx + lo[0];
+            for i in 0..crop[0] {
+                img[dst + i] = ((values[src + i] - mean) / std) as f32;
+            }
+            if let (Some(l), Some((_, (_, mask, _)))) = (lab.as_mut(), &label) {
+                l[dst..dst + crop[0]].copy_from_slice(&mask[src..src + crop[0]]);
+            }
+        }
+    }
+    let file = format!("cases/{}.safetensors", case.id);
+    write_case(&out.join(&file), shape, &img, lab.as_deref())?;
+    let record = CaseRecord {
+        id: case.id.clone(),
+        role,
+        file,
+        shape,
+        has_label: lab.is_some(),
+        image_source: case.image.clone(),
+        channel: case.channel,
+        label_source: if keeps_label { case.label.clone() } else { None },
+        original_shape: image.shape,
+        original_dtype: image.data.dtype(),
+        original_geometry: image.geometry.clone(),
+        crop_start: lo,
+        crop_end: hi,
+        pad_before,
+        intensity_mean: mean,
+        intensity_std: std,
+        foreground_voxels,
+    };
+    Ok(Prepared { record, warnings, values_present })
+}
+
+/// Writes one case's arrays as safetensors, atomically.
+fn write_case(path: &Path, shape: [usize; 3], image: &[f32], label: Option<&[u8]>) -> Result<()> {
+    use safetensors::tensor::TensorView;
+    let dims = vec![shape[2], shape[1], shape[0]];
+    let image_bytes: &[u8] = bytemuck::cast_slice(image);
+    let mut views = vec![(
+        "image".to_string(),
+        TensorView::new(safetensors::Dtype::F32, dims.clone(), image_bytes)
+            .map_err(|e| VolumeError::invalid(path, e.to_string()))?,
+    )];
+    if let Some(l) = label {
+        views.push((
+            "label".to_string(),
+            TensorView::new(safetensors::Dtype::U8, dims, l).map_err(|e| VolumeError::invalid(path, e.to_string()))?,
+        ));
+    }
+    let bytes = safetensors::serialize(views, None).map_err(|e| VolumeError::invalid(path, e.to_string()))?;
+    write_bytes_atomic(path, &bytes)
+}
