@@ -1,1 +1,173 @@
-fn main() {}
+//! `cargo xtask`: project chores that are not the product: the test suite
+//! with its Python peers, the demo data, and side-by-side benchmarks.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the Python peers into target/pyenv and run every test, fmt and clippy.
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Generate the built-in synthetic dataset and prepare it (the main job so far).
+    Prepare {
+        /// Working folder.
+        #[arg(long, default_value = "target/dtml-demo")]
+        out: PathBuf,
+    },
+    /// Run benchmarks side by side with Python peers when installed.
+    Bench {
+        /// What to measure.
+        #[arg(value_parser = ["edt", "all"], default_value = "all")]
+        what: String,
+    },
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Creates (or refreshes) the test venv when the requirements changed.
+fn python_env(requirements: &Path) -> Result<PathBuf> {
+    let venv = root().join("target/pyenv");
+    let python = venv.join("bin/python");
+    let wanted = std::fs::read_to_string(requirements)
+        .with_context(|| requirements.display().to_string())?;
+    let stamp = venv.join("dtml-requirements.txt");
+    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(python);
+    }
+    if !python.exists() {
+        let host = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        run(Command::new(host).args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(requirements))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(python)
+}
+
+fn has_nextest() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn test(no_lint: bool) -> Result<()> {
+    let python = python_env(&root().join("xtask/requirements-test.txt"))?;
+    if !no_lint {
+        run(cargo().args(["fmt", "--all", "--check"]))?;
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    run(cargo().args(["build", "-p", "dtml-cli", "--bin", "dtml"]))?;
+    let bin = root().join("target/debug/dtml");
+    let envs = [
+        ("DTML_PYTHON", python.as_os_str()),
+        ("DTML_BIN", bin.as_os_str()),
+    ];
+    if has_nextest() {
+        run(cargo()
+            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .envs(envs))?;
+    } else {
+        run(cargo()
+            .args(["test", "--workspace", "--no-fail-fast", "--all-targets"])
+            .envs(envs))?;
+    }
+    run(cargo().args(["test", "--workspace", "--doc"]).envs(envs))?;
+    Ok(())
+}
+
+fn prepare(out: &Path) -> Result<()> {
+    run(cargo().args(["build", "--release", "-p", "dtml-cli", "--bin", "dtml"]))?;
+    let dtml = root().join("target/release/dtml");
+    let out = root().join(out);
+    let data = out.join("data");
+    run(Command::new(&dtml).args(["generate", "--out"]).arg(&data))?;
+    run(Command::new(&dtml)
+        .args(["prepare", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(out.join("prepared"))
+        .args([
+            "--labelled-fraction",
+            "0.2",
+            "--patch",
+            "48,48,32",
+            "--margin",
+            "8,8,4",
+        ]))?;
+    eprintln!("prepared data in {}", out.join("prepared").display());
+    Ok(())
+}
+
+fn bench(what: &str) -> Result<()> {
+    if matches!(what, "edt" | "all") {
+        run(cargo().args(["bench", "-p", "dtml-edt"]))?;
+        let peers = root().join("crates/dtml-edt/bench/peers.py");
+        let python = root().join("target/pyenv/bin/python");
+        if peers.exists() && python.exists() {
+            run(Command::new(&python).arg(&peers))?;
+        } else {
+            eprintln!(
+                "Python peers not run: need {} and target/pyenv (cargo xtask test creates it; pip install edt SimpleITK for all peers)",
+                peers.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::Test { no_lint } => test(no_lint),
+        Task::Prepare { out } => prepare(&out),
+        Task::Bench { what } => bench(&what),
+    }
+}

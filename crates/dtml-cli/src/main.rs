@@ -1,1 +1,54 @@
-fn main() {}
+//! `dtml`: the command-line front end. It parses flags, sets up logging and
+//! progress bars, and dispatches to the library crates; no logic lives here.
+
+mod args;
+mod generate;
+mod info;
+mod prepare;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+/// Semi-supervised 3D medical image segmentation by Dual-Task Mutual Learning.
+#[derive(Parser)]
+#[command(name = "dtml", version, about, propagate_version = true)]
+struct Cli {
+    /// Log level filter (error, warn, info, debug, trace) or a tracing directive.
+    #[arg(long, global = true, default_value = "info", env = "DTML_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the built-in synthetic dataset (Decathlon layout).
+    Generate(generate::GenerateArgs),
+    /// Prepare a dataset (Decathlon, nnU-Net v2 or LA layout) into a training cache.
+    Prepare(prepare::PrepareArgs),
+    /// Print a volume's shape, type, spacing and affine.
+    Info(info::InfoArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Generate(a) => generate::run(a),
+        Command::Prepare(a) => prepare::run(a),
+        Command::Info(a) => info::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

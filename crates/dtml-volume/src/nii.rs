@@ -340,23 +340,13 @@ pub(crate) fn decode_raw(raw: &[u8], dtype: DataType, big_endian: bool) -> Voxel
 
 /// Applies `scl_slope`/`scl_inter` as nibabel does: a slope of 0 or a
 /// non-finite slope or intercept means "no scaling"; (1, 0) is identity.
-/// Scaled data become f32, or f64 when the source needs more precision.
+/// Scaled data become f64, as nibabel returns them.
 fn apply_scaling(data: VoxelData, slope: f32, inter: f32) -> VoxelData {
     if slope == 0.0 || !slope.is_finite() || !inter.is_finite() || (slope == 1.0 && inter == 0.0) {
         return data;
     }
-    match data.dtype() {
-        DataType::F64 | DataType::I32 | DataType::U32 => {
-            let (s, i) = (slope as f64, inter as f64);
-            VoxelData::F64(data.to_f64().into_iter().map(|v| v * s + i).collect())
-        }
-        _ => VoxelData::F32(
-            data.to_f32()
-                .into_iter()
-                .map(|v| v * slope + inter)
-                .collect(),
-        ),
-    }
+    let (s, i) = (slope as f64, inter as f64);
+    VoxelData::F64(data.to_f64().into_iter().map(|v| v * s + i).collect())
 }
 
 /// Writes a volume as NIfTI-1 (`.nii`, or gzipped `.nii.gz`), atomically,

@@ -1,0 +1,111 @@
+//! `dtml prepare`: dataset folder in, training cache out.
+
+use crate::args::{int_list, margin, triple};
+use crate::progress::bar;
+use anyhow::{Context, Result, bail};
+use dtml_volume::dataset::{self, OpenOptions};
+use dtml_volume::{Dataset, LabelledSpec, Layout, PrepareOptions, Role, ScanCrop, prepare};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct PrepareArgs {
+    /// Dataset folder: Decathlon / nnU-Net (dataset.json) or LA case folders.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output folder for the cache (safetensors per case + manifest.json).
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of labelled training cases (the first N in the dataset's order).
+    #[arg(long, conflicts_with_all = ["labelled_fraction", "labelled_list"])]
+    labelled: Option<usize>,
+    /// Fraction of training cases that are labelled [default: 0.2].
+    #[arg(long, conflicts_with = "labelled_list")]
+    labelled_fraction: Option<f64>,
+    /// File listing the labelled case ids, one per line.
+    #[arg(long)]
+    labelled_list: Option<PathBuf>,
+    /// File listing validation case ids (held out of training).
+    #[arg(long)]
+    validation_list: Option<PathBuf>,
+    /// File listing test case ids (instead of imagesTs / test.list).
+    #[arg(long)]
+    test_list: Option<PathBuf>,
+    /// Foreground label value(s), comma-separated [default: 1; 255 for LA].
+    #[arg(long, value_parser = int_list)]
+    foreground: Option<Vec<i64>>,
+    /// Patch size x,y,z: every case is padded to at least this.
+    #[arg(long, value_parser = triple::<usize>, default_value = "112,112,80")]
+    patch: [usize; 3],
+    /// Crop margin x,y,z in voxels around the content box; 'full' keeps an axis whole.
+    #[arg(long, value_parser = margin, default_value = "15,15,full")]
+    margin: [Option<usize>; 3],
+    /// Crop of unlabelled and test scans: 'nonzero' box or 'none'.
+    #[arg(long, default_value = "nonzero", value_parser = ["nonzero", "none"])]
+    scan_crop: String,
+    /// Crop every case with a label file to its label box, as the reference code does
+    /// (uses labels a real unlabelled scan would not have; for comparison only).
+    #[arg(long)]
+    reference_crop: bool,
+    /// Image channel for multi-channel datasets.
+    #[arg(long, default_value_t = 0)]
+    channel: usize,
+}
+
+pub fn run(a: PrepareArgs) -> Result<()> {
+    let ds = Dataset::open(&a.data, OpenOptions { channel: a.channel })?;
+    let labelled = match (a.labelled, a.labelled_fraction, &a.labelled_list) {
+        (Some(n), _, _) => LabelledSpec::Count(n),
+        (_, Some(f), _) => LabelledSpec::Fraction(f),
+        (_, _, Some(l)) => LabelledSpec::List(l.clone()),
+        _ => LabelledSpec::Fraction(0.2),
+    };
+    let split = dataset::split(
+        &ds,
+        &labelled,
+        a.validation_list.as_deref(),
+        a.test_list.as_deref(),
+    )?;
+    let foreground = a.foreground.clone().unwrap_or_else(|| match ds.layout {
+        Layout::La => vec![255],
+        _ => vec![1],
+    });
+    if split.cases.is_empty() {
+        bail!("{}: no cases found", a.data.display());
+    }
+    let options = PrepareOptions {
+        patch: a.patch,
+        margin: a.margin,
+        foreground,
+        scan_crop: if a.scan_crop == "none" {
+            ScanCrop::None
+        } else {
+            ScanCrop::NonZero
+        },
+        reference_crop: a.reference_crop,
+    };
+    let count = |r: Role| split.of(r).count();
+    tracing::info!(
+        "{:?} dataset at {}: {} labelled, {} unlabelled, {} validation, {} test",
+        ds.layout,
+        a.data.display(),
+        count(Role::Labelled),
+        count(Role::Unlabelled),
+        count(Role::Validation),
+        count(Role::Test)
+    );
+    let pb = bar(split.cases.len(), "preparing");
+    let start = std::time::Instant::now();
+    let report = prepare(&ds.root, ds.layout, &split, &a.out, &options, &|_| {
+        pb.inc(1)
+    })
+    .with_context(|| format!("preparing {} into {}", a.data.display(), a.out.display()))?;
+    pb.finish_and_clear();
+    tracing::info!(
+        "prepared {} cases into {} in {:.1} s ({} warnings)",
+        report.cases,
+        a.out.display(),
+        start.elapsed().as_secs_f64(),
+        report.warnings.len()
+    );
+    Ok(())
+}
