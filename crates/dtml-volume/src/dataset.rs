@@ -123,7 +123,10 @@ fn split_extension(name: &str) -> (&str, &str) {
 /// Finds an image named in `dataset.json`: as written, or with the
 /// nnU-Net channel suffix `_000C` before the extension.
 fn find_image(path: &Path, channel: usize, json: &Path) -> Result<(PathBuf, Option<usize>)> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let (stem, ext) = split_extension(&name);
     let suffixed = path.with_file_name(format!("{stem}_{channel:04}{ext}"));
     if suffixed.is_file() {
@@ -144,7 +147,10 @@ fn find_image(path: &Path, channel: usize, json: &Path) -> Result<(PathBuf, Opti
 }
 
 fn case_id(path: &Path) -> String {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     split_extension(&name).0.to_string()
 }
 
@@ -168,7 +174,9 @@ fn parse_label_names(json: &Path, v: &Value) -> Result<Vec<(i64, String)>> {
         } else {
             return Err(VolumeError::dataset(
                 json,
-                format!("label {k:?} maps to {val}, not an integer (region-based labels are not supported)"),
+                format!(
+                    "label {k:?} maps to {val}, not an integer (region-based labels are not supported)"
+                ),
             ));
         }
     }
@@ -184,7 +192,10 @@ fn open_decathlon(root: &Path, json: &Path, options: OpenOptions) -> Result<Data
         for (i, entry) in list.iter().enumerate() {
             let field = |name: &str| -> Result<PathBuf> {
                 let s = entry.get(name).and_then(Value::as_str).ok_or_else(|| {
-                    VolumeError::dataset(json, format!("training[{i}] has no string field {name:?}"))
+                    VolumeError::dataset(
+                        json,
+                        format!("training[{i}] has no string field {name:?}"),
+                    )
                 })?;
                 resolve_inside(root, s, json)
             };
@@ -205,34 +216,72 @@ fn open_decathlon(root: &Path, json: &Path, options: OpenOptions) -> Result<Data
             });
         }
         let mut test = Vec::new();
-        for (i, entry) in v.get("test").and_then(Value::as_array).into_iter().flatten().enumerate() {
-            let s = entry.as_str().or_else(|| entry.get("image").and_then(Value::as_str)).ok_or_else(|| {
-                VolumeError::dataset(json, format!("test[{i}] is neither a path nor an object with \"image\""))
-            })?;
+        for (i, entry) in v
+            .get("test")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let s = entry
+                .as_str()
+                .or_else(|| entry.get("image").and_then(Value::as_str))
+                .ok_or_else(|| {
+                    VolumeError::dataset(
+                        json,
+                        format!("test[{i}] is neither a path nor an object with \"image\""),
+                    )
+                })?;
             let image = resolve_inside(root, s, json)?;
             let (image_path, channel) = find_image(&image, options.channel, json)?;
             let id = case_id(&image);
             let label = labels_ts(root, &id, split_extension(&image.to_string_lossy()).1);
-            test.push(CaseFiles { id, image: image_path, channel, label });
+            test.push(CaseFiles {
+                id,
+                image: image_path,
+                channel,
+                label,
+            });
         }
         check_unique(json, &training, &test)?;
-        return Ok(Dataset { root: root.to_path_buf(), layout: Layout::Msd, training, test, label_names });
+        return Ok(Dataset {
+            root: root.to_path_buf(),
+            layout: Layout::Msd,
+            training,
+            test,
+            label_names,
+        });
     }
-    let ending = v.get("file_ending").and_then(Value::as_str).ok_or_else(|| {
-        VolumeError::dataset(json, "neither a \"training\" list (MSD) nor \"file_ending\" (nnU-Net v2)")
-    })?;
+    let ending = v
+        .get("file_ending")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            VolumeError::dataset(
+                json,
+                "neither a \"training\" list (MSD) nor \"file_ending\" (nnU-Net v2)",
+            )
+        })?;
     let training = scan_nnunet(root, "imagesTr", "labelsTr", ending, options.channel, true)?;
     if let Some(n) = v.get("numTraining").and_then(Value::as_u64)
         && n as usize != training.len()
     {
         return Err(VolumeError::dataset(
             json,
-            format!("numTraining is {n} but imagesTr/labelsTr hold {} cases", training.len()),
+            format!(
+                "numTraining is {n} but imagesTr/labelsTr hold {} cases",
+                training.len()
+            ),
         ));
     }
     let test = scan_nnunet(root, "imagesTs", "labelsTs", ending, options.channel, false)?;
     check_unique(json, &training, &test)?;
-    Ok(Dataset { root: root.to_path_buf(), layout: Layout::NnUnetV2, training, test, label_names })
+    Ok(Dataset {
+        root: root.to_path_buf(),
+        layout: Layout::NnUnetV2,
+        training,
+        test,
+        label_names,
+    })
 }
 
 fn labels_ts(root: &Path, id: &str, ext: &str) -> Option<PathBuf> {
@@ -252,7 +301,10 @@ fn scan_nnunet(
     let dir = root.join(images);
     if !dir.is_dir() {
         if labels_required {
-            return Err(VolumeError::dataset(&dir, "missing (nnU-Net v2 layout needs imagesTr)"));
+            return Err(VolumeError::dataset(
+                &dir,
+                "missing (nnU-Net v2 layout needs imagesTr)",
+            ));
         }
         return Ok(Vec::new());
     }
@@ -271,11 +323,19 @@ fn scan_nnunet(
         let label = if label.is_file() {
             Some(label)
         } else if labels_required {
-            return Err(VolumeError::dataset(&label, format!("label of case {id} is missing")));
+            return Err(VolumeError::dataset(
+                &label,
+                format!("label of case {id} is missing"),
+            ));
         } else {
             None
         };
-        out.push(CaseFiles { image: dir.join(format!("{id}{suffix}")), id, channel: None, label });
+        out.push(CaseFiles {
+            image: dir.join(format!("{id}{suffix}")),
+            id,
+            channel: None,
+            label,
+        });
     }
     Ok(out)
 }
@@ -284,7 +344,10 @@ fn check_unique(json: &Path, training: &[CaseFiles], test: &[CaseFiles]) -> Resu
     let mut seen = BTreeSet::new();
     for c in training.iter().chain(test) {
         if !seen.insert(c.id.as_str()) {
-            return Err(VolumeError::dataset(json, format!("case id {:?} appears twice", c.id)));
+            return Err(VolumeError::dataset(
+                json,
+                format!("case id {:?} appears twice", c.id),
+            ));
         }
     }
     Ok(())
@@ -294,7 +357,10 @@ fn la_case(dir: &Path) -> Option<CaseFiles> {
     let image = dir.join("lgemri.nrrd");
     let label = dir.join("laendo.nrrd");
     (image.is_file() || label.is_file()).then(|| CaseFiles {
-        id: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        id: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         image,
         channel: None,
         label: label.is_file().then_some(label),
@@ -340,7 +406,10 @@ fn open_la(root: &Path) -> Result<Dataset> {
     for dir in entries {
         if let Some(c) = la_case(&dir) {
             if !c.image.is_file() {
-                return Err(VolumeError::dataset(&c.image, "case folder has laendo.nrrd but no lgemri.nrrd"));
+                return Err(VolumeError::dataset(
+                    &c.image,
+                    "case folder has laendo.nrrd but no lgemri.nrrd",
+                ));
             }
             all.push(c);
         }
@@ -350,26 +419,45 @@ fn open_la(root: &Path) -> Result<Dataset> {
             .into_iter()
             .map(|id| {
                 all.iter().find(|c| c.id == id).cloned().ok_or_else(|| {
-                    VolumeError::dataset(list, format!("case {id:?} has no folder with lgemri.nrrd"))
+                    VolumeError::dataset(
+                        list,
+                        format!("case {id:?} has no folder with lgemri.nrrd"),
+                    )
                 })
             })
             .collect()
     };
     let train_list = root.join("train.list");
     let test_list = root.join("test.list");
-    let test = if test_list.is_file() { take(&test_list, &all)? } else { Vec::new() };
+    let test = if test_list.is_file() {
+        take(&test_list, &all)?
+    } else {
+        Vec::new()
+    };
     let training = if train_list.is_file() {
         take(&train_list, &all)?
     } else {
-        all.iter().filter(|c| !test.iter().any(|t| t.id == c.id)).cloned().collect()
+        all.iter()
+            .filter(|c| !test.iter().any(|t| t.id == c.id))
+            .cloned()
+            .collect()
     };
     for c in &training {
         if c.label.is_none() {
-            return Err(VolumeError::dataset(&c.image, "training case has no laendo.nrrd label"));
+            return Err(VolumeError::dataset(
+                &c.image,
+                "training case has no laendo.nrrd label",
+            ));
         }
     }
     check_unique(root, &training, &test)?;
-    Ok(Dataset { root: root.to_path_buf(), layout: Layout::La, training, test, label_names: Vec::new() })
+    Ok(Dataset {
+        root: root.to_path_buf(),
+        layout: Layout::La,
+        training,
+        test,
+        label_names: Vec::new(),
+    })
 }
 
 /// How many (or which) training cases are labelled.
@@ -402,7 +490,10 @@ pub struct Split {
 impl Split {
     /// Cases of one role.
     pub fn of(&self, role: Role) -> impl Iterator<Item = &CaseFiles> {
-        self.cases.iter().filter(move |(_, r)| *r == role).map(|(c, _)| c)
+        self.cases
+            .iter()
+            .filter(move |(_, r)| *r == role)
+            .map(|(c, _)| c)
     }
 }
 
@@ -427,7 +518,9 @@ pub fn split(
                     .chain(&dataset.test)
                     .find(|c| c.id == id)
                     .cloned()
-                    .ok_or_else(|| VolumeError::dataset(list, format!("case {id:?} is not in the dataset")))
+                    .ok_or_else(|| {
+                        VolumeError::dataset(list, format!("case {id:?} is not in the dataset"))
+                    })
             })
             .collect()
     };
@@ -440,10 +533,18 @@ pub fn split(
         None => dataset.test.clone(),
     };
     let held_out = |c: &CaseFiles| validation.iter().chain(&test).any(|v| v.id == c.id);
-    let pool: Vec<CaseFiles> = dataset.training.iter().filter(|c| !held_out(c)).cloned().collect();
+    let pool: Vec<CaseFiles> = dataset
+        .training
+        .iter()
+        .filter(|c| !held_out(c))
+        .cloned()
+        .collect();
     for v in &validation {
         if v.label.is_none() {
-            return Err(VolumeError::dataset(&v.image, "validation case has no label"));
+            return Err(VolumeError::dataset(
+                &v.image,
+                "validation case has no label",
+            ));
         }
     }
     let labelled_ids: Vec<String> = match labelled {
@@ -451,14 +552,20 @@ pub fn split(
             if *n > pool.len() {
                 return Err(VolumeError::dataset(
                     &dataset.root,
-                    format!("{n} labelled cases requested but only {} training cases remain after hold-outs", pool.len()),
+                    format!(
+                        "{n} labelled cases requested but only {} training cases remain after hold-outs",
+                        pool.len()
+                    ),
                 ));
             }
             pool.iter().take(*n).map(|c| c.id.clone()).collect()
         }
         LabelledSpec::Fraction(f) => {
             if !(*f > 0.0 && *f <= 1.0) {
-                return Err(VolumeError::dataset(&dataset.root, format!("labelled fraction {f} must be in (0, 1]")));
+                return Err(VolumeError::dataset(
+                    &dataset.root,
+                    format!("labelled fraction {f} must be in (0, 1]"),
+                ));
             }
             let n = ((pool.len() as f64 * f).round() as usize).clamp(1, pool.len().max(1));
             pool.iter().take(n).map(|c| c.id.clone()).collect()
@@ -477,7 +584,10 @@ pub fn split(
         }
     };
     if labelled_ids.is_empty() {
-        return Err(VolumeError::dataset(&dataset.root, "no labelled training case"));
+        return Err(VolumeError::dataset(
+            &dataset.root,
+            "no labelled training case",
+        ));
     }
     let mut cases = Vec::new();
     for c in pool {

@@ -16,7 +16,7 @@ use crate::error::{Result, VolumeError};
 use crate::geometry::Geometry;
 use crate::nii::ReadOptions;
 use crate::volume::{DataType, Volume};
-use crate::{read_volume_with, Layout};
+use crate::{Layout, read_volume_with};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -103,7 +103,12 @@ impl CaseRecord {
         if prepared.len() != px * py * pz {
             return Err(VolumeError::invalid(
                 &self.file,
-                format!("mask has {} voxels, prepared grid {:?} needs {}", prepared.len(), self.shape, px * py * pz),
+                format!(
+                    "mask has {} voxels, prepared grid {:?} needs {}",
+                    prepared.len(),
+                    self.shape,
+                    px * py * pz
+                ),
             ));
         }
         let [ox, oy, _] = self.original_shape;
@@ -123,7 +128,8 @@ impl CaseRecord {
 
     /// Geometry of the prepared grid (its voxel (0,0,0) in world space).
     pub fn prepared_geometry(&self) -> Geometry {
-        let off: [i64; 3] = std::array::from_fn(|a| self.crop_start[a] as i64 - self.pad_before[a] as i64);
+        let off: [i64; 3] =
+            std::array::from_fn(|a| self.crop_start[a] as i64 - self.pad_before[a] as i64);
         self.original_geometry.shifted(off)
     }
 }
@@ -164,10 +170,16 @@ impl PreparedDataset {
         if manifest.version != CACHE_VERSION {
             return Err(VolumeError::dataset(
                 &path,
-                format!("cache version {} (this dtml reads {CACHE_VERSION}); prepare the data again", manifest.version),
+                format!(
+                    "cache version {} (this dtml reads {CACHE_VERSION}); prepare the data again",
+                    manifest.version
+                ),
             ));
         }
-        Ok(PreparedDataset { dir: dir.to_path_buf(), manifest })
+        Ok(PreparedDataset {
+            dir: dir.to_path_buf(),
+            manifest,
+        })
     }
 
     /// Records of one role.
@@ -189,20 +201,33 @@ impl PreparedDataset {
         if image.dtype() != safetensors::Dtype::F32 || image.shape() != want.as_slice() {
             return Err(VolumeError::dataset(
                 &path,
-                format!("image tensor is {:?} {:?}, manifest says F32 {want:?}", image.dtype(), image.shape()),
+                format!(
+                    "image tensor is {:?} {:?}, manifest says F32 {want:?}",
+                    image.dtype(),
+                    image.shape()
+                ),
             ));
         }
         let image: Vec<f32> = bytemuck::pod_collect_to_vec(image.data());
         let label = match (record.has_label, st.tensor("label")) {
             (false, _) => None,
-            (true, Ok(t)) if t.dtype() == safetensors::Dtype::U8 && t.shape() == want.as_slice() => {
+            (true, Ok(t))
+                if t.dtype() == safetensors::Dtype::U8 && t.shape() == want.as_slice() =>
+            {
                 Some(t.data().to_vec())
             }
             (true, _) => {
-                return Err(VolumeError::dataset(&path, format!("missing or malformed label tensor (want U8 {want:?})")));
+                return Err(VolumeError::dataset(
+                    &path,
+                    format!("missing or malformed label tensor (want U8 {want:?})"),
+                ));
             }
         };
-        Ok(PreparedCase { image, label, shape: record.shape })
+        Ok(PreparedCase {
+            image,
+            label,
+            shape: record.shape,
+        })
     }
 }
 
@@ -230,10 +255,16 @@ pub fn prepare(
     tick: &(dyn Fn(&str) + Sync),
 ) -> Result<PrepareReport> {
     if options.patch.contains(&0) {
-        return Err(VolumeError::invalid(out, "patch size must be positive on every axis"));
+        return Err(VolumeError::invalid(
+            out,
+            "patch size must be positive on every axis",
+        ));
     }
     if options.foreground.is_empty() {
-        return Err(VolumeError::invalid(out, "no foreground label value chosen"));
+        return Err(VolumeError::invalid(
+            out,
+            "no foreground label value chosen",
+        ));
     }
     std::fs::create_dir_all(out.join("cases")).map_err(|e| VolumeError::io(out, e))?;
     // No manifest while cases are rewritten: a crash leaves no cache that
@@ -255,25 +286,41 @@ pub fn prepare(
     for r in results {
         prepared.push(r?);
     }
-    let mut report = PrepareReport { cases: prepared.len(), warnings: Vec::new() };
+    let mut report = PrepareReport {
+        cases: prepared.len(),
+        warnings: Vec::new(),
+    };
     for p in &prepared {
         report.warnings.extend(p.warnings.iter().cloned());
     }
     // A chosen foreground value must occur in some labelled case.
-    let labelled: Vec<&Prepared> = prepared.iter().filter(|p| p.record.role == Role::Labelled).collect();
+    let labelled: Vec<&Prepared> = prepared
+        .iter()
+        .filter(|p| p.record.role == Role::Labelled)
+        .collect();
     for &v in &options.foreground {
-        let n = labelled.iter().filter(|p| p.values_present.contains(&v)).count();
+        let n = labelled
+            .iter()
+            .filter(|p| p.values_present.contains(&v))
+            .count();
         if n == 0 {
             return Err(VolumeError::dataset(
                 dataset_root,
-                format!("foreground label value {v} occurs in none of the {} labelled cases", labelled.len()),
+                format!(
+                    "foreground label value {v} occurs in none of the {} labelled cases",
+                    labelled.len()
+                ),
             ));
         }
         for p in &labelled {
             if !p.values_present.contains(&v) {
                 report.warnings.push(format!(
                     "{}: foreground label value {v} does not occur in this case",
-                    p.record.label_source.as_deref().unwrap_or(Path::new("?")).display()
+                    p.record
+                        .label_source
+                        .as_deref()
+                        .unwrap_or(Path::new("?"))
+                        .display()
                 ));
             }
         }
@@ -295,18 +342,30 @@ pub fn prepare(
 }
 
 fn affines_match(a: &Geometry, b: &Geometry) -> bool {
-    (0..3).all(|r| (0..4).all(|c| (a.affine[r][c] - b.affine[r][c]).abs() <= 1e-3 * (1.0 + a.affine[r][c].abs())))
+    (0..3).all(|r| {
+        (0..4)
+            .all(|c| (a.affine[r][c] - b.affine[r][c]).abs() <= 1e-3 * (1.0 + a.affine[r][c].abs()))
+    })
 }
 
 /// Reads a label map and binarises it by the foreground values; returns
 /// the mask and the foreground values present.
-pub fn read_label(path: &Path, foreground: &[i64], like: Option<(&Path, &Volume)>) -> Result<(Volume, Vec<u8>, BTreeSet<i64>)> {
+pub fn read_label(
+    path: &Path,
+    foreground: &[i64],
+    like: Option<(&Path, &Volume)>,
+) -> Result<(Volume, Vec<u8>, BTreeSet<i64>)> {
     let label = read_volume_with(path, ReadOptions::default())?;
     if let Some((image_path, image)) = like {
         if label.shape != image.shape {
             return Err(VolumeError::invalid(
                 path,
-                format!("label shape {:?} differs from image {} shape {:?}", label.shape, image_path.display(), image.shape),
+                format!(
+                    "label shape {:?} differs from image {} shape {:?}",
+                    label.shape,
+                    image_path.display(),
+                    image.shape
+                ),
             ));
         }
         if !affines_match(&label.geometry, &image.geometry) {
@@ -314,7 +373,9 @@ pub fn read_label(path: &Path, foreground: &[i64], like: Option<(&Path, &Volume)
                 path,
                 format!(
                     "label affine {:?} differs from image {} affine {:?}",
-                    label.geometry.affine, image_path.display(), image.geometry.affine
+                    label.geometry.affine,
+                    image_path.display(),
+                    image.geometry.affine
                 ),
             ));
         }
@@ -328,7 +389,12 @@ pub fn read_label(path: &Path, foreground: &[i64], like: Option<(&Path, &Volume)
             let [nx, ny, _] = label.shape;
             return Err(VolumeError::invalid(
                 path,
-                format!("label voxel ({}, {}, {}) holds {v}: labels must be integers", i % nx, (i / nx) % ny, i / (nx * ny)),
+                format!(
+                    "label voxel ({}, {}, {}) holds {v}: labels must be integers",
+                    i % nx,
+                    (i / nx) % ny,
+                    i / (nx * ny)
+                ),
             ));
         }
         let v = v as i64;
@@ -341,7 +407,10 @@ pub fn read_label(path: &Path, foreground: &[i64], like: Option<(&Path, &Volume)
     Ok((label, mask, present))
 }
 
-fn bounding_box(shape: [usize; 3], inside: impl Fn(usize) -> bool) -> Option<([usize; 3], [usize; 3])> {
+fn bounding_box(
+    shape: [usize; 3],
+    inside: impl Fn(usize) -> bool,
+) -> Option<([usize; 3], [usize; 3])> {
     let [nx, ny, nz] = shape;
     let mut lo = [usize::MAX; 3];
     let mut hi = [0usize; 3];
@@ -364,7 +433,11 @@ fn bounding_box(shape: [usize; 3], inside: impl Fn(usize) -> bool) -> Option<([u
 
 /// Crop box from a content box: margin added, axes with no margin kept
 /// whole, then grown to the patch size where the volume allows.
-fn crop_box(shape: [usize; 3], content: Option<([usize; 3], [usize; 3])>, options: &PrepareOptions) -> ([usize; 3], [usize; 3]) {
+fn crop_box(
+    shape: [usize; 3],
+    content: Option<([usize; 3], [usize; 3])>,
+    options: &PrepareOptions,
+) -> ([usize; 3], [usize; 3]) {
     let mut lo = [0; 3];
     let mut hi = shape;
     if let Some((clo, chi)) = content {
@@ -389,18 +462,34 @@ fn crop_box(shape: [usize; 3], content: Option<([usize; 3], [usize; 3])>, option
     (lo, hi)
 }
 
-fn prepare_case(case: &CaseFiles, role: Role, out: &Path, options: &PrepareOptions) -> Result<Prepared> {
-    let image = read_volume_with(&case.image, ReadOptions { channel: case.channel })?;
+fn prepare_case(
+    case: &CaseFiles,
+    role: Role,
+    out: &Path,
+    options: &PrepareOptions,
+) -> Result<Prepared> {
+    let image = read_volume_with(
+        &case.image,
+        ReadOptions {
+            channel: case.channel,
+        },
+    )?;
     image.check_finite(&case.image)?;
     let mut warnings = Vec::new();
     let keeps_label = role != Role::Unlabelled;
     let label_for_crop = role == Role::Labelled || options.reference_crop;
     let label = match &case.label {
-        Some(p) if keeps_label || label_for_crop => Some((p.clone(), read_label(p, &options.foreground, Some((&case.image, &image)))?)),
+        Some(p) if keeps_label || label_for_crop => Some((
+            p.clone(),
+            read_label(p, &options.foreground, Some((&case.image, &image)))?,
+        )),
         _ => None,
     };
     if role == Role::Labelled && label.is_none() {
-        return Err(VolumeError::dataset(&case.image, "labelled case without a label file"));
+        return Err(VolumeError::dataset(
+            &case.image,
+            "labelled case without a label file",
+        ));
     }
     let mut values_present = BTreeSet::new();
     let mut foreground_voxels = None;
@@ -411,7 +500,10 @@ fn prepare_case(case: &CaseFiles, role: Role, out: &Path, options: &PrepareOptio
             if fg == 0 {
                 warnings.push(format!("{}: label has no foreground voxel", path.display()));
             } else if fg as usize == mask.len() {
-                warnings.push(format!("{}: label is foreground everywhere", path.display()));
+                warnings.push(format!(
+                    "{}: label is foreground everywhere",
+                    path.display()
+                ));
             }
         }
         values_present = present.clone();
@@ -423,11 +515,14 @@ fn prepare_case(case: &CaseFiles, role: Role, out: &Path, options: &PrepareOptio
     let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
     let mut std = var.sqrt();
     if std < 1e-12 {
-        warnings.push(format!("{}: image is constant; intensities set to 0", case.image.display()));
+        warnings.push(format!(
+            "{}: image is constant; intensities set to 0",
+            case.image.display()
+        ));
         std = 1.0;
     }
     let content = if label_for_crop && label.is_some() {
-        let mask = &label.as_ref().expect("checked").1 .1;
+        let mask = &label.as_ref().expect("checked").1.1;
         bounding_box(image.shape, |i| mask[i] != 0)
     } else {
         match options.scan_crop {
@@ -442,7 +537,9 @@ fn prepare_case(case: &CaseFiles, role: Role, out: &Path, options: &PrepareOptio
     let [nx, ny, _] = image.shape;
     let count = shape.iter().product::<usize>();
     let mut img = vec![0f32; count];
-    let mut lab = keeps_label.then(|| vec![0u8; count]).filter(|_| label.is_some());
+    let mut lab = keeps_label
+        .then(|| vec![0u8; count])
+        .filter(|_| label.is_some());
     for z in lo[2]..hi[2] {
         for y in lo[1]..hi[1] {
             let qz = z - lo[2] + pad_before[2];
@@ -467,7 +564,11 @@ fn prepare_case(case: &CaseFiles, role: Role, out: &Path, options: &PrepareOptio
         has_label: lab.is_some(),
         image_source: case.image.clone(),
         channel: case.channel,
-        label_source: if keeps_label { case.label.clone() } else { None },
+        label_source: if keeps_label {
+            case.label.clone()
+        } else {
+            None
+        },
         original_shape: image.shape,
         original_dtype: image.data.dtype(),
         original_geometry: image.geometry.clone(),
@@ -478,7 +579,11 @@ fn prepare_case(case: &CaseFiles, role: Role, out: &Path, options: &PrepareOptio
         intensity_std: std,
         foreground_voxels,
     };
-    Ok(Prepared { record, warnings, values_present })
+    Ok(Prepared {
+        record,
+        warnings,
+        values_present,
+    })
 }
 
 /// Writes one case's arrays as safetensors, atomically.
@@ -494,9 +599,11 @@ fn write_case(path: &Path, shape: [usize; 3], image: &[f32], label: Option<&[u8]
     if let Some(l) = label {
         views.push((
             "label".to_string(),
-            TensorView::new(safetensors::Dtype::U8, dims, l).map_err(|e| VolumeError::invalid(path, e.to_string()))?,
+            TensorView::new(safetensors::Dtype::U8, dims, l)
+                .map_err(|e| VolumeError::invalid(path, e.to_string()))?,
         ));
     }
-    let bytes = safetensors::serialize(views, None).map_err(|e| VolumeError::invalid(path, e.to_string()))?;
+    let bytes = safetensors::serialize(views, None)
+        .map_err(|e| VolumeError::invalid(path, e.to_string()))?;
     write_bytes_atomic(path, &bytes)
 }
