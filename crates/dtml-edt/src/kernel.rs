@@ -1,0 +1,352 @@
+//! The separable exact transform.
+//!
+//! Working encoding of the `f32` buffer during the passes: the sign bit says
+//! the voxel's class (negative = foreground), the magnitude is the squared
+//! distance, over the axes processed so far, to the nearest voxel of the
+//! *opposite* class (`inf` when none yet). A voxel's distance to its own
+//! class is 0 in every pass, so one number per voxel carries both
+//! transforms of the signed map (Mode::Both); in Mode::Foreground the
+//! background keeps magnitude 0 and is skipped.
+//!
+//! Pass 1 (last, contiguous axis) reads the mask and computes 1D distances
+//! run by run. Each later axis runs a Felzenszwalb-Huttenlocher lower
+//! envelope per *run* of equal class along the line: the sites are the run's
+//! own voxels plus the two bounding voxels of the opposite class (value 0);
+//! sites beyond those are dominated by them. Lines are gathered in blocks of
+//! adjacent columns so memory is read in whole cache lines, and blocks are
+//! processed in parallel with rayon. The last pass applies the output
+//! transform (`Finish`) while scattering.
+
+use crate::{Grid, MaskValue};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Mode {
+    /// Only foreground voxels get a distance (to the background).
+    Foreground,
+    /// Every voxel gets its distance to the opposite class.
+    Both,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Finish {
+    /// Keep the working encoding (signed squared distance).
+    None,
+    /// Squared distance magnitude.
+    Squared,
+    /// Distance magnitude.
+    Distance,
+    /// Signed distance (negative on foreground).
+    Signed,
+}
+
+impl Finish {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Finish::None => v,
+            Finish::Squared => v.abs(),
+            Finish::Distance => v.abs().sqrt(),
+            Finish::Signed => v.abs().sqrt().copysign(v),
+        }
+    }
+}
+
+/// Columns gathered together for the strided passes (16 f32 = 64 bytes).
+const BLOCK: usize = 16;
+/// Minimum voxels per rayon task.
+const MIN_TASK_VOXELS: usize = 1 << 14;
+
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: the pointer is only used to access disjoint elements from
+// different tasks (see the call sites).
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+impl SyncPtr {
+    #[inline(always)]
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[derive(Default)]
+struct Env {
+    v: Vec<f64>,
+    g: Vec<f64>,
+    z: Vec<f64>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    line: Vec<f32>,
+    env: Env,
+}
+
+impl Scratch {
+    fn ensure(&mut self, len: usize, w: usize) {
+        if self.line.len() < len * w {
+            self.line.resize(len * w, 0.0);
+        }
+        if self.env.v.len() < len + 2 {
+            self.env.v.resize(len + 2, 0.0);
+            self.env.g.resize(len + 2, 0.0);
+            self.env.z.resize(len + 2, 0.0);
+        }
+    }
+}
+
+/// Runs the whole transform of `mask` on `grid` into `out` (same length).
+pub(crate) fn transform<M: MaskValue>(
+    mask: &[M],
+    grid: &Grid,
+    mode: Mode,
+    finish: Finish,
+    out: &mut [f32],
+) {
+    let [nz, ny, nx] = grid.dims;
+    let n = nz * ny * nx;
+    debug_assert_eq!(mask.len(), n);
+    debug_assert_eq!(out.len(), n);
+    if n == 0 {
+        return;
+    }
+    let [sz, sy, sx] = grid.spacing;
+    let last = if nz > 1 {
+        0
+    } else if ny > 1 {
+        1
+    } else {
+        2
+    };
+    let fin = |axis: usize| if axis == last { finish } else { Finish::None };
+    let plane = ny * nx;
+    let threads = rayon::current_num_threads().max(1);
+    let nb = nx.div_ceil(BLOCK);
+
+    if nz >= 2 * threads {
+        // Passes 1 and 2 fused per plane, planes in parallel: the plane
+        // stays in cache between the two passes.
+        let (fx, fy) = (fin(2), fin(1));
+        out.par_chunks_mut(plane)
+            .zip(mask.par_chunks(plane))
+            .for_each_init(Scratch::default, |scr, (o, m)| {
+                for (orow, mrow) in o.chunks_mut(nx).zip(m.chunks(nx)) {
+                    pass_first(mrow, orow, sx, mode, fx);
+                }
+                if ny > 1 {
+                    let ptr = o.as_mut_ptr();
+                    for b in 0..nb {
+                        let x0 = b * BLOCK;
+                        // SAFETY: in-bounds columns x0..x0+w of this plane,
+                        // rows 0..ny; `o` is exclusively borrowed here.
+                        unsafe {
+                            process_block(ptr, x0, nx, ny, BLOCK.min(nx - x0), sy, mode, fy, scr)
+                        };
+                    }
+                }
+            });
+    } else {
+        let rows_per_task = (MIN_TASK_VOXELS / nx.max(1)).max(1);
+        let fx = fin(2);
+        out.par_chunks_mut(nx)
+            .zip(mask.par_chunks(nx))
+            .with_min_len(rows_per_task)
+            .for_each(|(o, m)| pass_first(m, o, sx, mode, fx));
+        if ny > 1 {
+            strided_pass(out, nz, nb, ny, nx, plane, nx, sy, mode, fin(1));
+        }
+    }
+    if nz > 1 {
+        strided_pass(out, ny, nb, nz, nx, nx, plane, sz, mode, fin(0));
+    }
+}
+
+/// Processes all lines of one axis: `outer * nb` tasks; task `t` covers the
+/// column block `t % nb` of outer index `t / nb` (base `outer_index *
+/// outer_stride`), lines of `len` elements `stride` apart.
+#[allow(clippy::too_many_arguments)]
+fn strided_pass(
+    out: &mut [f32],
+    outer: usize,
+    nb: usize,
+    len: usize,
+    nx: usize,
+    outer_stride: usize,
+    stride: usize,
+    spacing: f64,
+    mode: Mode,
+    finish: Finish,
+) {
+    let total = out.len();
+    let p = SyncPtr(out.as_mut_ptr());
+    let per_task = (MIN_TASK_VOXELS / (len * BLOCK).max(1)).max(1);
+    (0..outer * nb)
+        .into_par_iter()
+        .with_min_len(per_task)
+        .for_each_init(Scratch::default, |scr, t| {
+            let o = t / nb;
+            let x0 = (t % nb) * BLOCK;
+            let w = BLOCK.min(nx - x0);
+            let base = o * outer_stride + x0;
+            debug_assert!(base + (len - 1) * stride + w <= total);
+            let _ = total;
+            // SAFETY: every task touches the elements base + i*stride + j
+            // (i < len, j < w), in bounds of `out`, and distinct tasks
+            // touch disjoint sets (different outer index or column block).
+            unsafe { process_block(p.get(), base, stride, len, w, spacing, mode, finish, scr) };
+        });
+}
+
+/// First pass along the contiguous axis, straight from the mask.
+#[inline]
+fn pass_first<M: MaskValue>(mrow: &[M], orow: &mut [f32], s: f64, mode: Mode, fin: Finish) {
+    let n = mrow.len();
+    let s2 = s * s;
+    let mut a = 0;
+    while a < n {
+        let fg = mrow[a].is_fg();
+        let mut b = a + 1;
+        while b < n && mrow[b].is_fg() == fg {
+            b += 1;
+        }
+        let run = &mut orow[a..b];
+        if !fg && mode == Mode::Foreground {
+            run.fill(fin.apply(0.0));
+        } else {
+            let left = a > 0;
+            let right = b < n;
+            let sign = if fg { -1.0f32 } else { 1.0 };
+            match (left, right) {
+                (false, false) => run.fill(fin.apply(sign * f32::INFINITY)),
+                _ => {
+                    for (k, o) in run.iter_mut().enumerate() {
+                        let dl = if left { k + 1 } else { usize::MAX };
+                        let dr = if right { b - a - k } else { usize::MAX };
+                        let d = dl.min(dr) as f64;
+                        *o = fin.apply(sign * (d * d * s2) as f32);
+                    }
+                }
+            }
+        }
+        a = b;
+    }
+}
+
+/// Gathers `w` adjacent lines, runs the envelope on each, scatters back.
+///
+/// # Safety
+/// `ptr.add(base + i * stride + j)` must be valid for reads and writes for
+/// all `i < len`, `j < w`, and not accessed concurrently by anyone else.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn process_block(
+    ptr: *mut f32,
+    base: usize,
+    stride: usize,
+    len: usize,
+    w: usize,
+    spacing: f64,
+    mode: Mode,
+    fin: Finish,
+    scr: &mut Scratch,
+) {
+    scr.ensure(len, w);
+    let line = &mut scr.line[..len * w];
+    for i in 0..len {
+        // SAFETY: caller guarantees the range.
+        let row = unsafe { std::slice::from_raw_parts(ptr.add(base + i * stride), w) };
+        for (j, &v) in row.iter().enumerate() {
+            line[j * len + i] = v;
+        }
+    }
+    let s2 = spacing * spacing;
+    for l in line.chunks_exact_mut(len) {
+        envelope_line(l, s2, mode, &mut scr.env);
+    }
+    for i in 0..len {
+        // SAFETY: caller guarantees the range.
+        let row = unsafe { std::slice::from_raw_parts_mut(ptr.add(base + i * stride), w) };
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = fin.apply(line[j * len + i]);
+        }
+    }
+}
+
+#[inline]
+fn envelope_line(line: &mut [f32], s2: f64, mode: Mode, env: &mut Env) {
+    let n = line.len();
+    let mut a = 0;
+    while a < n {
+        let neg = line[a].is_sign_negative();
+        let mut b = a + 1;
+        while b < n && line[b].is_sign_negative() == neg {
+            b += 1;
+        }
+        if neg || mode == Mode::Both {
+            envelope_run(line, a, b, s2, neg, env);
+        }
+        a = b;
+    }
+}
+
+/// Lower envelope over the run `a..b` (one class) plus its bounding
+/// opposite-class voxels, evaluated on the run, in place.
+#[inline]
+#[allow(clippy::needless_range_loop)]
+fn envelope_run(line: &mut [f32], a: usize, b: usize, s2: f64, neg: bool, env: &mut Env) {
+    let n = line.len();
+    let inv = 1.0 / s2;
+    let (v, g, z) = (&mut env.v[..], &mut env.g[..], &mut env.z[..]);
+    let mut cnt = 0usize;
+    let lo = if a > 0 { a - 1 } else { a };
+    let hi = if b < n { b + 1 } else { b };
+    for q in lo..hi {
+        let gq = if q < a || q >= b {
+            0.0
+        } else {
+            let m = line[q].abs();
+            if m == f32::INFINITY {
+                continue;
+            }
+            m as f64 * inv
+        };
+        let qf = q as f64;
+        if cnt == 0 {
+            v[0] = qf;
+            g[0] = gq;
+            z[0] = f64::NEG_INFINITY;
+            cnt = 1;
+            continue;
+        }
+        let cq = gq + qf * qf;
+        loop {
+            let p = v[cnt - 1];
+            let s = (cq - (g[cnt - 1] + p * p)) / (2.0 * (qf - p));
+            if s <= z[cnt - 1] {
+                // z[0] is -inf, so cnt never drops below 1 here.
+                cnt -= 1;
+                continue;
+            }
+            v[cnt] = qf;
+            g[cnt] = gq;
+            z[cnt] = s;
+            cnt += 1;
+            break;
+        }
+    }
+    let sign = if neg { -1.0f32 } else { 1.0 };
+    if cnt == 0 {
+        line[a..b].fill(sign * f32::INFINITY);
+        return;
+    }
+    let mut k = 0;
+    for (i, o) in line[a..b].iter_mut().enumerate() {
+        let x = (a + i) as f64;
+        while k + 1 < cnt && z[k + 1] < x {
+            k += 1;
+        }
+        let d = x - v[k];
+        *o = sign * ((d * d + g[k]) * s2) as f32;
+    }
+}
