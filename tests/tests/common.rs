@@ -1,0 +1,54 @@
+//! Finds (or builds) the `dtml` binary and runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The `dtml` binary: `DTML_BIN` (set by `cargo xtask test`), else built once.
+pub fn dtml_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("DTML_BIN") {
+            return PathBuf::from(p);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "dtml-cli", "--bin", "dtml"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building dtml failed");
+        root.join("target/debug/dtml")
+    })
+}
+
+/// Runs `dtml` with arguments.
+pub fn dtml(args: &[&str]) -> Output {
+    Command::new(dtml_bin()).args(args).env("DTML_LOG", "warn").output().expect("start dtml")
+}
+
+/// Runs `dtml` and asserts success, returning stdout.
+pub fn dtml_ok(args: &[&str]) -> String {
+    let out = dtml(args);
+    assert!(
+        out.status.success(),
+        "dtml {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `dtml`, asserts failure without a panic, returns stderr.
+pub fn dtml_err(args: &[&str]) -> String {
+    let out = dtml(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "dtml {args:?} should fail");
+    assert!(!err.contains("panicked"), "dtml {args:?} panicked:\n{err}");
+    err
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
