@@ -91,7 +91,12 @@ pub fn read_nrrd(path: &Path) -> Result<Volume> {
     let detached;
     let (region, data_name): (&[u8], Option<PathBuf>) = match &layout.data_file {
         Some(file) => {
-            detached = std::fs::read(file).map_err(|e| VolumeError::io(file, e))?;
+            detached = std::fs::read(file).map_err(|e| {
+                VolumeError::invalid(
+                    path,
+                    format!("cannot read its data file {}: {e}", file.display()),
+                )
+            })?;
             (&detached[..], Some(file.clone()))
         }
         None => match header.data_start {
@@ -806,7 +811,7 @@ fn geometry(path: &Path, h: &Header, sizes: &[usize]) -> Result<([usize; 3], Aff
     if !det.is_finite() || det.abs() <= 1e-9 * scale {
         return Err(format_err(
             path,
-            "the space directions are degenerate (not linearly independent)",
+            "the space directions are degenerate (not linearly independent) or out of range",
         ));
     }
 
