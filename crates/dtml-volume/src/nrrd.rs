@@ -17,7 +17,12 @@
 //! `3D-right-handed` and a bare `space dimension` are taken as RAS). The
 //! affine's columns are the spatial axes' directions and its translation is
 //! the origin. A file without a space has per-axis `spacings` (NaN, zero or
-//! missing read as 1 mm), an axis-aligned affine and the origin at 0.
+//! missing read as 1 mm), an axis-aligned affine and the origin at 0; a file
+//! with a space but no `space directions` takes its axes along the space's
+//! axes, scaled by `spacings`, and converted like directions. Which axes are
+//! spatial comes from `space directions` (`none` marks the others), else
+//! from `kinds`, else a 4D file's first axis is taken as non-spatial.
+//! `.nhdr` names a header whose data are in a separate file.
 //!
 //! Every malformed input is a [`VolumeError`] naming the file; data lengths
 //! are checked against `sizes` before any voxel buffer is allocated.
