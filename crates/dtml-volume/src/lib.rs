@@ -25,6 +25,7 @@ pub mod geometry;
 pub mod nii;
 pub mod nrrd;
 pub mod prepare;
+pub mod synthetic;
 pub mod volume;
 
 use std::path::Path;
