@@ -30,11 +30,13 @@ pub mod volume;
 
 use std::path::Path;
 
-pub use error::{Result, VolumeError};
 pub use dataset::{CaseFiles, Dataset, LabelledSpec, Layout, Role, Split};
+pub use error::{Result, VolumeError};
 pub use geometry::{Affine, Geometry, NiftiGeometry};
 pub use nii::{ReadOptions, write_mask, write_nifti};
-pub use prepare::{CaseRecord, Manifest, PrepareOptions, PreparedCase, PreparedDataset, ScanCrop, prepare};
+pub use prepare::{
+    CaseRecord, Manifest, PrepareOptions, PreparedCase, PreparedDataset, ScanCrop, prepare,
+};
 pub use volume::{DataType, Volume, VoxelData};
 
 /// Reads a NIfTI-1 or NRRD volume, chosen by file extension.
