@@ -187,10 +187,7 @@ pub fn qform_affine(h: &NiftiGeometry) -> Affine {
             [xz - wy, yz + wx, 1.0 - (xx + yy)],
         ]
     };
-    let mut zooms = [1.0; 3];
-    for a in 0..3 {
-        zooms[a] = (h.pixdim[a + 1] as f64).abs();
-    }
+    let mut zooms: [f64; 3] = std::array::from_fn(|a| (h.pixdim[a + 1] as f64).abs());
     if h.pixdim[0] == -1.0 {
         zooms[2] = -zooms[2];
     }

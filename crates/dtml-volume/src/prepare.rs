@@ -452,7 +452,7 @@ fn crop_box(
         let want = options.patch[a].min(shape[a]);
         while hi[a] - lo[a] < want {
             // Grow on the side with room, alternating, so the box stays centred.
-            if lo[a] > 0 && (hi[a] == shape[a] || (hi[a] - lo[a]) % 2 == 0) {
+            if lo[a] > 0 && (hi[a] == shape[a] || (hi[a] - lo[a]).is_multiple_of(2)) {
                 lo[a] -= 1;
             } else {
                 hi[a] += 1;
@@ -521,14 +521,12 @@ fn prepare_case(
         ));
         std = 1.0;
     }
-    let content = if label_for_crop && label.is_some() {
-        let mask = &label.as_ref().expect("checked").1.1;
-        bounding_box(image.shape, |i| mask[i] != 0)
-    } else {
-        match options.scan_crop {
-            ScanCrop::NonZero => bounding_box(image.shape, |i| values[i] != 0.0),
-            ScanCrop::None => None,
+    let content = match (&label, options.scan_crop) {
+        (Some((_, (_, mask, _))), _) if label_for_crop => {
+            bounding_box(image.shape, |i| mask[i] != 0)
         }
+        (_, ScanCrop::NonZero) => bounding_box(image.shape, |i| values[i] != 0.0),
+        (_, ScanCrop::None) => None,
     };
     let (lo, hi) = crop_box(image.shape, content, options);
     let crop = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];

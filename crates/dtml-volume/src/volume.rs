@@ -92,6 +92,8 @@ macro_rules! each_variant {
     };
 }
 
+// The conversions cast every variant, including the one already of the target type.
+#[allow(clippy::unnecessary_cast)]
 impl VoxelData {
     /// Number of voxels.
     pub fn len(&self) -> usize {

@@ -2,7 +2,9 @@
 //! `laendo.nrrd` (255 = left atrium), optional `train.list` / `test.list`.
 
 use dtml_volume::dataset::{self, OpenOptions};
-use dtml_volume::{Dataset, LabelledSpec, Layout, PrepareOptions, PreparedDataset, Role, prepare, read_volume};
+use dtml_volume::{
+    Dataset, LabelledSpec, Layout, PrepareOptions, PreparedDataset, Role, prepare, read_volume,
+};
 use std::io::Write;
 use std::path::Path;
 
@@ -30,7 +32,8 @@ fn la_case(root: &Path, id: &str, offset: usize) {
     for z in 0..SHAPE[2] {
         for y in 0..SHAPE[1] {
             for x in 0..SHAPE[0] {
-                let inside = (offset..offset + 4).contains(&x) && (4..8).contains(&y) && (2..5).contains(&z);
+                let inside =
+                    (offset..offset + 4).contains(&x) && (4..8).contains(&y) && (2..5).contains(&z);
                 let v: i16 = if inside { 300 } else { 50 + (x + y + z) as i16 };
                 img.extend(v.to_le_bytes());
                 if inside {
@@ -47,10 +50,22 @@ fn la_case(root: &Path, id: &str, offset: usize) {
 fn la_folders_with_lists_prepare_with_foreground_255() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("2018LA_Seg_Training Set");
-    for (i, id) in ["0RZDK210BSMWAA6467LU", "1D7CUD1955YZPGK8XHJX", "23X6SY44VT9KFHR7S7OC", "3C2QTUNI0852XV7ZH4Q1"].iter().enumerate() {
+    for (i, id) in [
+        "0RZDK210BSMWAA6467LU",
+        "1D7CUD1955YZPGK8XHJX",
+        "23X6SY44VT9KFHR7S7OC",
+        "3C2QTUNI0852XV7ZH4Q1",
+    ]
+    .iter()
+    .enumerate()
+    {
         la_case(&root, id, 3 + i);
     }
-    std::fs::write(root.join("train.list"), "0RZDK210BSMWAA6467LU\n1D7CUD1955YZPGK8XHJX\n23X6SY44VT9KFHR7S7OC\n").unwrap();
+    std::fs::write(
+        root.join("train.list"),
+        "0RZDK210BSMWAA6467LU\n1D7CUD1955YZPGK8XHJX\n23X6SY44VT9KFHR7S7OC\n",
+    )
+    .unwrap();
     std::fs::write(root.join("test.list"), "3C2QTUNI0852XV7ZH4Q1\n").unwrap();
     let ds = Dataset::open(&root, OpenOptions::default()).unwrap();
     assert_eq!(ds.layout, Layout::La);
@@ -58,7 +73,12 @@ fn la_folders_with_lists_prepare_with_foreground_255() {
     assert_eq!(ds.test.len(), 1);
     let split = dataset::split(&ds, &LabelledSpec::Count(2), None, None).unwrap();
     let out = dir.path().join("prep");
-    let options = PrepareOptions { patch: [8, 8, 8], margin: [Some(2), Some(2), None], foreground: vec![255], ..Default::default() };
+    let options = PrepareOptions {
+        patch: [8, 8, 8],
+        margin: [Some(2), Some(2), None],
+        foreground: vec![255],
+        ..Default::default()
+    };
     prepare(&ds.root, ds.layout, &split, &out, &options, &|_| {}).unwrap();
     let prep = PreparedDataset::open(&out).unwrap();
     assert_eq!(prep.cases(Role::Labelled).count(), 2);
@@ -77,6 +97,8 @@ fn la_folders_with_lists_prepare_with_foreground_255() {
     assert_eq!(v.affine()[2], [0.0, 0.0, 0.625, 10.0]);
     // A list naming a case without a folder is an error naming the list.
     std::fs::write(root.join("test.list"), "NOPE\n").unwrap();
-    let e = Dataset::open(&root, OpenOptions::default()).unwrap_err().to_string();
+    let e = Dataset::open(&root, OpenOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("test.list") && e.contains("NOPE"), "{e}");
 }

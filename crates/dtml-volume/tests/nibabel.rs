@@ -159,13 +159,13 @@ fn files_written_here_read_identically_in_nibabel() {
         [0.0, 0.0, -2.0, 11.0],
         [0.0, 0.0, 0.0, 1.0],
     ];
-    let n = 4 * 3 * 2;
+    let n: usize = 4 * 3 * 2;
     let datas = [
         VoxelData::U8((0..n).map(|i| i as u8).collect()),
         VoxelData::I8((0..n).map(|i| i as i8 - 10).collect()),
         VoxelData::I16((0..n).map(|i| i as i16 * -77).collect()),
         VoxelData::U16((0..n).map(|i| i as u16 * 999).collect()),
-        VoxelData::I32((0..n).map(|i| i as i32 * -70_000).collect()),
+        VoxelData::I32((0..n as i32).map(|i| i * -70_000).collect()),
         VoxelData::U32((0..n).map(|i| i as u32 * 100_000_000).collect()),
         VoxelData::F32((0..n).map(|i| i as f32 / 3.0).collect()),
         VoxelData::F64((0..n).map(|i| i as f64 / 7.0).collect()),

@@ -141,13 +141,13 @@ fn single_file(h: &RawHeader, data: &[u8], big: bool) -> Vec<u8> {
 }
 
 fn sample_data() -> Vec<VoxelData> {
-    let n = 2 * 3 * 4;
+    let n: usize = 2 * 3 * 4;
     vec![
         VoxelData::U8((0..n).map(|i| (i * 10) as u8).collect()),
         VoxelData::I8((0..n).map(|i| i as i8 - 12).collect()),
         VoxelData::I16((0..n).map(|i| i as i16 * -1000).collect()),
         VoxelData::U16((0..n).map(|i| i as u16 * 2000).collect()),
-        VoxelData::I32((0..n).map(|i| i as i32 * -100_000).collect()),
+        VoxelData::I32((0..n as i32).map(|i| i * -100_000).collect()),
         VoxelData::U32((0..n).map(|i| i as u32 * 150_000_000).collect()),
         VoxelData::F32((0..n).map(|i| i as f32 * 0.25 - 3.0).collect()),
         VoxelData::F64((0..n).map(|i| i as f64 * 1e-3 + 1e10).collect()),

@@ -11,7 +11,10 @@ pub fn dtml_bin() -> &'static Path {
         if let Some(p) = std::env::var_os("DTML_BIN") {
             return PathBuf::from(p);
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "-p", "dtml-cli", "--bin", "dtml"])
@@ -25,7 +28,11 @@ pub fn dtml_bin() -> &'static Path {
 
 /// Runs `dtml` with arguments.
 pub fn dtml(args: &[&str]) -> Output {
-    Command::new(dtml_bin()).args(args).env("DTML_LOG", "warn").output().expect("start dtml")
+    Command::new(dtml_bin())
+        .args(args)
+        .env("DTML_LOG", "warn")
+        .output()
+        .expect("start dtml")
 }
 
 /// Runs `dtml` and asserts success, returning stdout.
