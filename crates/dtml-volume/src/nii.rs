@@ -48,18 +48,25 @@ fn unsupported(path: &Path, reason: impl Into<String>) -> VolumeError {
     }
 }
 
-/// Reads a whole file, transparently un-gzipping names ending in `.gz`.
-pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| VolumeError::io(path, e))?;
+/// Reads at most `limit` bytes of a file, transparently un-gzipping names
+/// ending in `.gz`; the limit comes from the header, so a small corrupt
+/// file can never make us allocate more than its header promises.
+fn read_maybe_gz(path: &Path, limit: usize) -> Result<Vec<u8>> {
     let lower = path.to_string_lossy().to_ascii_lowercase();
     if lower.ends_with(".gz") {
-        gunzip(path, &raw)
+        let raw = std::fs::read(path).map_err(|e| VolumeError::io(path, e))?;
+        gunzip(path, &raw, limit)
     } else {
-        Ok(raw)
+        let file = std::fs::File::open(path).map_err(|e| VolumeError::io(path, e))?;
+        let mut out = Vec::new();
+        file.take(limit as u64)
+            .read_to_end(&mut out)
+            .map_err(|e| VolumeError::io(path, e))?;
+        Ok(out)
     }
 }
 
-pub(crate) fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>> {
+fn gunzip(path: &Path, raw: &[u8], limit: usize) -> Result<Vec<u8>> {
     if raw.len() < 2 || raw[0] != 0x1f || raw[1] != 0x8b {
         return Err(VolumeError::Format {
             path: path.to_path_buf(),
@@ -68,8 +75,9 @@ pub(crate) fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>> {
                 .into(),
         });
     }
-    let mut out = Vec::with_capacity(raw.len() * 4);
+    let mut out = Vec::with_capacity(limit.min(raw.len().saturating_mul(4)));
     MultiGzDecoder::new(raw)
+        .take(limit as u64)
         .read_to_end(&mut out)
         .map_err(|e| VolumeError::Format {
             path: path.to_path_buf(),
@@ -121,7 +129,7 @@ fn header_and_data_paths(path: &Path) -> (PathBuf, Option<PathBuf>) {
 /// Reads a NIfTI-1 volume. See [`ReadOptions`] for 4D files.
 pub fn read_nifti(path: &Path, options: ReadOptions) -> Result<Volume> {
     let (hdr_path, img_path) = header_and_data_paths(path);
-    let hdr_bytes = read_maybe_gz(&hdr_path)?;
+    let hdr_bytes = read_maybe_gz(&hdr_path, HEADER_SIZE)?;
     let header = parse_header(&hdr_path, &hdr_bytes)?;
     let paired = img_path.is_some();
     if paired && &header.magic != b"ni1\0" {
@@ -136,14 +144,22 @@ pub fn read_nifti(path: &Path, options: ReadOptions) -> Result<Volume> {
             "a single-file .nii must carry the magic \"n+1\"; \"ni1\" means the data lives in a separate .img file",
         ));
     }
-    let (data_path, data_bytes) = match img_path {
-        Some(p) => {
-            let b = read_maybe_gz(&p)?;
-            (p, b)
-        }
-        None => (hdr_path.clone(), hdr_bytes),
-    };
-    decode(&hdr_path, &data_path, &header, &data_bytes, paired, options)
+    let layout = DataLayout::of(&hdr_path, &header, paired, options)?;
+    let needed = layout.offset.saturating_add(layout.total);
+    let data_path = img_path.unwrap_or_else(|| hdr_path.clone());
+    let data_bytes = read_maybe_gz(&data_path, needed)?;
+    decode(&data_path, &header, &layout, &data_bytes)
+}
+
+/// Where and what the voxel data are, from the header alone.
+struct DataLayout {
+    dims: Vec<usize>,
+    shape: [usize; 3],
+    channel: usize,
+    dtype: DataType,
+    offset: usize,
+    /// Bytes of all volumes together.
+    total: usize,
 }
 
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<NiftiHeader> {
@@ -182,56 +198,55 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<NiftiHeader> {
     Ok(header)
 }
 
-fn decode(
-    hdr_path: &Path,
-    data_path: &Path,
-    h: &NiftiHeader,
-    bytes: &[u8],
-    paired: bool,
-    options: ReadOptions,
-) -> Result<Volume> {
-    let ndim = h.dim[0] as usize;
-    if !(1..=7).contains(&ndim) {
-        return Err(format_err(
-            hdr_path,
-            format!("dim[0] = {} must be between 1 and 7", h.dim[0]),
-        ));
-    }
-    let dims: Vec<usize> = h.dim[1..=ndim].iter().map(|&d| d as usize).collect();
-    if let Some(a) = dims.iter().position(|&d| d == 0) {
-        return Err(format_err(
-            hdr_path,
-            format!("dim[{}] is 0: empty or corrupt header", a + 1),
-        ));
-    }
-    let mut shape = [1usize; 3];
-    for (a, s) in shape.iter_mut().enumerate().take(ndim.min(3)) {
-        *s = dims[a];
-    }
-    let volumes: usize = dims.iter().skip(3).product();
-    let channel = match (volumes, options.channel) {
-        (1, None) | (1, Some(0)) => 0,
-        (n, None) => {
-            return Err(unsupported(
+impl DataLayout {
+    fn of(
+        hdr_path: &Path,
+        h: &NiftiHeader,
+        paired: bool,
+        options: ReadOptions,
+    ) -> Result<DataLayout> {
+        let ndim = h.dim[0] as usize;
+        if !(1..=7).contains(&ndim) {
+            return Err(format_err(
                 hdr_path,
-                format!(
-                    "the file is {ndim}D with {n} volumes of {}x{}x{} (dims {dims:?}); choose one with a channel option",
-                    shape[0], shape[1], shape[2]
-                ),
+                format!("dim[0] = {} must be between 1 and 7", h.dim[0]),
             ));
         }
-        (n, Some(c)) if c >= n => {
-            return Err(VolumeError::invalid(
+        let dims: Vec<usize> = h.dim[1..=ndim].iter().map(|&d| d as usize).collect();
+        if let Some(a) = dims.iter().position(|&d| d == 0) {
+            return Err(format_err(
                 hdr_path,
-                format!(
-                    "channel {c} requested but the file holds {n} volumes (0..{})",
-                    n - 1
-                ),
+                format!("dim[{}] is 0: empty or corrupt header", a + 1),
             ));
         }
-        (_, Some(c)) => c,
-    };
-    let dtype = DataType::from_nifti_code(h.datatype).ok_or_else(|| {
+        let mut shape = [1usize; 3];
+        for (a, s) in shape.iter_mut().enumerate().take(ndim.min(3)) {
+            *s = dims[a];
+        }
+        let volumes: usize = dims.iter().skip(3).product();
+        let channel = match (volumes, options.channel) {
+            (1, None) | (1, Some(0)) => 0,
+            (n, None) => {
+                return Err(unsupported(
+                    hdr_path,
+                    format!(
+                        "the file is {ndim}D with {n} volumes of {}x{}x{} (dims {dims:?}); choose one with a channel option",
+                        shape[0], shape[1], shape[2]
+                    ),
+                ));
+            }
+            (n, Some(c)) if c >= n => {
+                return Err(VolumeError::invalid(
+                    hdr_path,
+                    format!(
+                        "channel {c} requested but the file holds {n} volumes (0..{})",
+                        n - 1
+                    ),
+                ));
+            }
+            (_, Some(c)) => c,
+        };
+        let dtype = DataType::from_nifti_code(h.datatype).ok_or_else(|| {
         unsupported(
             hdr_path,
             format!(
@@ -240,21 +255,42 @@ fn decode(
             ),
         )
     })?;
-    let offset = if paired {
-        data_offset(hdr_path, h.vox_offset, 0)?
-    } else {
-        data_offset(hdr_path, h.vox_offset, SINGLE_FILE_OFFSET)?
-    };
+        let offset = if paired {
+            data_offset(hdr_path, h.vox_offset, 0)?
+        } else {
+            data_offset(hdr_path, h.vox_offset, SINGLE_FILE_OFFSET)?
+        };
+        let nvox = shape.iter().product::<usize>();
+        let total = nvox
+            .checked_mul(volumes)
+            .and_then(|n| n.checked_mul(dtype.size()))
+            .ok_or_else(|| {
+                format_err(
+                    hdr_path,
+                    format!("dims {dims:?} overflow the address space"),
+                )
+            })?;
+        Ok(DataLayout {
+            dims,
+            shape,
+            channel,
+            dtype,
+            offset,
+            total,
+        })
+    }
+}
+
+fn decode(data_path: &Path, h: &NiftiHeader, layout: &DataLayout, bytes: &[u8]) -> Result<Volume> {
+    let DataLayout {
+        ref dims,
+        shape,
+        channel,
+        dtype,
+        offset,
+        total,
+    } = *layout;
     let nvox = shape.iter().product::<usize>();
-    let total = nvox
-        .checked_mul(volumes)
-        .and_then(|n| n.checked_mul(dtype.size()))
-        .ok_or_else(|| {
-            format_err(
-                hdr_path,
-                format!("dims {dims:?} overflow the address space"),
-            )
-        })?;
     let available = bytes.len().saturating_sub(offset);
     if available < total {
         return Err(format_err(
