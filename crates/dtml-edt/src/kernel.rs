@@ -72,9 +72,12 @@ impl SyncPtr {
 
 #[derive(Default)]
 struct Env {
-    v: Vec<f64>,
+    v: Vec<usize>,
     g: Vec<f64>,
+    c: Vec<f64>,
     z: Vec<f64>,
+    /// half_inv[d] = 1 / (2 d): the intersection's division as a product.
+    half_inv: Vec<f64>,
 }
 
 #[derive(Default)]
@@ -88,10 +91,13 @@ impl Scratch {
         if self.line.len() < len * w {
             self.line.resize(len * w, 0.0);
         }
-        if self.env.v.len() < len + 2 {
-            self.env.v.resize(len + 2, 0.0);
-            self.env.g.resize(len + 2, 0.0);
-            self.env.z.resize(len + 2, 0.0);
+        let e = &mut self.env;
+        if e.v.len() < len + 2 {
+            e.v.resize(len + 2, 0);
+            e.g.resize(len + 2, 0.0);
+            e.c.resize(len + 2, 0.0);
+            e.z.resize(len + 2, 0.0);
+            e.half_inv = (0..len + 2).map(|d| 0.5 / d as f64).collect();
         }
     }
 }
@@ -199,7 +205,7 @@ fn strided_pass(
 }
 
 /// First pass along the contiguous axis, straight from the mask.
-#[inline]
+#[inline(never)]
 fn pass_first<M: MaskValue>(mrow: &[M], orow: &mut [f32], s: f64, mode: Mode, fin: Finish) {
     let n = mrow.len();
     let s2 = s * s;
@@ -239,7 +245,7 @@ fn pass_first<M: MaskValue>(mrow: &[M], orow: &mut [f32], s: f64, mode: Mode, fi
 /// `ptr.add(base + i * stride + j)` must be valid for reads and writes for
 /// all `i < len`, `j < w`, and not accessed concurrently by anyone else.
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(never)]
 unsafe fn process_block(
     ptr: *mut f32,
     base: usize,
@@ -273,7 +279,7 @@ unsafe fn process_block(
     }
 }
 
-#[inline]
+#[inline(never)]
 fn envelope_line(line: &mut [f32], s2: f64, mode: Mode, env: &mut Env) {
     let n = line.len();
     let mut a = 0;
@@ -293,11 +299,20 @@ fn envelope_line(line: &mut [f32], s2: f64, mode: Mode, env: &mut Env) {
 /// Lower envelope over the run `a..b` (one class) plus its bounding
 /// opposite-class voxels, evaluated on the run, in place.
 #[inline]
-#[allow(clippy::needless_range_loop)]
 fn envelope_run(line: &mut [f32], a: usize, b: usize, s2: f64, neg: bool, env: &mut Env) {
     let n = line.len();
     let inv = 1.0 / s2;
-    let (v, g, z) = (&mut env.v[..], &mut env.g[..], &mut env.z[..]);
+    // Site k: position v[k], value g[k] (in squared index units), c[k] =
+    // g[k] + v[k]^2, left end of its region z[k].
+    let (v, g, c, z) = (
+        &mut env.v[..],
+        &mut env.g[..],
+        &mut env.c[..],
+        &mut env.z[..],
+    );
+    let half_inv = &env.half_inv[..];
+    assert!(v.len() >= n + 1 && g.len() >= n + 1 && c.len() >= n + 1 && z.len() >= n + 1);
+    assert!(half_inv.len() >= n + 1 && b <= n && a < b);
     let mut cnt = 0usize;
     let lo = if a > 0 { a - 1 } else { a };
     let hi = if b < n { b + 1 } else { b };
@@ -305,34 +320,44 @@ fn envelope_run(line: &mut [f32], a: usize, b: usize, s2: f64, neg: bool, env: &
         let gq = if q < a || q >= b {
             0.0
         } else {
-            let m = line[q].abs();
+            // SAFETY: q < b <= n = line.len().
+            let m = unsafe { line.get_unchecked(q) }.abs();
             if m == f32::INFINITY {
                 continue;
             }
             m as f64 * inv
         };
         let qf = q as f64;
-        if cnt == 0 {
-            v[0] = qf;
-            g[0] = gq;
-            z[0] = f64::NEG_INFINITY;
-            cnt = 1;
-            continue;
-        }
         let cq = gq + qf * qf;
-        loop {
-            let p = v[cnt - 1];
-            let s = (cq - (g[cnt - 1] + p * p)) / (2.0 * (qf - p));
-            if s <= z[cnt - 1] {
-                // z[0] is -inf, so cnt never drops below 1 here.
-                cnt -= 1;
+        // SAFETY (all unchecked accesses below): cnt <= number of sites
+        // pushed so far <= hi - lo <= n + 1 <= the scratch lengths (asserted
+        // above), indices used are cnt - 1 (with cnt >= 1) and cnt, and
+        // q - p is in 1..=n.
+        unsafe {
+            if cnt == 0 {
+                *v.get_unchecked_mut(0) = q;
+                *g.get_unchecked_mut(0) = gq;
+                *c.get_unchecked_mut(0) = cq;
+                *z.get_unchecked_mut(0) = f64::NEG_INFINITY;
+                cnt = 1;
                 continue;
             }
-            v[cnt] = qf;
-            g[cnt] = gq;
-            z[cnt] = s;
-            cnt += 1;
-            break;
+            loop {
+                let k = cnt - 1;
+                let p = *v.get_unchecked(k);
+                let s = (cq - *c.get_unchecked(k)) * *half_inv.get_unchecked(q - p);
+                if s <= *z.get_unchecked(k) {
+                    // z[0] is -inf, so cnt never drops below 1 here.
+                    cnt = k;
+                    continue;
+                }
+                *v.get_unchecked_mut(cnt) = q;
+                *g.get_unchecked_mut(cnt) = gq;
+                *c.get_unchecked_mut(cnt) = cq;
+                *z.get_unchecked_mut(cnt) = s;
+                cnt += 1;
+                break;
+            }
         }
     }
     let sign = if neg { -1.0f32 } else { 1.0 };
@@ -340,13 +365,37 @@ fn envelope_run(line: &mut [f32], a: usize, b: usize, s2: f64, neg: bool, env: &
         line[a..b].fill(sign * f32::INFINITY);
         return;
     }
-    let mut k = 0;
-    for (i, o) in line[a..b].iter_mut().enumerate() {
-        let x = (a + i) as f64;
-        while k + 1 < cnt && z[k + 1] < x {
-            k += 1;
+    // Evaluate segment by segment: parabola k wins on the integers x with
+    // z[k] < x <= z[k + 1]; the inner loop is branch-free f32.
+    let s2f = s2 as f32;
+    let (af, last) = (a as f64, (b - 1) as f64);
+    let mut x = a;
+    for k in 0..cnt {
+        let end = if k + 1 < cnt {
+            // SAFETY: k + 1 < cnt <= scratch lengths.
+            let t = unsafe { *z.get_unchecked(k + 1) };
+            if t < af {
+                continue;
+            } else if t >= last {
+                b
+            } else {
+                t as usize + 1
+            }
+        } else {
+            b
+        };
+        if end <= x {
+            continue;
         }
-        let d = x - v[k];
-        *o = sign * ((d * d + g[k]) * s2) as f32;
+        // SAFETY: k < cnt.
+        let (p, gk) = unsafe { (*v.get_unchecked(k), (*g.get_unchecked(k) * s2) as f32) };
+        for (xi, o) in (x..end).zip(line[x..end].iter_mut()) {
+            let d = xi as f32 - p as f32;
+            *o = sign * (d * d * s2f + gk);
+        }
+        x = end;
+        if x == b {
+            break;
+        }
     }
 }

@@ -29,8 +29,14 @@ pub struct DistanceMetrics {
     /// Mean distance from the reference's surface voxels to the prediction
     /// surface (medpy `asd(reference, prediction)`).
     pub asd_reference_to_prediction: f64,
-    /// Mean of the two directed means (medpy `assd`).
+    /// Average symmetric surface distance as medpy 0.5 computes `assd`: the
+    /// mean over the union of both directed distance sets (each surface
+    /// voxel of either mask counts once).
     pub assd: f64,
+    /// The mean of the two directed means, `(asd + asd_reference_to_prediction)
+    /// / 2`: medpy <= 0.4's `assd` and method.md's wording. Differs from
+    /// [`DistanceMetrics::assd`] when the surfaces have different sizes.
+    pub assd_mean_of_means: f64,
     /// Surface voxels of the prediction.
     pub prediction_surface_voxels: usize,
     /// Surface voxels of the reference.
@@ -158,7 +164,7 @@ pub fn jaccard<M: MaskValue>(a: &[M], b: &[M]) -> Result<Option<f64>, EdtError> 
     Ok(jaccard_of(na, nb, i))
 }
 
-/// Dice, Jaccard, hd95, Hausdorff, asd and assd of `prediction` against
+/// Dice, Jaccard, hd95, Hausdorff, asd and assd (medpy 0.5) of `prediction` against
 /// `reference` with medpy's conventions: surface = mask XOR its binary
 /// erosion by the face-connected structuring element (voxels outside the
 /// array count as background); distances from each surface voxel of one
@@ -321,9 +327,10 @@ fn distances<M: MaskValue>(a: &[M], b: &[M], grid: &Grid) -> DistanceMetrics {
     );
     let d_ba = gather(&buf, &not_surf_b);
     drop(buf);
-    let mean = |d: &[f64]| d.iter().sum::<f64>() / d.len() as f64;
-    let asd = mean(&d_ab);
-    let asd_rev = mean(&d_ba);
+    let (sum_ab, sum_ba) = (d_ab.iter().sum::<f64>(), d_ba.iter().sum::<f64>());
+    let asd = sum_ab / d_ab.len() as f64;
+    let asd_rev = sum_ba / d_ba.len() as f64;
+    let assd = (sum_ab + sum_ba) / (d_ab.len() + d_ba.len()) as f64;
     let (np, nr) = (d_ab.len(), d_ba.len());
     let mut all = d_ab;
     all.extend_from_slice(&d_ba);
@@ -334,7 +341,8 @@ fn distances<M: MaskValue>(a: &[M], b: &[M], grid: &Grid) -> DistanceMetrics {
         hausdorff,
         asd,
         asd_reference_to_prediction: asd_rev,
-        assd: 0.5 * (asd + asd_rev),
+        assd,
+        assd_mean_of_means: 0.5 * (asd + asd_rev),
         prediction_surface_voxels: np,
         reference_surface_voxels: nr,
     }

@@ -224,7 +224,8 @@ proptest! {
                 let d = m.distances.computed().unwrap();
                 prop_assert!(close(d.asd, mean(&dab)), "asd {} vs {}", d.asd, mean(&dab));
                 prop_assert!(close(d.asd_reference_to_prediction, mean(&dba)));
-                prop_assert!(close(d.assd, 0.5 * (mean(&dab) + mean(&dba))));
+                prop_assert!(close(d.assd_mean_of_means, 0.5 * (mean(&dab) + mean(&dba))));
+                prop_assert!(close(d.assd, mean(&all)));
                 let hd = all.iter().copied().fold(0.0, f64::max);
                 prop_assert!(close(d.hausdorff, hd));
                 let p = percentile(all, 95.0);
