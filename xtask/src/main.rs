@@ -20,6 +20,9 @@ enum Task {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the compile check of the CUDA/cuDNN code.
+        #[arg(long)]
+        no_cuda_check: bool,
     },
     /// Generate the built-in synthetic dataset and prepare it (the main job so far).
     Prepare {
@@ -124,6 +127,32 @@ fn test(no_lint: bool) -> Result<()> {
     Ok(())
 }
 
+/// Compile-checks the model crate with `cudnn` (which implies `cuda`)
+/// against the build-only CUDA toolchain from `../shared/cuda-toolchain.sh`,
+/// cached in `~/.cache/cuda-toolchain` so a warm machine skips the download.
+fn cuda_check() -> Result<()> {
+    let script = root().join("../shared/cuda-toolchain.sh");
+    if !script.is_file() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!(
+                "{} is missing: CI must compile-check the CUDA path",
+                script.display()
+            );
+        }
+        eprintln!(
+            "skipped the CUDA compile check: {} not found",
+            script.display()
+        );
+        return Ok(());
+    }
+    let check = "exports=$(bash \"$1\") && eval \"$exports\" && \
+        cargo check -p dtml-model --features cudnn --all-targets --target-dir target/cuda-check";
+    run(Command::new("bash")
+        .current_dir(root())
+        .args(["-c", check, "cuda-check"])
+        .arg(&script))
+}
+
 fn prepare(out: &Path) -> Result<()> {
     run(cargo().args(["build", "--release", "-p", "dtml-cli", "--bin", "dtml"]))?;
     let dtml = root().join("target/release/dtml");
@@ -166,7 +195,13 @@ fn bench(what: &str) -> Result<()> {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Task::Test { no_lint } => test(no_lint),
+        Task::Test {
+            no_lint,
+            no_cuda_check,
+        } => {
+            test(no_lint)?;
+            if no_cuda_check { Ok(()) } else { cuda_check() }
+        }
         Task::Prepare { out } => prepare(&out),
         Task::Bench { what } => bench(&what),
     }
