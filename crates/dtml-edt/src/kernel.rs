@@ -40,18 +40,6 @@ pub(crate) enum Finish {
     Signed,
 }
 
-impl Finish {
-    #[inline(always)]
-    fn apply(self, v: f32) -> f32 {
-        match self {
-            Finish::None => v,
-            Finish::Squared => v.abs(),
-            Finish::Distance => v.abs().sqrt(),
-            Finish::Signed => v.abs().sqrt().copysign(v),
-        }
-    }
-}
-
 /// Columns gathered together for the strided passes (16 f32 = 64 bytes).
 const BLOCK: usize = 16;
 /// Minimum voxels per rayon task.
@@ -78,6 +66,8 @@ struct Env {
     z: Vec<f64>,
     /// half_inv[d] = 1 / (2 d): the intersection's division as a product.
     half_inv: Vec<f64>,
+    xs: Vec<usize>,
+    gs: Vec<f32>,
 }
 
 #[derive(Default)]
@@ -98,6 +88,8 @@ impl Scratch {
             e.c.resize(len + 2, 0.0);
             e.z.resize(len + 2, 0.0);
             e.half_inv = (0..len + 2).map(|d| 0.5 / d as f64).collect();
+            e.xs.resize(len + 3, 0);
+            e.gs.resize(len + 2, 0.0);
         }
     }
 }
@@ -204,11 +196,22 @@ fn strided_pass(
         });
 }
 
+/// Applies `fin` to every element (one match, branch-free loops).
+#[inline]
+fn finish_slice(x: &mut [f32], fin: Finish) {
+    match fin {
+        Finish::None => {}
+        Finish::Squared => x.iter_mut().for_each(|v| *v = v.abs()),
+        Finish::Distance => x.iter_mut().for_each(|v| *v = v.abs().sqrt()),
+        Finish::Signed => x.iter_mut().for_each(|v| *v = v.abs().sqrt().copysign(*v)),
+    }
+}
+
 /// First pass along the contiguous axis, straight from the mask.
 #[inline(never)]
 fn pass_first<M: MaskValue>(mrow: &[M], orow: &mut [f32], s: f64, mode: Mode, fin: Finish) {
     let n = mrow.len();
-    let s2 = s * s;
+    let s2 = (s * s) as f32;
     let mut a = 0;
     while a < n {
         let fg = mrow[a].is_fg();
@@ -217,26 +220,33 @@ fn pass_first<M: MaskValue>(mrow: &[M], orow: &mut [f32], s: f64, mode: Mode, fi
             b += 1;
         }
         let run = &mut orow[a..b];
+        let len = b - a;
         if !fg && mode == Mode::Foreground {
-            run.fill(fin.apply(0.0));
+            run.fill(0.0);
         } else {
-            let left = a > 0;
-            let right = b < n;
-            let sign = if fg { -1.0f32 } else { 1.0 };
-            match (left, right) {
-                (false, false) => run.fill(fin.apply(sign * f32::INFINITY)),
-                _ => {
-                    for (k, o) in run.iter_mut().enumerate() {
-                        let dl = if left { k + 1 } else { usize::MAX };
-                        let dr = if right { b - a - k } else { usize::MAX };
-                        let d = dl.min(dr) as f64;
-                        *o = fin.apply(sign * (d * d * s2) as f32);
-                    }
-                }
+            // Squared distance to the run's ends, with the class as the sign;
+            // d*d is exact in f32 (d < 2^12 or so for any real line), one
+            // rounding for the spacing.
+            let s2 = if fg { -s2 } else { s2 };
+            match (a > 0, b < n) {
+                (false, false) => run.fill(s2.signum() * f32::INFINITY),
+                (true, true) => run.iter_mut().enumerate().for_each(|(k, o)| {
+                    let d = (k + 1).min(len - k) as f32;
+                    *o = d * d * s2;
+                }),
+                (true, false) => run.iter_mut().enumerate().for_each(|(k, o)| {
+                    let d = (k + 1) as f32;
+                    *o = d * d * s2;
+                }),
+                (false, true) => run.iter_mut().enumerate().for_each(|(k, o)| {
+                    let d = (len - k) as f32;
+                    *o = d * d * s2;
+                }),
             }
         }
         a = b;
     }
+    finish_slice(orow, fin);
 }
 
 /// Gathers `w` adjacent lines, runs the envelope on each, scatters back.
@@ -259,22 +269,32 @@ unsafe fn process_block(
 ) {
     scr.ensure(len, w);
     let line = &mut scr.line[..len * w];
+    let mut any_fg = 0u32;
     for i in 0..len {
         // SAFETY: caller guarantees the range.
         let row = unsafe { std::slice::from_raw_parts(ptr.add(base + i * stride), w) };
         for (j, &v) in row.iter().enumerate() {
             line[j * len + i] = v;
+            any_fg |= v.to_bits();
         }
+    }
+    // Foreground mode: background is +0 and every Finish maps +0 to +0, so
+    // a block without foreground is already final.
+    if mode == Mode::Foreground && any_fg >> 31 == 0 {
+        return;
     }
     let s2 = spacing * spacing;
     for l in line.chunks_exact_mut(len) {
         envelope_line(l, s2, mode, &mut scr.env);
     }
+    if fin != Finish::None {
+        finish_slice(line, fin);
+    }
     for i in 0..len {
         // SAFETY: caller guarantees the range.
         let row = unsafe { std::slice::from_raw_parts_mut(ptr.add(base + i * stride), w) };
         for (j, o) in row.iter_mut().enumerate() {
-            *o = fin.apply(line[j * len + i]);
+            *o = line[j * len + i];
         }
     }
 }
@@ -311,8 +331,8 @@ fn envelope_run(line: &mut [f32], a: usize, b: usize, s2: f64, neg: bool, env: &
         &mut env.z[..],
     );
     let half_inv = &env.half_inv[..];
-    assert!(v.len() >= n + 1 && g.len() >= n + 1 && c.len() >= n + 1 && z.len() >= n + 1);
-    assert!(half_inv.len() >= n + 1 && b <= n && a < b);
+    assert!(v.len() > n && g.len() > n && c.len() > n && z.len() > n);
+    assert!(half_inv.len() > n && b <= n && a < b);
     let mut cnt = 0usize;
     let lo = if a > 0 { a - 1 } else { a };
     let hi = if b < n { b + 1 } else { b };
@@ -365,37 +385,47 @@ fn envelope_run(line: &mut [f32], a: usize, b: usize, s2: f64, neg: bool, env: &
         line[a..b].fill(sign * f32::INFINITY);
         return;
     }
-    // Evaluate segment by segment: parabola k wins on the integers x with
-    // z[k] < x <= z[k + 1]; the inner loop is branch-free f32.
-    let s2f = s2 as f32;
-    let (af, last) = (a as f64, (b - 1) as f64);
-    let mut x = a;
+    // Integer start of each parabola's region (the first x > z[k]) clamped
+    // to the run; parabolas whose region holds no integer are dropped, so
+    // the evaluation advances by at most one parabola per voxel and can be
+    // branch-free.
+    let xs = &mut env.xs[..];
+    let gs = &mut env.gs[..];
+    assert!(xs.len() > n + 1 && gs.len() > n);
+    let (af, bf) = (a as f64, b as f64);
+    let mut m = 0usize;
     for k in 0..cnt {
-        let end = if k + 1 < cnt {
-            // SAFETY: k + 1 < cnt <= scratch lengths.
-            let t = unsafe { *z.get_unchecked(k + 1) };
-            if t < af {
-                continue;
-            } else if t >= last {
+        // SAFETY: k < cnt <= scratch lengths; m <= k.
+        unsafe {
+            let t = *z.get_unchecked(k);
+            let start = if t < af {
+                a
+            } else if t >= bf {
                 b
             } else {
                 t as usize + 1
+            };
+            while m > 0 && *xs.get_unchecked(m - 1) >= start {
+                m -= 1;
             }
-        } else {
-            b
-        };
-        if end <= x {
-            continue;
+            if start >= b {
+                break;
+            }
+            *xs.get_unchecked_mut(m) = start;
+            *v.get_unchecked_mut(m) = *v.get_unchecked(k);
+            *gs.get_unchecked_mut(m) = (*g.get_unchecked(k) * s2) as f32;
+            m += 1;
         }
-        // SAFETY: k < cnt.
-        let (p, gk) = unsafe { (*v.get_unchecked(k), (*g.get_unchecked(k) * s2) as f32) };
-        for (xi, o) in (x..end).zip(line[x..end].iter_mut()) {
-            let d = xi as f32 - p as f32;
-            *o = sign * (d * d * s2f + gk);
-        }
-        x = end;
-        if x == b {
-            break;
+    }
+    xs[m] = usize::MAX;
+    let s2f = s2 as f32;
+    let mut k = 0usize;
+    for (x, o) in (a..b).zip(line[a..b].iter_mut()) {
+        // SAFETY: xs[k + 1] exists (k < m, xs[m] is the sentinel) and k < m.
+        unsafe {
+            k += (*xs.get_unchecked(k + 1) <= x) as usize;
+            let d = x as f32 - *v.get_unchecked(k) as f32;
+            *o = sign * (d * d * s2f + *gs.get_unchecked(k));
         }
     }
 }
