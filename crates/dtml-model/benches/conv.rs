@@ -1,0 +1,55 @@
+//! The 3x3x3 convolution at the size that dominates a DTML step: 32 -> 32
+//! channels on a `(2, 32, 40, 56, 56)` input (13.9 GFLOP forward).
+//! Compare with `bench/conv_peer.py` (PyTorch CPU, same shape, same
+//! thread count). Run with `cargo bench -p dtml-model --bench conv`.
+
+use candle_core::{DType, Device, Tensor, Var};
+use criterion::{Criterion, criterion_group, criterion_main};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::time::Duration;
+
+fn random(shape: &[usize], scale: f32, rng: &mut ChaCha8Rng) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn conv(c: &mut Criterion) {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let x = Var::from_tensor(&random(&[2, 32, 40, 56, 56], 1.0, &mut rng)).unwrap();
+    let w = Var::from_tensor(&random(&[32, 32, 3, 3, 3], 0.06, &mut rng)).unwrap();
+    eprintln!(
+        "conv3d bench: {} rayon threads, AVX-512 kernels: {}",
+        rayon::current_num_threads(),
+        dtml_model::ops::uses_avx512()
+    );
+    let mut g = c.benchmark_group("conv3d_32x32_2x40x56x56");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(2));
+    g.bench_function("forward", |b| {
+        b.iter(|| {
+            let y = dtml_model::ops::conv3d(x.as_tensor(), w.as_tensor(), 1).unwrap();
+            assert_eq!(y.dtype(), DType::F32);
+            y
+        })
+    });
+    g.bench_function("forward_backward", |b| {
+        b.iter(|| {
+            let y = dtml_model::ops::conv3d(x.as_tensor(), w.as_tensor(), 1).unwrap();
+            // Seeds backward with ones, like PyTorch's y.backward(ones_like(y)).
+            let grads = y.backward().unwrap();
+            (
+                grads.get(x.as_tensor()).unwrap().dims().to_vec(),
+                grads.get(w.as_tensor()).unwrap().dims().to_vec(),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, conv);
+criterion_main!(benches);

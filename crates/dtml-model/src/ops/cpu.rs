@@ -1,0 +1,76 @@
+//! Plumbing shared by the CPU custom ops: dtype dispatch from candle's
+//! `CpuStorage` to our generic kernels, and a raw pointer that rayon tasks
+//! writing disjoint parts of one buffer can share.
+
+use super::kernel::Real;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Layout, Result, Shape, bail};
+
+/// A two-input CPU computation generic over the float type.
+pub(crate) trait Kernel2 {
+    /// Name for error messages.
+    fn op_name(&self) -> &'static str;
+    /// Computes the output from contiguous inputs of the given shapes.
+    fn run<T: Real>(&self, a: &[T], sa: &Shape, b: &[T], sb: &Shape) -> Result<(Vec<T>, Shape)>;
+}
+
+/// The contiguous values of `s` described by `l`, or an error if strided.
+fn contiguous<'a, T: Real>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
+    let all = T::cpu_storage_as_slice(s)?;
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&all[start..end]),
+        None => bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// Dispatches a [`Kernel2`] on the dtype of its inputs (f32 or f64).
+pub(crate) fn apply2<K: Kernel2>(
+    k: &K,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    let op = k.op_name();
+    match (s1, s2) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+            let (v, s) = k.run::<f32>(
+                contiguous(s1, l1, op)?,
+                l1.shape(),
+                contiguous(s2, l2, op)?,
+                l2.shape(),
+            )?;
+            Ok((CpuStorage::F32(v), s))
+        }
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+            let (v, s) = k.run::<f64>(
+                contiguous(s1, l1, op)?,
+                l1.shape(),
+                contiguous(s2, l2, op)?,
+                l2.shape(),
+            )?;
+            Ok((CpuStorage::F64(v), s))
+        }
+        _ => bail!(
+            "{op}: inputs must both be f32 or both f64, got {:?} and {:?}",
+            s1.dtype(),
+            s2.dtype()
+        ),
+    }
+}
+
+/// A pointer rayon tasks may share when each writes a disjoint region.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr<T>(pub *mut T);
+// SAFETY: users only write disjoint elements from different threads.
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so closures capture the whole `SendPtr`).
+    #[inline(always)]
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+}

@@ -1,0 +1,193 @@
+//! The 3D operations candle 0.11 lacks, each with its own gradient.
+//!
+//! Tensors are `(N, C, Z, Y, X)` row-major and kernels `(Cout, Cin, kz, ky,
+//! kx)`; the transposed convolution takes PyTorch's `ConvTranspose3d` layout
+//! `(Cin, Cout, 2, 2, 2)`. On the CPU every op is a candle custom op
+//! ([`candle_core::CustomOp2`]) whose forward and backward run our own
+//! kernels: a register-blocked direct 3D convolution (AVX-512 when the CPU
+//! has it) for the `k x k x k` case, and space-to-depth + GEMM for the 2x2x2
+//! stride-2 pair and the 1x1x1 head. On any other device the same functions
+//! compose candle's own differentiable ops (2D convolutions over depth
+//! slices, reshapes and matmuls), slower but correct, so a network built on
+//! these functions runs everywhere.
+//!
+//! All functions validate ranks, shapes, dtypes (f32 or f64) and devices
+//! and return a candle error instead of panicking.
+
+mod compose;
+mod conv3d;
+mod cpu;
+mod dropout;
+mod kernel;
+mod resample;
+
+use candle_core::{DType, Result, Tensor, bail};
+
+pub use dropout::{channel_dropout, channel_dropout_mask, channel_dropout_with_mask};
+pub use kernel::uses_avx512;
+
+/// Reference implementations built only from candle's own differentiable
+/// ops. They run on every device and are what the public functions use off
+/// the CPU; exposed so tests can compare the custom ops against them.
+pub mod reference {
+    pub use super::compose::{conv1x1, conv3d, down_conv2, up_conv2};
+}
+
+/// Returns the five dimensions of a rank-5 tensor or a descriptive error.
+fn dims5(t: &Tensor, what: &str, op: &str) -> Result<(usize, usize, usize, usize, usize)> {
+    match t.dims() {
+        &[a, b, c, d, e] => Ok((a, b, c, d, e)),
+        d => bail!("{op}: {what} must be rank 5, got shape {d:?}"),
+    }
+}
+
+/// Checks that the two tensors share a float dtype we support and a device.
+fn check_pair(x: &Tensor, w: &Tensor, op: &str) -> Result<()> {
+    if !matches!(x.dtype(), DType::F32 | DType::F64) {
+        bail!("{op}: only f32 and f64 are supported, got {:?}", x.dtype());
+    }
+    if x.dtype() != w.dtype() {
+        bail!(
+            "{op}: input is {:?} but weight is {:?}",
+            x.dtype(),
+            w.dtype()
+        );
+    }
+    if !x.device().same_device(w.device()) {
+        bail!("{op}: input and weight are on different devices");
+    }
+    Ok(())
+}
+
+/// 3D convolution, stride 1, cubic kernel, zero padding `padding` on every
+/// side, no bias (add it with `broadcast_add`).
+///
+/// `x` is `(N, Cin, D, H, W)`, `w` is `(Cout, Cin, k, k, k)`; the result is
+/// `(N, Cout, D + 2p - k + 1, ...)`. `padding` must be at most `k - 1` (more
+/// would only add all-zero borders). Differentiable in `x` and `w`.
+pub fn conv3d(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
+    const OP: &str = "conv3d";
+    let (_, cin, d, h, wd) = dims5(x, "input", OP)?;
+    let (_, wcin, kz, ky, kx) = dims5(w, "weight", OP)?;
+    check_pair(x, w, OP)?;
+    if wcin != cin {
+        bail!(
+            "{OP}: input has {cin} channels but weight {:?} expects {wcin}",
+            w.dims()
+        );
+    }
+    if kz != ky || ky != kx || kz == 0 {
+        bail!(
+            "{OP}: kernel must be cubic and non-empty, got {:?}",
+            w.dims()
+        );
+    }
+    let k = kz;
+    if padding >= k {
+        bail!("{OP}: padding {padding} must be smaller than the kernel size {k}");
+    }
+    if d + 2 * padding < k || h + 2 * padding < k || wd + 2 * padding < k {
+        bail!(
+            "{OP}: input {:?} with padding {padding} is smaller than the kernel {k}",
+            x.dims()
+        );
+    }
+    if x.elem_count() == 0 || w.elem_count() == 0 {
+        bail!("{OP}: empty input {:?} or weight {:?}", x.dims(), w.dims());
+    }
+    if x.device().is_cpu() {
+        x.contiguous()?
+            .apply_op2(&w.contiguous()?, conv3d::Conv3d { padding })
+    } else {
+        compose::conv3d(x, w, padding)
+    }
+}
+
+/// Shared checks of the 2x2x2 stride-2 pair; `wa` is the weight's first
+/// dimension, which must equal the channels of `x` when `x_is_first`.
+fn check_resample(x: &Tensor, w: &Tensor, op: &str, x_matches_first: bool) -> Result<()> {
+    let (_, c, _, _, _) = dims5(x, "input", op)?;
+    let (wa, wb, k0, k1, k2) = dims5(w, "weight", op)?;
+    check_pair(x, w, op)?;
+    if (k0, k1, k2) != (2, 2, 2) {
+        bail!("{op}: weight must be (_, _, 2, 2, 2), got {:?}", w.dims());
+    }
+    let want = if x_matches_first { wa } else { wb };
+    if c != want {
+        bail!(
+            "{op}: input has {c} channels but weight {:?} expects {want}",
+            w.dims()
+        );
+    }
+    if x.elem_count() == 0 || w.elem_count() == 0 {
+        bail!("{op}: empty input {:?} or weight {:?}", x.dims(), w.dims());
+    }
+    Ok(())
+}
+
+/// 2x2x2 convolution with stride 2 (the V-Net's down-sampling), no bias.
+///
+/// `x` is `(N, Cin, D, H, W)` with even `D, H, W`; `w` is `(Cout, Cin, 2, 2,
+/// 2)`; the result is `(N, Cout, D/2, H/2, W/2)`. Computed as
+/// space-to-depth followed by one GEMM, since the windows do not overlap.
+pub fn down_conv2(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    const OP: &str = "down_conv2";
+    check_resample(x, w, OP, false)?;
+    let (_, _, d, h, wd) = x.dims5()?;
+    if d % 2 != 0 || h % 2 != 0 || wd % 2 != 0 {
+        bail!("{OP}: spatial dims must be even, got {:?}", x.dims());
+    }
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op2(&w.contiguous()?, resample::Down)
+    } else {
+        compose::down_conv2(x, w)
+    }
+}
+
+/// 2x2x2 transposed convolution with stride 2 (the V-Net's up-sampling),
+/// no bias.
+///
+/// `x` is `(N, Cin, D, H, W)`; `w` is in PyTorch's `ConvTranspose3d` layout
+/// `(Cin, Cout, 2, 2, 2)`; the result is `(N, Cout, 2D, 2H, 2W)`. Computed
+/// as one GEMM followed by depth-to-space. It is the adjoint of
+/// [`down_conv2`] with the same weight tensor.
+pub fn up_conv2(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    const OP: &str = "up_conv2";
+    check_resample(x, w, OP, true)?;
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op2(&w.contiguous()?, resample::Up)
+    } else {
+        compose::up_conv2(x, w)
+    }
+}
+
+/// 1x1x1 convolution (a matmul over channels), no bias.
+///
+/// `x` is `(N, Cin, D, H, W)`, `w` is `(Cout, Cin, 1, 1, 1)`.
+pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    const OP: &str = "conv1x1";
+    let (_, cin, _, _, _) = dims5(x, "input", OP)?;
+    let (_, wcin, k0, k1, k2) = dims5(w, "weight", OP)?;
+    check_pair(x, w, OP)?;
+    if (k0, k1, k2) != (1, 1, 1) {
+        bail!(
+            "{OP}: weight must be (Cout, Cin, 1, 1, 1), got {:?}",
+            w.dims()
+        );
+    }
+    if wcin != cin {
+        bail!(
+            "{OP}: input has {cin} channels but weight {:?} expects {wcin}",
+            w.dims()
+        );
+    }
+    if x.elem_count() == 0 || w.elem_count() == 0 {
+        bail!("{OP}: empty input {:?} or weight {:?}", x.dims(), w.dims());
+    }
+    if x.device().is_cpu() {
+        x.contiguous()?
+            .apply_op2(&w.contiguous()?, resample::Conv1x1 { transpose: false })
+    } else {
+        compose::conv1x1(x, w)
+    }
+}

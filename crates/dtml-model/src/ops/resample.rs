@@ -1,0 +1,451 @@
+//! The 2x2x2 stride-2 convolution pair and the 1x1x1 convolution on the
+//! CPU, as space-to-depth / depth-to-space copies around one GEMM (the
+//! `gemm` crate candle itself uses).
+//!
+//! With `A x B x 2 x 2 x 2` weights viewed as the matrix `M (A, 8B)`:
+//!
+//! - `Down(x_full, M)  = M . s2d(x_full)` per sample: the stride-2 conv
+//!   with `A = Cout`, `B = Cin`;
+//! - `Up(x_small, M)   = d2s(M^T . x_small)`: the transposed conv in
+//!   PyTorch's layout with `A = Cin`, `B = Cout`;
+//! - `PairWGrad(small, full) = sum_n small . s2d(full)^T`.
+//!
+//! `Down` and `Up` with the same `M` are adjoint, so each is the other's
+//! input gradient, and `PairWGrad` is both weight gradients.
+
+use super::cpu::{Kernel2, apply2};
+use super::kernel::Real;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+/// `dst (m x n, row-major) [+]= lhs (m x k) . rhs (k x n)`, where each
+/// operand is given by its pointer, row stride and column stride.
+///
+/// # Safety
+/// The pointers must address matrices of those sizes and strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul<T: Real>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    accumulate: bool,
+    lhs: (*const T, usize, usize),
+    rhs: (*const T, usize, usize),
+) {
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let one = T::from_f64(1.0);
+    // SAFETY: forwarded contract; gemm supports f32 and f64.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            n as isize,
+            accumulate,
+            lhs.0,
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0,
+            rhs.2 as isize,
+            rhs.1 as isize,
+            one,
+            one,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// Space-to-depth: `nbc` full-resolution blocks `(2d, 2h, 2w)` to `(8,
+/// d*h*w)` columns, row `a*4 + e*2 + f` holding offset `(a, e, f)` of each
+/// 2x2x2 cell.
+fn to_cols<T: Real>(full: &[T], cols: &mut [T], nbc: usize, (d, h, w): (usize, usize, usize)) {
+    let v = d * h * w;
+    cols[..nbc * 8 * v]
+        .par_chunks_mut(8 * v)
+        .zip(full.par_chunks(8 * v))
+        .for_each(|(col, f)| {
+            for z in 0..d {
+                for a in 0..2 {
+                    for y in 0..h {
+                        for e in 0..2 {
+                            let row = &f[((2 * z + a) * 2 * h + 2 * y + e) * 2 * w..][..2 * w];
+                            let o0 = (a * 4 + e * 2) * v + (z * h + y) * w;
+                            let (c0, c1) = col[o0..].split_at_mut(v);
+                            for x in 0..w {
+                                c0[x] = row[2 * x];
+                                c1[x] = row[2 * x + 1];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Depth-to-space, the inverse of [`to_cols`].
+fn from_cols<T: Real>(cols: &[T], full: &mut [T], nbc: usize, (d, h, w): (usize, usize, usize)) {
+    let v = d * h * w;
+    full[..nbc * 8 * v]
+        .par_chunks_mut(8 * v)
+        .zip(cols.par_chunks(8 * v))
+        .for_each(|(f, col)| {
+            for z in 0..d {
+                for a in 0..2 {
+                    for y in 0..h {
+                        for e in 0..2 {
+                            let row = &mut f[((2 * z + a) * 2 * h + 2 * y + e) * 2 * w..][..2 * w];
+                            let o0 = (a * 4 + e * 2) * v + (z * h + y) * w;
+                            let (c0, c1) = (&col[o0..][..w], &col[o0 + v..][..w]);
+                            for x in 0..w {
+                                row[2 * x] = c0[x];
+                                row[2 * x + 1] = c1[x];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Stride-2 conv: `(x_full (N, B, 2D, 2H, 2W), w (A, B, 2, 2, 2))` to
+/// `(N, A, D, H, W)`.
+pub(crate) struct Down;
+
+impl Kernel2 for Down {
+    fn op_name(&self) -> &'static str {
+        "down_conv2"
+    }
+
+    fn run<T: Real>(&self, x: &[T], sx: &Shape, w: &[T], sw: &Shape) -> Result<(Vec<T>, Shape)> {
+        let (n, b, fd, fh, fw) = sx.dims5()?;
+        let (a, wb, _, _, _) = sw.dims5()?;
+        if wb != b || fd % 2 + fh % 2 + fw % 2 != 0 {
+            bail!("down_conv2: bad shapes {sx:?} {sw:?}");
+        }
+        let (d, h, wd) = (fd / 2, fh / 2, fw / 2);
+        let v = d * h * wd;
+        let mut cols = vec![T::default(); n * b * 8 * v];
+        to_cols(x, &mut cols, n * b, (d, h, wd));
+        let mut out = vec![T::default(); n * a * v];
+        for s in 0..n {
+            // SAFETY: out[s] is a x v, w is a x 8b, cols[s] is 8b x v.
+            unsafe {
+                matmul(
+                    (a, v, 8 * b),
+                    out.as_mut_ptr().add(s * a * v),
+                    false,
+                    (w.as_ptr(), 8 * b, 1),
+                    (cols.as_ptr().add(s * 8 * b * v), v, 1),
+                )
+            };
+        }
+        Ok((out, Shape::from((n, a, d, h, wd))))
+    }
+}
+
+impl CustomOp2 for Down {
+    fn name(&self) -> &'static str {
+        "dtml-down-conv2"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        apply2(self, s1, l1, s2, l2)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let dx = if x.track_op() {
+            Some(g.apply_op2_no_bwd(w, &Up)?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(g.apply_op2_no_bwd(x, &PairWGrad)?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// Transposed stride-2 conv: `(x_small (N, A, D, H, W), w (A, B, 2, 2, 2))`
+/// to `(N, B, 2D, 2H, 2W)`.
+pub(crate) struct Up;
+
+impl Kernel2 for Up {
+    fn op_name(&self) -> &'static str {
+        "up_conv2"
+    }
+
+    fn run<T: Real>(&self, x: &[T], sx: &Shape, w: &[T], sw: &Shape) -> Result<(Vec<T>, Shape)> {
+        let (n, a, d, h, wd) = sx.dims5()?;
+        let (wa, b, _, _, _) = sw.dims5()?;
+        if wa != a {
+            bail!("up_conv2: bad shapes {sx:?} {sw:?}");
+        }
+        let v = d * h * wd;
+        let mut cols = vec![T::default(); n * b * 8 * v];
+        for s in 0..n {
+            // SAFETY: cols[s] is 8b x v; w^T is 8b x a (row stride 1,
+            // column stride 8b); x[s] is a x v.
+            unsafe {
+                matmul(
+                    (8 * b, v, a),
+                    cols.as_mut_ptr().add(s * 8 * b * v),
+                    false,
+                    (w.as_ptr(), 1, 8 * b),
+                    (x.as_ptr().add(s * a * v), v, 1),
+                )
+            };
+        }
+        let mut out = vec![T::default(); n * b * 8 * v];
+        from_cols(&cols, &mut out, n * b, (d, h, wd));
+        Ok((out, Shape::from((n, b, 2 * d, 2 * h, 2 * wd))))
+    }
+}
+
+impl CustomOp2 for Up {
+    fn name(&self) -> &'static str {
+        "dtml-up-conv2"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        apply2(self, s1, l1, s2, l2)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let dx = if x.track_op() {
+            Some(g.apply_op2_no_bwd(w, &Down)?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(&g, &PairWGrad)?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// Weight gradient of the pair: `(small (N, A, D, H, W), full (N, B, 2D,
+/// 2H, 2W))` to `(A, B, 2, 2, 2)`.
+pub(crate) struct PairWGrad;
+
+impl Kernel2 for PairWGrad {
+    fn op_name(&self) -> &'static str {
+        "stride-2 weight gradient"
+    }
+
+    fn run<T: Real>(
+        &self,
+        sm: &[T],
+        ss: &Shape,
+        full: &[T],
+        sf: &Shape,
+    ) -> Result<(Vec<T>, Shape)> {
+        let (n, a, d, h, wd) = ss.dims5()?;
+        let (fnn, b, fd, fh, fw) = sf.dims5()?;
+        if fnn != n || (fd, fh, fw) != (2 * d, 2 * h, 2 * wd) {
+            bail!("stride-2 weight gradient: bad shapes {ss:?} {sf:?}");
+        }
+        let v = d * h * wd;
+        let mut cols = vec![T::default(); n * b * 8 * v];
+        to_cols(full, &mut cols, n * b, (d, h, wd));
+        let mut dw = vec![T::default(); a * 8 * b];
+        for s in 0..n {
+            // SAFETY: dw is a x 8b; small[s] is a x v; cols[s]^T is v x 8b
+            // (row stride 1, column stride v).
+            unsafe {
+                matmul(
+                    (a, 8 * b, v),
+                    dw.as_mut_ptr(),
+                    s > 0,
+                    (sm.as_ptr().add(s * a * v), v, 1),
+                    (cols.as_ptr().add(s * 8 * b * v), 1, v),
+                )
+            };
+        }
+        Ok((dw, Shape::from((a, b, 2, 2, 2))))
+    }
+}
+
+impl CustomOp2 for PairWGrad {
+    fn name(&self) -> &'static str {
+        "dtml-stride2-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        apply2(self, s1, l1, s2, l2)
+    }
+}
+
+/// 1x1x1 conv: `(x (N, Cin, ...), w (Cout, Cin, 1, 1, 1))`; with
+/// `transpose` the weight is used as `(Cin, Cout)^T`, i.e. `w` is `(Cin,
+/// Cout, 1, 1, 1)` and `x` has `Cin` channels (the input gradient).
+pub(crate) struct Conv1x1 {
+    pub transpose: bool,
+}
+
+impl Kernel2 for Conv1x1 {
+    fn op_name(&self) -> &'static str {
+        "conv1x1"
+    }
+
+    fn run<T: Real>(&self, x: &[T], sx: &Shape, w: &[T], sw: &Shape) -> Result<(Vec<T>, Shape)> {
+        let (n, c, d, h, wd) = sx.dims5()?;
+        let (w0, w1, _, _, _) = sw.dims5()?;
+        let (cout, cin, lhs) = if self.transpose {
+            (w1, w0, (w.as_ptr(), 1, w1))
+        } else {
+            (w0, w1, (w.as_ptr(), w1, 1))
+        };
+        if cin != c {
+            bail!("conv1x1: bad shapes {sx:?} {sw:?}");
+        }
+        let v = d * h * wd;
+        let mut out = vec![T::default(); n * cout * v];
+        for s in 0..n {
+            // SAFETY: out[s] is cout x v; the weight cout x cin; x[s] cin x v.
+            unsafe {
+                matmul(
+                    (cout, v, cin),
+                    out.as_mut_ptr().add(s * cout * v),
+                    false,
+                    lhs,
+                    (x.as_ptr().add(s * cin * v), v, 1),
+                )
+            };
+        }
+        Ok((out, Shape::from((n, cout, d, h, wd))))
+    }
+}
+
+impl CustomOp2 for Conv1x1 {
+    fn name(&self) -> &'static str {
+        "dtml-conv1x1"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        apply2(self, s1, l1, s2, l2)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        if self.transpose {
+            bail!("conv1x1: the transposed form is only used inside backward");
+        }
+        let g = g.contiguous()?;
+        let dx = if x.track_op() {
+            Some(g.apply_op2_no_bwd(w, &Conv1x1 { transpose: true })?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(g.apply_op2_no_bwd(x, &Conv1x1WGrad)?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// Weight gradient of the 1x1x1 conv: `(dy (N, Cout, ...), x (N, Cin, ...))`
+/// to `(Cout, Cin, 1, 1, 1) = sum_n dy[n] . x[n]^T`.
+pub(crate) struct Conv1x1WGrad;
+
+impl Kernel2 for Conv1x1WGrad {
+    fn op_name(&self) -> &'static str {
+        "conv1x1 weight gradient"
+    }
+
+    fn run<T: Real>(&self, g: &[T], sg: &Shape, x: &[T], sx: &Shape) -> Result<(Vec<T>, Shape)> {
+        let (n, cout, d, h, wd) = sg.dims5()?;
+        let (xn, cin, xd, xh, xw) = sx.dims5()?;
+        if xn != n || (xd, xh, xw) != (d, h, wd) {
+            bail!("conv1x1 weight gradient: bad shapes {sg:?} {sx:?}");
+        }
+        let v = d * h * wd;
+        let mut dw = vec![T::default(); cout * cin];
+        for s in 0..n {
+            // SAFETY: dw cout x cin; g[s] cout x v; x[s]^T v x cin.
+            unsafe {
+                matmul(
+                    (cout, cin, v),
+                    dw.as_mut_ptr(),
+                    s > 0,
+                    (g.as_ptr().add(s * cout * v), v, 1),
+                    (x.as_ptr().add(s * cin * v), 1, v),
+                )
+            };
+        }
+        Ok((dw, Shape::from((cout, cin, 1, 1, 1))))
+    }
+}
+
+impl CustomOp2 for Conv1x1WGrad {
+    fn name(&self) -> &'static str {
+        "dtml-conv1x1-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        apply2(self, s1, l1, s2, l2)
+    }
+}
