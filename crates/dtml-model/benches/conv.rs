@@ -48,6 +48,25 @@ fn conv(c: &mut Criterion) {
             )
         })
     });
+    // The two halves of backward separately: only one side is a variable.
+    let xc = x.as_tensor().detach();
+    let wc = w.as_tensor().detach();
+    g.bench_function("forward_backward_input_only", |b| {
+        b.iter(|| {
+            dtml_model::ops::conv3d(x.as_tensor(), &wc, 1)
+                .unwrap()
+                .backward()
+                .unwrap()
+        })
+    });
+    g.bench_function("forward_backward_weight_only", |b| {
+        b.iter(|| {
+            dtml_model::ops::conv3d(&xc, w.as_tensor(), 1)
+                .unwrap()
+                .backward()
+                .unwrap()
+        })
+    });
     g.finish();
 }
 

@@ -1,94 +1,137 @@
 //! Direct 3D convolution on the CPU: forward, input gradient and weight
 //! gradient as candle custom ops.
 //!
-//! The trick that makes a direct kernel simple and fast: zero-pad the input
-//! once, then index every output plane in *padded-width* coordinates
-//! `q = yo * Wp + xo` (`Wp` the padded row length). In those coordinates a
-//! kernel tap `(dz, dy, dx)` of input channel `ci` is the constant offset
-//! `ci * Dp*Hp*Wp + dz * Hp*Wp + dy * Wp + dx`, so every (channel, tap) pair
-//! reads one contiguous run of the padded input and no im2col matrix is
-//! ever built. Positions with `xo >= Wo` are computed and dropped (2 of 58
-//! columns at the benchmark size). Register tiles come from
-//! [`super::kernel`]; threads split planes and position tiles.
+//! The trick that makes a direct kernel simple and fast: work on
+//! zero-padded planes and index every output plane in *padded-width*
+//! coordinates `q = yo * Wp + xo` (`Wp` the padded row length). In those
+//! coordinates a kernel tap `(dz, dy, dx)` of input channel `ci` is a
+//! constant offset, so every (channel, tap) pair reads one contiguous run
+//! of padded input and no im2col matrix is ever built. Positions with
+//! `xo >= Wo` are computed and dropped (2 of 58 columns at the benchmark
+//! size). Register tiles come from [`super::kernel`].
+//!
+//! The padded input never exists as a whole: each task walks a run of
+//! output planes keeping a ring of the `k` padded input planes it needs
+//! (per channel), so every input plane is padded about once, into a buffer
+//! that stays in cache, and no large temporary is allocated (fresh large
+//! allocations cost page faults on every call).
 //!
 //! Input gradient = convolution of the output gradient, padded by
 //! `k - 1 - p`, with the spatially flipped, in/out-transposed kernel: the
-//! same forward kernel. Weight gradient = sum over positions of
+//! same forward driver. Weight gradient = sum over positions of
 //! `dy[co][q] * x[off(ci, tap) + q]`, with `dy` transposed position-major
-//! per chunk so the reduction vectorises over output channels.
+//! per block of rows so the reduction vectorises over output channels.
 
 use super::cpu::{Kernel2, SendPtr, apply2};
 use super::kernel::{CB, DW_ACC, Real, TILE};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-/// Positions per weight-gradient chunk (its transposed gradient block,
-/// `QC x Cout`, stays in L1/L2 while every column group reuses it).
+/// Target positions per weight-gradient block (whole rows; its transposed
+/// gradient, `rows * Wp x Cout`, stays in L1/L2 while every column group
+/// reuses it).
 const QC: usize = 256;
 
-/// Padded volume geometry of one (sample, channel).
+/// Geometry of one convolution: input `(n, c, d, h, w)`, cubic kernel `k`,
+/// padding `pad`.
 #[derive(Clone, Copy, Debug)]
-struct Padded {
-    dp: usize,
-    hp: usize,
-    wp: usize,
+struct Geom {
+    n: usize,
+    c: usize,
+    d: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    pad: usize,
 }
 
-impl Padded {
-    fn vol(&self) -> usize {
-        self.dp * self.hp * self.wp
+impl Geom {
+    fn hp(&self) -> usize {
+        self.h + 2 * self.pad
+    }
+    fn wp(&self) -> usize {
+        self.w + 2 * self.pad
+    }
+    /// Output dims `(do, ho, wo)`.
+    fn out(&self) -> (usize, usize, usize) {
+        let o = |a: usize| a + 2 * self.pad + 1 - self.k;
+        (o(self.d), o(self.h), o(self.w))
+    }
+    fn plane(&self) -> usize {
+        self.hp() * self.wp()
     }
 }
 
-/// Zeros needed after the last padded volume so the last tile's vector
-/// reads (up to a whole tile past the last valid position) stay in bounds.
+/// Zeros after the last slab plane so the last tile's vector reads (up to
+/// a whole tile past the last valid position) stay in bounds.
 fn slack(k: usize) -> usize {
     TILE + k + 16
 }
 
-/// Zero-pads each of the `nc` volumes `(d, h, w)` by `pad` on every side
-/// and appends [`slack`] zeros.
-fn pad_volumes<T: Real>(
-    x: &[T],
-    nc: usize,
-    (d, h, w): (usize, usize, usize),
-    pad: usize,
-    k: usize,
-) -> (Vec<T>, Padded) {
-    let p = Padded {
-        dp: d + 2 * pad,
-        hp: h + 2 * pad,
-        wp: w + 2 * pad,
-    };
-    let vol = p.vol();
-    let mut out = vec![T::default(); nc * vol + slack(k)];
-    out[..nc * vol]
-        .par_chunks_mut(vol)
-        .zip(x.par_chunks(d * h * w))
-        .for_each(|(o, i)| {
-            for z in 0..d {
-                for y in 0..h {
-                    let src = &i[(z * h + y) * w..][..w];
-                    o[((z + pad) * p.hp + y + pad) * p.wp + pad..][..w].copy_from_slice(src);
-                }
-            }
-        });
-    (out, p)
+/// A ring of the `k` zero-padded input planes (padded depth `zp` in slot
+/// `zp % k`) of every channel of one sample: layout `[c][slot][Hp * Wp]`.
+struct Slab<T> {
+    g: Geom,
+    buf: Vec<T>,
+    tags: Vec<Option<(usize, usize)>>,
 }
 
-/// Offsets of every (input channel, tap) run relative to the plane origin.
-fn tap_offsets(cin: usize, k: usize, p: Padded) -> Vec<usize> {
-    let mut offs = Vec::with_capacity(cin * k * k * k);
-    for ci in 0..cin {
-        for dz in 0..k {
-            for dy in 0..k {
-                for dx in 0..k {
-                    offs.push(ci * p.vol() + dz * p.hp * p.wp + dy * p.wp + dx);
+impl<T: Real> Slab<T> {
+    fn new(g: Geom) -> Self {
+        Slab {
+            g,
+            buf: vec![T::default(); g.c * g.k * g.plane() + slack(g.k)],
+            tags: vec![None; g.k],
+        }
+    }
+
+    /// Makes padded planes `zo .. zo + k` of sample `ni` present.
+    fn load(&mut self, x: &[T], ni: usize, zo: usize) {
+        let g = self.g;
+        let (hp, wp, pl, pad) = (g.hp(), g.wp(), g.plane(), g.pad);
+        for dz in 0..g.k {
+            let zp = zo + dz;
+            let slot = zp % g.k;
+            if self.tags[slot] == Some((ni, zp)) {
+                continue;
+            }
+            for ci in 0..g.c {
+                let dst = &mut self.buf[(ci * g.k + slot) * pl..][..pl];
+                if zp < pad || zp >= pad + g.d {
+                    dst.fill(T::default());
+                    continue;
+                }
+                let src = &x[((ni * g.c + ci) * g.d + zp - pad) * g.h * g.w..][..g.h * g.w];
+                dst[..pad * wp].fill(T::default());
+                for y in 0..g.h {
+                    let row = &mut dst[(y + pad) * wp..][..wp];
+                    row[..pad].fill(T::default());
+                    row[pad..pad + g.w].copy_from_slice(&src[y * g.w..][..g.w]);
+                    row[pad + g.w..].fill(T::default());
+                }
+                dst[(pad + g.h) * wp..hp * wp].fill(T::default());
+            }
+            self.tags[slot] = Some((ni, zp));
+        }
+    }
+
+    /// Offsets in `buf` of every (channel, tap) run for output plane `zo`,
+    /// in weight order `j = ci * k^3 + tap`.
+    fn offsets(&self, zo: usize, offs: &mut Vec<usize>) {
+        let g = self.g;
+        let (wp, pl, k) = (g.wp(), g.plane(), g.k);
+        offs.clear();
+        for ci in 0..g.c {
+            for dz in 0..k {
+                let s = (ci * k + (zo + dz) % k) * pl;
+                for dy in 0..k {
+                    for dx in 0..k {
+                        offs.push(s + dy * wp + dx);
+                    }
                 }
             }
         }
     }
-    offs
 }
 
 /// Packs weights as `[co block][j = ci * k^3 + tap][CB]`, zero beyond
@@ -113,63 +156,73 @@ fn pack_weights<T: Real>(
     out
 }
 
-/// Valid convolution of padded volumes: `xp` holds `n * cin` padded volumes
-/// (plus slack), `wpk` packed weights; returns `(n, cout, dp-k+1, hp-k+1,
-/// wp-k+1)`.
-fn conv_padded<T: Real>(
-    xp: &[T],
-    n: usize,
-    cin: usize,
-    p: Padded,
-    k: usize,
-    cout: usize,
-    wpk: &[T],
-) -> Vec<T> {
-    let (do_, ho, wo) = (p.dp + 1 - k, p.hp + 1 - k, p.wp + 1 - k);
-    let offs = tap_offsets(cin, k, p);
-    let jn = offs.len();
+/// Splits `total` items into `parts` contiguous ranges.
+fn range(total: usize, parts: usize, i: usize) -> std::ops::Range<usize> {
+    i * total / parts..(i + 1) * total / parts
+}
+
+/// Convolution of `x` (geometry `g`) with packed weights `wpk` for `cout`
+/// output channels; returns `(n, cout, do, ho, wo)`.
+fn conv_forward<T: Real>(x: &[T], g: Geom, cout: usize, wpk: &[T]) -> Vec<T> {
+    let (do_, ho, wo) = g.out();
+    let wp = g.wp();
+    let jn = g.c * g.k * g.k * g.k;
     let nb = cout.div_ceil(CB);
-    let planes = n * do_;
-    let qlen = ho * p.wp;
+    assert!(x.len() == g.n * g.c * g.d * g.h * g.w && wpk.len() == nb * jn * CB);
+    let planes = g.n * do_;
+    let qlen = ho * wp;
     let ntiles = qlen.div_ceil(TILE);
-    // Enough tasks for load balance, each a run of tiles of one plane.
-    let want = 8 * rayon::current_num_threads();
-    let chunks = want.div_ceil(planes).clamp(1, ntiles);
-    let tiles_per = ntiles.div_ceil(chunks);
-    let mut out = vec![T::default(); n * cout * do_ * ho * wo];
+    // Runs of planes (each refills k - 1 planes at its start), and when
+    // planes are few, groups of output-channel blocks, for load balance.
+    let want = 4 * rayon::current_num_threads();
+    let runs = planes.min(want);
+    let groups = want.div_ceil(runs).min(nb);
+    let mut out = vec![T::default(); g.n * cout * do_ * ho * wo];
     let optr = SendPtr(out.as_mut_ptr());
-    assert!(xp.len() >= n * cin * p.vol() + slack(k) && wpk.len() >= nb * jn * CB);
-    (0..planes * chunks).into_par_iter().for_each(|task| {
-        let (plane, chunk) = (task / chunks, task % chunks);
-        let (ni, zo) = (plane / do_, plane % do_);
-        let base = (ni * cin * p.dp + zo) * p.hp * p.wp;
+    (0..runs * groups).into_par_iter().for_each(|task| {
+        let (run, grp) = (task / groups, task % groups);
+        let mut slab = Slab::new(g);
+        let mut offs = Vec::with_capacity(jn);
         let mut buf = [T::default(); CB * TILE];
-        for t in chunk * tiles_per..((chunk + 1) * tiles_per).min(ntiles) {
-            let q0 = t * TILE;
-            for b in 0..nb {
-                // SAFETY: reads stay below base + q0 + TILE + offs[jn-1]
-                // <= n*cin*vol + TILE + k (see `slack`), asserted above.
-                unsafe {
-                    T::fwd_tile(
-                        xp.as_ptr().add(base + q0),
-                        &offs,
-                        wpk.as_ptr().add(b * jn * CB),
-                        &mut buf,
-                    )
-                };
-                for c in 0..CB.min(cout - b * CB) {
-                    let co = b * CB + c;
-                    let obase = ((ni * cout + co) * do_ + zo) * ho * wo;
-                    for (i, &v) in buf[c * TILE..(c + 1) * TILE].iter().enumerate() {
-                        let q = q0 + i;
-                        if q >= qlen {
-                            break;
-                        }
-                        let (yo, xo) = (q / p.wp, q % p.wp);
-                        if xo < wo {
-                            // SAFETY: in bounds; (plane, q) pairs are
-                            // disjoint between tasks.
-                            unsafe { *optr.get().add(obase + yo * wo + xo) = v };
+        for plane in range(planes, runs, run) {
+            let (ni, zo) = (plane / do_, plane % do_);
+            slab.load(x, ni, zo);
+            slab.offsets(zo, &mut offs);
+            for t in 0..ntiles {
+                let q0 = t * TILE;
+                let qend = (q0 + TILE).min(qlen);
+                for b in range(nb, groups, grp) {
+                    // SAFETY: reads stay below offs[jn - 1] + q0 + TILE <=
+                    // slab size + TILE + k (see `slack`).
+                    unsafe {
+                        T::fwd_tile(
+                            slab.buf.as_ptr().add(q0),
+                            &offs,
+                            wpk.as_ptr().add(b * jn * CB),
+                            &mut buf,
+                        )
+                    };
+                    for c in 0..CB.min(cout - b * CB) {
+                        let obase = ((ni * cout + b * CB + c) * do_ + zo) * ho * wo;
+                        let vals = &buf[c * TILE..];
+                        // Copy the valid run of each output row in the tile.
+                        let mut q = q0;
+                        while q < qend {
+                            let (yo, xo) = (q / wp, q % wp);
+                            let row_end = (yo * wp + wp).min(qend);
+                            if xo < wo {
+                                let len = (wo - xo).min(row_end - q);
+                                // SAFETY: in bounds; (plane, q) pairs are
+                                // disjoint between tasks.
+                                unsafe {
+                                    std::ptr::copy_nonoverlapping(
+                                        vals.as_ptr().add(q - q0),
+                                        optr.get().add(obase + yo * wo + xo),
+                                        len,
+                                    )
+                                };
+                            }
+                            q = row_end;
                         }
                     }
                 }
@@ -179,29 +232,21 @@ fn conv_padded<T: Real>(
     out
 }
 
-/// Weight gradient: `xp` padded input (`n * cin` volumes plus slack), `dy`
-/// the output gradient `(n, cout, do, ho, wo)`; returns `(cout, cin, k, k, k)`.
-fn conv_wgrad<T: Real>(
-    xp: &[T],
-    n: usize,
-    cin: usize,
-    p: Padded,
-    k: usize,
-    dy: &[T],
-    cout: usize,
-) -> Vec<T> {
-    let (do_, ho, wo) = (p.dp + 1 - k, p.hp + 1 - k, p.wp + 1 - k);
+/// Weight gradient: `x` input (geometry `g`), `dy` the output gradient
+/// `(n, cout, do, ho, wo)`; returns `(cout, cin, k, k, k)`.
+fn conv_wgrad<T: Real>(x: &[T], g: Geom, dy: &[T], cout: usize) -> Vec<T> {
+    let (do_, ho, wo) = g.out();
+    let wp = g.wp();
+    let (cin, k) = (g.c, g.k);
     let k3 = k * k * k;
     let co_w = if cout.is_multiple_of(32) { 32 } else { 16 };
     let nt = DW_ACC / co_w;
     let coutp = cout.next_multiple_of(co_w);
-    let mut offs = tap_offsets(cin, k, p);
-    let jn = offs.len();
+    let jn = cin * k3;
     let jp = jn.next_multiple_of(nt);
-    offs.resize(jp, 0);
-    let planes = n * do_;
-    let qlen = ho * p.wp;
-    assert!(xp.len() >= n * cin * p.vol() + slack(k) && dy.len() == n * cout * do_ * ho * wo);
+    let planes = g.n * do_;
+    assert!(x.len() == g.n * cin * g.d * g.h * g.w && dy.len() == g.n * cout * do_ * ho * wo);
+    let rows_per = (QC / wp).max(1);
     // Fixed partition of the planes (independent of the thread count, so
     // the summation order and hence the result is reproducible); each part
     // has its own accumulator, capped at ~32 MB in total.
@@ -212,41 +257,45 @@ fn conv_wgrad<T: Real>(
         .into_par_iter()
         .map(|s| {
             let mut acc = vec![T::default(); acc_len];
-            let mut dyt = vec![T::default(); QC * coutp];
-            for plane in s * planes / parts..(s + 1) * planes / parts {
+            // Positions with xo >= wo and channels >= cout are never
+            // written, so they stay zero and add nothing.
+            let mut dyt = vec![T::default(); rows_per * wp * coutp];
+            let mut slab = Slab::new(g);
+            let mut offs = Vec::with_capacity(jp);
+            for plane in range(planes, parts, s) {
                 let (ni, zo) = (plane / do_, plane % do_);
-                for q0 in (0..qlen).step_by(QC) {
-                    let nq = QC.min(qlen - q0);
+                slab.load(x, ni, zo);
+                slab.offsets(zo, &mut offs);
+                offs.resize(jp, 0);
+                for y0 in (0..ho).step_by(rows_per) {
+                    let rows = rows_per.min(ho - y0);
+                    let nq = rows * wp;
                     for co in 0..cout {
-                        let src = &dy[((ni * cout + co) * do_ + zo) * ho * wo..][..ho * wo];
-                        for qq in 0..nq {
-                            let q = q0 + qq;
-                            let (yo, xo) = (q / p.wp, q % p.wp);
-                            dyt[qq * coutp + co] = if xo < wo {
-                                src[yo * wo + xo]
-                            } else {
-                                T::default()
-                            };
+                        let src =
+                            &dy[((ni * cout + co) * do_ + zo) * ho * wo + y0 * wo..][..rows * wo];
+                        for r in 0..rows {
+                            for xo in 0..wo {
+                                dyt[(r * wp + xo) * coutp + co] = src[r * wo + xo];
+                            }
                         }
                     }
-                    let xbase = (ni * cin * p.dp + zo) * p.hp * p.wp + q0;
-                    for g in 0..jp / nt {
+                    for gi in 0..jp / nt {
                         for v in 0..coutp / co_w {
                             let dptr = dyt[v * co_w..].as_ptr();
-                            let aptr = acc[g * nt * coutp + v * co_w..].as_mut_ptr();
-                            // SAFETY: x reads as in the forward (q < qlen);
-                            // dyt has nq rows of coutp; acc has jp rows.
+                            let aptr = acc[gi * nt * coutp + v * co_w..].as_mut_ptr();
+                            // SAFETY: x reads as in the forward (q < ho *
+                            // wp); dyt has nq rows of coutp; acc jp rows.
                             unsafe {
-                                let xptr = xp.as_ptr().add(xbase);
+                                let xptr = slab.buf.as_ptr().add(y0 * wp);
                                 if co_w == 32 {
                                     let o: &[usize; DW_ACC / 32] =
-                                        offs[g * nt..][..nt].try_into().unwrap();
+                                        offs[gi * nt..][..nt].try_into().unwrap();
                                     T::dw_tile::<2, { DW_ACC / 32 }>(
                                         dptr, coutp, nq, xptr, o, aptr, coutp,
                                     );
                                 } else {
                                     let o: &[usize; DW_ACC / 16] =
-                                        offs[g * nt..][..nt].try_into().unwrap();
+                                        offs[gi * nt..][..nt].try_into().unwrap();
                                     T::dw_tile::<1, { DW_ACC / 16 }>(
                                         dptr, coutp, nq, xptr, o, aptr, coutp,
                                     );
@@ -259,8 +308,8 @@ fn conv_wgrad<T: Real>(
             acc
         })
         .collect();
-    let mut dw = vec![T::default(); cout * cin * k3];
-    for (co, row) in dw.chunks_mut(cin * k3).enumerate() {
+    let mut dw = vec![T::default(); cout * jn];
+    for (co, row) in dw.chunks_mut(jn).enumerate() {
         for (j, v) in row.iter_mut().enumerate() {
             let mut s = T::default();
             for part in &partials {
@@ -272,7 +321,6 @@ fn conv_wgrad<T: Real>(
     dw
 }
 
-/// Forward: `(x, w)`, `w` is `(Cout, Cin, k, k, k)`.
 pub(crate) struct Conv3d {
     pub padding: usize,
 }
@@ -289,13 +337,19 @@ impl Kernel2 for Conv3d {
             bail!("conv3d: bad shapes {sx:?} {sw:?}");
         }
         let k3 = k * k * k;
-        let (xp, p) = pad_volumes(x, n * cin, (d, h, wd), self.padding, k);
+        let g = Geom {
+            n,
+            c: cin,
+            d,
+            h,
+            w: wd,
+            k,
+            pad: self.padding,
+        };
         let wpk = pack_weights(cout, cin, k3, |co, ci, tap| w[(co * cin + ci) * k3 + tap]);
-        let out = conv_padded(&xp, n, cin, p, k, cout, &wpk);
-        Ok((
-            out,
-            Shape::from((n, cout, p.dp + 1 - k, p.hp + 1 - k, p.wp + 1 - k)),
-        ))
+        let out = conv_forward(x, g, cout, &wpk);
+        let (do_, ho, wo) = g.out();
+        Ok((out, Shape::from((n, cout, do_, ho, wo))))
     }
 }
 
@@ -366,16 +420,22 @@ impl Kernel2 for Conv3dInputGrad {
         }
         let k3 = k * k * k;
         let pad = k - 1 - self.padding;
-        let (gp, p) = pad_volumes(g, n * cout, (do_, ho, wo), pad, k);
+        let geom = Geom {
+            n,
+            c: cout,
+            d: do_,
+            h: ho,
+            w: wo,
+            k,
+            pad,
+        };
         // Flipped taps, in/out swapped: w'[ci][co][tap] = w[co][ci][k3-1-tap].
         let wpk = pack_weights(cin, cout, k3, |ci, co, tap| {
             w[(co * cin + ci) * k3 + k3 - 1 - tap]
         });
-        let out = conv_padded(&gp, n, cout, p, k, cin, &wpk);
-        Ok((
-            out,
-            Shape::from((n, cin, p.dp + 1 - k, p.hp + 1 - k, p.wp + 1 - k)),
-        ))
+        let out = conv_forward(g, geom, cin, &wpk);
+        let (d, h, wd) = geom.out();
+        Ok((out, Shape::from((n, cin, d, h, wd))))
     }
 }
 
@@ -414,8 +474,16 @@ impl Kernel2 for Conv3dWeightGrad {
         if gn != n || !fits(d, do_) || !fits(h, ho) || !fits(wd, wo) {
             bail!("conv3d weight gradient: bad shapes {sx:?} {sg:?}");
         }
-        let (xp, p) = pad_volumes(x, n * cin, (d, h, wd), self.padding, k);
-        let dw = conv_wgrad(&xp, n, cin, p, k, g, cout);
+        let geom = Geom {
+            n,
+            c: cin,
+            d,
+            h,
+            w: wd,
+            k,
+            pad: self.padding,
+        };
+        let dw = conv_wgrad(x, geom, g, cout);
         Ok((dw, Shape::from((cout, cin, k, k, k))))
     }
 }
