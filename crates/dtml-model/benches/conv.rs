@@ -48,6 +48,17 @@ fn conv(c: &mut Criterion) {
             )
         })
     });
+    // Our two backward kernels called directly, without candle's autograd
+    // bookkeeping (which seeds with ones and adds each gradient to a zero
+    // tensor: full-size passes PyTorch does not make).
+    let dy = random(&[2, 32, 40, 56, 56], 1.0, &mut rng);
+    g.bench_function("backward_kernels_only", |b| {
+        b.iter(|| {
+            let dx = dtml_model::ops::conv3d_input_grad(&dy, w.as_tensor(), 1).unwrap();
+            let dw = dtml_model::ops::conv3d_weight_grad(x.as_tensor(), &dy, 3, 1).unwrap();
+            (dx, dw)
+        })
+    });
     // The two halves of backward separately: only one side is a variable.
     let xc = x.as_tensor().detach();
     let wc = w.as_tensor().detach();

@@ -240,6 +240,57 @@ fn pytorch_golden_values() {
     }
 }
 
+/// The public backward functions (ours and the candle-only references)
+/// against PyTorch's gradients.
+#[test]
+fn conv3d_backward_functions_match_pytorch() {
+    let fx = fixtures();
+    for (name, pad) in [
+        ("conv3_p1", 1),
+        ("conv3_p0", 0),
+        ("conv3_odd", 1),
+        ("conv3_c32", 1),
+        ("conv5_p2", 2),
+        ("conv2_p1", 1),
+    ] {
+        let get = |k: &str| fx[&format!("{name}.{k}")].clone();
+        let (x, w, r) = (get("x"), get("w"), get("r"));
+        let k = w.dim(2).unwrap();
+        let dx = [
+            ops::conv3d_input_grad(&r, &w, pad).unwrap(),
+            ops::reference::conv3d_input_grad(&r, &w, pad).unwrap(),
+        ];
+        let dw = [
+            ops::conv3d_weight_grad(&x, &r, k, pad).unwrap(),
+            ops::reference::conv3d_weight_grad(&x, &r, k, pad).unwrap(),
+        ];
+        for (i, (a, b)) in dx.iter().zip(&dw).enumerate() {
+            assert!(
+                max_err(a, &get("dx")) < 1e-4,
+                "{name} dx #{i}: {}",
+                max_err(a, &get("dx"))
+            );
+            assert!(
+                max_err(b, &get("dw")) < 1e-4,
+                "{name} dw #{i}: {}",
+                max_err(b, &get("dw"))
+            );
+        }
+    }
+    let z = |s: &[usize]| Tensor::zeros(s, DType::F32, &Device::Cpu).unwrap();
+    assert!(ops::conv3d_input_grad(&z(&[1, 3, 4, 4, 4]), &z(&[2, 3, 3, 3, 3]), 1).is_err());
+    assert!(ops::conv3d_input_grad(&z(&[1, 2, 4, 4, 4]), &z(&[2, 3, 3, 3, 3]), 3).is_err());
+    assert!(ops::conv3d_weight_grad(&z(&[1, 3, 4, 4, 4]), &z(&[1, 2, 4, 4, 5]), 3, 1).is_err());
+    assert!(ops::conv3d_weight_grad(&z(&[1, 3, 4, 4, 4]), &z(&[2, 2, 4, 4, 4]), 3, 1).is_err());
+    assert!(ops::conv3d_weight_grad(&z(&[1, 3, 4, 4, 4]), &z(&[1, 2, 4, 4, 4]), 3, 3).is_err());
+    assert_eq!(
+        ops::conv3d_weight_grad(&z(&[1, 3, 4, 4, 4]), &z(&[1, 2, 4, 4, 4]), 3, 1)
+            .unwrap()
+            .dims(),
+        &[2, 3, 3, 3, 3]
+    );
+}
+
 /// f32 custom ops against the f64 reference on shapes that hit every tail
 /// of the vector kernels: channel counts not multiples of the register
 /// blocks, rows shorter and longer than a tile, one input channel.

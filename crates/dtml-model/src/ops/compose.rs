@@ -4,7 +4,7 @@
 //! ops only implement `cpu_fwd`), and in tests as an independent reference.
 //! Inputs are assumed validated by the public functions in `ops`.
 
-use candle_core::{Result, Tensor};
+use candle_core::{Result, Tensor, Var};
 
 /// 3D convolution as a sum over the kernel's depth taps of 2D convolutions
 /// of depth slices: slice `dz` of the (depth-padded) input, folded into the
@@ -38,6 +38,27 @@ pub fn conv3d(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
     y.reshape((n, dout, cout, ho, wo))?
         .permute((0, 2, 1, 3, 4))?
         .contiguous()
+}
+
+/// Input gradient of [`conv3d`]: the convolution of `dy` with the
+/// spatially flipped, in/out-transposed kernel, padded by `k - 1 - p`.
+pub fn conv3d_input_grad(dy: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
+    let k = w.dim(2)?;
+    let wt = w.flip(&[2, 3, 4])?.transpose(0, 1)?.contiguous()?;
+    conv3d(&dy.detach(), &wt.detach(), k - 1 - padding)?.contiguous()
+}
+
+/// Weight gradient of [`conv3d`], through candle's autograd of the
+/// composition (a zero kernel variable, loss `sum(conv3d(x, w) * dy)`).
+pub fn conv3d_weight_grad(x: &Tensor, dy: &Tensor, k: usize, padding: usize) -> Result<Tensor> {
+    let (cin, cout) = (x.dim(1)?, dy.dim(1)?);
+    let wv = Var::zeros((cout, cin, k, k, k), x.dtype(), x.device())?;
+    let y = conv3d(&x.detach(), wv.as_tensor(), padding)?;
+    let grads = (y * dy.detach())?.sum_all()?.backward()?;
+    match grads.get(wv.as_tensor()) {
+        Some(g) => Ok(g.detach()),
+        None => candle_core::bail!("conv3d_weight_grad: no gradient reached the kernel"),
+    }
 }
 
 /// 2x2x2 stride-2 convolution as space-to-depth then a matmul.

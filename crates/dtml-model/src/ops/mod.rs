@@ -30,7 +30,9 @@ pub use kernel::uses_avx512;
 /// ops. They run on every device and are what the public functions use off
 /// the CPU; exposed so tests can compare the custom ops against them.
 pub mod reference {
-    pub use super::compose::{conv1x1, conv3d, down_conv2, up_conv2};
+    pub use super::compose::{
+        conv1x1, conv3d, conv3d_input_grad, conv3d_weight_grad, down_conv2, up_conv2,
+    };
 }
 
 /// Returns the five dimensions of a rank-5 tensor or a descriptive error.
@@ -100,6 +102,91 @@ pub fn conv3d(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
             .apply_op2(&w.contiguous()?, conv3d::Conv3d { padding })
     } else {
         compose::conv3d(x, w, padding)
+    }
+}
+
+/// Checks a conv3d weight and padding; returns `k`.
+fn check_kernel(w: &Tensor, padding: usize, op: &str) -> Result<usize> {
+    let (_, _, kz, ky, kx) = dims5(w, "weight", op)?;
+    if kz != ky || ky != kx || kz == 0 {
+        bail!(
+            "{op}: kernel must be cubic and non-empty, got {:?}",
+            w.dims()
+        );
+    }
+    if padding >= kz {
+        bail!("{op}: padding {padding} must be smaller than the kernel size {kz}");
+    }
+    Ok(kz)
+}
+
+/// Gradient of [`conv3d`] with respect to its input: `dy` is the output
+/// gradient `(N, Cout, Do, Ho, Wo)`, `w` the kernel `(Cout, Cin, k, k, k)`;
+/// returns `(N, Cin, Do + k - 1 - 2p, ...)`. This is what autograd runs
+/// (a convolution with the flipped, transposed kernel); public for
+/// benchmarks and hand-written backward passes. Not differentiable.
+pub fn conv3d_input_grad(dy: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
+    const OP: &str = "conv3d_input_grad";
+    let (_, cout, d, h, wd) = dims5(dy, "output gradient", OP)?;
+    check_pair(dy, w, OP)?;
+    let k = check_kernel(w, padding, OP)?;
+    if w.dim(0)? != cout {
+        bail!(
+            "{OP}: gradient has {cout} channels but weight {:?} has {}",
+            w.dims(),
+            w.dim(0)?
+        );
+    }
+    if d + k < 2 * padding + 2
+        || h + k < 2 * padding + 2
+        || wd + k < 2 * padding + 2
+        || dy.elem_count() == 0
+        || w.elem_count() == 0
+    {
+        bail!(
+            "{OP}: gradient {:?} does not fit kernel {k} with padding {padding}",
+            dy.dims()
+        );
+    }
+    if dy.device().is_cpu() {
+        dy.contiguous()?
+            .apply_op2_no_bwd(&w.contiguous()?, &conv3d::Conv3dInputGrad { padding })
+    } else {
+        compose::conv3d_input_grad(dy, w, padding)
+    }
+}
+
+/// Gradient of [`conv3d`] with respect to its `k x k x k` kernel: `x` is
+/// the input `(N, Cin, D, H, W)`, `dy` the output gradient `(N, Cout, Do,
+/// Ho, Wo)`; returns `(Cout, Cin, k, k, k)`. What autograd runs; public for
+/// benchmarks and hand-written backward passes. Not differentiable.
+pub fn conv3d_weight_grad(x: &Tensor, dy: &Tensor, k: usize, padding: usize) -> Result<Tensor> {
+    const OP: &str = "conv3d_weight_grad";
+    let (n, _, d, h, wd) = dims5(x, "input", OP)?;
+    let (gn, _, gd, gh, gw) = dims5(dy, "output gradient", OP)?;
+    check_pair(x, dy, OP)?;
+    if k == 0 || padding >= k {
+        bail!("{OP}: need 0 <= padding {padding} < k {k}");
+    }
+    let fits = |a: usize, b: usize| a + 2 * padding + 1 == b + k;
+    if gn != n
+        || !fits(d, gd)
+        || !fits(h, gh)
+        || !fits(wd, gw)
+        || x.elem_count() == 0
+        || dy.elem_count() == 0
+    {
+        bail!(
+            "{OP}: input {:?} and gradient {:?} do not match kernel {k}, padding {padding}",
+            x.dims(),
+            dy.dims()
+        );
+    }
+    if x.device().is_cpu() {
+        x.contiguous()?
+            .apply_op2_no_bwd(&dy.contiguous()?, &conv3d::Conv3dWeightGrad { padding, k })
+    } else {
+        compose::conv3d_weight_grad(x, dy, k, padding)
     }
 }
 
