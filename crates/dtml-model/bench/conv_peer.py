@@ -60,3 +60,28 @@ print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 for name, fn in [("forward", fwd), ("forward_backward", fwd_bwd), ("backward_kernels_only", bwd_kernels)]:
     med, best = timeit(fn)
     print(f"{name:18s} median {med * 1e3:8.1f} ms   min {best * 1e3:8.1f} ms")
+
+# The resampling pair and the 1x1 head of benches/conv.rs (group
+# "resample"), forward + backward seeded with ones.
+torch.manual_seed(9)
+xf = torch.randn(2, 16, 80, 112, 112, requires_grad=True)
+xs = torch.randn(2, 32, 40, 56, 56, requires_grad=True)
+wd = (torch.randn(32, 16, 2, 2, 2) * 0.1).requires_grad_(True)
+wu = (torch.randn(32, 16, 2, 2, 2) * 0.1).requires_grad_(True)
+w1 = (torch.randn(2, 16, 1, 1, 1) * 0.1).requires_grad_(True)
+
+
+def fb(fn):
+    def run():
+        y = fn()
+        y.backward(torch.ones_like(y))
+    return run
+
+
+for name, fn in [
+    ("down_conv2_16to32_fwd_bwd", fb(lambda: F.conv3d(xf, wd, stride=2))),
+    ("up_conv2_32to16_fwd_bwd", fb(lambda: F.conv_transpose3d(xs, wu, stride=2))),
+    ("conv1x1_16to2_fwd_bwd", fb(lambda: F.conv3d(xf, w1))),
+]:
+    med, best = timeit(fn, warm=2, runs=7)
+    print(f"{name:26s} median {med * 1e3:8.1f} ms   min {best * 1e3:8.1f} ms")

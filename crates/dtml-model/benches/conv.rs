@@ -81,5 +81,45 @@ fn conv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, conv);
+/// The V-Net's first-level resampling pair and the 1x1 head at a
+/// 112x112x80 training patch, batch 2 (forward + backward).
+fn resample(c: &mut Criterion) {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let x = Var::from_tensor(&random(&[2, 16, 80, 112, 112], 1.0, &mut rng)).unwrap();
+    let wd = Var::from_tensor(&random(&[32, 16, 2, 2, 2], 0.1, &mut rng)).unwrap();
+    let xs = Var::from_tensor(&random(&[2, 32, 40, 56, 56], 1.0, &mut rng)).unwrap();
+    let wu = Var::from_tensor(&random(&[32, 16, 2, 2, 2], 0.1, &mut rng)).unwrap();
+    let w1 = Var::from_tensor(&random(&[2, 16, 1, 1, 1], 0.1, &mut rng)).unwrap();
+    let mut g = c.benchmark_group("resample_2x16x80x112x112");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
+    g.bench_function("down_conv2_16to32_fwd_bwd", |b| {
+        b.iter(|| {
+            dtml_model::ops::down_conv2(x.as_tensor(), wd.as_tensor())
+                .unwrap()
+                .backward()
+                .unwrap()
+        })
+    });
+    g.bench_function("up_conv2_32to16_fwd_bwd", |b| {
+        b.iter(|| {
+            dtml_model::ops::up_conv2(xs.as_tensor(), wu.as_tensor())
+                .unwrap()
+                .backward()
+                .unwrap()
+        })
+    });
+    g.bench_function("conv1x1_16to2_fwd_bwd", |b| {
+        b.iter(|| {
+            dtml_model::ops::conv1x1(x.as_tensor(), w1.as_tensor())
+                .unwrap()
+                .backward()
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, conv, resample);
 criterion_main!(benches);

@@ -383,6 +383,60 @@ fn resample_matches_reference_f32() {
     );
 }
 
+/// The stride-2 pair and 1x1 conv, forward and gradients, against the
+/// candle-only compositions on shapes split into several work units
+/// (low-resolution planes of over 1024 voxels) and partitions.
+#[test]
+fn resample_gradients_match_reference_on_split_shapes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    type Case = (&'static str, OpFn, OpFn, [usize; 5], [usize; 5]);
+    let cases: [Case; 4] = [
+        (
+            "down",
+            ops::down_conv2,
+            ops::reference::down_conv2,
+            [2, 3, 6, 2, 2100],
+            [5, 3, 2, 2, 2],
+        ),
+        (
+            "down2",
+            ops::down_conv2,
+            ops::reference::down_conv2,
+            [1, 2, 20, 4, 4],
+            [3, 2, 2, 2, 2],
+        ),
+        (
+            "up",
+            ops::up_conv2,
+            ops::reference::up_conv2,
+            [2, 4, 3, 1, 1050],
+            [4, 3, 2, 2, 2],
+        ),
+        (
+            "1x1",
+            ops::conv1x1,
+            ops::reference::conv1x1,
+            [2, 5, 3, 4, 70],
+            [3, 5, 1, 1, 1],
+        ),
+    ];
+    for (name, op, reference, xs, ws) in cases {
+        let x = random(&xs, DType::F64, &mut rng);
+        let w = random(&ws, DType::F64, &mut rng);
+        let y_ref = reference(&x, &w).unwrap();
+        let r = random(y_ref.dims(), DType::F64, &mut rng);
+        let (y, dx, dw) = value_and_grads(op, &x, &w, &r);
+        let (_, rdx, rdw) = value_and_grads(reference, &x, &w, &r);
+        assert!(max_err(&y, &y_ref) < 1e-12, "{name}: y");
+        assert!(max_err(&dx, &rdx) < 1e-12, "{name}: dx");
+        assert!(
+            max_err(&dw, &rdw) < 1e-10,
+            "{name}: dw {}",
+            max_err(&dw, &rdw)
+        );
+    }
+}
+
 #[test]
 fn strided_inputs_and_partial_gradients() {
     let mut rng = ChaCha8Rng::seed_from_u64(8);

@@ -13,26 +13,28 @@
 //! `Down` and `Up` with the same `M` are adjoint, so each is the other's
 //! input gradient, and `PairWGrad` is both weight gradients.
 
-use super::cpu::{Kernel2, apply2};
+use super::cpu::{Kernel2, SendPtr, apply2};
 use super::kernel::Real;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-/// `dst (m x n, row-major) [+]= lhs (m x k) . rhs (k x n)`, where each
-/// operand is given by its pointer, row stride and column stride.
+/// `dst (m x n, row stride given) [+]= lhs (m x k) . rhs (k x n)`, where
+/// each operand is given by its pointer, row stride and column stride;
+/// `parallel` lets gemm use rayon (off inside our own parallel loops).
 ///
 /// # Safety
 /// The pointers must address matrices of those sizes and strides.
 #[allow(clippy::too_many_arguments)]
 unsafe fn matmul<T: Real>(
     (m, n, k): (usize, usize, usize),
-    dst: *mut T,
+    dst: (*mut T, usize),
     accumulate: bool,
     lhs: (*const T, usize, usize),
     rhs: (*const T, usize, usize),
+    parallel: bool,
 ) {
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
+    let par = if parallel && threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
@@ -44,9 +46,9 @@ unsafe fn matmul<T: Real>(
             m,
             n,
             k,
-            dst,
+            dst.0,
             1,
-            n as isize,
+            dst.1 as isize,
             accumulate,
             lhs.0,
             lhs.2 as isize,
@@ -64,56 +66,86 @@ unsafe fn matmul<T: Real>(
     }
 }
 
-/// Space-to-depth: `nbc` full-resolution blocks `(2d, 2h, 2w)` to `(8,
-/// d*h*w)` columns, row `a*4 + e*2 + f` holding offset `(a, e, f)` of each
-/// 2x2x2 cell.
-fn to_cols<T: Real>(full: &[T], cols: &mut [T], nbc: usize, (d, h, w): (usize, usize, usize)) {
-    let v = d * h * w;
-    cols[..nbc * 8 * v]
-        .par_chunks_mut(8 * v)
-        .zip(full.par_chunks(8 * v))
-        .for_each(|(col, f)| {
-            for z in 0..d {
-                for a in 0..2 {
-                    for y in 0..h {
-                        for e in 0..2 {
-                            let row = &f[((2 * z + a) * 2 * h + 2 * y + e) * 2 * w..][..2 * w];
-                            let o0 = (a * 4 + e * 2) * v + (z * h + y) * w;
-                            let (c0, c1) = col[o0..].split_at_mut(v);
-                            for x in 0..w {
-                                c0[x] = row[2 * x];
-                                c1[x] = row[2 * x + 1];
-                            }
-                        }
-                    }
-                }
-            }
-        });
+/// Work units of the stride-2 pair: `(sample, first, end)` runs of
+/// low-resolution z planes of about `TARGET` voxels, so each unit's
+/// space-to-depth block (`8 B x voxels`) stays in cache and no
+/// full-size temporary (and its page faults) is needed.
+fn units(n: usize, d: usize, hw: usize) -> Vec<(usize, usize, usize)> {
+    const TARGET: usize = 2048;
+    let per = (TARGET / hw.max(1)).max(1);
+    let mut u = Vec::new();
+    for s in 0..n {
+        for z0 in (0..d).step_by(per) {
+            u.push((s, z0, (z0 + per).min(d)));
+        }
+    }
+    u
 }
 
-/// Depth-to-space, the inverse of [`to_cols`].
-fn from_cols<T: Real>(cols: &[T], full: &mut [T], nbc: usize, (d, h, w): (usize, usize, usize)) {
-    let v = d * h * w;
-    full[..nbc * 8 * v]
-        .par_chunks_mut(8 * v)
-        .zip(cols.par_chunks(8 * v))
-        .for_each(|(f, col)| {
-            for z in 0..d {
-                for a in 0..2 {
-                    for y in 0..h {
-                        for e in 0..2 {
-                            let row = &mut f[((2 * z + a) * 2 * h + 2 * y + e) * 2 * w..][..2 * w];
-                            let o0 = (a * 4 + e * 2) * v + (z * h + y) * w;
-                            let (c0, c1) = (&col[o0..][..w], &col[o0 + v..][..w]);
-                            for x in 0..w {
-                                row[2 * x] = c0[x];
-                                row[2 * x + 1] = c1[x];
-                            }
+/// Space-to-depth of low-resolution planes `z0..z1` of one sample: `full`
+/// is that sample's `(b, 2d, 2h, 2w)` block, `cols` gets `(8b, nv)` with row
+/// `ci*8 + a*4 + e*2 + f` holding offset `(a, e, f)` of each 2x2x2 cell.
+fn to_cols<T: Real>(
+    full: &[T],
+    cols: &mut [T],
+    b: usize,
+    (d, h, w): (usize, usize, usize),
+    (z0, z1): (usize, usize),
+) {
+    let nv = (z1 - z0) * h * w;
+    for ci in 0..b {
+        let f = &full[ci * 8 * d * h * w..][..8 * d * h * w];
+        for z in z0..z1 {
+            for a in 0..2 {
+                for y in 0..h {
+                    for e in 0..2 {
+                        let row = &f[((2 * z + a) * 2 * h + 2 * y + e) * 2 * w..][..2 * w];
+                        let o0 = (ci * 8 + a * 4 + e * 2) * nv + ((z - z0) * h + y) * w;
+                        let (c0, c1) = cols[o0..].split_at_mut(nv);
+                        for x in 0..w {
+                            c0[x] = row[2 * x];
+                            c1[x] = row[2 * x + 1];
                         }
                     }
                 }
             }
-        });
+        }
+    }
+}
+
+/// Depth-to-space, the inverse of [`to_cols`], writing through a pointer
+/// to one sample's full block (units write disjoint planes).
+///
+/// # Safety
+/// `full` must address `b * 8 * d * h * w` values; no other thread may
+/// touch planes `2 z0 .. 2 z1` concurrently.
+unsafe fn from_cols<T: Real>(
+    cols: &[T],
+    full: *mut T,
+    b: usize,
+    (d, h, w): (usize, usize, usize),
+    (z0, z1): (usize, usize),
+) {
+    let nv = (z1 - z0) * h * w;
+    for ci in 0..b {
+        for z in z0..z1 {
+            for a in 0..2 {
+                for y in 0..h {
+                    for e in 0..2 {
+                        let off = ci * 8 * d * h * w + ((2 * z + a) * 2 * h + 2 * y + e) * 2 * w;
+                        // SAFETY: in bounds and exclusive by the contract.
+                        let row = unsafe { std::slice::from_raw_parts_mut(full.add(off), 2 * w) };
+                        let o0 = (ci * 8 + a * 4 + e * 2) * nv + ((z - z0) * h + y) * w;
+                        let (c0, c1) = (&cols[o0..][..w], &cols[o0 + nv..][..w]);
+                        for x in 0..w {
+                            row[2 * x] = c0[x];
+                            row[2 * x + 1] = c1[x];
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Stride-2 conv: `(x_full (N, B, 2D, 2H, 2W), w (A, B, 2, 2, 2))` to
@@ -133,21 +165,25 @@ impl Kernel2 for Down {
         }
         let (d, h, wd) = (fd / 2, fh / 2, fw / 2);
         let v = d * h * wd;
-        let mut cols = vec![T::default(); n * b * 8 * v];
-        to_cols(x, &mut cols, n * b, (d, h, wd));
         let mut out = vec![T::default(); n * a * v];
-        for s in 0..n {
-            // SAFETY: out[s] is a x v, w is a x 8b, cols[s] is 8b x v.
+        let optr = SendPtr(out.as_mut_ptr());
+        units(n, d, h * wd).into_par_iter().for_each(|(s, z0, z1)| {
+            let nv = (z1 - z0) * h * wd;
+            let mut cols = vec![T::default(); 8 * b * nv];
+            to_cols(&x[s * b * 8 * v..], &mut cols, b, (d, h, wd), (z0, z1));
+            // SAFETY: out[s][:, z0..z1] is a x nv with row stride v, only
+            // this unit's; w is a x 8b; cols 8b x nv.
             unsafe {
                 matmul(
-                    (a, v, 8 * b),
-                    out.as_mut_ptr().add(s * a * v),
+                    (a, nv, 8 * b),
+                    (optr.get().add(s * a * v + z0 * h * wd), v),
                     false,
                     (w.as_ptr(), 8 * b, 1),
-                    (cols.as_ptr().add(s * 8 * b * v), v, 1),
+                    (cols.as_ptr(), nv, 1),
+                    false,
                 )
             };
-        }
+        });
         Ok((out, Shape::from((n, a, d, h, wd))))
     }
 }
@@ -205,22 +241,31 @@ impl Kernel2 for Up {
             bail!("up_conv2: bad shapes {sx:?} {sw:?}");
         }
         let v = d * h * wd;
-        let mut cols = vec![T::default(); n * b * 8 * v];
-        for s in 0..n {
-            // SAFETY: cols[s] is 8b x v; w^T is 8b x a (row stride 1,
-            // column stride 8b); x[s] is a x v.
+        let mut out = vec![T::default(); n * b * 8 * v];
+        let optr = SendPtr(out.as_mut_ptr());
+        units(n, d, h * wd).into_par_iter().for_each(|(s, z0, z1)| {
+            let nv = (z1 - z0) * h * wd;
+            let mut cols = vec![T::default(); 8 * b * nv];
+            // SAFETY: cols is 8b x nv; w^T is 8b x a (row stride 1, column
+            // stride 8b); x[s][:, z0..z1] is a x nv with row stride v.
             unsafe {
                 matmul(
-                    (8 * b, v, a),
-                    cols.as_mut_ptr().add(s * 8 * b * v),
+                    (8 * b, nv, a),
+                    (cols.as_mut_ptr(), nv),
                     false,
                     (w.as_ptr(), 1, 8 * b),
-                    (x.as_ptr().add(s * a * v), v, 1),
-                )
-            };
-        }
-        let mut out = vec![T::default(); n * b * 8 * v];
-        from_cols(&cols, &mut out, n * b, (d, h, wd));
+                    (x.as_ptr().add(s * a * v + z0 * h * wd), v, 1),
+                    false,
+                );
+                from_cols(
+                    &cols,
+                    optr.get().add(s * b * 8 * v),
+                    b,
+                    (d, h, wd),
+                    (z0, z1),
+                );
+            }
+        });
         Ok((out, Shape::from((n, b, 2 * d, 2 * h, 2 * wd))))
     }
 }
@@ -284,21 +329,43 @@ impl Kernel2 for PairWGrad {
             bail!("stride-2 weight gradient: bad shapes {ss:?} {sf:?}");
         }
         let v = d * h * wd;
-        let mut cols = vec![T::default(); n * b * 8 * v];
-        to_cols(full, &mut cols, n * b, (d, h, wd));
-        let mut dw = vec![T::default(); a * 8 * b];
-        for s in 0..n {
-            // SAFETY: dw is a x 8b; small[s] is a x v; cols[s]^T is v x 8b
-            // (row stride 1, column stride v).
-            unsafe {
-                matmul(
-                    (a, 8 * b, v),
-                    dw.as_mut_ptr(),
-                    s > 0,
-                    (sm.as_ptr().add(s * a * v), v, 1),
-                    (cols.as_ptr().add(s * 8 * b * v), 1, v),
-                )
-            };
+        let us = units(n, d, h * wd);
+        // Fixed partition of the units (reproducible summation order).
+        let parts = us.len().min(8);
+        let partials: Vec<Vec<T>> = (0..parts)
+            .into_par_iter()
+            .map(|p| {
+                let mut dw = vec![T::default(); a * 8 * b];
+                let mut cols = Vec::new();
+                for (i, &(s, z0, z1)) in us[p * us.len() / parts..(p + 1) * us.len() / parts]
+                    .iter()
+                    .enumerate()
+                {
+                    let nv = (z1 - z0) * h * wd;
+                    cols.resize(8 * b * nv, T::default());
+                    to_cols(&full[s * b * 8 * v..], &mut cols, b, (d, h, wd), (z0, z1));
+                    // SAFETY: dw is a x 8b; small[s][:, z0..z1] is a x nv
+                    // (row stride v); cols^T is nv x 8b (row stride 1,
+                    // column stride nv).
+                    unsafe {
+                        matmul(
+                            (a, 8 * b, nv),
+                            (dw.as_mut_ptr(), 8 * b),
+                            i > 0,
+                            (sm.as_ptr().add(s * a * v + z0 * h * wd), v, 1),
+                            (cols.as_ptr(), 1, nv),
+                            false,
+                        )
+                    };
+                }
+                dw
+            })
+            .collect();
+        let mut dw = partials[0].clone();
+        for part in &partials[1..] {
+            for (o, &q) in dw.iter_mut().zip(part) {
+                *o += q;
+            }
         }
         Ok((dw, Shape::from((a, b, 2, 2, 2))))
     }
@@ -350,10 +417,11 @@ impl Kernel2 for Conv1x1 {
             unsafe {
                 matmul(
                     (cout, v, cin),
-                    out.as_mut_ptr().add(s * cout * v),
+                    (out.as_mut_ptr().add(s * cout * v), v),
                     false,
                     lhs,
                     (x.as_ptr().add(s * cin * v), v, 1),
+                    true,
                 )
             };
         }
@@ -423,10 +491,11 @@ impl Kernel2 for Conv1x1WGrad {
             unsafe {
                 matmul(
                     (cout, cin, v),
-                    dw.as_mut_ptr(),
+                    (dw.as_mut_ptr(), cin),
                     s > 0,
                     (g.as_ptr().add(s * cout * v), v, 1),
                     (x.as_ptr().add(s * cin * v), 1, v),
+                    true,
                 )
             };
         }
