@@ -2,8 +2,11 @@
 //! progress bars, and dispatches to the library crates; no logic lives here.
 
 mod args;
+mod distance;
 mod generate;
 mod info;
+mod masks;
+mod metrics;
 mod prepare;
 mod progress;
 
@@ -28,6 +31,10 @@ enum Command {
     Prepare(prepare::PrepareArgs),
     /// Print a volume's shape, type, spacing and affine.
     Info(info::InfoArgs),
+    /// Distance map (plain, signed or normalised SDM) of a mask, as NIfTI.
+    Distance(distance::DistanceArgs),
+    /// Dice, Jaccard, hd95, ASD and ASSD of predictions against references.
+    Metrics(metrics::MetricsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +50,8 @@ fn main() -> std::process::ExitCode {
         Command::Generate(a) => generate::run(a),
         Command::Prepare(a) => prepare::run(a),
         Command::Info(a) => info::run(a),
+        Command::Distance(a) => distance::run(a),
+        Command::Metrics(a) => metrics::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -46,12 +46,14 @@ mod cc;
 mod kernel;
 mod metrics;
 mod sdm;
+mod summary;
 
 pub use cc::{Connectivity, largest_connected_component};
 pub use metrics::{
     DistanceMetrics, SegmentationMetrics, SurfaceDistances, Units, dice, jaccard, surface_metrics,
 };
 pub use sdm::{normalized_sdm, normalized_sdm_batch, normalized_sdm_batch_into};
+pub use summary::{EmptyScoring, MeanStd, Summary, summarize};
 
 use kernel::{Finish, Mode};
 

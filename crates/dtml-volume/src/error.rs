@@ -26,7 +26,9 @@ pub enum VolumeError {
     },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
-    #[error("{path}: file name has no known volume extension (.nii, .nii.gz, .hdr, .img, .nrrd, .nhdr)")]
+    #[error(
+        "{path}: file name has no known volume extension (.nii, .nii.gz, .hdr, .img, .nrrd, .nhdr)"
+    )]
     UnknownExtension { path: PathBuf },
     #[error("{path}: dataset: {reason}")]
     Dataset { path: PathBuf, reason: String },

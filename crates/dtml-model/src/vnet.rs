@@ -1,0 +1,571 @@
+//! The V-Net both DTML students use (UA-MT / DTC / DTML family): five
+//! encoder stages of 1, 2, 3, 3, 3 convolutions, 2x2x2 stride-2 down and
+//! transposed-up convolutions, additive skips, channel dropout after the
+//! bottleneck and the last decoder stage, a tanh SDM head and a
+//! segmentation head.
+//!
+//! Parameter names are those of the PyTorch state dict of this family
+//! (`block_one.conv.0.weight`, ..., `out_conv.weight`, `out_conv2.weight`),
+//! so the authors' checkpoints load directly. Tensors here are
+//! `(N, C, Z, Y, X)` and kernels `(Cout, Cin, kz, ky, kx)`; the reference
+//! pipeline feeds `(N, C, x, y, z)`, so its kernels are `(.., kx, ky, kz)`.
+//! Weight files are read and written in the reference layout (the three
+//! spatial kernel axes reversed on the way in and out), so a file written
+//! here loads in PyTorch with `load_state_dict` and vice versa.
+
+use crate::error::{ModelError, Result};
+use crate::init::uniform;
+use crate::ops;
+use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
+use candle_nn::BatchNorm;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Shape of a V-Net.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VNetConfig {
+    pub in_channels: usize,
+    /// Base width (16 in the paper); stage widths are 1, 2, 4, 8, 16 times it.
+    pub width: usize,
+    /// Output channels of each head (1: sigmoid segmentation, one SDM).
+    pub classes: usize,
+    /// Channel dropout probability in training.
+    pub dropout: f64,
+    pub bn_eps: f64,
+    pub bn_momentum: f64,
+}
+
+impl Default for VNetConfig {
+    fn default() -> Self {
+        VNetConfig {
+            in_channels: 1,
+            width: 16,
+            classes: 1,
+            dropout: 0.5,
+            bn_eps: 1e-5,
+            bn_momentum: 0.1,
+        }
+    }
+}
+
+/// What to do with the two channel-dropout layers.
+pub enum Dropout<'a> {
+    /// No dropout (evaluation, or training with dropout disabled).
+    Off,
+    /// Masks drawn from a seeded stream.
+    Seeded(&'a mut ChaCha8Rng),
+    /// Given keep-masks of shape (N, C) for the bottleneck and the last
+    /// decoder stage, with values 0 or 1 / (1 - p).
+    Masks(&'a Tensor, &'a Tensor),
+}
+
+/// The two heads' outputs, `(N, classes, Z, Y, X)`.
+#[derive(Debug, Clone)]
+pub struct VNetOutput {
+    /// The SDM head after its tanh, in [-1, 1].
+    pub sdm: Tensor,
+    /// The segmentation head's logits.
+    pub seg_logits: Tensor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Conv3,
+    Down,
+    Up,
+    Conv1,
+}
+
+struct Conv {
+    kind: Kind,
+    weight: Var,
+    bias: Var,
+}
+
+impl Conv {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let w = self.weight.as_tensor();
+        let y = match self.kind {
+            Kind::Conv3 => ops::conv3d(x, w, 1)?,
+            Kind::Down => ops::down_conv2(x, w)?,
+            Kind::Up => ops::up_conv2(x, w)?,
+            Kind::Conv1 => ops::conv1x1(x, w)?,
+        };
+        let c = self.bias.dim(0)?;
+        y.broadcast_add(&self.bias.as_tensor().reshape((1, c, 1, 1, 1))?)
+    }
+}
+
+struct Layer {
+    conv: Conv,
+    bn: BatchNorm,
+}
+
+impl Layer {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)?.relu()
+    }
+}
+
+struct Block {
+    layers: Vec<Layer>,
+}
+
+impl Block {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut h = x.clone();
+        for l in &self.layers {
+            h = l.forward(&h, train)?;
+        }
+        Ok(h)
+    }
+}
+
+/// Names of the nine stages and eight resampling blocks, as in PyTorch.
+const STAGES: [&str; 9] = [
+    "block_one",
+    "block_two",
+    "block_three",
+    "block_four",
+    "block_five",
+    "block_six",
+    "block_seven",
+    "block_eight",
+    "block_nine",
+];
+const DEPTHS: [usize; 9] = [1, 2, 3, 3, 3, 3, 3, 2, 1];
+const WIDTHS: [usize; 9] = [1, 2, 4, 8, 16, 8, 4, 2, 1];
+const DOWNS: [&str; 4] = [
+    "block_one_dw",
+    "block_two_dw",
+    "block_three_dw",
+    "block_four_dw",
+];
+const UPS: [&str; 4] = [
+    "block_five_up",
+    "block_six_up",
+    "block_seven_up",
+    "block_eight_up",
+];
+
+/// A V-Net whose parameters live in named candle `Var`s.
+pub struct VNet {
+    config: VNetConfig,
+    device: Device,
+    dtype: DType,
+    stages: Vec<Block>,
+    downs: Vec<Layer>,
+    ups: Vec<Layer>,
+    out_sdm: Conv,
+    out_seg: Conv,
+    /// Every tensor of the state dict except `num_batches_tracked`, by name.
+    vars: BTreeMap<String, Var>,
+    /// Training forward passes so far (PyTorch's `num_batches_tracked`).
+    batches_tracked: AtomicU64,
+}
+
+struct Builder<'a> {
+    rng: ChaCha8Rng,
+    dtype: DType,
+    device: &'a Device,
+    config: &'a VNetConfig,
+    vars: BTreeMap<String, Var>,
+}
+
+impl Builder<'_> {
+    fn var(&mut self, name: String, t: Tensor) -> candle_core::Result<Var> {
+        let v = Var::from_tensor(&t)?;
+        self.vars.insert(name, v.clone());
+        Ok(v)
+    }
+
+    fn conv(
+        &mut self,
+        prefix: &str,
+        kind: Kind,
+        cin: usize,
+        cout: usize,
+    ) -> candle_core::Result<Conv> {
+        let (shape, fan_in) = match kind {
+            Kind::Conv3 => (vec![cout, cin, 3, 3, 3], cin * 27),
+            Kind::Down => (vec![cout, cin, 2, 2, 2], cin * 8),
+            // PyTorch computes a transposed conv's fan-in from dim 1 (Cout).
+            Kind::Up => (vec![cin, cout, 2, 2, 2], cout * 8),
+            Kind::Conv1 => (vec![cout, cin, 1, 1, 1], cin),
+        };
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let w = uniform(&mut self.rng, &shape, bound, self.dtype, self.device)?;
+        let b = uniform(&mut self.rng, &[cout], bound, self.dtype, self.device)?;
+        Ok(Conv {
+            kind,
+            weight: self.var(format!("{prefix}.weight"), w)?,
+            bias: self.var(format!("{prefix}.bias"), b)?,
+        })
+    }
+
+    fn layer(
+        &mut self,
+        prefix: &str,
+        index: usize,
+        kind: Kind,
+        cin: usize,
+        cout: usize,
+    ) -> candle_core::Result<Layer> {
+        let conv = self.conv(&format!("{prefix}.conv.{index}"), kind, cin, cout)?;
+        let bn = format!("{prefix}.conv.{}", index + 1);
+        let ones = Tensor::ones(cout, self.dtype, self.device)?;
+        let zeros = Tensor::zeros(cout, self.dtype, self.device)?;
+        let mean = self.var(format!("{bn}.running_mean"), zeros.clone())?;
+        let var = self.var(format!("{bn}.running_var"), ones.clone())?;
+        let weight = self.var(format!("{bn}.weight"), ones)?;
+        let bias = self.var(format!("{bn}.bias"), zeros)?;
+        let bn = BatchNorm::new_with_momentum(
+            cout,
+            mean.as_tensor().clone(),
+            var.as_tensor().clone(),
+            weight.as_tensor().clone(),
+            bias.as_tensor().clone(),
+            self.config.bn_eps,
+            self.config.bn_momentum,
+        )?;
+        Ok(Layer { conv, bn })
+    }
+}
+
+fn check_config(c: &VNetConfig) -> Result<()> {
+    if c.in_channels == 0 || c.width == 0 || c.classes == 0 {
+        return Err(ModelError::Config(format!(
+            "channels, width and classes must be positive: {c:?}"
+        )));
+    }
+    if !(0.0..1.0).contains(&c.dropout) {
+        return Err(ModelError::Config(format!(
+            "dropout {} must be in [0, 1)",
+            c.dropout
+        )));
+    }
+    Ok(())
+}
+
+impl VNet {
+    /// A V-Net with PyTorch's default initialisation drawn from `seed`.
+    pub fn new(config: VNetConfig, seed: u64, dtype: DType, device: &Device) -> Result<VNet> {
+        check_config(&config)?;
+        let mut b = Builder {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            dtype,
+            device,
+            config: &config,
+            vars: BTreeMap::new(),
+        };
+        let f = config.width;
+        let mut stages = Vec::new();
+        for (s, name) in STAGES.iter().enumerate() {
+            let cout = WIDTHS[s] * f;
+            let mut layers = Vec::new();
+            for i in 0..DEPTHS[s] {
+                let cin = if i > 0 {
+                    cout
+                } else if s == 0 {
+                    config.in_channels
+                } else {
+                    cout
+                };
+                layers.push(b.layer(name, 3 * i, Kind::Conv3, cin, cout)?);
+            }
+            stages.push(Block { layers });
+        }
+        let mut downs = Vec::new();
+        for (i, name) in DOWNS.iter().enumerate() {
+            downs.push(b.layer(name, 0, Kind::Down, WIDTHS[i] * f, WIDTHS[i + 1] * f)?);
+        }
+        let mut ups = Vec::new();
+        for (i, name) in UPS.iter().enumerate() {
+            ups.push(b.layer(name, 0, Kind::Up, WIDTHS[4 + i] * f, WIDTHS[5 + i] * f)?);
+        }
+        let out_sdm = b.conv("out_conv", Kind::Conv1, f, config.classes)?;
+        let out_seg = b.conv("out_conv2", Kind::Conv1, f, config.classes)?;
+        let vars = b.vars;
+        Ok(VNet {
+            config,
+            device: device.clone(),
+            dtype,
+            stages,
+            downs,
+            ups,
+            out_sdm,
+            out_seg,
+            vars,
+            batches_tracked: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &VNetConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Forward pass of `x` `(N, C, Z, Y, X)`; `train` selects batch
+    /// statistics (and updates the running ones).
+    pub fn forward(&self, x: &Tensor, train: bool, dropout: Dropout) -> Result<VNetOutput> {
+        let dims = x.dims().to_vec();
+        if dims.len() != 5 || dims[1] != self.config.in_channels {
+            return Err(ModelError::Input {
+                shape: dims,
+                reason: format!("expected (N, {}, Z, Y, X)", self.config.in_channels),
+            });
+        }
+        if dims[2..].iter().any(|d| d % 16 != 0 || *d == 0) {
+            return Err(ModelError::Input {
+                shape: dims,
+                reason:
+                    "each spatial size must be a positive multiple of 16 (four 2x downsamplings)"
+                        .into(),
+            });
+        }
+        if train {
+            self.batches_tracked.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut dropout = dropout;
+        let mut skips = Vec::with_capacity(4);
+        let mut h = x.clone();
+        for s in 0..4 {
+            h = self.stages[s].forward(&h, train)?;
+            skips.push(h.clone());
+            h = self.downs[s].forward(&h, train)?;
+        }
+        h = self.stages[4].forward(&h, train)?;
+        h = self.drop(&h, &mut dropout, 0)?;
+        for u in 0..4 {
+            h = (self.ups[u].forward(&h, train)? + &skips[3 - u])?;
+            h = self.stages[5 + u].forward(&h, train)?;
+        }
+        h = self.drop(&h, &mut dropout, 1)?;
+        let sdm = self.out_sdm.forward(&h)?.tanh()?;
+        let seg_logits = self.out_seg.forward(&h)?;
+        Ok(VNetOutput { sdm, seg_logits })
+    }
+
+    fn drop(&self, h: &Tensor, dropout: &mut Dropout, which: usize) -> Result<Tensor> {
+        let (n, c) = (h.dim(0)?, h.dim(1)?);
+        let mask = match dropout {
+            Dropout::Off => return Ok(h.clone()),
+            Dropout::Masks(a, b) => (if which == 0 { *a } else { *b }).clone(),
+            Dropout::Seeded(rng) => {
+                let p = self.config.dropout;
+                let keep = 1.0 / (1.0 - p);
+                let v: Vec<f64> = (0..n * c)
+                    .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+                    .collect();
+                Tensor::from_vec(v, (n, c), &Device::Cpu)?
+                    .to_dtype(self.dtype)?
+                    .to_device(&self.device)?
+            }
+        };
+        if mask.dims() != [n, c] {
+            return Err(ModelError::Input {
+                shape: mask.dims().to_vec(),
+                reason: format!("dropout mask must be ({n}, {c})"),
+            });
+        }
+        Ok(h.broadcast_mul(&mask.reshape((n, c, 1, 1, 1))?)?)
+    }
+
+    /// Parameters an optimizer updates: conv weights and biases, BN affine.
+    /// BN running statistics are not among them.
+    pub fn trainable_vars(&self) -> Vec<Var> {
+        self.vars
+            .iter()
+            .filter(|(k, _)| !k.contains("running_"))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Names and variables of trainable parameters, sorted by name.
+    pub fn named_trainable_vars(&self) -> Vec<(String, Var)> {
+        self.vars
+            .iter()
+            .filter(|(k, _)| !k.contains("running_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// A state-dict tensor (our layout) by PyTorch name.
+    pub fn get(&self, name: &str) -> Option<&Var> {
+        self.vars.get(name)
+    }
+
+    /// Number of trainable scalars (9,448,866 at width 16, as PyTorch counts).
+    pub fn parameter_count(&self) -> usize {
+        self.trainable_vars().iter().map(|v| v.elem_count()).sum()
+    }
+
+    /// Training forward passes recorded (PyTorch's `num_batches_tracked`).
+    pub fn batches_tracked(&self) -> u64 {
+        self.batches_tracked.load(Ordering::Relaxed)
+    }
+
+    /// The state dict in the reference layout (spatial kernel axes
+    /// reversed), including `num_batches_tracked`, as PyTorch saves it.
+    pub fn state_dict(&self) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        for (k, v) in &self.vars {
+            out.insert(
+                k.clone(),
+                to_reference_layout(v.as_tensor())?.to_device(&Device::Cpu)?,
+            );
+            if k.ends_with(".running_mean") {
+                let prefix = k.trim_end_matches(".running_mean");
+                let n = Tensor::new(self.batches_tracked() as i64, &Device::Cpu)?;
+                out.insert(format!("{prefix}.num_batches_tracked"), n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets every parameter and statistic from a state dict in the
+    /// reference layout; every expected tensor must be there with its shape.
+    pub fn load_state_dict(&self, tensors: &HashMap<String, Tensor>, source: &Path) -> Result<()> {
+        let weights_err = |reason: String| ModelError::Weights {
+            path: source.to_path_buf(),
+            reason,
+        };
+        let mut missing = Vec::new();
+        for (k, var) in &self.vars {
+            let Some(t) = tensors.get(k) else {
+                missing.push(k.clone());
+                continue;
+            };
+            let t = from_reference_layout(t)?;
+            if t.dims() != var.dims() {
+                return Err(weights_err(format!(
+                    "{k} has shape {:?} but this V-Net (width {}, {} input channels) needs {:?} (wrong width or not a V-Net of this family?)",
+                    to_reference_dims(t.dims()),
+                    self.config.width,
+                    self.config.in_channels,
+                    to_reference_dims(var.dims())
+                )));
+            }
+            var.set(&t.to_dtype(self.dtype)?.to_device(&self.device)?)?;
+        }
+        if !missing.is_empty() {
+            let shown: Vec<_> = missing.iter().take(5).cloned().collect();
+            return Err(weights_err(format!(
+                "{} expected tensors are missing, e.g. {shown:?} (is this a V-Net state dict of the UA-MT/DTC/DTML family?)",
+                missing.len()
+            )));
+        }
+        let unexpected: Vec<_> = tensors
+            .keys()
+            .filter(|k| !self.vars.contains_key(*k) && !k.ends_with("num_batches_tracked"))
+            .take(5)
+            .cloned()
+            .collect();
+        if !unexpected.is_empty() {
+            return Err(weights_err(format!(
+                "unexpected tensors {unexpected:?}: not a V-Net of this configuration"
+            )));
+        }
+        let tracked = tensors
+            .iter()
+            .find(|(k, _)| k.ends_with("num_batches_tracked"))
+            .and_then(|(_, t)| t.to_dtype(DType::F64).ok()?.to_scalar::<f64>().ok())
+            .unwrap_or(0.0);
+        self.batches_tracked
+            .store(tracked as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Loads weights from a `.pth`/`.pt` (PyTorch pickle, optionally under a
+    /// `state_dict` / `model` key, `module.` prefixes stripped) or a
+    /// `.safetensors` file, both in the reference layout.
+    pub fn load_weights(&self, path: &Path) -> Result<()> {
+        let tensors = read_weight_file(path)?;
+        self.load_state_dict(&tensors, path)
+    }
+
+    /// Writes the state dict as safetensors (reference layout), atomically.
+    pub fn save_safetensors(&self, path: &Path) -> Result<()> {
+        let sd = self.state_dict()?;
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        candle_core::safetensors::save(&sd, &tmp)?;
+        std::fs::rename(&tmp, path).map_err(|e| ModelError::Weights {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Reads a weight file into name -> tensor (reference layout).
+pub fn read_weight_file(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let err = |reason: String| ModelError::Weights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !path.is_file() {
+        return Err(err("no such file".into()));
+    }
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    let list: Vec<(String, Tensor)> = if name.ends_with(".safetensors") {
+        candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| err(format!("not a readable safetensors file: {e}")))?
+            .into_iter()
+            .collect()
+    } else {
+        let mut found = None;
+        for key in [None, Some("state_dict"), Some("model"), Some("net")] {
+            if let Ok(v) = candle_core::pickle::read_all_with_key(path, key)
+                && !v.is_empty()
+            {
+                found = Some(v);
+                break;
+            }
+        }
+        found.ok_or_else(|| err("not a readable PyTorch state dict (.pth) file".into()))?
+    };
+    Ok(list
+        .into_iter()
+        .map(|(k, t)| {
+            (
+                k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
+                t,
+            )
+        })
+        .collect())
+}
+
+fn to_reference_dims(d: &[usize]) -> Vec<usize> {
+    if d.len() == 5 {
+        vec![d[0], d[1], d[4], d[3], d[2]]
+    } else {
+        d.to_vec()
+    }
+}
+
+/// Kernels `(a, b, kz, ky, kx)` <-> `(a, b, kx, ky, kz)`: reversing the
+/// spatial axes is its own inverse.
+fn to_reference_layout(t: &Tensor) -> candle_core::Result<Tensor> {
+    if t.rank() == 5 {
+        t.permute((0, 1, 4, 3, 2))?.contiguous()
+    } else {
+        Ok(t.clone())
+    }
+}
+
+fn from_reference_layout(t: &Tensor) -> candle_core::Result<Tensor> {
+    to_reference_layout(t)
+}
+
+impl Module for VNet {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        VNet::forward(self, x, false, Dropout::Off)
+            .map(|o| o.seg_logits)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+}

@@ -1,0 +1,332 @@
+//! The V-Net against PyTorch: a width-4 network's weights and golden values
+//! made by `data-fixtures/vnet/make_vnet_fixture.py`. Passing proves the
+//! module tree, the parameter names, the `.pth` import with its kernel-axis
+//! mapping, eval- and train-mode batch norm, the running statistics update
+//! and the gradients.
+
+use candle_core::{DType, Device, Tensor};
+use dtml_model::{Dropout, VNet, VNetConfig};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data-fixtures/vnet")
+}
+
+fn golden() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixtures().join("vnet_w4_golden.safetensors"), &Device::Cpu)
+        .unwrap()
+}
+
+/// (N, C, x, y, z) <-> (N, C, z, y, x).
+fn flip(t: &Tensor) -> Tensor {
+    t.permute((0, 1, 4, 3, 2)).unwrap().contiguous().unwrap()
+}
+
+fn assert_close(got: &Tensor, want: &Tensor, tol: f64, what: &str) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let g: Vec<f64> = got
+        .flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let w: Vec<f64> = want
+        .flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let scale = w.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-3);
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * scale,
+            "{what}[{i}]: {a} vs PyTorch {b} (tolerance {tol} x {scale})"
+        );
+    }
+}
+
+fn width4() -> VNet {
+    let net = VNet::new(
+        VNetConfig {
+            width: 4,
+            ..Default::default()
+        },
+        0,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    net.load_weights(&fixtures().join("vnet_w4.pth")).unwrap();
+    net
+}
+
+#[test]
+fn matches_pytorch_in_eval_and_train_mode_with_gradients() {
+    let g = golden();
+    let net = width4();
+    let x = flip(&g["input"]);
+    let eval = net.forward(&x, false, Dropout::Off).unwrap();
+    assert_close(&flip(&eval.sdm), &g["eval_sdm"], 1e-4, "eval sdm");
+    assert_close(&flip(&eval.seg_logits), &g["eval_seg"], 1e-4, "eval seg");
+
+    let train = net.forward(&x, true, Dropout::Off).unwrap();
+    assert_close(&flip(&train.sdm), &g["train_sdm"], 1e-4, "train sdm");
+    assert_close(&flip(&train.seg_logits), &g["train_seg"], 1e-4, "train seg");
+    let loss = ((&train.sdm * flip(&g["loss_r1"]))
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        + (&train.seg_logits * flip(&g["loss_r2"]))
+            .unwrap()
+            .sum_all()
+            .unwrap())
+    .unwrap();
+    let want_loss = g["loss"].to_vec1::<f32>().unwrap()[0] as f64;
+    let got_loss = loss.to_scalar::<f32>().unwrap() as f64;
+    assert!(
+        (got_loss - want_loss).abs() <= 1e-4 * want_loss.abs().max(1.0),
+        "loss {got_loss} vs {want_loss}"
+    );
+
+    let grads = loss.backward().unwrap();
+    let sd_names: Vec<(String, candle_core::Var)> = net.named_trainable_vars();
+    assert_eq!(
+        sd_names.len(),
+        g.keys().filter(|k| k.starts_with("grad_norm.")).count(),
+        "same parameter set as PyTorch"
+    );
+    for (name, var) in sd_names {
+        let grad = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let grad = if grad.rank() == 5 {
+            flip(grad)
+        } else {
+            grad.clone()
+        };
+        let flat: Vec<f32> = grad.flatten_all().unwrap().to_vec1().unwrap();
+        let norm = flat.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        let want_norm = g[&format!("grad_norm.{name}")].to_vec1::<f32>().unwrap()[0] as f64;
+        // A conv bias that feeds BatchNorm has an analytic gradient of zero;
+        // both frameworks return rounding noise there, so its scale is set
+        // by the same layer's weight gradient.
+        let scale = match name.strip_suffix(".bias") {
+            Some(layer) => g
+                .get(&format!("grad_norm.{layer}.weight"))
+                .map(|t| t.to_vec1::<f32>().unwrap()[0] as f64)
+                .unwrap_or(0.0)
+                .max(want_norm),
+            None => want_norm,
+        };
+        let want_norm_floor = scale.max(1e-3);
+        assert!(
+            (norm - want_norm).abs() <= 1e-4 * want_norm_floor,
+            "{name}: grad norm {norm} vs {want_norm}"
+        );
+        let idx: Vec<f64> = g[&format!("grad_index.{name}")].to_vec1().unwrap();
+        let vals: Vec<f32> = g[&format!("grad_value.{name}")].to_vec1().unwrap();
+        for (i, v) in idx.iter().zip(vals) {
+            let got = flat[*i as usize];
+            assert!(
+                ((got - v) as f64).abs() <= 1e-4 * want_norm_floor,
+                "{name}[{i}]: {got} vs PyTorch {v}"
+            );
+        }
+    }
+    for (k, want) in g.iter().filter(|(k, _)| k.starts_with("after_step.")) {
+        let name = k.trim_start_matches("after_step.");
+        let got = net.get(name).unwrap_or_else(|| panic!("no {name}"));
+        assert_close(got.as_tensor(), want, 1e-4, name);
+    }
+    assert_eq!(net.batches_tracked(), 1);
+}
+
+#[test]
+fn paper_size_has_pytorchs_parameter_count_and_names() {
+    let net = VNet::new(VNetConfig::default(), 1337, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(net.parameter_count(), 9_448_866);
+    let sd = net.state_dict().unwrap();
+    for name in [
+        "block_one.conv.0.weight",
+        "block_one.conv.1.running_var",
+        "block_one.conv.1.num_batches_tracked",
+        "block_five.conv.6.weight",
+        "block_five_up.conv.0.weight",
+        "block_nine.conv.0.bias",
+        "out_conv.weight",
+        "out_conv2.bias",
+    ] {
+        assert!(sd.contains_key(name), "{name}");
+    }
+    // Transposed conv weights are (Cin, Cout, 2, 2, 2) as in PyTorch.
+    assert_eq!(
+        sd["block_five_up.conv.0.weight"].dims(),
+        &[256, 128, 2, 2, 2]
+    );
+    // PyTorch's default init: |w| < 1 / sqrt(fan_in).
+    let w: Vec<f32> = sd["block_two.conv.0.weight"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let bound = 1.0 / ((32 * 27) as f32).sqrt();
+    assert!(w.iter().all(|v| v.abs() <= bound));
+    assert!(w.iter().any(|v| v.abs() > 0.9 * bound));
+}
+
+#[test]
+fn initialisation_is_deterministic_per_seed() {
+    let a = VNet::new(
+        VNetConfig {
+            width: 2,
+            ..Default::default()
+        },
+        5,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let b = VNet::new(
+        VNetConfig {
+            width: 2,
+            ..Default::default()
+        },
+        5,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let c = VNet::new(
+        VNetConfig {
+            width: 2,
+            ..Default::default()
+        },
+        6,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let w = |n: &VNet| {
+        n.get("block_three.conv.3.weight")
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(w(&a), w(&b));
+    assert_ne!(w(&a), w(&c));
+}
+
+#[test]
+fn safetensors_round_trip_keeps_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = width4();
+    let p = dir.path().join("w.safetensors");
+    net.save_safetensors(&p).unwrap();
+    let other = VNet::new(
+        VNetConfig {
+            width: 4,
+            ..Default::default()
+        },
+        99,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    other.load_weights(&p).unwrap();
+    let x = flip(&golden()["input"]);
+    let a = net.forward(&x, false, Dropout::Off).unwrap().seg_logits;
+    let b = other.forward(&x, false, Dropout::Off).unwrap().seg_logits;
+    assert_close(&a, &b, 0.0, "reloaded");
+}
+
+#[test]
+fn bad_inputs_and_weights_are_clear_errors() {
+    let net = VNet::new(
+        VNetConfig {
+            width: 2,
+            ..Default::default()
+        },
+        1,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let x = Tensor::zeros((1, 1, 16, 24, 16), DType::F32, &Device::Cpu).unwrap();
+    let e = net
+        .forward(&x, false, Dropout::Off)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("multiple of 16"), "{e}");
+    let x = Tensor::zeros((1, 2, 16, 16, 16), DType::F32, &Device::Cpu).unwrap();
+    assert!(net.forward(&x, false, Dropout::Off).is_err());
+    // Weights of another width.
+    let e = net
+        .load_weights(&fixtures().join("vnet_w4.pth"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("vnet_w4.pth") && e.contains("shape"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pth");
+    std::fs::write(&junk, b"not a pickle").unwrap();
+    let e = net.load_weights(&junk).unwrap_err().to_string();
+    assert!(e.contains("junk.pth"), "{e}");
+    let e = net
+        .load_weights(&dir.path().join("none.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no such file"), "{e}");
+    assert!(
+        VNet::new(
+            VNetConfig {
+                dropout: 1.0,
+                ..Default::default()
+            },
+            1,
+            DType::F32,
+            &Device::Cpu
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn seeded_dropout_zeroes_whole_channels() {
+    use rand::SeedableRng;
+    let net = VNet::new(
+        VNetConfig {
+            width: 2,
+            ..Default::default()
+        },
+        1,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let x = Tensor::randn(0f32, 1.0, (2, 1, 16, 16, 16), &Device::Cpu).unwrap();
+    let mut r1 = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let mut r2 = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let a = net
+        .forward(&x, true, Dropout::Seeded(&mut r1))
+        .unwrap()
+        .seg_logits;
+    let b = net
+        .forward(&x, true, Dropout::Seeded(&mut r2))
+        .unwrap()
+        .seg_logits;
+    assert_close(&a, &b, 0.0, "same seed, same masks");
+    // Masks all zero leave only the head biases.
+    let zero = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
+    let zero5 = Tensor::zeros((2, 32), DType::F32, &Device::Cpu).unwrap();
+    let out = net
+        .forward(&x, true, Dropout::Masks(&zero5, &zero))
+        .unwrap()
+        .seg_logits;
+    let bias = net.get("out_conv2.bias").unwrap().to_vec1::<f32>().unwrap()[0];
+    let v: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
+    assert!(v.iter().all(|x| (x - bias).abs() < 1e-6));
+}
