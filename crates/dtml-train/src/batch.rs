@@ -1,0 +1,335 @@
+//! Two-stream batches: which cases an iteration sees, their augmented
+//! patches, and the SDM targets of the labelled ones.
+//!
+//! Every random choice of iteration `t` is drawn from streams derived from
+//! `(run seed, t)` alone, so a resumed run sees exactly the batches an
+//! uninterrupted run would, with no sampler state to save beyond the seed
+//! and the iteration.
+
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+use dtml_volume::PreparedCase;
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Independent random streams of a run.
+#[derive(Debug, Clone, Copy)]
+#[repr(u64)]
+pub enum Stream {
+    Init = 1,
+    LabelledOrder = 2,
+    UnlabelledOrder = 3,
+    Augment = 4,
+    Dropout = 5,
+}
+
+/// A generator for `(seed, stream, index)`, independent of every other.
+pub fn rng_for(seed: u64, stream: Stream, index: u64) -> ChaCha8Rng {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (stream as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    rng.set_stream(index);
+    rng
+}
+
+/// Cases a run trains on, loaded once.
+pub struct TrainingSet {
+    pub labelled: Vec<PreparedCase>,
+    pub unlabelled: Vec<PreparedCase>,
+}
+
+/// One iteration's input on the host: labelled patches first.
+#[derive(Debug, Clone)]
+pub struct HostBatch {
+    pub iteration: usize,
+    /// Patches, `(n, Z, Y, X)` with x fastest.
+    pub image: Vec<f32>,
+    /// Labels of the first `labelled` patches, 0/1.
+    pub label: Vec<u8>,
+    /// Normalised SDM targets of the labelled patches, when the method
+    /// trains on them.
+    pub sdm: Option<Vec<f32>>,
+    pub n: usize,
+    pub labelled: usize,
+    /// Case indices used (labelled list, then unlabelled list).
+    pub cases: Vec<usize>,
+}
+
+/// The `k`-th item of an endless stream made of fresh permutations of
+/// `0..n`, one per pass.
+fn stream_item(seed: u64, stream: Stream, n: usize, k: usize) -> usize {
+    let pass = k / n;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng_for(seed, stream, pass as u64));
+    order[k % n]
+}
+
+/// Builds the batch of 0-based iteration `t`.
+pub fn batch_for(t: usize, cfg: &TrainConfig, set: &TrainingSet) -> Result<HostBatch> {
+    let (nl, nu) = cfg.method.batch_shape(cfg);
+    if set.labelled.is_empty() {
+        return Err(TrainError::Config("no labelled cases to train on".into()));
+    }
+    if nu > 0 && set.unlabelled.is_empty() {
+        return Err(TrainError::Config(format!(
+            "method {} needs unlabelled cases and the dataset has none",
+            cfg.method.name()
+        )));
+    }
+    let [px, py, pz] = cfg.patch;
+    let voxels = px * py * pz;
+    let n = nl + nu;
+    let mut image = vec![0.0f32; n * voxels];
+    let mut label = vec![0u8; nl * voxels];
+    let mut cases = Vec::with_capacity(n);
+    let mut aug = rng_for(cfg.seed, Stream::Augment, t as u64);
+    for i in 0..n {
+        let (case, idx) = if i < nl {
+            let k = stream_item(
+                cfg.seed,
+                Stream::LabelledOrder,
+                set.labelled.len(),
+                t * nl + i,
+            );
+            (&set.labelled[k], k)
+        } else {
+            let k = stream_item(
+                cfg.seed,
+                Stream::UnlabelledOrder,
+                set.unlabelled.len(),
+                t * nu + (i - nl),
+            );
+            (&set.unlabelled[k], k)
+        };
+        cases.push(idx);
+        let view = Augmentation::draw(&mut aug, case.shape, cfg.patch);
+        view.extract(
+            &case.image,
+            case.shape,
+            cfg.patch,
+            &mut image[i * voxels..(i + 1) * voxels],
+            0.0,
+        );
+        if i < nl {
+            let src = case.label.as_ref().ok_or_else(|| {
+                TrainError::Other("a labelled case was loaded without its label".into())
+            })?;
+            view.extract(
+                src,
+                case.shape,
+                cfg.patch,
+                &mut label[i * voxels..(i + 1) * voxels],
+                0,
+            );
+        }
+    }
+    let sdm = if cfg.method.needs_sdm_target() {
+        Some(dtml_edt::normalized_sdm_batch(&label, nl, &[pz, py, px])?)
+    } else {
+        None
+    };
+    Ok(HostBatch {
+        iteration: t,
+        image,
+        label,
+        sdm,
+        n,
+        labelled: nl,
+        cases,
+    })
+}
+
+/// A random rot90 in the x-y plane, a flip of x or y, and a crop origin in
+/// the transformed volume (negative or past the end: zero padding), as the
+/// reference's `RandomRotFlip` then `RandomCrop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Augmentation {
+    /// Quarter turns, as `np.rot90(volume, k)` over axes (x, y).
+    pub quarter_turns: usize,
+    /// Flip axis after the turn: 0 = x, 1 = y.
+    pub flip_axis: usize,
+    /// Crop origin in the turned volume (x, y, z).
+    pub origin: [i64; 3],
+}
+
+impl Augmentation {
+    /// Draws a transform for a volume of `shape` and a crop of `patch`.
+    pub fn draw(rng: &mut ChaCha8Rng, shape: [usize; 3], patch: [usize; 3]) -> Augmentation {
+        let quarter_turns = rng.random_range(0..4usize);
+        let flip_axis = rng.random_range(0..2usize);
+        let turned = turned_shape(shape, quarter_turns);
+        let origin = std::array::from_fn(|a| {
+            let slack = turned[a] as i64 - patch[a] as i64;
+            let (lo, hi) = if slack >= 0 { (0, slack) } else { (slack, 0) };
+            rng.random_range(lo..=hi)
+        });
+        Augmentation {
+            quarter_turns,
+            flip_axis,
+            origin,
+        }
+    }
+
+    /// Source voxel of turned-and-flipped coordinates `(i, j)` in x-y.
+    fn source_xy(&self, shape: [usize; 3], mut i: usize, mut j: usize) -> (usize, usize) {
+        let turned = turned_shape(shape, self.quarter_turns);
+        if self.flip_axis == 0 {
+            i = turned[0] - 1 - i;
+        } else {
+            j = turned[1] - 1 - j;
+        }
+        // Undo the turns one by one: np.rot90 gives r[i, j] = m[j, B - 1 - i]
+        // for m of shape (A, B).
+        for r in (0..self.quarter_turns).rev() {
+            let before = turned_shape(shape, r);
+            let (ni, nj) = (j, before[1] - 1 - i);
+            i = ni;
+            j = nj;
+        }
+        (i, j)
+    }
+
+    /// Writes the transformed crop of `src` (of `shape`) into `out` (of
+    /// `patch`), `fill` outside the volume.
+    pub fn extract<T: Copy + Send + Sync>(
+        &self,
+        src: &[T],
+        shape: [usize; 3],
+        patch: [usize; 3],
+        out: &mut [T],
+        fill: T,
+    ) {
+        let [nx, ny, nz] = shape;
+        let turned = turned_shape(shape, self.quarter_turns);
+        let [px, py, _] = patch;
+        for (k, plane) in out.chunks_exact_mut(px * py).enumerate() {
+            let z = self.origin[2] + k as i64;
+            for (jj, row) in plane.chunks_exact_mut(px).enumerate() {
+                let j = self.origin[1] + jj as i64;
+                for (ii, v) in row.iter_mut().enumerate() {
+                    let i = self.origin[0] + ii as i64;
+                    let inside = z >= 0
+                        && (z as usize) < nz
+                        && j >= 0
+                        && (j as usize) < turned[1]
+                        && i >= 0
+                        && (i as usize) < turned[0];
+                    *v = if inside {
+                        let (x, y) = self.source_xy(shape, i as usize, j as usize);
+                        src[(z as usize * ny + y) * nx + x]
+                    } else {
+                        fill
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Shape after `k` quarter turns in x-y.
+fn turned_shape(shape: [usize; 3], k: usize) -> [usize; 3] {
+    if k % 2 == 1 {
+        [shape[1], shape[0], shape[2]]
+    } else {
+        shape
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// np.rot90 / np.flip on an (x, y) grid written out by hand.
+    fn reference(src: &[u32], shape: [usize; 3], a: &Augmentation) -> (Vec<u32>, [usize; 3]) {
+        let [mut nx, mut ny, nz] = shape;
+        let mut v = src.to_vec();
+        for _ in 0..a.quarter_turns {
+            // r[i, j] = m[j, ny - 1 - i], r has shape (ny, nx)
+            let mut r = vec![0; v.len()];
+            for z in 0..nz {
+                for j in 0..nx {
+                    for i in 0..ny {
+                        r[(z * nx + j) * ny + i] = v[(z * ny + (ny - 1 - i)) * nx + j];
+                    }
+                }
+            }
+            v = r;
+            std::mem::swap(&mut nx, &mut ny);
+        }
+        let mut f = v.clone();
+        for z in 0..nz {
+            for y in 0..ny {
+                for x in 0..nx {
+                    let (sx, sy) = if a.flip_axis == 0 {
+                        (nx - 1 - x, y)
+                    } else {
+                        (x, ny - 1 - y)
+                    };
+                    f[(z * ny + y) * nx + x] = v[(z * ny + sy) * nx + sx];
+                }
+            }
+        }
+        (f, [nx, ny, nz])
+    }
+
+    #[test]
+    fn transforms_match_numpy_rot90_and_flip() {
+        let shape = [5, 3, 2];
+        let src: Vec<u32> = (0..30).collect();
+        for k in 0..4 {
+            for flip in 0..2 {
+                let a = Augmentation {
+                    quarter_turns: k,
+                    flip_axis: flip,
+                    origin: [0, 0, 0],
+                };
+                let (want, tshape) = reference(&src, shape, &a);
+                let mut got = vec![u32::MAX; 30];
+                a.extract(&src, shape, tshape, &mut got, u32::MAX);
+                assert_eq!(got, want, "k = {k}, flip {flip}");
+            }
+        }
+    }
+
+    #[test]
+    fn crops_outside_the_volume_are_filled() {
+        let shape = [2, 2, 1];
+        let src = vec![1u8, 2, 3, 4];
+        let a = Augmentation {
+            quarter_turns: 0,
+            flip_axis: 1,
+            origin: [-1, 0, 0],
+        };
+        let mut out = vec![9u8; 4 * 2];
+        a.extract(&src, shape, [4, 2, 1], &mut out, 0);
+        // y flipped: rows (3, 4) then (1, 2), shifted right by one.
+        assert_eq!(out, vec![0, 3, 4, 0, 0, 1, 2, 0]);
+    }
+
+    #[test]
+    fn draws_cover_every_transform_and_stay_in_range() {
+        let mut rng = rng_for(7, Stream::Augment, 0);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..400 {
+            let a = Augmentation::draw(&mut rng, [20, 12, 8], [16, 16, 8]);
+            seen.insert((a.quarter_turns, a.flip_axis));
+            let turned = turned_shape([20, 12, 8], a.quarter_turns);
+            for ax in 0..3 {
+                let slack = turned[ax] as i64 - [16, 16, 8][ax] as i64;
+                assert!(a.origin[ax] >= slack.min(0) && a.origin[ax] <= slack.max(0));
+            }
+        }
+        assert_eq!(seen.len(), 8);
+    }
+
+    #[test]
+    fn streams_visit_every_case_once_per_pass() {
+        for pass in 0..3 {
+            let mut got: Vec<usize> = (0..7)
+                .map(|k| stream_item(3, Stream::LabelledOrder, 7, pass * 7 + k))
+                .collect();
+            got.sort();
+            assert_eq!(got, (0..7).collect::<Vec<_>>());
+        }
+    }
+}

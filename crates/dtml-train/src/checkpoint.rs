@@ -1,0 +1,160 @@
+//! Checkpoints that `--resume` continues from exactly: every network's
+//! state dict (weights and BatchNorm statistics), the optimizer's momentum
+//! buffers and a JSON trainer state.
+//!
+//! A checkpoint is a folder written in full under a temporary name and then
+//! swapped in by renames, so a crash at any moment leaves either the old or
+//! the new checkpoint readable, never a mixture. The random streams need no
+//! saved state: each is derived from the run seed (kept in the trainer
+//! state) and the iteration number (see [`crate::batch::rng_for`]).
+
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+use candle_core::Tensor;
+use dtml_model::VNet;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Folder of the current checkpoint inside a run directory.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+const PREVIOUS_DIR: &str = "checkpoint.previous";
+const STATE_FILE: &str = "trainer.json";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const STATE_FORMAT: &str = "dtml-trainer-state";
+const STATE_VERSION: u32 = 1;
+
+/// The JSON part of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub format: String,
+    pub version: u32,
+    /// The 0-based iteration the resumed run starts with.
+    pub next_iteration: usize,
+    pub config: TrainConfig,
+    /// Prepared dataset the run trains on.
+    pub dataset: PathBuf,
+    /// Best validation Dice so far and its iteration.
+    pub best: Option<(usize, f64)>,
+}
+
+impl TrainerState {
+    pub fn new(
+        next_iteration: usize,
+        config: TrainConfig,
+        dataset: PathBuf,
+        best: Option<(usize, f64)>,
+    ) -> Self {
+        TrainerState {
+            format: STATE_FORMAT.into(),
+            version: STATE_VERSION,
+            next_iteration,
+            config,
+            dataset,
+            best,
+        }
+    }
+}
+
+fn network_file(i: usize) -> String {
+    format!("network_{i}.safetensors")
+}
+
+/// Writes a checkpoint of `networks`, the optimizer `state` and `trainer`.
+pub fn save(
+    run_dir: &Path,
+    networks: &[&VNet],
+    optimizer: &HashMap<String, Tensor>,
+    trainer: &TrainerState,
+) -> Result<()> {
+    let tmp = run_dir.join(format!(".{CHECKPOINT_DIR}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::file(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::file(&tmp, e))?;
+    for (i, net) in networks.iter().enumerate() {
+        let path = tmp.join(network_file(i));
+        candle_core::safetensors::save(&net.state_dict()?, &path)
+            .map_err(|e| TrainError::file(&path, e))?;
+    }
+    let path = tmp.join(OPTIMIZER_FILE);
+    candle_core::safetensors::save(optimizer, &path).map_err(|e| TrainError::file(&path, e))?;
+    let text =
+        serde_json::to_string_pretty(trainer).map_err(|e| TrainError::Other(e.to_string()))?;
+    let path = tmp.join(STATE_FILE);
+    std::fs::write(&path, text).map_err(|e| TrainError::file(&path, e))?;
+    sync_dir(&tmp);
+
+    let current = run_dir.join(CHECKPOINT_DIR);
+    let previous = run_dir.join(PREVIOUS_DIR);
+    if previous.exists() {
+        std::fs::remove_dir_all(&previous).map_err(|e| TrainError::file(&previous, e))?;
+    }
+    if current.exists() {
+        std::fs::rename(&current, &previous).map_err(|e| TrainError::file(&current, e))?;
+    }
+    std::fs::rename(&tmp, &current).map_err(|e| TrainError::file(&current, e))?;
+    sync_dir(run_dir);
+    if previous.exists() {
+        std::fs::remove_dir_all(&previous).map_err(|e| TrainError::file(&previous, e))?;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+/// The folder holding the newest complete checkpoint, if any (the current
+/// one, or the previous one when a crash hit between the two renames).
+pub fn find(run_dir: &Path) -> Option<PathBuf> {
+    [CHECKPOINT_DIR, PREVIOUS_DIR]
+        .iter()
+        .map(|d| run_dir.join(d))
+        .find(|d| d.join(STATE_FILE).is_file())
+}
+
+/// A checkpoint read back.
+pub struct Loaded {
+    pub trainer: TrainerState,
+    pub optimizer: HashMap<String, Tensor>,
+    dir: PathBuf,
+}
+
+/// Reads the trainer state and optimizer buffers of the checkpoint in `dir`.
+pub fn load(dir: &Path) -> Result<Loaded> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::file(&path, e))?;
+    let trainer: TrainerState = serde_json::from_str(&text)
+        .map_err(|e| TrainError::file(&path, format!("not a dtml trainer state: {e}")))?;
+    if trainer.format != STATE_FORMAT || trainer.version != STATE_VERSION {
+        return Err(TrainError::file(
+            &path,
+            format!(
+                "format {} version {}, this dtml reads {STATE_FORMAT} version {STATE_VERSION}",
+                trainer.format, trainer.version
+            ),
+        ));
+    }
+    let path = dir.join(OPTIMIZER_FILE);
+    let optimizer = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
+        .map_err(|e| TrainError::file(&path, e))?;
+    Ok(Loaded {
+        trainer,
+        optimizer,
+        dir: dir.to_path_buf(),
+    })
+}
+
+impl Loaded {
+    /// Fills network `i` from the checkpoint.
+    pub fn restore_network(&self, i: usize, net: &VNet) -> Result<()> {
+        let path = self.dir.join(network_file(i));
+        let tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
+            .map_err(|e| TrainError::file(&path, e))?;
+        net.load_state_dict(&tensors, &path)?;
+        Ok(())
+    }
+}

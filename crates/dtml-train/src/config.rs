@@ -1,0 +1,234 @@
+//! Every training hyper-parameter in one serialisable struct: the defaults
+//! are the paper's recipe, a TOML file and command-line flags override them.
+
+use crate::error::{Result, TrainError};
+use crate::method::Method;
+use dtml_loss::{DiceVariant, SdmLoss};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Hyper-parameters of a run. Sizes are (x, y, z).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub method: Method,
+    pub iterations: usize,
+    /// Labelled patches per batch (the supervised method uses
+    /// `labelled_batch + unlabelled_batch` labelled patches instead).
+    pub labelled_batch: usize,
+    pub unlabelled_batch: usize,
+    pub patch: [usize; 3],
+    /// Base width of the V-Nets (16 in the paper).
+    pub width: usize,
+    pub dropout: f64,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// LR is multiplied by `lr_gamma` at each of these fractions of the run.
+    pub lr_steps: Vec<f64>,
+    pub lr_gamma: f64,
+    /// Ramp-up length of the consistency weight as a fraction of the run.
+    pub rampup_fraction: f64,
+    /// Final consistency weight `w` of `lambda(t)`.
+    pub consistency: f64,
+    /// Weight of student B's SDM regression (`dtml`).
+    pub sdm_weight: f64,
+    /// Weight of DTC's SDM MSE (`beta` of the DTC code, 0.3).
+    pub dtc_beta: f64,
+    pub sdm_loss: SdmLossName,
+    pub dice: DiceName,
+    /// Sharpness `k` of `sigmoid(-k d)`.
+    pub sharpness: f64,
+    pub seed: u64,
+    /// Write a checkpoint every this many iterations (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Validate every this many iterations (0: never).
+    pub validate_every: usize,
+    /// Sliding-window strides (x, y, z) for validation.
+    pub validation_stride: [usize; 3],
+}
+
+/// SDM regression loss by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SdmLossName {
+    L1,
+    Mse,
+}
+
+/// Soft Dice denominator by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiceName {
+    Squared,
+    Linear,
+}
+
+impl From<SdmLossName> for SdmLoss {
+    fn from(n: SdmLossName) -> SdmLoss {
+        match n {
+            SdmLossName::L1 => SdmLoss::L1,
+            SdmLossName::Mse => SdmLoss::Mse,
+        }
+    }
+}
+
+impl From<DiceName> for DiceVariant {
+    fn from(n: DiceName) -> DiceVariant {
+        match n {
+            DiceName::Squared => DiceVariant::Squared,
+            DiceName::Linear => DiceVariant::Linear,
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            method: Method::Dtml,
+            iterations: 6000,
+            labelled_batch: 2,
+            unlabelled_batch: 2,
+            patch: [112, 112, 80],
+            width: 16,
+            dropout: 0.5,
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            lr_steps: vec![5.0 / 12.0, 10.0 / 12.0],
+            lr_gamma: 0.1,
+            rampup_fraction: 1.0,
+            consistency: 1.0,
+            sdm_weight: 1.0,
+            dtc_beta: 0.3,
+            sdm_loss: SdmLossName::L1,
+            dice: DiceName::Squared,
+            sharpness: dtml_loss::SDM_SHARPNESS,
+            seed: 1337,
+            checkpoint_every: 500,
+            validate_every: 0,
+            validation_stride: [18, 18, 4],
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML file; keys it leaves out keep their defaults.
+    pub fn from_toml_file(path: &Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::file(path, e))?;
+        toml::from_str(&text).map_err(|e| TrainError::file(path, format!("invalid config: {e}")))
+    }
+
+    /// Refuses settings that cannot train.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.iterations == 0 {
+            return bad("iterations must be positive".into());
+        }
+        if self.labelled_batch == 0 {
+            return bad("labelled_batch must be positive".into());
+        }
+        if self.method.uses_unlabelled() && self.unlabelled_batch == 0 {
+            return bad(format!(
+                "method {} needs unlabelled_batch > 0",
+                self.method.name()
+            ));
+        }
+        if self.patch.iter().any(|p| *p == 0 || p % 16 != 0) {
+            return bad(format!(
+                "patch {:?}: each size must be a positive multiple of 16",
+                self.patch
+            ));
+        }
+        if self.width == 0 {
+            return bad("width must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout {} must be in [0, 1)", self.dropout));
+        }
+        for (name, v) in [
+            ("lr", self.lr),
+            ("momentum", self.momentum),
+            ("weight_decay", self.weight_decay),
+            ("lr_gamma", self.lr_gamma),
+            ("rampup_fraction", self.rampup_fraction),
+            ("consistency", self.consistency),
+            ("sdm_weight", self.sdm_weight),
+            ("dtc_beta", self.dtc_beta),
+            ("sharpness", self.sharpness),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return bad(format!("{name} = {v} must be finite and >= 0"));
+            }
+        }
+        if self.lr_steps.iter().any(|f| !(0.0..=1.0).contains(f)) {
+            return bad(format!(
+                "lr_steps {:?} must be fractions of the run in [0, 1]",
+                self.lr_steps
+            ));
+        }
+        if self.validation_stride.contains(&0) {
+            return bad("validation_stride must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Learning rate of 0-based iteration `t`: the base rate times `lr_gamma`
+    /// for each step fraction already passed (for 6000 iterations: x0.1 from
+    /// 2500 and again from 5000, as the reference's `0.1 ** (t // 2500)`).
+    pub fn lr_at(&self, t: usize) -> f64 {
+        let passed = self
+            .lr_steps
+            .iter()
+            .filter(|f| t >= (*f * self.iterations as f64).round() as usize)
+            .count();
+        self.lr * self.lr_gamma.powi(passed as i32)
+    }
+
+    /// Consistency weight `lambda(t)` of 0-based iteration `t`.
+    pub fn lambda_at(&self, t: usize) -> f64 {
+        let ramp = (self.rampup_fraction * self.iterations as f64).round() as usize;
+        dtml_loss::rampup_weight(t, ramp, self.consistency)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paper_schedule() {
+        let c = TrainConfig::default();
+        assert_eq!(c.lr_at(0), 0.01);
+        assert_eq!(c.lr_at(2499), 0.01);
+        assert!((c.lr_at(2500) - 0.001).abs() < 1e-15);
+        assert!((c.lr_at(5000) - 0.0001).abs() < 1e-15);
+        let lam = |t: usize| (-5.0 * (1.0 - ((t / 150) as f64 / 40.0).min(1.0)).powi(2)).exp();
+        for t in [0, 149, 150, 3000, 5999, 6000] {
+            assert!((c.lambda_at(t) - lam(t)).abs() < 1e-12, "t = {t}");
+        }
+    }
+
+    #[test]
+    fn toml_overrides_some_keys_and_rejects_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "iterations = 100\nmethod = \"dtc\"\npatch = [32, 32, 16]\n",
+        )
+        .unwrap();
+        let c = TrainConfig::from_toml_file(&p).unwrap();
+        assert_eq!(c.iterations, 100);
+        assert_eq!(c.method, Method::Dtc);
+        assert_eq!(c.lr, 0.01);
+        std::fs::write(&p, "iteratons = 100\n").unwrap();
+        let e = TrainConfig::from_toml_file(&p).unwrap_err().to_string();
+        assert!(e.contains("iteratons"), "{e}");
+        let bad = TrainConfig {
+            patch: [30, 32, 16],
+            ..TrainConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,434 @@
+//! The training loop all methods share: batches prepared one step ahead on
+//! a worker thread, the networks' forward passes, the method's objective,
+//! one backward pass, SGD on every trained parameter, logs, checkpoints,
+//! validation and the exported run.
+
+use crate::batch::{HostBatch, Stream, TrainingSet, batch_for, rng_for};
+use crate::checkpoint::{self, TrainerState};
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+use crate::method::{Targets, objective};
+use crate::optim::Sgd;
+use crate::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
+use candle_core::{DType, Device, Tensor};
+use dtml_model::{Dropout, VNet, VNetConfig};
+use dtml_volume::{PreparedDataset, Role};
+use rand::Rng;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// File of per-iteration JSON lines inside a run directory.
+pub const LOG_FILE: &str = "log.jsonl";
+
+/// What a run trains on and where it writes.
+pub struct TrainRequest<'a> {
+    pub data: &'a PreparedDataset,
+    pub run_dir: &'a Path,
+    /// Ignored on resume: the checkpoint's configuration continues.
+    pub config: TrainConfig,
+    pub device: Device,
+    pub resume: bool,
+}
+
+/// One line of the training log.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct IterationLog {
+    /// 1-based count of iterations done.
+    pub iteration: usize,
+    pub loss: f64,
+    pub parts: BTreeMap<String, f64>,
+    pub lambda: f64,
+    pub lr: f64,
+    /// Wall time of this iteration.
+    pub seconds: f64,
+    /// Mean validation Dice, on iterations that validated.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub validation_dice: Option<f64>,
+}
+
+/// Progress reported to the caller (the CLI draws it).
+pub enum Event<'a> {
+    Started {
+        first: usize,
+        iterations: usize,
+    },
+    Iteration(&'a IterationLog),
+    Validated {
+        iteration: usize,
+        dice: f64,
+        best: bool,
+    },
+    Checkpoint {
+        iteration: usize,
+    },
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub run: RunInfo,
+    pub last: Option<IterationLog>,
+    pub best: Option<(usize, f64)>,
+}
+
+fn network_config(cfg: &TrainConfig) -> VNetConfig {
+    VNetConfig {
+        width: cfg.width,
+        dropout: cfg.dropout,
+        ..VNetConfig::default()
+    }
+}
+
+fn roles(cfg: &TrainConfig) -> Vec<StudentRole> {
+    if cfg.method.networks() == 2 {
+        vec![StudentRole::Region, StudentRole::Boundary]
+    } else {
+        vec![StudentRole::Region]
+    }
+}
+
+fn load_set(
+    data: &PreparedDataset,
+    role: Role,
+    need_label: bool,
+) -> Result<Vec<dtml_volume::PreparedCase>> {
+    let records: Vec<_> = data.cases(role).collect();
+    use rayon::prelude::*;
+    records
+        .par_iter()
+        .map(|r| {
+            if need_label && !r.has_label {
+                return Err(TrainError::file(
+                    &data.dir.join(&r.file),
+                    "labelled case has no label in the cache",
+                ));
+            }
+            Ok(data.load(r)?)
+        })
+        .collect()
+}
+
+/// Host batch to device tensors: images `(N,1,Z,Y,X)`, labels and SDM
+/// targets `(L,1,Z,Y,X)`.
+fn to_device(
+    b: &HostBatch,
+    patch: [usize; 3],
+    device: &Device,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let [px, py, pz] = patch;
+    let image = Tensor::from_slice(&b.image, (b.n, 1, pz, py, px), device)?;
+    let label: Vec<f32> = b.label.iter().map(|v| *v as f32).collect();
+    let label = Tensor::from_vec(label, (b.labelled, 1, pz, py, px), device)?;
+    let sdm = match &b.sdm {
+        Some(s) => Some(Tensor::from_slice(s, (b.labelled, 1, pz, py, px), device)?),
+        None => None,
+    };
+    Ok((image, label, sdm))
+}
+
+/// Trains as `req` says; returns when the run is complete.
+pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<TrainOutcome> {
+    let run_dir = req.run_dir;
+    std::fs::create_dir_all(run_dir).map_err(|e| TrainError::file(run_dir, e))?;
+    let existing = checkpoint::find(run_dir);
+    let loaded = match (req.resume, existing) {
+        (true, Some(dir)) => Some(checkpoint::load(&dir)?),
+        (true, None) => {
+            return Err(TrainError::file(
+                run_dir,
+                "--resume: no checkpoint in this run directory",
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(TrainError::file(
+                run_dir,
+                "already holds a training checkpoint; pass --resume to continue it or choose another output folder",
+            ));
+        }
+        (false, None) => None,
+    };
+    let cfg = match &loaded {
+        Some(l) => {
+            if l.trainer.config != req.config {
+                tracing::info!("resuming with the checkpoint's configuration");
+            }
+            l.trainer.config.clone()
+        }
+        None => req.config.clone(),
+    };
+    cfg.validate()?;
+    let device = req.device.clone();
+
+    let set = TrainingSet {
+        labelled: load_set(req.data, Role::Labelled, true)?,
+        unlabelled: if cfg.method.uses_unlabelled() {
+            load_set(req.data, Role::Unlabelled, false)?
+        } else {
+            Vec::new()
+        },
+    };
+    let validation: Vec<_> = req
+        .data
+        .cases(Role::Validation)
+        .filter(|c| c.has_label)
+        .collect();
+    tracing::info!(
+        "{}: {} labelled, {} unlabelled, {} validation cases; {} iterations",
+        cfg.method.name(),
+        set.labelled.len(),
+        set.unlabelled.len(),
+        validation.len(),
+        cfg.iterations
+    );
+
+    let net_cfg = network_config(&cfg);
+    let mut init = rng_for(cfg.seed, Stream::Init, 0);
+    let nets: Vec<VNet> = (0..cfg.method.networks())
+        .map(|_| VNet::new(net_cfg.clone(), init.next_u64(), DType::F32, &device))
+        .collect::<std::result::Result<_, _>>()?;
+    let params = nets
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| {
+            n.named_trainable_vars()
+                .into_iter()
+                .map(move |(name, v)| (format!("{i}/{name}"), v))
+        })
+        .collect();
+    let mut sgd = Sgd::new(params, cfg.momentum, cfg.weight_decay);
+    let mut best = None;
+    let first = match &loaded {
+        Some(l) => {
+            for (i, net) in nets.iter().enumerate() {
+                l.restore_network(i, net)?;
+            }
+            sgd.load_state(&l.optimizer)?;
+            best = l.trainer.best;
+            l.trainer.next_iteration
+        }
+        None => 0,
+    };
+    let mut log = open_log(run_dir, first)?;
+    on_event(Event::Started {
+        first,
+        iterations: cfg.iterations,
+    });
+
+    let dataset_dir = req.data.dir.clone();
+    let refs: Vec<&VNet> = nets.iter().collect();
+    let mut last = None;
+    let mut next = if first < cfg.iterations {
+        Some(batch_for(first, &cfg, &set)?)
+    } else {
+        None
+    };
+    for t in first..cfg.iterations {
+        let start = Instant::now();
+        let batch = next
+            .take()
+            .ok_or_else(|| TrainError::Other("batch pipeline stalled".into()))?;
+        let (step, prefetched) = std::thread::scope(|s| {
+            let ahead = (t + 1 < cfg.iterations).then(|| s.spawn(|| batch_for(t + 1, &cfg, &set)));
+            let step = train_step(&cfg, &refs, &mut sgd, &batch, &device);
+            let prefetched = ahead.map(|h| h.join().expect("batch worker panicked"));
+            (step, prefetched)
+        });
+        next = prefetched.transpose()?;
+        let (loss, parts) = step?;
+        let mut entry = IterationLog {
+            iteration: t + 1,
+            loss,
+            parts,
+            lambda: cfg.lambda_at(t),
+            lr: cfg.lr_at(t),
+            seconds: start.elapsed().as_secs_f64(),
+            validation_dice: None,
+        };
+        let done = t + 1;
+        let finished = done == cfg.iterations;
+        if !validation.is_empty()
+            && cfg.validate_every > 0
+            && (done % cfg.validate_every == 0 || finished)
+        {
+            let dice = validate(&cfg, &refs, req.data, &validation)?;
+            entry.validation_dice = Some(dice);
+            let improved = best.is_none_or(|(_, d)| dice > d);
+            if improved {
+                best = Some((done, dice));
+                export(run_dir, &cfg, &refs, done)?;
+            }
+            on_event(Event::Validated {
+                iteration: done,
+                dice,
+                best: improved,
+            });
+        }
+        writeln!(
+            log,
+            "{}",
+            serde_json::to_string(&entry).map_err(|e| TrainError::Other(e.to_string()))?
+        )
+        .map_err(|e| TrainError::file(&run_dir.join(LOG_FILE), e))?;
+        log.flush()
+            .map_err(|e| TrainError::file(&run_dir.join(LOG_FILE), e))?;
+        on_event(Event::Iteration(&entry));
+        if finished || (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) {
+            let state = TrainerState::new(done, cfg.clone(), dataset_dir.clone(), best);
+            checkpoint::save(run_dir, &refs, &sgd.state()?, &state)?;
+            on_event(Event::Checkpoint { iteration: done });
+        }
+        last = Some(entry);
+    }
+    let run = if best.is_none() {
+        export(run_dir, &cfg, &refs, cfg.iterations)?
+    } else {
+        RunInfo::read(run_dir)?
+    };
+    Ok(TrainOutcome { run, last, best })
+}
+
+/// Forward, objective, backward and update for one batch; returns the loss
+/// and its parts, or an error if any is not finite (nothing is updated then).
+fn train_step(
+    cfg: &TrainConfig,
+    nets: &[&VNet],
+    sgd: &mut Sgd,
+    batch: &HostBatch,
+    device: &Device,
+) -> Result<(f64, BTreeMap<String, f64>)> {
+    let t = batch.iteration;
+    let (image, label, sdm) = to_device(batch, cfg.patch, device)?;
+    let mut dropout_rng = rng_for(cfg.seed, Stream::Dropout, t as u64);
+    let outputs = nets
+        .iter()
+        .map(|n| n.forward(&image, true, Dropout::Seeded(&mut dropout_rng)))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let targets = Targets {
+        label: &label,
+        sdm: sdm.as_ref(),
+        labelled: batch.labelled,
+    };
+    let obj = objective(cfg.method, cfg, &outputs, &targets, cfg.lambda_at(t))?;
+    let loss = obj.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let mut parts = BTreeMap::new();
+    for (name, v) in &obj.parts {
+        parts.insert(
+            name.to_string(),
+            v.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+        );
+    }
+    if !loss.is_finite() {
+        return Err(TrainError::NonFinite {
+            iteration: t + 1,
+            loss,
+            parts: format!("{parts:?}"),
+        });
+    }
+    let grads = obj.total.backward()?;
+    sgd.step(&grads, cfg.lr_at(t))?;
+    Ok((loss, parts))
+}
+
+/// Mean Dice of the students on the validation cases, on their original grids.
+fn validate(
+    cfg: &TrainConfig,
+    nets: &[&VNet],
+    data: &PreparedDataset,
+    cases: &[&dtml_volume::CaseRecord],
+) -> Result<f64> {
+    use crate::infer::{Ensemble, InferenceOptions, Students};
+    let students = Students {
+        region: Some(nets[0]),
+        boundary: nets.get(1).copied(),
+    };
+    let opts = InferenceOptions {
+        patch: cfg.patch,
+        stride: cfg.validation_stride,
+        ensemble: if nets.len() == 2 {
+            Ensemble::Both
+        } else {
+            Ensemble::Region
+        },
+        ..InferenceOptions::default()
+    };
+    let results = crate::evaluate::evaluate_prepared(
+        &students,
+        data,
+        cases,
+        &opts,
+        dtml_edt::Units::Millimetres,
+        &mut |_| {},
+    )?;
+    let dices: Vec<f64> = results
+        .iter()
+        .map(|r| r.metrics.dice.unwrap_or(1.0))
+        .collect();
+    Ok(dices.iter().sum::<f64>() / dices.len().max(1) as f64)
+}
+
+/// Writes the students' weights and `run.json` (what inference reads).
+fn export(run_dir: &Path, cfg: &TrainConfig, nets: &[&VNet], iteration: usize) -> Result<RunInfo> {
+    let mut students = Vec::new();
+    for (net, role) in nets.iter().zip(roles(cfg)) {
+        let file = match role {
+            StudentRole::Region => "student_a.safetensors",
+            StudentRole::Boundary => "student_b.safetensors",
+        };
+        net.save_safetensors(&run_dir.join(file))?;
+        students.push(StudentFile {
+            role,
+            file: file.into(),
+        });
+    }
+    let info = RunInfo {
+        format: RUN_FORMAT.into(),
+        version: RUN_VERSION,
+        method: cfg.method.name().into(),
+        network: nets[0].config().clone(),
+        patch: cfg.patch,
+        foreground: Vec::new(),
+        students,
+        iteration,
+    };
+    info.write(run_dir)?;
+    Ok(info)
+}
+
+/// Opens the log for appending, first dropping lines past `first` (left by
+/// a run that went on after its last checkpoint).
+fn open_log(run_dir: &Path, first: usize) -> Result<std::fs::File> {
+    let path: PathBuf = run_dir.join(LOG_FILE);
+    let kept: Vec<String> = match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| serde_json::from_str::<IterationLog>(l).is_ok_and(|e| e.iteration <= first))
+            .map(str::to_string)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let mut body = kept.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    crate::atomic_write(&path, body.as_bytes())?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| TrainError::file(&path, e))
+}
+
+/// Reads a run's log.
+pub fn read_log(run_dir: &Path) -> Result<Vec<IterationLog>> {
+    let path = run_dir.join(LOG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::file(&path, e))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l)
+                .map_err(|e| TrainError::file(&path, format!("bad log line: {e}")))
+        })
+        .collect()
+}
