@@ -5,7 +5,7 @@ use crate::progress::bar;
 use anyhow::{Context, Result, bail};
 use dtml_volume::dataset::{self, OpenOptions};
 use dtml_volume::{Dataset, LabelledSpec, Layout, PrepareOptions, Role, ScanCrop, prepare};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct PrepareArgs {
@@ -83,11 +83,41 @@ pub fn run(a: PrepareArgs) -> Result<()> {
         },
         reference_crop: a.reference_crop,
     };
+    prepare_split(&ds, &split, &a.data, &a.out, &options)
+}
+
+/// Prepares a dataset folder with the default split: the first 20 % of the
+/// training cases labelled, the rest unlabelled, the test set as found.
+pub fn prepare_folder(
+    data: &Path,
+    out: &Path,
+    patch: [usize; 3],
+    margin: [Option<usize>; 3],
+) -> Result<()> {
+    let ds = Dataset::open(data, OpenOptions { channel: 0 })?;
+    let split = dataset::split(&ds, &LabelledSpec::Fraction(0.2), None, None)?;
+    let options = PrepareOptions {
+        patch,
+        margin,
+        foreground: vec![1],
+        scan_crop: ScanCrop::NonZero,
+        reference_crop: false,
+    };
+    prepare_split(&ds, &split, data, out, &options)
+}
+
+fn prepare_split(
+    ds: &Dataset,
+    split: &dataset::Split,
+    data: &Path,
+    out: &Path,
+    options: &PrepareOptions,
+) -> Result<()> {
     let count = |r: Role| split.of(r).count();
     tracing::info!(
         "{:?} dataset at {}: {} labelled, {} unlabelled, {} validation, {} test",
         ds.layout,
-        a.data.display(),
+        data.display(),
         count(Role::Labelled),
         count(Role::Unlabelled),
         count(Role::Validation),
@@ -95,15 +125,13 @@ pub fn run(a: PrepareArgs) -> Result<()> {
     );
     let pb = bar(split.cases.len(), "preparing");
     let start = std::time::Instant::now();
-    let report = prepare(&ds.root, ds.layout, &split, &a.out, &options, &|_| {
-        pb.inc(1)
-    })
-    .with_context(|| format!("preparing {} into {}", a.data.display(), a.out.display()))?;
+    let report = prepare(&ds.root, ds.layout, split, out, options, &|_| pb.inc(1))
+        .with_context(|| format!("preparing {} into {}", data.display(), out.display()))?;
     pb.finish_and_clear();
     tracing::info!(
         "prepared {} cases into {} in {:.1} s ({} warnings)",
         report.cases,
-        a.out.display(),
+        out.display(),
         start.elapsed().as_secs_f64(),
         report.warnings.len()
     );

@@ -22,6 +22,10 @@ use std::time::Instant;
 
 /// File of per-iteration JSON lines inside a run directory.
 pub const LOG_FILE: &str = "log.jsonl";
+/// Loss and validation curves, redrawn at every checkpoint.
+pub const CURVES_FILE: &str = "curves.png";
+/// Mid-slice picture of a case after training.
+pub const OVERLAY_FILE: &str = "overlay.png";
 
 /// What a run trains on and where it writes.
 pub struct TrainRequest<'a> {
@@ -278,6 +282,7 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
         if finished || (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) {
             let state = TrainerState::new(done, cfg.clone(), dataset_dir.clone(), best);
             checkpoint::save(run_dir, &refs, &sgd.state()?, &state)?;
+            crate::plot::loss_curves(&read_log(run_dir)?, &run_dir.join(CURVES_FILE))?;
             on_event(Event::Checkpoint { iteration: done });
         }
         last = Some(entry);
@@ -287,6 +292,13 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
     } else {
         RunInfo::read(run_dir)?
     };
+    let shown = validation
+        .first()
+        .copied()
+        .or_else(|| req.data.cases(Role::Labelled).next());
+    if let Some(case) = shown {
+        overlay(&cfg, &refs, req.data, case, &run_dir.join(OVERLAY_FILE))?;
+    }
     Ok(TrainOutcome { run, last, best })
 }
 
@@ -367,6 +379,42 @@ fn validate(
         .map(|r| r.metrics.dice.unwrap_or(1.0))
         .collect();
     Ok(dices.iter().sum::<f64>() / dices.len().max(1) as f64)
+}
+
+/// Draws the final students' prediction on one prepared case.
+fn overlay(
+    cfg: &TrainConfig,
+    nets: &[&VNet],
+    data: &PreparedDataset,
+    case: &dtml_volume::CaseRecord,
+    path: &Path,
+) -> Result<()> {
+    use crate::infer::{Ensemble, InferenceOptions, Students};
+    let loaded = data.load(case)?;
+    let opts = InferenceOptions {
+        patch: cfg.patch,
+        stride: cfg.validation_stride,
+        ensemble: if nets.len() == 2 {
+            Ensemble::Both
+        } else {
+            Ensemble::Region
+        },
+        disagreement: nets.len() == 2,
+        ..InferenceOptions::default()
+    };
+    let students = Students {
+        region: Some(nets[0]),
+        boundary: nets.get(1).copied(),
+    };
+    let pred = crate::infer::predict_volume(&students, &loaded.image, loaded.shape, &opts)?;
+    crate::plot::overlay(
+        &loaded.image,
+        loaded.label.as_deref(),
+        &pred.mask,
+        pred.disagreement.as_deref(),
+        loaded.shape,
+        path,
+    )
 }
 
 /// Writes the students' weights and `run.json` (what inference reads).
