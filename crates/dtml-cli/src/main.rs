@@ -3,12 +3,17 @@
 
 mod args;
 mod distance;
+mod evaluate;
 mod generate;
 mod info;
 mod masks;
 mod metrics;
+mod model_args;
+mod predict;
 mod prepare;
 mod progress;
+mod report;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +40,12 @@ enum Command {
     Distance(distance::DistanceArgs),
     /// Dice, Jaccard, hd95, ASD and ASSD of predictions against references.
     Metrics(metrics::MetricsArgs),
+    /// Segment scans with trained students (a run directory or V-Net weights).
+    Predict(predict::PredictArgs),
+    /// Predict the test cases of a prepared or dataset folder and score them.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Train students on a prepared dataset (no dataset: the whole demo job).
+    Train(train::TrainArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +63,9 @@ fn main() -> std::process::ExitCode {
         Command::Info(a) => info::run(a),
         Command::Distance(a) => distance::run(a),
         Command::Metrics(a) => metrics::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Evaluate(a) => evaluate::run(a),
+        Command::Train(a) => train::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

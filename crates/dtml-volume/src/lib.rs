@@ -35,7 +35,7 @@ pub use error::{Result, VolumeError};
 pub use geometry::{Affine, Geometry, NiftiGeometry};
 pub use nii::{ReadOptions, write_mask, write_nifti};
 pub use prepare::{
-    CaseRecord, Manifest, PrepareOptions, PreparedCase, PreparedDataset, ScanCrop, prepare,
+    CaseRecord, Manifest, PrepareOptions, PreparedCase, PreparedDataset, ScanCrop, ZScore, prepare,
 };
 pub use volume::{DataType, Volume, VoxelData};
 

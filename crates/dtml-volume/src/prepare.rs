@@ -15,7 +15,7 @@ use crate::dataset::{CaseFiles, Role, Split};
 use crate::error::{Result, VolumeError};
 use crate::geometry::Geometry;
 use crate::nii::ReadOptions;
-use crate::volume::{DataType, Volume};
+use crate::volume::{DataType, Volume, VoxelData};
 use crate::{Layout, read_volume_with};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,59 @@ pub enum ScanCrop {
     NonZero,
     /// Not cropped.
     None,
+}
+
+/// The intensity normalisation of preparation and inference: a z-score
+/// over the whole volume with the population standard deviation, computed
+/// in f64. A constant image gets `std = 1` (all intensities become 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ZScore {
+    pub mean: f64,
+    pub std: f64,
+    /// The image is constant (standard deviation below 1e-12).
+    pub constant: bool,
+}
+
+impl ZScore {
+    /// Mean and standard deviation of `values` (f32 or f64 intensities).
+    pub fn of<T: Copy + Into<f64>>(values: &[T]) -> ZScore {
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().map(|&v| v.into()).sum::<f64>() / n;
+        let var = values
+            .iter()
+            .map(|&v| {
+                let d = v.into() - mean;
+                d * d
+            })
+            .sum::<f64>()
+            / n;
+        let std = var.sqrt();
+        let constant = std < 1e-12;
+        ZScore {
+            mean,
+            std: if constant { 1.0 } else { std },
+            constant,
+        }
+    }
+
+    /// Mean and standard deviation of a volume's voxels, in their stored type.
+    pub fn of_data(data: &VoxelData) -> ZScore {
+        match data {
+            VoxelData::U8(v) => ZScore::of(v),
+            VoxelData::I8(v) => ZScore::of(v),
+            VoxelData::I16(v) => ZScore::of(v),
+            VoxelData::U16(v) => ZScore::of(v),
+            VoxelData::I32(v) => ZScore::of(v),
+            VoxelData::U32(v) => ZScore::of(v),
+            VoxelData::F32(v) => ZScore::of(v),
+            VoxelData::F64(v) => ZScore::of(v),
+        }
+    }
+
+    /// The normalised value of one intensity, as stored (f32).
+    pub fn apply(&self, v: f64) -> f32 {
+        ((v - self.mean) / self.std) as f32
+    }
 }
 
 /// Options of [`prepare`].
@@ -510,16 +563,12 @@ fn prepare_case(
     }
     // z-score over the whole original volume, in f64 for stability.
     let values = image.data.to_f64();
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
-    let mut std = var.sqrt();
-    if std < 1e-12 {
+    let zscore = ZScore::of(&values);
+    if zscore.constant {
         warnings.push(format!(
             "{}: image is constant; intensities set to 0",
             case.image.display()
         ));
-        std = 1.0;
     }
     let content = match (&label, options.scan_crop) {
         (Some((_, (_, mask, _))), _) if label_for_crop => {
@@ -545,7 +594,7 @@ fn prepare_case(
             let dst = (qz * shape[1] + qy) * shape[0] + pad_before[0];
             let src = (z * ny + y) * nx + lo[0];
             for i in 0..crop[0] {
-                img[dst + i] = ((values[src + i] - mean) / std) as f32;
+                img[dst + i] = zscore.apply(values[src + i]);
             }
             if let (Some(l), Some((_, (_, mask, _)))) = (lab.as_mut(), &label) {
                 l[dst..dst + crop[0]].copy_from_slice(&mask[src..src + crop[0]]);
@@ -573,8 +622,8 @@ fn prepare_case(
         crop_start: lo,
         crop_end: hi,
         pad_before,
-        intensity_mean: mean,
-        intensity_std: std,
+        intensity_mean: zscore.mean,
+        intensity_std: zscore.std,
         foreground_voxels,
     };
     Ok(Prepared {
@@ -604,4 +653,24 @@ fn write_case(path: &Path, shape: [usize; 3], image: &[f32], label: Option<&[u8]
     let bytes = safetensors::serialize(views, None)
         .map_err(|e| VolumeError::invalid(path, e.to_string()))?;
     write_bytes_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zscore_is_the_population_statistic_in_f64() {
+        let z = ZScore::of(&[1.0f32, 2.0, 3.0, 4.0]);
+        assert_eq!(z.mean, 2.5);
+        assert!((z.std - 1.25f64.sqrt()).abs() < 1e-15);
+        assert!(!z.constant);
+        assert_eq!(z.apply(2.5), 0.0);
+        let typed = ZScore::of_data(&VoxelData::I16(vec![1, 2, 3, 4]));
+        assert_eq!(typed, z);
+        let flat = ZScore::of(&[7.0f64; 5]);
+        assert!(flat.constant);
+        assert_eq!((flat.mean, flat.std), (7.0, 1.0));
+        assert_eq!(flat.apply(7.0), 0.0);
+    }
 }

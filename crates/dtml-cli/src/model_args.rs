@@ -1,0 +1,123 @@
+//! Flags shared by `dtml predict` and `dtml evaluate`: which trained
+//! students to load, on which device, and how to slide the window.
+
+use crate::args::triple;
+use anyhow::{Context, Result, bail};
+use dtml_train::students::{LoadedStudents, load_models, select_device};
+use dtml_train::{Ensemble, InferenceOptions, StudentRole};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// A run directory (run.json), or a weight file: our .safetensors or a
+    /// PyTorch .pth of the UA-MT/DTC/DTML V-Net. Give two weight files for
+    /// the two students (region, then boundary).
+    #[arg(long, required = true, num_args = 1)]
+    model: Vec<PathBuf>,
+    /// Sliding-window patch x,y,z, multiples of 16 [default: the run's
+    /// training patch, else 112,112,80].
+    #[arg(long, value_parser = triple::<usize>)]
+    patch: Option<[usize; 3]>,
+    /// Sliding-window strides x,y,z in voxels.
+    #[arg(long, value_parser = triple::<usize>, default_value = "18,18,4")]
+    stride: [usize; 3],
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 2)]
+    batch: usize,
+    /// Which students predict: the ensemble (mean of both), region or
+    /// boundary [default: ensemble with two students, else the one given;
+    /// a single weight file is the region student unless this says boundary].
+    #[arg(long, value_parser = ["ensemble", "region", "boundary"])]
+    student: Option<String>,
+    /// Foreground where the averaged probability is above this.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+    /// Keep every connected component (by default only the largest,
+    /// 26-connected, is kept).
+    #[arg(long)]
+    no_largest_component: bool,
+    /// Device to run the networks on: cpu, or cuda (GPU 0; needs a build
+    /// with --features cuda).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    device: String,
+}
+
+impl ModelArgs {
+    /// The --model arguments as given.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.model
+    }
+
+    /// Loads the students and settles the inference options.
+    pub fn load(&self, disagreement: bool) -> Result<(LoadedStudents, InferenceOptions)> {
+        let device = select_device(&self.device)?;
+        let single = match self.student.as_deref() {
+            Some("boundary") => StudentRole::Boundary,
+            _ => StudentRole::Region,
+        };
+        let shown: Vec<String> = self.model.iter().map(|m| m.display().to_string()).collect();
+        let loaded = load_models(&self.model, single, &device)
+            .with_context(|| format!("loading --model {}", shown.join(" ")))?;
+        let students = loaded.students();
+        let ensemble = match self.student.as_deref() {
+            Some(name) => Ensemble::from_name(name)?,
+            None => match (students.region.is_some(), students.boundary.is_some()) {
+                (true, true) => Ensemble::Both,
+                (true, false) => Ensemble::Region,
+                _ => Ensemble::Boundary,
+            },
+        };
+        if ensemble == Ensemble::Both && (students.region.is_none() || students.boundary.is_none())
+        {
+            bail!(
+                "the ensemble needs two students: give --model twice (region, then boundary weights) or choose --student region or boundary"
+            );
+        }
+        if disagreement && (students.region.is_none() || students.boundary.is_none()) {
+            bail!(
+                "--disagreement compares two students: give --model twice (region, then boundary)"
+            );
+        }
+        let patch = self
+            .patch
+            .or_else(|| loaded.patch())
+            .unwrap_or(InferenceOptions::default().patch);
+        if let Some(c) = loaded.config() {
+            tracing::info!(
+                "{} (V-Net width {}, {} input channel(s)); {:?} on {}, patch {:?}, strides {:?}",
+                shown.join(" + "),
+                c.width,
+                c.in_channels,
+                ensemble,
+                self.device,
+                patch,
+                self.stride
+            );
+        }
+        let opts = InferenceOptions {
+            patch,
+            stride: self.stride,
+            batch: self.batch,
+            ensemble,
+            threshold: self.threshold,
+            largest_component: !self.no_largest_component,
+            disagreement,
+        };
+        Ok((loaded, opts))
+    }
+}
+
+/// A description of the settings for reports.
+pub fn describe(opts: &InferenceOptions) -> serde_json::Value {
+    serde_json::json!({
+        "patch": opts.patch,
+        "stride": opts.stride,
+        "student": match opts.ensemble {
+            Ensemble::Both => "ensemble",
+            Ensemble::Region => "region",
+            Ensemble::Boundary => "boundary",
+        },
+        "threshold": opts.threshold,
+        "largest_component": opts.largest_component,
+    })
+}

@@ -1,0 +1,233 @@
+//! Per-case segmentation metrics with their summary, as a table on screen,
+//! JSON and CSV (shared by `dtml metrics` and `dtml evaluate`).
+
+use dtml_edt::{EmptyScoring, MeanStd, SegmentationMetrics, Summary, SurfaceDistances, summarize};
+use serde_json::{Value, json};
+
+/// Scored cases and their summary.
+pub struct Report {
+    pub rows: Vec<(String, SegmentationMetrics)>,
+    pub summary: Summary,
+    /// "mm" or "voxels".
+    pub unit: &'static str,
+    pub reference_scoring: bool,
+}
+
+impl Report {
+    pub fn new(
+        rows: Vec<(String, SegmentationMetrics)>,
+        voxels: bool,
+        reference_scoring: bool,
+    ) -> Report {
+        let scoring = if reference_scoring {
+            EmptyScoring::Reference
+        } else {
+            EmptyScoring::Exclude
+        };
+        let metrics: Vec<SegmentationMetrics> = rows.iter().map(|(_, m)| *m).collect();
+        Report {
+            summary: summarize(&metrics, scoring),
+            rows,
+            unit: if voxels { "voxels" } else { "mm" },
+            reference_scoring,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let s = &self.summary;
+        let cases: Vec<_> = self
+            .rows
+            .iter()
+            .map(|(name, m)| {
+                let d = m.distances.computed();
+                json!({
+                    "case": name, "status": status(m), "dice": m.dice, "jaccard": m.jaccard,
+                    "hd95": d.map(|d| d.hd95), "asd": d.map(|d| d.asd), "assd": d.map(|d| d.assd),
+                    "prediction_voxels": m.prediction_voxels, "reference_voxels": m.reference_voxels,
+                })
+            })
+            .collect();
+        let ms = |m: MeanStd| json!({"mean": finite(m.mean), "std": finite(m.std), "n": m.n});
+        json!({
+            "units": self.unit,
+            "empty_scoring": if self.reference_scoring { "reference" } else { "exclude" },
+            "cases": cases,
+            "summary": {
+                "cases": s.cases, "dice": ms(s.dice), "jaccard": ms(s.jaccard), "hd95": ms(s.hd95),
+                "asd": ms(s.asd), "assd": ms(s.assd), "empty_prediction": s.empty_prediction,
+                "empty_reference": s.empty_reference, "both_empty": s.both_empty,
+            }
+        })
+    }
+
+    /// One row per case, then `mean` and `std` rows; empty fields where a
+    /// metric is undefined.
+    pub fn to_csv(&self) -> String {
+        let u = self.unit;
+        let mut out = format!(
+            "case,status,dice,jaccard,hd95_{u},asd_{u},assd_{u},prediction_voxels,reference_voxels\n"
+        );
+        let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
+        for (name, m) in &self.rows {
+            let d = m.distances.computed();
+            out += &format!(
+                "{},{},{},{},{},{},{},{},{}\n",
+                csv_field(name),
+                status(m),
+                f(m.dice),
+                f(m.jaccard),
+                f(d.map(|d| d.hd95)),
+                f(d.map(|d| d.asd)),
+                f(d.map(|d| d.assd)),
+                m.prediction_voxels,
+                m.reference_voxels
+            );
+        }
+        let s = &self.summary;
+        let g = |m: MeanStd, std: bool| {
+            if m.n == 0 {
+                String::new()
+            } else {
+                format!("{}", if std { m.std } else { m.mean })
+            }
+        };
+        for (label, std) in [("mean", false), ("std", true)] {
+            out += &format!(
+                "{label},,{},{},{},{},{},,\n",
+                g(s.dice, std),
+                g(s.jaccard, std),
+                g(s.hd95, std),
+                g(s.asd, std),
+                g(s.assd, std)
+            );
+        }
+        out
+    }
+
+    pub fn print_table(&self) {
+        let unit = self.unit;
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        println!(
+            "{:<24} {:>8} {:>8} {:>10} {:>10} {:>10}  status",
+            "case",
+            "dice",
+            "jaccard",
+            format!("hd95 {unit}"),
+            format!("asd {unit}"),
+            format!("assd {unit}")
+        );
+        for (name, m) in &self.rows {
+            let d = m.distances.computed();
+            println!(
+                "{name:<24} {:>8} {:>8} {:>10} {:>10} {:>10}  {}",
+                f(m.dice),
+                f(m.jaccard),
+                f(d.map(|d| d.hd95)),
+                f(d.map(|d| d.asd)),
+                f(d.map(|d| d.assd)),
+                status(m)
+            );
+        }
+        let s = &self.summary;
+        let g = |m: MeanStd| {
+            if m.n == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.4}", m.mean)
+            }
+        };
+        let sd = |m: MeanStd| {
+            if m.n == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.4}", m.std)
+            }
+        };
+        println!(
+            "{:<24} {:>8} {:>8} {:>10} {:>10} {:>10}",
+            "mean",
+            g(s.dice),
+            g(s.jaccard),
+            g(s.hd95),
+            g(s.asd),
+            g(s.assd)
+        );
+        println!(
+            "{:<24} {:>8} {:>8} {:>10} {:>10} {:>10}",
+            "std",
+            sd(s.dice),
+            sd(s.jaccard),
+            sd(s.hd95),
+            sd(s.asd),
+            sd(s.assd)
+        );
+        if s.empty_prediction + s.empty_reference + s.both_empty > 0 {
+            println!(
+                "empty: {} prediction(s), {} reference(s), {} both; {}",
+                s.empty_prediction,
+                s.empty_reference,
+                s.both_empty,
+                if self.reference_scoring {
+                    "empty predictions scored 0 (reference scoring)"
+                } else {
+                    "left out of the distance means"
+                }
+            );
+        }
+    }
+}
+
+/// How a case's distances came out.
+pub fn status(m: &SegmentationMetrics) -> &'static str {
+    match m.distances {
+        SurfaceDistances::Computed(_) => "ok",
+        SurfaceDistances::EmptyPrediction => "empty prediction",
+        SurfaceDistances::EmptyReference => "empty reference",
+        SurfaceDistances::BothEmpty => "both empty",
+    }
+}
+
+/// NaN (no case contributed) as JSON null.
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// A CSV field, quoted when it holds a comma, quote or newline.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dtml_edt::{Units, surface_metrics};
+
+    #[test]
+    fn csv_and_json_carry_every_case_and_the_summary() {
+        let a: Vec<u8> = (0..64).map(|i| (i % 8 < 4 && i / 8 < 4) as u8).collect();
+        let b: Vec<u8> = (0..64).map(|i| (i % 8 < 5 && i / 8 < 4) as u8).collect();
+        let m = surface_metrics(&a, &b, &[1, 8, 8], &[1.0; 3], Units::Voxels).unwrap();
+        let e = surface_metrics(&[0u8; 64], &b, &[1, 8, 8], &[1.0; 3], Units::Voxels).unwrap();
+        let r = Report::new(vec![("a,1".into(), m), ("e".into(), e)], true, false);
+        let csv = r.to_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 5);
+        assert!(lines[0].starts_with("case,status,dice,jaccard,hd95_voxels"));
+        assert!(lines[1].starts_with("\"a,1\",ok,0.888"), "{}", lines[1]);
+        assert!(
+            lines[2].starts_with("e,empty prediction,0,0,,,"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[3].starts_with("mean,,0.444"), "{}", lines[3]);
+        let j = r.to_json();
+        assert_eq!(j["summary"]["empty_prediction"], 1);
+        assert_eq!(j["summary"]["hd95"]["n"], 1);
+        assert_eq!(j["cases"][1]["hd95"], Value::Null);
+        assert_eq!(j["units"], "voxels");
+    }
+}

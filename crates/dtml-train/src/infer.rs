@@ -1,0 +1,820 @@
+//! Sliding-window inference: a whole scan through one or both students,
+//! exactly as the reference `test_single_case` of the UA-MT / DTC / DTML
+//! code does it, then the ensemble, the threshold and the largest
+//! connected component.
+//!
+//! Per axis (sizes in (x, y, z), memory x fastest): an axis smaller than
+//! the patch is zero-padded to the patch size (`pad // 2` before, the rest
+//! after); `ceil((size - patch) / stride) + 1` windows start at
+//! `min(stride * i, size - patch)`; every window's probabilities are added
+//! into a score map, which is divided by the number of windows covering
+//! each voxel; the padding is cropped away. The windows are visited in the
+//! reference's order (x outer, z inner) and pushed through the networks in
+//! batches, in evaluation mode (running BN statistics, no dropout).
+//!
+//! The region student contributes `p_A = sigmoid(seg_logits)`, the
+//! boundary student `q_B = sigmoid(-k * d_B)` with `k = 1500` and `d_B` its
+//! SDM head after tanh; [`Ensemble::Both`] averages the two per window.
+
+use crate::error::{Result, TrainError};
+use candle_core::{DType, Device, Tensor};
+use dtml_model::{Dropout, VNet};
+use dtml_volume::{ReadOptions, Volume, ZScore};
+use rayon::prelude::*;
+use std::path::Path;
+
+/// Sharpness `k` of the SDM-to-mask transform `sigmoid(-k d)`.
+pub const SHARPNESS: f32 = 1500.0;
+
+/// The networks available for inference.
+#[derive(Clone, Copy, Default)]
+pub struct Students<'a> {
+    /// Student A: its segmentation head gives `p_A`.
+    pub region: Option<&'a VNet>,
+    /// Student B: its SDM head gives `q_B = sigmoid(-k d_B)`.
+    pub boundary: Option<&'a VNet>,
+}
+
+/// Which students' probabilities make the prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ensemble {
+    /// The mean of `p_A` and `q_B` (the method's inference).
+    #[default]
+    Both,
+    /// `p_A` alone (what the released test script does).
+    Region,
+    /// `q_B` alone.
+    Boundary,
+}
+
+impl Ensemble {
+    /// The ensemble by name: `ensemble` (or `both`), `region`, `boundary`.
+    pub fn from_name(name: &str) -> Result<Ensemble> {
+        match name {
+            "ensemble" | "both" => Ok(Ensemble::Both),
+            "region" => Ok(Ensemble::Region),
+            "boundary" => Ok(Ensemble::Boundary),
+            other => Err(TrainError::Config(format!(
+                "unknown student {other:?} (expected ensemble, region or boundary)"
+            ))),
+        }
+    }
+}
+
+/// Settings of [`predict_volume`]. Sizes and strides are (x, y, z).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferenceOptions {
+    /// Window size; a multiple of 16 on every axis (the V-Net halves the
+    /// resolution four times).
+    pub patch: [usize; 3],
+    /// Window step; between 1 and the patch size on every axis.
+    pub stride: [usize; 3],
+    /// Windows per forward pass.
+    pub batch: usize,
+    pub ensemble: Ensemble,
+    /// A voxel is foreground when its averaged probability is above this.
+    pub threshold: f32,
+    /// Keep only the largest 26-connected component of the mask.
+    pub largest_component: bool,
+    /// Also compute the averaged `|p_A - q_B|` (needs both students).
+    pub disagreement: bool,
+}
+
+impl Default for InferenceOptions {
+    fn default() -> Self {
+        InferenceOptions {
+            patch: [112, 112, 80],
+            stride: [18, 18, 4],
+            batch: 2,
+            ensemble: Ensemble::Both,
+            threshold: 0.5,
+            largest_component: true,
+            disagreement: false,
+        }
+    }
+}
+
+/// A prediction on the input grid (x fastest).
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// (x, y, z), the input's shape.
+    pub shape: [usize; 3],
+    /// Overlap-averaged foreground probability of the chosen ensemble.
+    pub probability: Vec<f32>,
+    /// 1 where `probability > threshold` (after the largest-component
+    /// filter when asked), else 0.
+    pub mask: Vec<u8>,
+    /// Overlap-averaged `|p_A - q_B|`, when asked.
+    pub disagreement: Option<Vec<f32>>,
+}
+
+/// The window layout along one axis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AxisWindows {
+    /// Size of the axis in the input.
+    pub size: usize,
+    /// Size after zero-padding to at least the patch.
+    pub padded: usize,
+    /// Zeros added before the input (`(padded - size) / 2`).
+    pub pad_before: usize,
+    /// First voxel of each window in the padded axis.
+    pub starts: Vec<usize>,
+}
+
+impl AxisWindows {
+    /// The reference's layout for `size` voxels, windows of `patch`, steps
+    /// of `stride` (both positive, `stride <= patch` for full coverage).
+    pub fn new(size: usize, patch: usize, stride: usize) -> AxisWindows {
+        let padded = size.max(patch);
+        let pad_before = (padded - size) / 2;
+        let count = (padded - patch).div_ceil(stride) + 1;
+        let starts = (0..count)
+            .map(|i| (stride * i).min(padded - patch))
+            .collect();
+        AxisWindows {
+            size,
+            padded,
+            pad_before,
+            starts,
+        }
+    }
+
+    /// How many windows cover each voxel of the padded axis.
+    pub fn coverage(&self, patch: usize) -> Vec<u32> {
+        let mut c = vec![0u32; self.padded];
+        for &s in &self.starts {
+            for v in &mut c[s..s + patch] {
+                *v += 1;
+            }
+        }
+        c
+    }
+}
+
+/// Numerically stable logistic function.
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Z-scores intensities in place with preparation's normalisation
+/// ([`dtml_volume::ZScore`]: mean and population standard deviation over
+/// the whole volume, in f64; a constant image becomes 0).
+pub fn zscore(image: &mut [f32]) {
+    let z = ZScore::of(image);
+    image.par_iter_mut().for_each(|v| *v = z.apply(*v as f64));
+}
+
+/// Reads a 3D scan (NIfTI or NRRD; `channel` picks one volume of a 4D
+/// file) and returns it with its z-scored intensities, normalised in the
+/// stored type exactly as preparation does.
+pub fn read_scan(path: &Path, channel: Option<usize>) -> Result<(Volume, Vec<f32>)> {
+    let volume = dtml_volume::read_volume_with(path, ReadOptions { channel })?;
+    if volume.shape.contains(&1) {
+        return Err(TrainError::file(
+            path,
+            format!(
+                "shape {:?} (x, y, z) has an axis of length 1: a 2D image, but dtml segments 3D volumes",
+                volume.shape
+            ),
+        ));
+    }
+    volume.check_finite(path)?;
+    let z = ZScore::of_data(&volume.data);
+    if z.constant {
+        tracing::warn!(
+            "{}: the image is constant; its intensities become 0",
+            path.display()
+        );
+    }
+    let data = &volume.data;
+    let image = (0..volume.len())
+        .into_par_iter()
+        .map(|i| z.apply(data.get_f64(i)))
+        .collect();
+    Ok((volume, image))
+}
+
+/// Checks a network for single-channel, single-class sigmoid inference.
+fn check_network(net: &VNet, which: &str) -> Result<()> {
+    let c = net.config();
+    if c.in_channels != 1 {
+        return Err(TrainError::Config(format!(
+            "the {which} student takes {} input channels; inference feeds one (a single z-scored scan)",
+            c.in_channels
+        )));
+    }
+    if c.classes != 1 {
+        return Err(TrainError::Config(format!(
+            "the {which} student has {} output classes; inference supports the binary (one sigmoid channel) V-Net",
+            c.classes
+        )));
+    }
+    Ok(())
+}
+
+/// Checks options, shapes and students before any work.
+fn validate(
+    students: &Students,
+    image: &[f32],
+    shape: [usize; 3],
+    opts: &InferenceOptions,
+) -> Result<()> {
+    let voxels = shape
+        .iter()
+        .try_fold(1usize, |n, &s| n.checked_mul(s))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            TrainError::Config(format!(
+                "volume shape {shape:?} must be positive on every axis"
+            ))
+        })?;
+    if voxels != image.len() {
+        return Err(TrainError::Config(format!(
+            "image holds {} voxels but shape {shape:?} needs {voxels}",
+            image.len()
+        )));
+    }
+    for a in 0..3 {
+        let (p, s) = (opts.patch[a], opts.stride[a]);
+        if p == 0 || !p.is_multiple_of(16) {
+            return Err(TrainError::Config(format!(
+                "patch {:?}: every size must be a positive multiple of 16 (the V-Net halves it four times)",
+                opts.patch
+            )));
+        }
+        if s == 0 || s > p {
+            return Err(TrainError::Config(format!(
+                "stride {:?}: every step must be between 1 and the patch size {:?} (larger steps leave voxels no window covers)",
+                opts.stride, opts.patch
+            )));
+        }
+    }
+    if opts.batch == 0 {
+        return Err(TrainError::Config("batch must be at least 1".into()));
+    }
+    if !(0.0..=1.0).contains(&opts.threshold) {
+        return Err(TrainError::Config(format!(
+            "threshold {} must be in [0, 1]",
+            opts.threshold
+        )));
+    }
+    let (need_region, need_boundary) = needs(opts);
+    if need_region && students.region.is_none() {
+        return Err(TrainError::Config(format!(
+            "{} needs the region student, which was not given",
+            what_needs(opts, true)
+        )));
+    }
+    if need_boundary && students.boundary.is_none() {
+        return Err(TrainError::Config(format!(
+            "{} needs the boundary student, which was not given",
+            what_needs(opts, false)
+        )));
+    }
+    if let Some(r) = students.region.filter(|_| need_region) {
+        check_network(r, "region")?;
+    }
+    if let Some(b) = students.boundary.filter(|_| need_boundary) {
+        check_network(b, "boundary")?;
+    }
+    if let (Some(r), Some(b)) = (students.region, students.boundary)
+        && need_region
+        && need_boundary
+        && !r.device().same_device(b.device())
+    {
+        return Err(TrainError::Config(
+            "the two students live on different devices".into(),
+        ));
+    }
+    if let Some((i, v)) = image.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(TrainError::Config(format!(
+            "image voxel {i} holds {v}: NaN or infinite intensities cannot be segmented"
+        )));
+    }
+    Ok(())
+}
+
+/// Which students a run needs: (region, boundary).
+fn needs(opts: &InferenceOptions) -> (bool, bool) {
+    (
+        opts.ensemble != Ensemble::Boundary || opts.disagreement,
+        opts.ensemble != Ensemble::Region || opts.disagreement,
+    )
+}
+
+fn what_needs(opts: &InferenceOptions, region: bool) -> &'static str {
+    let ensemble_needs = match opts.ensemble {
+        Ensemble::Both => true,
+        Ensemble::Region => region,
+        Ensemble::Boundary => !region,
+    };
+    match (ensemble_needs, opts.ensemble) {
+        (true, Ensemble::Both) => "the ensemble of both students",
+        (true, Ensemble::Region) => "region-only inference",
+        (true, Ensemble::Boundary) => "boundary-only inference",
+        (false, _) => "the disagreement map",
+    }
+}
+
+/// Copies window `w` (start (x, y, z) in the padded volume `dims`) into `dst`.
+fn extract(padded: &[f32], dims: [usize; 3], w: [usize; 3], patch: [usize; 3], dst: &mut [f32]) {
+    let [px, py, _] = dims;
+    let [wx, wy, _] = patch;
+    for (zz, plane) in dst.chunks_mut(wx * wy).enumerate() {
+        for (yy, row) in plane.chunks_mut(wx).enumerate() {
+            let src = ((w[2] + zz) * py + w[1] + yy) * px + w[0];
+            row.copy_from_slice(&padded[src..src + wx]);
+        }
+    }
+}
+
+/// Adds a window's values into the padded accumulator, planes in parallel.
+fn accumulate(acc: &mut [f32], dims: [usize; 3], w: [usize; 3], patch: [usize; 3], src: &[f32]) {
+    let [px, py, _] = dims;
+    let [wx, wy, wz] = patch;
+    acc.par_chunks_mut(px * py)
+        .skip(w[2])
+        .take(wz)
+        .zip(src.par_chunks(wx * wy))
+        .for_each(|(plane, s)| {
+            for (yy, srow) in s.chunks(wx).enumerate() {
+                let start = (w[1] + yy) * px + w[0];
+                for (a, &b) in plane[start..start + wx].iter_mut().zip(srow) {
+                    *a += b;
+                }
+            }
+        });
+}
+
+/// A network output as f32 values on the CPU, through `f`.
+fn probabilities(t: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Result<Vec<f32>> {
+    let mut v = t
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    v.par_iter_mut().for_each(|x| *x = f(*x));
+    Ok(v)
+}
+
+/// Whole-volume sliding-window inference of `image` (z-scored, x fastest,
+/// `shape` (x, y, z)). See the module documentation for the procedure.
+pub fn predict_volume(
+    students: &Students,
+    image: &[f32],
+    shape: [usize; 3],
+    opts: &InferenceOptions,
+) -> Result<Prediction> {
+    validate(students, image, shape, opts)?;
+    let (need_region, need_boundary) = needs(opts);
+    let region = students.region.filter(|_| need_region);
+    let boundary = students.boundary.filter(|_| need_boundary);
+    let Some(net) = region.or(boundary) else {
+        return Err(TrainError::Config("no student to run".into()));
+    };
+    let device = net.device().clone();
+    let dtype = net
+        .get("out_conv2.weight")
+        .map_or(DType::F32, |v| v.dtype());
+    let [wx, wy, wz] = opts.patch;
+    sliding_window(image, shape, opts, |input, n| {
+        let x = Tensor::from_vec(input, (n, 1, wz, wy, wx), &device)?.to_dtype(dtype)?;
+        let p_a = match region {
+            Some(r) => Some(probabilities(
+                &r.forward(&x, false, Dropout::Off)?.seg_logits,
+                sigmoid,
+            )?),
+            None => None,
+        };
+        let q_b = match boundary {
+            Some(b) => Some(probabilities(
+                &b.forward(&x, false, Dropout::Off)?.sdm,
+                |d| sigmoid(-SHARPNESS * d),
+            )?),
+            None => None,
+        };
+        Ok((p_a, q_b))
+    })
+}
+
+/// The sliding window around a batch function: `forward(windows, n)` gets
+/// `n` windows (each `(Z, Y, X)` of the patch, x fastest) and returns the
+/// region and boundary probabilities of those the options need.
+pub(crate) fn sliding_window(
+    image: &[f32],
+    shape: [usize; 3],
+    opts: &InferenceOptions,
+    mut forward: impl FnMut(Vec<f32>, usize) -> Result<(Option<Vec<f32>>, Option<Vec<f32>>)>,
+) -> Result<Prediction> {
+    let axes: [AxisWindows; 3] =
+        std::array::from_fn(|a| AxisWindows::new(shape[a], opts.patch[a], opts.stride[a]));
+    let dims = [axes[0].padded, axes[1].padded, axes[2].padded];
+    let pad = [axes[0].pad_before, axes[1].pad_before, axes[2].pad_before];
+    let [nx, ny, _] = shape;
+    let [px, py, pz] = dims;
+
+    // The zero-padded volume.
+    let mut padded = vec![0f32; px * py * pz];
+    padded
+        .par_chunks_mut(px * py)
+        .skip(pad[2])
+        .take(shape[2])
+        .enumerate()
+        .for_each(|(z, plane)| {
+            for y in 0..ny {
+                let dst = (pad[1] + y) * px + pad[0];
+                let src = (z * ny + y) * nx;
+                plane[dst..dst + nx].copy_from_slice(&image[src..src + nx]);
+            }
+        });
+
+    // The reference's loop order: x outer, then y, z inner.
+    let mut windows = Vec::new();
+    for &x in &axes[0].starts {
+        for &y in &axes[1].starts {
+            for &z in &axes[2].starts {
+                windows.push([x, y, z]);
+            }
+        }
+    }
+    let wvox = opts.patch.iter().product::<usize>();
+    tracing::debug!(
+        "sliding window: {} windows of {:?} over padded {:?}, batch {}",
+        windows.len(),
+        opts.patch,
+        dims,
+        opts.batch
+    );
+
+    let mut score = vec![0f32; px * py * pz];
+    let mut disagreement = opts.disagreement.then(|| vec![0f32; px * py * pz]);
+    for chunk in windows.chunks(opts.batch.max(1)) {
+        let n = chunk.len();
+        let mut input = vec![0f32; n * wvox];
+        input
+            .par_chunks_mut(wvox)
+            .zip(chunk.par_iter())
+            .for_each(|(dst, &w)| extract(&padded, dims, w, opts.patch, dst));
+        let (p_a, q_b) = forward(input, n)?;
+        for (what, v) in [("region", &p_a), ("boundary", &q_b)] {
+            if let Some(v) = v
+                && v.len() != n * wvox
+            {
+                return Err(TrainError::Other(format!(
+                    "the {what} student returned {} values for {n} windows of {wvox} voxels",
+                    v.len()
+                )));
+            }
+        }
+        let prob: Vec<f32> = match (opts.ensemble, &p_a, &q_b) {
+            (Ensemble::Both, Some(a), Some(b)) => a
+                .par_iter()
+                .zip(b.par_iter())
+                .map(|(a, b)| (a + b) / 2.0)
+                .collect(),
+            (Ensemble::Region, Some(a), _) => a.clone(),
+            (Ensemble::Boundary, _, Some(b)) => b.clone(),
+            _ => {
+                return Err(TrainError::Other(format!(
+                    "{:?} inference without the probabilities it needs",
+                    opts.ensemble
+                )));
+            }
+        };
+        let diff: Option<Vec<f32>> = match (&disagreement, &p_a, &q_b) {
+            (None, _, _) => None,
+            (Some(_), Some(a), Some(b)) => Some(
+                a.par_iter()
+                    .zip(b.par_iter())
+                    .map(|(a, b)| (a - b).abs())
+                    .collect(),
+            ),
+            _ => {
+                return Err(TrainError::Other(
+                    "the disagreement map needs both students' probabilities".into(),
+                ));
+            }
+        };
+        for (i, &w) in chunk.iter().enumerate() {
+            let part = i * wvox..(i + 1) * wvox;
+            accumulate(&mut score, dims, w, opts.patch, &prob[part.clone()]);
+            if let (Some(acc), Some(d)) = (disagreement.as_mut(), &diff) {
+                accumulate(acc, dims, w, opts.patch, &d[part]);
+            }
+        }
+    }
+
+    // Divide by the coverage (a product of the per-axis counts) and crop.
+    let cover: [Vec<u32>; 3] = std::array::from_fn(|a| axes[a].coverage(opts.patch[a]));
+    let crop = |acc: &[f32]| -> Vec<f32> {
+        let mut out = vec![0f32; image.len()];
+        out.par_chunks_mut(nx * ny)
+            .enumerate()
+            .for_each(|(z, plane)| {
+                let qz = z + pad[2];
+                for y in 0..ny {
+                    let qy = y + pad[1];
+                    let cyz = cover[1][qy] * cover[2][qz];
+                    for x in 0..nx {
+                        let qx = x + pad[0];
+                        let count = (cover[0][qx] * cyz) as f32;
+                        plane[y * nx + x] = acc[(qz * py + qy) * px + qx] / count;
+                    }
+                }
+            });
+        out
+    };
+    let probability = crop(&score);
+    drop(score);
+    let disagreement = disagreement.map(|d| crop(&d));
+    let mut mask: Vec<u8> = probability
+        .par_iter()
+        .map(|&p| (p > opts.threshold) as u8)
+        .collect();
+    if opts.largest_component {
+        let keep = dtml_edt::largest_connected_component(
+            &mask,
+            &[shape[2], shape[1], shape[0]],
+            dtml_edt::Connectivity::Full,
+        )?;
+        mask = keep.into_iter().map(u8::from).collect();
+    }
+    Ok(Prediction {
+        shape,
+        probability,
+        mask,
+        disagreement,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_layout_matches_the_reference() {
+        // Smaller than the patch: padded, one window, pad split // 2.
+        let w = AxisWindows::new(28, 32, 8);
+        assert_eq!((w.padded, w.pad_before, w.starts.clone()), (32, 2, vec![0]));
+        let w = AxisWindows::new(27, 32, 8);
+        assert_eq!((w.padded, w.pad_before), (32, 2), "5 = 2 before + 3 after");
+        // Equal: one window, no padding.
+        let w = AxisWindows::new(32, 32, 8);
+        assert_eq!((w.padded, w.pad_before, w.starts.clone()), (32, 0, vec![0]));
+        // Larger: ceil((40 - 32) / 8) + 1 = 2 windows at 0 and 8.
+        assert_eq!(AxisWindows::new(40, 32, 8).starts, vec![0, 8]);
+        // The last window is clamped to the end: ceil(9 / 8) + 1 = 3.
+        assert_eq!(AxisWindows::new(41, 32, 8).starts, vec![0, 8, 9]);
+        // The paper's LA numbers: 144 with 112 / 18 -> 3 windows, 88 with 80 / 4 -> 3.
+        assert_eq!(AxisWindows::new(144, 112, 18).starts, vec![0, 18, 32]);
+        assert_eq!(AxisWindows::new(88, 80, 4).starts, vec![0, 4, 8]);
+        // Stride 1 visits every offset.
+        assert_eq!(AxisWindows::new(20, 16, 1).starts, vec![0, 1, 2, 3, 4]);
+        // Coverage counts the windows over each voxel.
+        let w = AxisWindows::new(41, 32, 8);
+        let c = w.coverage(32);
+        assert_eq!(
+            (c[0], c[8], c[9], c[31], c[32], c[39], c[40]),
+            (1, 2, 3, 3, 2, 2, 1)
+        );
+        assert!(c.iter().all(|&v| v >= 1));
+    }
+
+    #[test]
+    fn sigmoid_is_stable_at_the_extremes() {
+        assert_eq!(sigmoid(0.0), 0.5);
+        assert_eq!(sigmoid(-1500.0), 0.0);
+        assert_eq!(sigmoid(1500.0), 1.0);
+        assert!((sigmoid(2.0) - 0.880_797).abs() < 1e-6);
+        assert!((sigmoid(-2.0) - 0.119_203).abs() < 1e-6);
+    }
+
+    #[test]
+    fn zscore_matches_preparation() {
+        let mut v = vec![1.0f32, 2.0, 3.0, 4.0];
+        zscore(&mut v);
+        let s = 1.25f64.sqrt();
+        for (got, x) in v.iter().zip([1.0f64, 2.0, 3.0, 4.0]) {
+            assert_eq!(*got, ((x - 2.5) / s) as f32);
+        }
+        let mut flat = vec![5.0f32; 8];
+        zscore(&mut flat);
+        assert!(flat.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn extract_and_accumulate_are_inverse_placements() {
+        let dims = [5, 4, 3];
+        let padded: Vec<f32> = (0..60).map(|i| i as f32).collect();
+        let mut win = vec![0f32; 2 * 2 * 2];
+        extract(&padded, dims, [3, 1, 1], [2, 2, 2], &mut win);
+        assert_eq!(win, vec![28.0, 29.0, 33.0, 34.0, 48.0, 49.0, 53.0, 54.0]);
+        let mut acc = vec![0f32; 60];
+        accumulate(&mut acc, dims, [3, 1, 1], [2, 2, 2], &win);
+        for (i, &v) in acc.iter().enumerate() {
+            assert_eq!(
+                v,
+                if win.contains(&(i as f32)) {
+                    i as f32
+                } else {
+                    0.0
+                }
+            );
+        }
+    }
+
+    fn options(patch: [usize; 3], stride: [usize; 3], batch: usize) -> InferenceOptions {
+        InferenceOptions {
+            patch,
+            stride,
+            batch,
+            ensemble: Ensemble::Region,
+            threshold: 0.5,
+            largest_component: false,
+            disagreement: false,
+        }
+    }
+
+    /// Dyadic values in [0, 1): sums of equal copies divide back exactly.
+    fn ramp(shape: [usize; 3]) -> Vec<f32> {
+        let n = shape.iter().product::<usize>();
+        (0..n).map(|i| ((i * 37) % 64) as f32 / 64.0).collect()
+    }
+
+    #[test]
+    fn identity_windows_average_back_to_the_input_exactly() {
+        let patch = [32, 32, 16];
+        for shape in [[40, 28, 20], [32, 32, 16], [20, 13, 9], [33, 50, 17]] {
+            let windows: usize = (0..3)
+                .map(|a| {
+                    AxisWindows::new(shape[a], patch[a], [8, 8, 4][a])
+                        .starts
+                        .len()
+                })
+                .product();
+            for batch in [1, 3] {
+                let image = ramp(shape);
+                let o = options(patch, [8, 8, 4], batch);
+                let (mut calls, mut seen) = (0, 0);
+                let p = sliding_window(&image, shape, &o, |w, n| {
+                    calls += 1;
+                    seen += n;
+                    assert_eq!(w.len(), n * 32 * 32 * 16);
+                    Ok((Some(w), None))
+                })
+                .unwrap();
+                assert_eq!(seen, windows, "{shape:?}");
+                assert_eq!(calls, windows.div_ceil(batch), "{shape:?} batch {batch}");
+                assert_eq!(p.shape, shape);
+                assert!(
+                    p.probability == image,
+                    "{shape:?}: averaging must give the input"
+                );
+                let want: Vec<u8> = image.iter().map(|&v| (v > 0.5) as u8).collect();
+                assert_eq!(p.mask, want);
+                assert!(p.disagreement.is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn ensemble_and_disagreement_average_per_window() {
+        let shape = [40, 28, 20];
+        let image = ramp(shape);
+        let mut o = options([32, 32, 16], [8, 8, 4], 2);
+        o.ensemble = Ensemble::Both;
+        o.disagreement = true;
+        o.threshold = 0.4;
+        let p = sliding_window(&image, shape, &o, |w, _| {
+            let q = w.iter().map(|v| 1.0 - v).collect();
+            Ok((Some(w), Some(q)))
+        })
+        .unwrap();
+        assert!(p.probability.iter().all(|&v| v == 0.5));
+        assert!(p.mask.iter().all(|&v| v == 1));
+        let d = p.disagreement.unwrap();
+        for (d, v) in d.iter().zip(&image) {
+            assert_eq!(*d, (2.0 * v - 1.0).abs());
+        }
+        o.ensemble = Ensemble::Boundary;
+        o.disagreement = false;
+        let p = sliding_window(&image, shape, &o, |w, _| {
+            Ok((None, Some(w.iter().map(|v| 1.0 - v).collect())))
+        })
+        .unwrap();
+        for (got, v) in p.probability.iter().zip(&image) {
+            assert_eq!(*got, 1.0 - v);
+        }
+    }
+
+    #[test]
+    fn each_voxel_averages_exactly_the_windows_that_cover_it() {
+        // Window i (in visiting order) predicts the constant i everywhere.
+        let shape = [41, 20, 18];
+        let (patch, stride) = ([32, 16, 16], [8, 16, 4]);
+        let image = vec![0f32; shape.iter().product()];
+        let mut next = 0f32;
+        let p = sliding_window(&image, shape, &options(patch, stride, 2), |_, n| {
+            let mut v = Vec::new();
+            for _ in 0..n {
+                v.extend(std::iter::repeat_n(next, 32 * 16 * 16));
+                next += 1.0;
+            }
+            Ok((Some(v), None))
+        })
+        .unwrap();
+        let axes: Vec<AxisWindows> = (0..3)
+            .map(|a| AxisWindows::new(shape[a], patch[a], stride[a]))
+            .collect();
+        let mut windows = Vec::new();
+        for &x in &axes[0].starts {
+            for &y in &axes[1].starts {
+                for &z in &axes[2].starts {
+                    windows.push([x, y, z]);
+                }
+            }
+        }
+        assert_eq!(windows.len(), next as usize);
+        for &(x, y, z) in &[(0, 0, 0), (8, 3, 2), (9, 19, 17), (40, 10, 9), (31, 5, 4)] {
+            let q = [
+                x + axes[0].pad_before,
+                y + axes[1].pad_before,
+                z + axes[2].pad_before,
+            ];
+            let ids: Vec<f32> = windows
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| (0..3).all(|a| w[a] <= q[a] && q[a] < w[a] + patch[a]))
+                .map(|(i, _)| i as f32)
+                .collect();
+            let want = ids.iter().sum::<f32>() / ids.len() as f32;
+            let got = p.probability[(z * shape[1] + y) * shape[0] + x];
+            assert_eq!(
+                got, want,
+                "voxel ({x}, {y}, {z}) covered by windows {ids:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn largest_component_uses_26_connectivity() {
+        // Two diagonal voxels touch by a corner (one 26-component) and a
+        // separate single voxel: the pair is kept.
+        let shape = [20, 20, 20];
+        let mut image = vec![0f32; 8000];
+        let at = |x: usize, y: usize, z: usize| (z * 20 + y) * 20 + x;
+        image[at(2, 2, 2)] = 1.0;
+        image[at(3, 3, 3)] = 1.0;
+        image[at(15, 15, 15)] = 1.0;
+        let mut o = options([16, 16, 16], [4, 4, 4], 4);
+        o.largest_component = true;
+        let p = sliding_window(&image, shape, &o, |w, _| Ok((Some(w), None))).unwrap();
+        assert_eq!(p.mask.iter().map(|&v| v as usize).sum::<usize>(), 2);
+        assert_eq!((p.mask[at(2, 2, 2)], p.mask[at(3, 3, 3)]), (1, 1));
+        assert_eq!(p.mask[at(15, 15, 15)], 0);
+    }
+
+    #[test]
+    fn bad_options_and_inputs_are_errors() {
+        let shape = [20, 20, 20];
+        let image = vec![0f32; 8000];
+        let none = Students::default();
+        let base = options([16, 16, 16], [4, 4, 4], 1);
+        let err = |o: &InferenceOptions, image: &[f32], shape: [usize; 3]| {
+            predict_volume(&none, image, shape, o)
+                .unwrap_err()
+                .to_string()
+        };
+        let mut o = base.clone();
+        o.patch = [24, 16, 16];
+        assert!(err(&o, &image, shape).contains("multiple of 16"));
+        o.patch = [0, 16, 16];
+        assert!(err(&o, &image, shape).contains("multiple of 16"));
+        let mut o = base.clone();
+        o.stride = [0, 4, 4];
+        assert!(err(&o, &image, shape).contains("stride"));
+        o.stride = [17, 4, 4];
+        assert!(err(&o, &image, shape).contains("stride"));
+        let mut o = base.clone();
+        o.batch = 0;
+        assert!(err(&o, &image, shape).contains("batch"));
+        let mut o = base.clone();
+        o.threshold = f32::NAN;
+        assert!(err(&o, &image, shape).contains("threshold"));
+        assert!(err(&base, &image[1..], shape).contains("voxels"));
+        assert!(err(&base, &[], [0, 20, 20]).contains("positive"));
+        assert!(err(&base, &image, shape).contains("region student"));
+        let mut o = base.clone();
+        o.ensemble = Ensemble::Both;
+        assert!(err(&o, &image, shape).contains("ensemble"));
+        let mut o = base.clone();
+        o.ensemble = Ensemble::Boundary;
+        assert!(err(&o, &image, shape).contains("boundary student"));
+    }
+}
