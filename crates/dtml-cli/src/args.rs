@@ -38,7 +38,10 @@ pub fn margin(s: &str) -> Result<[Option<usize>; 3], String> {
     Ok(out)
 }
 
-/// Parses a comma-separated list of integers.
+/// Parses a comma-separated list of integers. A flag using it must be
+/// typed `Option<::std::vec::Vec<i64>>`: clap's derive reads a plain
+/// `Option<Vec<_>>` as a repeated flag of single values and panics when
+/// the parsed list is accessed.
 pub fn int_list(s: &str) -> Result<Vec<i64>, String> {
     s.split(',')
         .map(|p| {

@@ -22,7 +22,7 @@ pub struct DistanceArgs {
     normalized: bool,
     /// Foreground label value(s), comma-separated.
     #[arg(long, value_parser = int_list)]
-    foreground: Option<Vec<i64>>,
+    foreground: Option<::std::vec::Vec<i64>>,
 }
 
 pub fn run(a: DistanceArgs) -> Result<()> {

@@ -34,7 +34,7 @@ pub struct EvaluateArgs {
     /// Foreground label value(s) of a dataset folder's labels [default: the
     /// run's, else 1; 255 for LA]. A prepared folder uses its manifest's.
     #[arg(long, value_parser = int_list)]
-    foreground: Option<Vec<i64>>,
+    foreground: Option<::std::vec::Vec<i64>>,
     /// File listing the test case ids of a dataset folder (instead of
     /// imagesTs / test.list).
     #[arg(long)]

@@ -28,7 +28,7 @@ pub struct MetricsArgs {
     reference_scoring: bool,
     /// Foreground label value(s) of both masks [default: any non-zero].
     #[arg(long, value_parser = int_list)]
-    foreground: Option<Vec<i64>>,
+    foreground: Option<::std::vec::Vec<i64>>,
 }
 
 fn pairs(a: &MetricsArgs) -> Result<Vec<(String, PathBuf, PathBuf)>> {

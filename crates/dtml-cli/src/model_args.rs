@@ -82,18 +82,6 @@ impl ModelArgs {
             .patch
             .or_else(|| loaded.patch())
             .unwrap_or(InferenceOptions::default().patch);
-        if let Some(c) = loaded.config() {
-            tracing::info!(
-                "{} (V-Net width {}, {} input channel(s)); {:?} on {}, patch {:?}, strides {:?}",
-                shown.join(" + "),
-                c.width,
-                c.in_channels,
-                ensemble,
-                self.device,
-                patch,
-                self.stride
-            );
-        }
         let opts = InferenceOptions {
             patch,
             stride: self.stride,
@@ -103,6 +91,19 @@ impl ModelArgs {
             largest_component: !self.no_largest_component,
             disagreement,
         };
+        opts.check()?;
+        if let Some(c) = loaded.config() {
+            tracing::info!(
+                "{} (V-Net width {}, {} input channel(s)): {} on {}, patch {:?}, strides {:?}",
+                shown.join(" + "),
+                c.width,
+                c.in_channels,
+                describe(&opts)["student"].as_str().unwrap_or("?"),
+                self.device,
+                patch,
+                self.stride
+            );
+        }
         Ok((loaded, opts))
     }
 }

@@ -32,7 +32,7 @@ pub struct PrepareArgs {
     test_list: Option<PathBuf>,
     /// Foreground label value(s), comma-separated [default: 1; 255 for LA].
     #[arg(long, value_parser = int_list)]
-    foreground: Option<Vec<i64>>,
+    foreground: Option<::std::vec::Vec<i64>>,
     /// Patch size x,y,z: every case is padded to at least this.
     #[arg(long, value_parser = triple::<usize>, default_value = "112,112,80")]
     patch: [usize; 3],

@@ -94,6 +94,39 @@ impl Default for InferenceOptions {
     }
 }
 
+impl InferenceOptions {
+    /// Checks the window, batch and threshold (also done by
+    /// [`predict_volume`]; call it early to fail before any work).
+    pub fn check(&self) -> Result<()> {
+        let opts = self;
+        for a in 0..3 {
+            let (p, s) = (opts.patch[a], opts.stride[a]);
+            if p == 0 || !p.is_multiple_of(16) {
+                return Err(TrainError::Config(format!(
+                    "patch {:?}: every size must be a positive multiple of 16 (the V-Net halves it four times)",
+                    opts.patch
+                )));
+            }
+            if s == 0 || s > p {
+                return Err(TrainError::Config(format!(
+                    "stride {:?}: every step must be between 1 and the patch size {:?} (larger steps leave voxels no window covers)",
+                    opts.stride, opts.patch
+                )));
+            }
+        }
+        if opts.batch == 0 {
+            return Err(TrainError::Config("batch must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&opts.threshold) {
+            return Err(TrainError::Config(format!(
+                "threshold {} must be in [0, 1]",
+                opts.threshold
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A prediction on the input grid (x fastest).
 #[derive(Debug, Clone)]
 pub struct Prediction {
@@ -240,30 +273,7 @@ fn validate(
             image.len()
         )));
     }
-    for a in 0..3 {
-        let (p, s) = (opts.patch[a], opts.stride[a]);
-        if p == 0 || !p.is_multiple_of(16) {
-            return Err(TrainError::Config(format!(
-                "patch {:?}: every size must be a positive multiple of 16 (the V-Net halves it four times)",
-                opts.patch
-            )));
-        }
-        if s == 0 || s > p {
-            return Err(TrainError::Config(format!(
-                "stride {:?}: every step must be between 1 and the patch size {:?} (larger steps leave voxels no window covers)",
-                opts.stride, opts.patch
-            )));
-        }
-    }
-    if opts.batch == 0 {
-        return Err(TrainError::Config("batch must be at least 1".into()));
-    }
-    if !(0.0..=1.0).contains(&opts.threshold) {
-        return Err(TrainError::Config(format!(
-            "threshold {} must be in [0, 1]",
-            opts.threshold
-        )));
-    }
+    opts.check()?;
     let (need_region, need_boundary) = needs(opts);
     if need_region && students.region.is_none() {
         return Err(TrainError::Config(format!(

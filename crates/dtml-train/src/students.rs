@@ -16,7 +16,7 @@ pub fn select_device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
         "cuda" | "gpu" => cuda_device(),
-        other => Err(TrainError::Config(format!(
+        other => Err(TrainError::Other(format!(
             "unknown device {other:?} (expected cpu or cuda)"
         ))),
     }
@@ -39,16 +39,14 @@ fn cuda_device() -> Result<Device> {
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "the CUDA driver could not be loaded".into());
-            Err(TrainError::Config(format!(
-                "no usable CUDA device 0: {why}"
-            )))
+            Err(TrainError::Other(format!("no usable CUDA device 0: {why}")))
         }
     }
 }
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_device() -> Result<Device> {
-    Err(TrainError::Config(
+    Err(TrainError::Other(
         "this dtml was built without CUDA support; rebuild with --features cuda".into(),
     ))
 }
