@@ -33,8 +33,11 @@ enum Task {
     /// Run benchmarks side by side with Python peers when installed.
     Bench {
         /// What to measure.
-        #[arg(value_parser = ["edt", "all"], default_value = "all")]
+        #[arg(value_parser = ["edt", "infer", "all"], default_value = "all")]
         what: String,
+        /// Tiny sizes (a smoke test of the bench itself, not a measurement).
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -176,7 +179,108 @@ fn prepare(out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn bench(what: &str) -> Result<()> {
+/// A Python that imports torch: `DTML_TORCH_PYTHON`, else the test venv,
+/// a `torchenv` beside the checkout, or `python3`.
+fn torch_python() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("DTML_TORCH_PYTHON") {
+        candidates.push(p.into());
+    }
+    candidates.push(root().join("target/pyenv/bin/python"));
+    candidates.push(root().join("../torchenv/bin/python"));
+    candidates.push("python3".into());
+    candidates.into_iter().find(|p| {
+        Command::new(p)
+            .args(["-c", "import torch, numpy"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// The number after `"key":` in a one-line JSON object.
+fn json_number(line: &str, key: &str) -> Option<f64> {
+    let rest = &line[line.find(&format!("\"{key}\":"))? + key.len() + 3..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+/// Runs a command and returns the last line of its standard output.
+fn last_line(cmd: &mut Command) -> Result<String> {
+    eprintln!("$ {cmd:?}");
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed with {}", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().last().unwrap_or_default().to_string())
+}
+
+/// Whole-volume sliding-window inference on the CPU: dtml beside the
+/// reference PyTorch loop (same V-Net family, size, window and strides).
+fn bench_infer(quick: bool) -> Result<()> {
+    let args: Vec<&str> = if quick {
+        vec![
+            "--size", "40,28,20", "--patch", "32,32,16", "--stride", "8,8,4", "--width", "4",
+        ]
+    } else {
+        vec![
+            "--size",
+            "144,144,88",
+            "--patch",
+            "112,112,80",
+            "--stride",
+            "18,18,4",
+            "--width",
+            "16",
+        ]
+    };
+    let ours = last_line(
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "dtml-train",
+                "--example",
+                "bench_infer",
+                "--",
+            ])
+            .args(&args),
+    )?;
+    println!("{ours}");
+    let peer = root().join("crates/dtml-train/bench/infer_peer.py");
+    let Some(python) = torch_python() else {
+        eprintln!("PyTorch peer not run: no Python with torch (set DTML_TORCH_PYTHON to one)");
+        return Ok(());
+    };
+    let theirs = last_line(Command::new(&python).arg(&peer).args(&args))?;
+    println!("{theirs}");
+    if let (Some(a), Some(b)) = (
+        json_number(&ours, "seconds"),
+        json_number(&theirs, "seconds"),
+    ) {
+        println!(
+            "inference of {} ({}): dtml {a:.2} s, PyTorch {b:.2} s, dtml / PyTorch = {:.2}",
+            args[1],
+            if quick {
+                "quick smoke run, not a measurement"
+            } else {
+                "paper size, width 16"
+            },
+            a / b
+        );
+    }
+    Ok(())
+}
+
+fn bench(what: &str, quick: bool) -> Result<()> {
+    if matches!(what, "infer" | "all") {
+        bench_infer(quick)?;
+    }
     if matches!(what, "edt" | "all") {
         run(cargo().args(["bench", "-p", "dtml-edt"]))?;
         let peers = root().join("crates/dtml-edt/bench/peers.py");
@@ -203,6 +307,19 @@ fn main() -> Result<()> {
             if no_cuda_check { Ok(()) } else { cuda_check() }
         }
         Task::Prepare { out } => prepare(&out),
-        Task::Bench { what } => bench(&what),
+        Task::Bench { what, quick } => bench(&what, quick),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_number;
+
+    #[test]
+    fn reads_numbers_from_bench_lines() {
+        let line = r#"{"impl": "dtml", "seconds": 12.5, "windows": 27}"#;
+        assert_eq!(json_number(line, "seconds"), Some(12.5));
+        assert_eq!(json_number(line, "windows"), Some(27.0));
+        assert_eq!(json_number(line, "threads"), None);
     }
 }
