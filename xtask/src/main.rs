@@ -1,6 +1,8 @@
 //! `cargo xtask`: project chores that are not the product: the test suite
 //! with its Python peers, the demo data, and side-by-side benchmarks.
 
+mod study;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -29,6 +31,21 @@ enum Task {
         /// Working folder.
         #[arg(long, default_value = "target/dtml-demo")]
         out: PathBuf,
+    },
+    /// Methods side by side on synthetic data (20 % labelled), several seeds:
+    /// mean Dice +- std (long; not part of the tests).
+    Study {
+        #[arg(long, default_value = "target/study")]
+        out: PathBuf,
+        /// Training iterations per run.
+        #[arg(long, default_value_t = 300)]
+        iterations: usize,
+        /// Seeds, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        seeds: Vec<u64>,
+        /// Methods, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "dtml,dtc,supervised")]
+        methods: Vec<String>,
     },
     /// Run benchmarks side by side with Python peers when installed.
     Bench {
@@ -130,7 +147,8 @@ fn test(no_lint: bool) -> Result<()> {
     Ok(())
 }
 
-/// Compile-checks the model crate with `cudnn` (which implies `cuda`)
+/// Compile-checks the model crate with `cudnn` (which implies `cuda`) and
+/// the training crate and the CLI with `cuda` (`--device cuda`)
 /// against the build-only CUDA toolchain from `../shared/cuda-toolchain.sh`,
 /// cached in `~/.cache/cuda-toolchain` so a warm machine skips the download.
 fn cuda_check() -> Result<()> {
@@ -149,7 +167,8 @@ fn cuda_check() -> Result<()> {
         return Ok(());
     }
     let check = "exports=$(bash \"$1\") && eval \"$exports\" && \
-        cargo check -p dtml-model --features cudnn --all-targets --target-dir target/cuda-check";
+        cargo check -p dtml-model -p dtml-train -p dtml-cli \
+        --features dtml-model/cudnn,dtml-train/cuda,dtml-cli/cuda --all-targets --target-dir target/cuda-check";
     run(Command::new("bash")
         .current_dir(root())
         .args(["-c", check, "cuda-check"])
@@ -307,6 +326,17 @@ fn main() -> Result<()> {
             if no_cuda_check { Ok(()) } else { cuda_check() }
         }
         Task::Prepare { out } => prepare(&out),
+        Task::Study {
+            out,
+            iterations,
+            seeds,
+            methods,
+        } => study::study(&study::Study {
+            out,
+            iterations,
+            seeds,
+            methods,
+        }),
         Task::Bench { what, quick } => bench(&what, quick),
     }
 }

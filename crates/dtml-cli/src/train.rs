@@ -25,7 +25,7 @@ pub struct TrainArgs {
     /// TOML file of hyper-parameters (keys as in `TrainConfig`); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// cpu or cuda (cuda[:N] for another GPU).
+    /// cpu or cuda (GPU 0; needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Continue the run in --out from its last checkpoint, exactly.
@@ -157,10 +157,32 @@ pub fn run(a: TrainArgs) -> Result<()> {
         );
     }
     if demo {
-        // EVALUATE_DEMO
-        let _ = device;
+        evaluate_demo(&run_dir, &data_dir, &a.out.join("evaluation"), &a.device)?;
     }
     Ok(())
+}
+
+/// Runs `dtml evaluate` on the demo's test cases, table on screen.
+fn evaluate_demo(run: &Path, data: &Path, out: &Path, device: &str) -> Result<()> {
+    #[derive(clap::Parser)]
+    struct Evaluate {
+        #[command(flatten)]
+        args: crate::evaluate::EvaluateArgs,
+    }
+    let argv: Vec<std::ffi::OsString> = vec![
+        "evaluate".into(),
+        "--model".into(),
+        run.into(),
+        "--data".into(),
+        data.into(),
+        "--out".into(),
+        out.into(),
+        "--device".into(),
+        device.split(':').next().unwrap_or("cpu").into(),
+    ];
+    let parsed = <Evaluate as clap::Parser>::try_parse_from(argv)?;
+    tracing::info!("evaluating the trained students on the test cases");
+    crate::evaluate::run(parsed.args)
 }
 
 /// Generates and prepares the synthetic data under `out` unless a previous
