@@ -200,3 +200,132 @@ fn same_seed_same_losses_and_sigkill_then_resume_continues_exactly() {
     dtml_ok(&resume);
     assert_eq!(losses(&killed), reference, "resumed run continues exactly");
 }
+
+#[test]
+fn validation_keeps_the_best_students_config_file_and_nan_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    dtml_ok(&[
+        "generate",
+        "--out",
+        s(&data),
+        "--shape",
+        "36,36,20",
+        "--train-cases",
+        "6",
+        "--test-cases",
+        "1",
+        "--seed",
+        "9",
+    ]);
+    let list = dir.path().join("validation.list");
+    std::fs::write(&list, "synth_005\n").unwrap();
+    let prepared = dir.path().join("prepared");
+    dtml_ok(&[
+        "prepare",
+        "--data",
+        s(&data),
+        "--out",
+        s(&prepared),
+        "--labelled",
+        "2",
+        "--validation-list",
+        s(&list),
+        "--patch",
+        "32,32,16",
+        "--margin",
+        "4,4,full",
+    ]);
+    // Hyper-parameters from a TOML file, one overridden by a flag.
+    let config = dir.path().join("train.toml");
+    std::fs::write(
+        &config,
+        "method = \"dtml\"\niterations = 6\npatch = [32, 32, 16]\nwidth = 2\n\
+         labelled_batch = 1\nunlabelled_batch = 1\nvalidate_every = 2\n\
+         validation_stride = [16, 16, 8]\nlr = 0.5\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    dtml_ok(&[
+        "train",
+        "--data",
+        s(&prepared),
+        "--out",
+        s(&run),
+        "--config",
+        s(&config),
+        "--lr",
+        "0.02",
+        "--threads",
+        "1",
+    ]);
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("checkpoint/trainer.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["config"]["lr"], 0.02, "the flag overrides the file");
+    assert_eq!(state["config"]["validate_every"], 2);
+    let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    let validated: Vec<(u64, f64)> = log
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            Some((v["iteration"].as_u64()?, v["validation_dice"].as_f64()?))
+        })
+        .collect();
+    assert_eq!(
+        validated.iter().map(|v| v.0).collect::<Vec<_>>(),
+        vec![2, 4, 6]
+    );
+    let best = validated
+        .iter()
+        .fold(validated[0], |b, v| if v.1 > b.1 { *v } else { b });
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(
+        info["iteration"].as_u64().unwrap(),
+        best.0,
+        "exported students are the best"
+    );
+    assert!(run.join("curves.png").is_file() && run.join("overlay.png").is_file());
+
+    // A diverging run stops with a clear error and keeps its last good checkpoint.
+    let nan = dir.path().join("nan");
+    let err = dtml_err(&[
+        "train",
+        "--data",
+        s(&prepared),
+        "--out",
+        s(&nan),
+        "--config",
+        s(&config),
+        "--lr",
+        "1e30",
+        "--validate-every",
+        "0",
+        "--checkpoint-every",
+        "1",
+    ]);
+    assert!(err.contains("not finite"), "{err}");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(nan.join("checkpoint/trainer.json")).unwrap(),
+    )
+    .unwrap();
+    let kept = state["next_iteration"].as_u64().unwrap();
+    assert!(kept >= 1 && kept < 6, "{kept}");
+    let unknown = dir.path().join("bad.toml");
+    std::fs::write(&unknown, "iteratons = 3\n").unwrap();
+    let err = dtml_err(&[
+        "train",
+        "--data",
+        s(&prepared),
+        "--out",
+        s(&nan),
+        "--config",
+        s(&unknown),
+    ]);
+    assert!(
+        err.contains("iteratons") && err.contains("bad.toml"),
+        "{err}"
+    );
+}

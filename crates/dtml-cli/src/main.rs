@@ -48,6 +48,20 @@ enum Command {
     Train(train::TrainArgs),
 }
 
+/// Fixes the CPU worker count for our kernels (rayon) and candle's matrix
+/// products (which read `RAYON_NUM_THREADS`). Call before any work starts.
+pub fn set_threads(n: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(n > 0, "--threads must be at least 1");
+    // SAFETY: called on the main thread before any other thread exists
+    // (the subcommand has not started work yet), so nothing reads the
+    // environment concurrently.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("--threads {n}: {e}"))
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)

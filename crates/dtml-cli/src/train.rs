@@ -69,6 +69,30 @@ pub struct TrainArgs {
     /// Validate on the validation cases every N iterations (0: never).
     #[arg(long)]
     validate_every: Option<usize>,
+    /// Sliding-window strides x,y,z of validation.
+    #[arg(long, value_parser = triple::<usize>)]
+    validation_stride: Option<[usize; 3]>,
+    /// LR steps as fractions of the run, comma-separated (paper: 0.41667,0.83333).
+    #[arg(long, value_delimiter = ',')]
+    lr_steps: Option<Vec<f64>>,
+    /// LR factor at each step.
+    #[arg(long)]
+    lr_gamma: Option<f64>,
+    /// Ramp-up length of the consistency weight as a fraction of the run.
+    #[arg(long)]
+    rampup_fraction: Option<f64>,
+    /// Channel-dropout probability of the V-Nets.
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// k of the SDM-to-mask transform sigmoid(-k d).
+    #[arg(long)]
+    sharpness: Option<f64>,
+    /// Weight of DTC's SDM MSE.
+    #[arg(long)]
+    dtc_beta: Option<f64>,
+    /// Worker threads for the CPU [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn parse_method(s: &str) -> Result<Method, String> {
@@ -111,7 +135,14 @@ fn build_config(a: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
         sdm_weight,
         seed,
         checkpoint_every,
-        validate_every
+        validate_every,
+        validation_stride,
+        lr_steps,
+        lr_gamma,
+        rampup_fraction,
+        dropout,
+        sharpness,
+        dtc_beta
     );
     if let Some(s) = &a.sdm_loss {
         c.sdm_loss = if s == "mse" {
@@ -132,6 +163,9 @@ fn build_config(a: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
+    if let Some(n) = a.threads {
+        crate::set_threads(n)?;
+    }
     let device = dtml_train::students::select_device(&a.device)?;
     let demo = a.data.is_none();
     let (data_dir, base) = match &a.data {
