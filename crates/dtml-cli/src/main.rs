@@ -45,7 +45,7 @@ enum Command {
     /// Predict the test cases of a prepared or dataset folder and score them.
     Evaluate(evaluate::EvaluateArgs),
     /// Train students on a prepared dataset (no dataset: the whole demo job).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
 }
 
 /// Fixes the CPU worker count for our kernels (rayon) and candle's matrix
@@ -79,7 +79,7 @@ fn main() -> std::process::ExitCode {
         Command::Metrics(a) => metrics::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Evaluate(a) => evaluate::run(a),
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
