@@ -312,7 +312,7 @@ fn validation_keeps_the_best_students_config_file_and_nan_stops_cleanly() {
     )
     .unwrap();
     let kept = state["next_iteration"].as_u64().unwrap();
-    assert!(kept >= 1 && kept < 6, "{kept}");
+    assert!((1..6).contains(&kept), "{kept}");
     let unknown = dir.path().join("bad.toml");
     std::fs::write(&unknown, "iteratons = 3\n").unwrap();
     let err = dtml_err(&[
