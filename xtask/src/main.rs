@@ -50,7 +50,7 @@ enum Task {
     /// Run benchmarks side by side with Python peers when installed.
     Bench {
         /// What to measure.
-        #[arg(value_parser = ["edt", "infer", "all"], default_value = "all")]
+        #[arg(value_parser = ["edt", "infer", "model", "train", "all"], default_value = "all")]
         what: String,
         /// Tiny sizes (a smoke test of the bench itself, not a measurement).
         #[arg(long)]
@@ -296,9 +296,156 @@ fn bench_infer(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// Sizes of the DTML step benches: (name, width, labelled, unlabelled, patch x,y,z).
+const STEP_SIZES: [(&str, usize, usize, usize, &str); 2] = [
+    ("demo", 8, 2, 2, "48,48,32"),
+    ("paper", 16, 1, 1, "112,112,80"),
+];
+
+/// Prints `ours` vs `theirs` (JSON lines with `median_s` and `peak_rss_mb`).
+fn print_ratio(what: &str, ours: &str, theirs: &str) {
+    if let (Some(a), Some(b)) = (
+        json_number(ours, "median_s"),
+        json_number(theirs, "median_s"),
+    ) {
+        println!(
+            "{what}: dtml {a:.3} s/step ({:.3} it/s), PyTorch {b:.3} s/step ({:.3} it/s), dtml / PyTorch = {:.2}; peak RSS dtml {} MB, PyTorch {} MB",
+            1.0 / a,
+            1.0 / b,
+            a / b,
+            json_number(ours, "peak_rss_mb").unwrap_or(f64::NAN),
+            json_number(theirs, "peak_rss_mb").unwrap_or(f64::NAN),
+        );
+    }
+}
+
+/// The conv3d criterion bench with its peer, then one DTML training step
+/// (`crates/dtml-train/benches/step.rs`) at the demo and the paper size
+/// (batch 2) beside `bench/dtml_step_peer.py`, one process per size so each
+/// peak RSS belongs to its size.
+fn bench_model(quick: bool) -> Result<()> {
+    let python = torch_python();
+    if !quick {
+        run(cargo().args(["bench", "-p", "dtml-model", "--bench", "conv"]))?;
+        if let Some(py) = &python {
+            run(Command::new(py).arg(root().join("crates/dtml-model/bench/conv_peer.py")))?;
+        }
+    }
+    run(cargo().args(["bench", "-p", "dtml-train", "--bench", "step", "--no-run"]))?;
+    for (size, ..) in STEP_SIZES {
+        let steps: &[&str] = if quick {
+            &["--steps", "1", "--warmup", "0"]
+        } else {
+            &[]
+        };
+        if quick && size == "paper" {
+            continue;
+        }
+        let ours = last_line(
+            cargo()
+                .args(["bench", "-p", "dtml-train", "--bench", "step", "--", size])
+                .args(steps),
+        )?;
+        println!("{ours}");
+        let Some(py) = &python else {
+            eprintln!("PyTorch peer not run: no Python with torch (set DTML_TORCH_PYTHON to one)");
+            continue;
+        };
+        let theirs = last_line(
+            Command::new(py)
+                .arg(root().join("bench/dtml_step_peer.py"))
+                .args(["--size", size])
+                .args(steps),
+        )?;
+        println!("{theirs}");
+        print_ratio(&format!("DTML step, {size}"), &ours, &theirs);
+    }
+    Ok(())
+}
+
+/// Iterations per second of the release `dtml train` binary on generated
+/// data at the demo and the paper configuration (batch 2 at the paper
+/// size), beside the PyTorch step peer.
+fn bench_train(quick: bool) -> Result<()> {
+    prepare(Path::new("target/dtml-bench"))?;
+    let dtml = root().join("target/release/dtml");
+    let data = root().join("target/dtml-bench/prepared");
+    let python = torch_python();
+    for (size, width, nl, nu, patch) in STEP_SIZES {
+        if quick && size == "paper" {
+            continue;
+        }
+        let iterations = if quick {
+            2
+        } else if size == "paper" {
+            4
+        } else {
+            12
+        };
+        let out = root().join(format!("target/dtml-bench/run-{size}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let start = std::time::Instant::now();
+        run(Command::new(&dtml)
+            .args(["train", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args(["--patch", patch, "--width", &width.to_string()])
+            .args([
+                "--labelled-batch",
+                &nl.to_string(),
+                "--unlabelled-batch",
+                &nu.to_string(),
+            ])
+            .args(["--iterations", &iterations.to_string()]))?;
+        let total = start.elapsed().as_secs_f64();
+        // Per-iteration wall times from the run's log (the first one warms up).
+        let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap_or_default();
+        let mut secs: Vec<f64> = log
+            .lines()
+            .filter_map(|l| json_number(l, "seconds"))
+            .skip(1)
+            .collect();
+        secs.sort_by(f64::total_cmp);
+        let median = secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN);
+        println!(
+            "dtml train, {size} (width {width}, batch {}, patch {patch}): {iterations} iterations in {total:.1} s, median iteration {median:.3} s = {:.3} it/s",
+            nl + nu,
+            1.0 / median
+        );
+        if let Some(py) = &python {
+            let theirs = last_line(
+                Command::new(py)
+                    .arg(root().join("bench/dtml_step_peer.py"))
+                    .args(["--size", size])
+                    .args(if quick {
+                        &["--steps", "1", "--warmup", "0"][..]
+                    } else {
+                        &[][..]
+                    }),
+            )?;
+            println!("{theirs}");
+            if let Some(b) = json_number(&theirs, "median_s") {
+                println!(
+                    "  PyTorch step: {b:.3} s = {:.3} it/s; dtml / PyTorch = {:.2}",
+                    1.0 / b,
+                    median / b
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn bench(what: &str, quick: bool) -> Result<()> {
     if matches!(what, "infer" | "all") {
         bench_infer(quick)?;
+    }
+    if matches!(what, "model" | "all") {
+        bench_model(quick)?;
+    }
+    if matches!(what, "train" | "all") {
+        bench_train(quick)?;
     }
     if matches!(what, "edt" | "all") {
         run(cargo().args(["bench", "-p", "dtml-edt"]))?;

@@ -304,7 +304,11 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
 
 /// Forward, objective, backward and update for one batch; returns the loss
 /// and its parts, or an error if any is not finite (nothing is updated then).
-fn train_step(
+///
+/// `nets` are the method's networks (student A first), `sgd` holds their
+/// trainable parameters. Public so `benches/step.rs` times exactly the step
+/// the training loop runs.
+pub fn train_step(
     cfg: &TrainConfig,
     nets: &[&VNet],
     sgd: &mut Sgd,

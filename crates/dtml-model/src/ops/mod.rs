@@ -14,6 +14,7 @@
 //! All functions validate ranks, shapes, dtypes (f32 or f64) and devices
 //! and return a candle error instead of panicking.
 
+mod batchnorm;
 mod compose;
 mod conv3d;
 mod cpu;
@@ -30,9 +31,48 @@ pub use kernel::uses_avx512;
 /// ops. They run on every device and are what the public functions use off
 /// the CPU; exposed so tests can compare the custom ops against them.
 pub mod reference {
+    pub use super::batchnorm::composed as bias_bn_relu_train;
     pub use super::compose::{
         conv1x1, conv3d, conv3d_input_grad, conv3d_weight_grad, down_conv2, up_conv2,
     };
+}
+
+/// Training-mode `relu(batch_norm(x + bias))` over `x` `(N, C, ...)` with
+/// per-channel `bias`, `gamma` and `beta` `(C)`: the conv bias, BatchNorm
+/// (batch statistics, biased variance, `eps`) and ReLU of a V-Net layer as
+/// one op. Returns `y` and the batch mean and unbiased batch variance of
+/// `x + bias` per channel (no gradient), from which the caller updates the
+/// running statistics as PyTorch does. Differentiable in all four inputs;
+/// on the CPU a fused custom op, elsewhere [`reference::bias_bn_relu_train`].
+pub fn bias_bn_relu_train(
+    x: &Tensor,
+    bias: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "bias_bn_relu_train";
+    if x.rank() < 2 {
+        bail!("{OP}: input must be (N, C, ...), got {:?}", x.dims());
+    }
+    let c = x.dim(1)?;
+    for (t, what) in [(bias, "bias"), (gamma, "gamma"), (beta, "beta")] {
+        if t.dims() != [c] {
+            bail!("{OP}: {what} must be ({c}), got {:?}", t.dims());
+        }
+        check_pair(x, t, OP)?;
+    }
+    if x.elem_count() == 0 {
+        bail!("{OP}: empty input {:?}", x.dims());
+    }
+    if x.device().is_cpu() {
+        let (y, mean, var) = batchnorm::cpu(x, bias, gamma, beta, eps)?;
+        let mean = Tensor::from_vec(mean, c, x.device())?.to_dtype(x.dtype())?;
+        let var = Tensor::from_vec(var, c, x.device())?.to_dtype(x.dtype())?;
+        Ok((y, mean, var))
+    } else {
+        batchnorm::composed(x, bias, gamma, beta, eps)
+    }
 }
 
 /// Returns the five dimensions of a rank-5 tensor or a descriptive error.

@@ -1,0 +1,407 @@
+//! Training-mode batch normalisation fused with the conv bias before it and
+//! the ReLU after it: `relu(BN_train(x + bias))`, one custom op with its own
+//! backward. candle-nn's `BatchNorm` composes about a dozen whole-tensor
+//! passes (a transposed copy, two means, subtract, square, divide, scale,
+//! shift, then a strided ReLU and a copy back), each a node of the autograd
+//! graph whose gradient is summed into a fresh zero tensor; here the forward
+//! reads `x` twice and writes `y` once, the backward reads `x`, `y`, `dy`
+//! twice and writes `dx` once.
+//!
+//! Statistics are PyTorch's (and candle-nn's): per channel over (N, spatial),
+//! biased variance for normalising, unbiased variance returned for the
+//! running estimate. They accumulate in f64 around a per-channel shift, so
+//! f32 inputs lose no precision to cancellation.
+
+use super::cpu::SendPtr;
+use super::kernel::Real;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+
+/// Per-channel statistics of the forward pass, kept for the backward.
+#[derive(Debug, Clone)]
+struct Saved {
+    /// Mean of `x` (without the bias, which the normalisation cancels).
+    mean: Vec<f64>,
+    /// `1 / sqrt(var + eps)`, biased variance.
+    invstd: Vec<f64>,
+    /// Biased variance.
+    var: Vec<f64>,
+    gamma: Vec<f64>,
+}
+
+/// `(x (N, C, ...), p (3, C) = [bias; gamma; beta])` to `y`.
+pub(crate) struct BnReluTrain {
+    pub eps: f64,
+    saved: Arc<Mutex<Option<Saved>>>,
+}
+
+fn layout_of(x: &Shape) -> Result<(usize, usize, usize)> {
+    let d = x.dims();
+    if d.len() < 2 {
+        bail!("batch norm: input must be (N, C, ...), got {d:?}");
+    }
+    let s: usize = d[2..].iter().product();
+    Ok((d[0], d[1], s))
+}
+
+fn slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
+    let all = T::cpu_storage_as_slice(s)?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&all[a..b]),
+        None => bail!("batch norm: {what} must be contiguous"),
+    }
+}
+
+/// Sum and sum of squares of `x - shift` in f64 (eight lanes, so the loop
+/// vectorises).
+fn shifted_sums<T: Real>(x: &[T], shift: f64) -> (f64, f64) {
+    let mut s1 = [0f64; 8];
+    let mut s2 = [0f64; 8];
+    let mut chunks = x.chunks_exact(8);
+    for ch in &mut chunks {
+        for i in 0..8 {
+            let v = ch[i].to_f64() - shift;
+            s1[i] += v;
+            s2[i] += v * v;
+        }
+    }
+    let (mut a, mut b) = (s1.iter().sum::<f64>(), s2.iter().sum::<f64>());
+    for v in chunks.remainder() {
+        let v = v.to_f64() - shift;
+        a += v;
+        b += v * v;
+    }
+    (a, b)
+}
+
+impl BnReluTrain {
+    pub fn new(eps: f64) -> BnReluTrain {
+        BnReluTrain {
+            eps,
+            saved: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn run<T: Real>(&self, x: &[T], sx: &Shape, p: &[T]) -> Result<Vec<T>> {
+        let (n, c, s) = layout_of(sx)?;
+        if p.len() != 3 * c {
+            bail!(
+                "batch norm: parameters must be (3, {c}), got {} values",
+                p.len()
+            );
+        }
+        let m = (n * s) as f64;
+        // Shift by each channel's first value: sums of (x - shift) stay small.
+        let shift: Vec<f64> = (0..c).map(|ch| x[ch * s].to_f64()).collect();
+        let sums: Vec<(f64, f64)> = (0..n * c)
+            .into_par_iter()
+            .map(|pl| shifted_sums(&x[pl * s..(pl + 1) * s], shift[pl % c]))
+            .collect();
+        let mut mean = vec![0f64; c];
+        let mut var = vec![0f64; c];
+        let mut invstd = vec![0f64; c];
+        let gamma: Vec<f64> = p[c..2 * c].iter().map(|v| v.to_f64()).collect();
+        for ch in 0..c {
+            let (mut a, mut b) = (0f64, 0f64);
+            for k in 0..n {
+                a += sums[k * c + ch].0;
+                b += sums[k * c + ch].1;
+            }
+            let d = a / m;
+            mean[ch] = shift[ch] + d;
+            var[ch] = (b / m - d * d).max(0.0);
+            invstd[ch] = 1.0 / (var[ch] + self.eps).sqrt();
+        }
+        let scale: Vec<T> = (0..c)
+            .map(|ch| T::from_f64(gamma[ch] * invstd[ch]))
+            .collect();
+        // y = a (x - mean) + beta: centred first, so f32 loses nothing to
+        // cancellation when the mean is large.
+        let centre: Vec<T> = mean.iter().map(|m| T::from_f64(-m)).collect();
+        let offset: Vec<T> = (0..c).map(|ch| p[2 * c + ch]).collect();
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(s).enumerate().for_each(|(pl, out)| {
+            let ch = pl % c;
+            let (a, b, m) = (scale[ch], offset[ch], centre[ch]);
+            let zero = T::zero();
+            for (o, v) in out.iter_mut().zip(&x[pl * s..(pl + 1) * s]) {
+                let t = a * (*v + m) + b;
+                *o = if t > zero { t } else { zero };
+            }
+        });
+        *self.saved.lock().expect("batch norm state") = Some(Saved {
+            mean,
+            invstd,
+            var,
+            gamma,
+        });
+        Ok(y)
+    }
+
+    /// Batch mean of `x + bias` and unbiased batch variance of the last
+    /// forward pass, for the running statistics.
+    fn stats(&self, bias: &[f64], count: usize) -> Option<(Vec<f64>, Vec<f64>)> {
+        let saved = self.saved.lock().ok()?.clone()?;
+        let mean = saved.mean.iter().zip(bias).map(|(m, b)| m + b).collect();
+        let k = count as f64 / (count as f64 - 1.0).max(1.0);
+        let var = saved.var.iter().map(|v| v * k).collect();
+        Some((mean, var))
+    }
+}
+
+impl CustomOp2 for BnReluTrain {
+    fn name(&self) -> &'static str {
+        "dtml-bias-bn-relu-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let shape = l1.shape().clone();
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(self.run::<f32>(
+                slice(s1, l1, "input")?,
+                &shape,
+                slice(s2, l2, "parameters")?,
+            )?),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(self.run::<f64>(
+                slice(s1, l1, "input")?,
+                &shape,
+                slice(s2, l2, "parameters")?,
+            )?),
+            _ => bail!(
+                "batch norm: input and parameters must both be f32 or f64, got {:?} and {:?}",
+                s1.dtype(),
+                s2.dtype()
+            ),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        p: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let saved = self
+            .saved
+            .lock()
+            .expect("batch norm state")
+            .clone()
+            .ok_or_else(|| candle_core::Error::Msg("batch norm: backward before forward".into()))?;
+        let c = saved.mean.len();
+        let grads = Arc::new(Mutex::new(None));
+        let op = BnReluBwd {
+            saved,
+            grads: grads.clone(),
+        };
+        let dx = x.apply_op3_no_bwd(y, &dy.contiguous()?, &op)?;
+        let g: Vec<f64> = grads
+            .lock()
+            .expect("batch norm gradients")
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("batch norm: no parameter gradients".into()))?;
+        let dp = Tensor::from_vec(g, (3, c), p.device())?.to_dtype(p.dtype())?;
+        Ok((x.track_op().then_some(dx), p.track_op().then_some(dp)))
+    }
+}
+
+/// `(x, y, dy)` to `dx`; stores `[dbias; dgamma; dbeta]` in `grads`.
+struct BnReluBwd {
+    saved: Saved,
+    grads: Arc<Mutex<Option<Vec<f64>>>>,
+}
+
+impl BnReluBwd {
+    fn run<T: Real>(&self, x: &[T], sx: &Shape, y: &[T], dy: &[T]) -> Result<Vec<T>> {
+        let (n, c, s) = layout_of(sx)?;
+        if y.len() != x.len() || dy.len() != x.len() {
+            bail!("batch norm backward: x, y and dy sizes differ");
+        }
+        let sv = &self.saved;
+        let zero = T::zero();
+        // Pass 1: sum(dz) and sum(dz (x - mean)), dz = dy where y > 0.
+        let sums: Vec<(f64, f64)> = (0..n * c)
+            .into_par_iter()
+            .map(|pl| {
+                let r = pl * s..(pl + 1) * s;
+                let mean = sv.mean[pl % c];
+                let mut a = [0f64; 8];
+                let mut b = [0f64; 8];
+                let (xs, ys, gs) = (&x[r.clone()], &y[r.clone()], &dy[r]);
+                let mut i = 0;
+                while i + 8 <= s {
+                    for l in 0..8 {
+                        let g = if ys[i + l] > zero {
+                            gs[i + l].to_f64()
+                        } else {
+                            0.0
+                        };
+                        a[l] += g;
+                        b[l] += g * (xs[i + l].to_f64() - mean);
+                    }
+                    i += 8;
+                }
+                let (mut sa, mut sb) = (a.iter().sum::<f64>(), b.iter().sum::<f64>());
+                while i < s {
+                    let g = if ys[i] > zero { gs[i].to_f64() } else { 0.0 };
+                    sa += g;
+                    sb += g * (xs[i].to_f64() - mean);
+                    i += 1;
+                }
+                (sa, sb)
+            })
+            .collect();
+        let m = (n * s) as f64;
+        let mut dgamma = vec![0f64; c];
+        let mut dbeta = vec![0f64; c];
+        for pl in 0..n * c {
+            dbeta[pl % c] += sums[pl].0;
+            dgamma[pl % c] += sums[pl].1;
+        }
+        // dx = k (dz - dbeta / M - xhat dgamma / M), k = gamma invstd,
+        // written dx = A dz + B (x - mean) + C per channel.
+        let mut ca = vec![zero; c];
+        let mut cb = vec![zero; c];
+        let mut cc = vec![zero; c];
+        let mut cm = vec![zero; c];
+        for ch in 0..c {
+            let is = sv.invstd[ch];
+            dgamma[ch] *= is;
+            let k = sv.gamma[ch] * is;
+            ca[ch] = T::from_f64(k);
+            cb[ch] = T::from_f64(-k * is * dgamma[ch] / m);
+            cc[ch] = T::from_f64(-k * dbeta[ch] / m);
+            cm[ch] = T::from_f64(-sv.mean[ch]);
+        }
+        let mut dx = vec![zero; x.len()];
+        let out = SendPtr(dx.as_mut_ptr());
+        let dbias: Vec<f64> = (0..n * c)
+            .into_par_iter()
+            .map(|pl| {
+                let ch = pl % c;
+                let (a, b, cst, mc) = (ca[ch], cb[ch], cc[ch], cm[ch]);
+                let r = pl * s..(pl + 1) * s;
+                // SAFETY: each plane writes only its own range of `dx`.
+                let o = unsafe { std::slice::from_raw_parts_mut(out.get().add(pl * s), s) };
+                let (xs, ys, gs) = (&x[r.clone()], &y[r.clone()], &dy[r]);
+                let mut acc = [0f64; 8];
+                for (i, o) in o.iter_mut().enumerate() {
+                    let g = if ys[i] > zero { gs[i] } else { zero };
+                    let v = a * g + b * (xs[i] + mc) + cst;
+                    *o = v;
+                    acc[i % 8] += v.to_f64();
+                }
+                acc.iter().sum::<f64>()
+            })
+            .collect();
+        let mut g = vec![0f64; 3 * c];
+        for pl in 0..n * c {
+            g[pl % c] += dbias[pl];
+        }
+        g[c..2 * c].copy_from_slice(&dgamma);
+        g[2 * c..].copy_from_slice(&dbeta);
+        *self.grads.lock().expect("batch norm gradients") = Some(g);
+        Ok(dx)
+    }
+}
+
+impl CustomOp3 for BnReluBwd {
+    fn name(&self) -> &'static str {
+        "dtml-bias-bn-relu-train-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let shape = l1.shape().clone();
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(self.run::<f32>(
+                    slice(s1, l1, "x")?,
+                    &shape,
+                    slice(s2, l2, "y")?,
+                    slice(s3, l3, "dy")?,
+                )?)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(self.run::<f64>(
+                    slice(s1, l1, "x")?,
+                    &shape,
+                    slice(s2, l2, "y")?,
+                    slice(s3, l3, "dy")?,
+                )?)
+            }
+            _ => bail!("batch norm backward: mixed dtypes"),
+        };
+        Ok((out, shape))
+    }
+}
+
+/// Training-mode `relu(batch_norm(x + bias))` on the CPU custom op; returns
+/// `y` and the batch mean and unbiased batch variance of `x + bias` per
+/// channel (f64 on the host), for the running statistics.
+pub(crate) fn cpu(
+    x: &Tensor,
+    bias: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Vec<f64>, Vec<f64>)> {
+    let (n, c, s) = layout_of(x.shape())?;
+    let p = Tensor::stack(&[bias, gamma, beta], 0)?;
+    let op = BnReluTrain::new(eps);
+    let saved = op.saved.clone();
+    let y = x.contiguous()?.apply_op2(&p.contiguous()?, op)?;
+    let b: Vec<f64> = bias.to_dtype(DType::F64)?.to_vec1()?;
+    let probe = BnReluTrain { eps, saved };
+    let (mean, var) = probe
+        .stats(&b, n * s)
+        .ok_or_else(|| candle_core::Error::Msg("batch norm: statistics missing".into()))?;
+    debug_assert_eq!(mean.len(), c);
+    Ok((y, mean, var))
+}
+
+/// The same computation from candle's own differentiable ops (any device):
+/// `relu((z - mean) / sqrt(var + eps) * gamma + beta)`, `z = x + bias`.
+pub fn composed(
+    x: &Tensor,
+    bias: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (_, c, _) = layout_of(x.shape())?;
+    let mut shape = vec![1, c];
+    shape.resize(x.rank(), 1);
+    let z = x.broadcast_add(&bias.reshape(shape.as_slice())?)?;
+    let zt = z.transpose(0, 1)?.flatten_from(1)?.contiguous()?;
+    let count = zt.dim(1)?;
+    let mean = zt.mean_keepdim(1)?;
+    let centred = zt.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(1)?;
+    let var_unbiased = (var.flatten_all()? * (count as f64 / (count as f64 - 1.0).max(1.0)))?;
+    let m = mean.flatten_all()?.reshape(shape.as_slice())?;
+    let inv = (var.flatten_all()? + eps)?.sqrt()?.recip()?;
+    let scale = (inv * gamma)?.reshape(shape.as_slice())?;
+    let y = z
+        .broadcast_sub(&m)?
+        .broadcast_mul(&scale)?
+        .broadcast_add(&beta.reshape(shape.as_slice())?)?
+        .relu()?;
+    Ok((y, mean.flatten_all()?.detach(), var_unbiased.detach()))
+}

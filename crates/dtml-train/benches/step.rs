@@ -1,0 +1,149 @@
+//! One DTML training step on the CPU (two V-Nets forward on the whole batch
+//! with channel dropout, the paper's objective, one backward pass, SGD with
+//! momentum and weight decay) through `dtml_train::trainer::train_step`,
+//! the function the training loop calls. The PyTorch peer is
+//! `bench/dtml_step_peer.py` (same sizes, same objective).
+//!
+//! Run: `cargo bench -p dtml-train --bench step -- [demo|paper] [--steps N]
+//! [--warmup N]`
+//!   demo:  width 8,  batch 4 (2 labelled + 2 unlabelled), patch 48x48x32
+//!   paper: width 16, batch 2 (1 labelled + 1 unlabelled), patch 112x112x80
+//! Prints one JSON line: median step time, it/s and the peak resident set
+//! of this process (`VmHWM`). Run one size per process so the peak belongs
+//! to that size. `cargo xtask bench model` runs both beside the peer.
+
+use candle_core::{DType, Device};
+use dtml_model::{VNet, VNetConfig};
+use dtml_train::batch::HostBatch;
+use dtml_train::optim::Sgd;
+use dtml_train::trainer::train_step;
+use dtml_train::{Method, TrainConfig};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn main() {
+    let mut size = "demo".to_string();
+    let mut steps = None;
+    let mut warmup = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--bench" => {}
+            "--steps" => steps = args.next().and_then(|v| v.parse().ok()),
+            "--warmup" => warmup = args.next().and_then(|v| v.parse().ok()),
+            "demo" | "paper" => size = a,
+            other => {
+                eprintln!(
+                    "step bench: unknown argument {other}; usage: [demo|paper] [--steps N] [--warmup N]"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    let (width, nl, nu, patch, default_warmup, default_steps) = match size.as_str() {
+        "paper" => (16, 1, 1, [112, 112, 80], 1, 3),
+        _ => (8, 2, 2, [48, 48, 32], 3, 15),
+    };
+    let warmup: usize = warmup.unwrap_or(default_warmup);
+    let steps: usize = steps.unwrap_or(default_steps).max(1);
+    let cfg = TrainConfig {
+        method: Method::Dtml,
+        width,
+        labelled_batch: nl,
+        unlabelled_batch: nu,
+        patch,
+        ..TrainConfig::default()
+    };
+    let device = Device::Cpu;
+    let net_cfg = VNetConfig {
+        width,
+        dropout: cfg.dropout,
+        ..VNetConfig::default()
+    };
+    let nets: Vec<VNet> = (0..2)
+        .map(|i| VNet::new(net_cfg.clone(), 1337 + i, DType::F32, &device).unwrap())
+        .collect();
+    let params = nets
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| {
+            n.named_trainable_vars()
+                .into_iter()
+                .map(move |(name, v)| (format!("{i}/{name}"), v))
+        })
+        .collect();
+    let mut sgd = Sgd::new(params, cfg.momentum, cfg.weight_decay);
+    let refs: Vec<&VNet> = nets.iter().collect();
+
+    // A batch like the loop's: random image, a ball as the label, its
+    // (clamped, scaled) radial distance as the SDM target.
+    let [px, py, pz] = patch;
+    let n = nl + nu;
+    let vox = px * py * pz;
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let image: Vec<f32> = (0..n * vox)
+        .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+        .collect();
+    let radius = px.min(py).min(pz) as f32 / 3.0;
+    let mut label = Vec::with_capacity(nl * vox);
+    let mut sdm = Vec::with_capacity(nl * vox);
+    for _ in 0..nl {
+        for z in 0..pz {
+            for y in 0..py {
+                for x in 0..px {
+                    let d = [
+                        x as f32 - px as f32 / 2.0,
+                        y as f32 - py as f32 / 2.0,
+                        z as f32 - pz as f32 / 2.0,
+                    ];
+                    let r = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+                    label.push(u8::from(r < radius));
+                    sdm.push(((r - radius) / (px.max(py).max(pz) as f32)).clamp(-1.0, 1.0));
+                }
+            }
+        }
+    }
+    let mut batch = HostBatch {
+        iteration: 0,
+        image,
+        label,
+        sdm: Some(sdm),
+        n,
+        labelled: nl,
+        cases: (0..n).collect(),
+    };
+
+    let mut times = Vec::with_capacity(steps);
+    for t in 0..warmup + steps {
+        batch.iteration = t;
+        let start = Instant::now();
+        let (loss, _) = train_step(&cfg, &refs, &mut sgd, &batch, &device).unwrap();
+        let s = start.elapsed().as_secs_f64();
+        assert!(loss.is_finite());
+        if t >= warmup {
+            times.push(s);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = if times.len() % 2 == 1 {
+        times[times.len() / 2]
+    } else {
+        0.5 * (times[times.len() / 2 - 1] + times[times.len() / 2])
+    };
+    println!(
+        "{{\"impl\": \"dtml\", \"size\": \"{size}\", \"width\": {width}, \"batch\": {n}, \"patch\": [{px}, {py}, {pz}], \"threads\": {}, \"steps\": {steps}, \"median_s\": {median:.4}, \"min_s\": {:.4}, \"it_per_s\": {:.4}, \"peak_rss_mb\": {:.1}}}",
+        rayon::current_num_threads(),
+        times[0],
+        1.0 / median,
+        peak_rss_mb().unwrap_or(f64::NAN)
+    );
+}
