@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 pub struct PredictArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// A scan (NIfTI or NRRD), or a folder of them.
+    /// A scan (NIfTI or NRRD), a folder of them, or a folder of LA case
+    /// folders (`<case>/lgemri.nrrd`).
     #[arg(long)]
     input: PathBuf,
     /// Output folder: <case>.nii.gz masks (u8, 0/1) on each scan's grid and header.
@@ -48,16 +49,42 @@ fn same_path(a: &Path, b: &Path) -> bool {
     }
 }
 
-pub fn run(a: PredictArgs) -> Result<()> {
-    let scans = volume_files(&a.input)?;
-    if scans.is_empty() {
-        bail!("{}: no NIfTI or NRRD scans found", a.input.display());
+/// LA challenge case folders under `dir`: `<case>/lgemri.nrrd`, by case.
+fn la_scans(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        let scan = p.join("lgemri.nrrd");
+        if scan.is_file()
+            && let Some(name) = p.file_name()
+        {
+            out.push((name.to_string_lossy().into_owned(), scan));
+        }
     }
-    let mut cases: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for s in &scans {
-        let Some(case) = scan_case(s) else {
+    out.sort();
+    Ok(out)
+}
+
+/// The scans to segment with their case names.
+fn scans(input: &Path) -> Result<BTreeMap<String, PathBuf>> {
+    let mut listed = Vec::new();
+    for s in volume_files(input)? {
+        let Some(case) = scan_case(&s) else {
             bail!("{}: not a NIfTI or NRRD file name", s.display());
         };
+        listed.push((case, s));
+    }
+    if listed.is_empty() && input.is_dir() {
+        listed = la_scans(input)?;
+    }
+    if listed.is_empty() {
+        bail!(
+            "{}: no NIfTI or NRRD scans found (nor LA case folders with lgemri.nrrd)",
+            input.display()
+        );
+    }
+    let mut cases: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for (case, s) in listed {
         if let Some(other) = cases.insert(case.clone(), s.clone()) {
             bail!(
                 "{} and {} would both write {case}.nii.gz",
@@ -66,6 +93,11 @@ pub fn run(a: PredictArgs) -> Result<()> {
             );
         }
     }
+    Ok(cases)
+}
+
+pub fn run(a: PredictArgs) -> Result<()> {
+    let cases = scans(&a.input)?;
     let (loaded, opts) = a.model.load(a.disagreement)?;
     let students = loaded.students();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
@@ -140,5 +172,21 @@ mod tests {
         );
         assert_eq!(scan_case(Path::new("_0000.nii.gz")).unwrap(), "_0000");
         assert!(scan_case(Path::new("notes.txt")).is_none());
+    }
+
+    #[test]
+    fn la_case_folders_are_found_and_named_by_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        for case in ["case_b", "case_a"] {
+            std::fs::create_dir_all(dir.path().join(case)).unwrap();
+            std::fs::write(dir.path().join(case).join("lgemri.nrrd"), "x").unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("other")).unwrap();
+        let found = scans(dir.path()).unwrap();
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["case_a", "case_b"]);
+        assert!(found["case_a"].ends_with("case_a/lgemri.nrrd"));
+        let empty = tempfile::tempdir().unwrap();
+        let err = scans(empty.path()).unwrap_err().to_string();
+        assert!(err.contains("no NIfTI or NRRD scans"), "{err}");
     }
 }
