@@ -146,7 +146,13 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         let foreground = a
             .foreground
             .clone()
-            .or_else(|| loaded.run.as_ref().map(|r| r.foreground.clone()))
+            .or_else(|| {
+                loaded
+                    .run
+                    .as_ref()
+                    .map(|r| r.foreground.clone())
+                    .filter(|f| !f.is_empty())
+            })
             .unwrap_or_else(|| match ds.layout {
                 Layout::La => vec![255],
                 _ => vec![1],
