@@ -99,6 +99,7 @@ fn every_method_trains_and_its_run_predicts() {
         let info: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
         assert_eq!(info["method"], method);
+        assert_eq!(info["foreground"], serde_json::json!([1]));
         let students = info["students"].as_array().unwrap().len();
         assert_eq!(students, if method.starts_with("dtml") { 2 } else { 1 });
         assert!(run.join("checkpoint/trainer.json").is_file());

@@ -43,6 +43,7 @@ impl Report {
                 json!({
                     "case": name, "status": status(m), "dice": m.dice, "jaccard": m.jaccard,
                     "hd95": d.map(|d| d.hd95), "asd": d.map(|d| d.asd), "assd": d.map(|d| d.assd),
+                    "assd_mean_of_means": d.map(|d| d.assd_mean_of_means),
                     "prediction_voxels": m.prediction_voxels, "reference_voxels": m.reference_voxels,
                 })
             })

@@ -222,6 +222,7 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
     });
 
     let dataset_dir = req.data.dir.clone();
+    let foreground = &req.data.manifest.options.foreground;
     let refs: Vec<&VNet> = nets.iter().collect();
     let mut last = None;
     let mut next = if first < cfg.iterations {
@@ -262,7 +263,7 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
             let improved = best.is_none_or(|(_, d)| dice > d);
             if improved {
                 best = Some((done, dice));
-                export(run_dir, &cfg, &refs, done)?;
+                export(run_dir, &cfg, &refs, done, foreground)?;
             }
             on_event(Event::Validated {
                 iteration: done,
@@ -288,7 +289,7 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
         last = Some(entry);
     }
     let run = if best.is_none() {
-        export(run_dir, &cfg, &refs, cfg.iterations)?
+        export(run_dir, &cfg, &refs, cfg.iterations, foreground)?
     } else {
         RunInfo::read(run_dir)?
     };
@@ -422,7 +423,13 @@ fn overlay(
 }
 
 /// Writes the students' weights and `run.json` (what inference reads).
-fn export(run_dir: &Path, cfg: &TrainConfig, nets: &[&VNet], iteration: usize) -> Result<RunInfo> {
+fn export(
+    run_dir: &Path,
+    cfg: &TrainConfig,
+    nets: &[&VNet],
+    iteration: usize,
+    foreground: &[i64],
+) -> Result<RunInfo> {
     let mut students = Vec::new();
     for (net, role) in nets.iter().zip(roles(cfg)) {
         let file = match role {
@@ -441,7 +448,7 @@ fn export(run_dir: &Path, cfg: &TrainConfig, nets: &[&VNet], iteration: usize) -
         method: cfg.method.name().into(),
         network: nets[0].config().clone(),
         patch: cfg.patch,
-        foreground: Vec::new(),
+        foreground: foreground.to_vec(),
         students,
         iteration,
     };
