@@ -36,9 +36,12 @@ impl Sgd {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let mut d = g.clone();
+            // Gradients computed from variables carry candle's op graph;
+            // detached, the momentum buffer does not keep every past
+            // iteration's graph (and its activations) alive.
+            let mut d = g.detach();
             if self.weight_decay != 0.0 {
-                d = (d + (var.as_tensor() * self.weight_decay)?)?;
+                d = (d + (var.as_tensor().detach() * self.weight_decay)?)?;
             }
             if self.momentum != 0.0 {
                 let next = match buf.take() {
@@ -48,7 +51,7 @@ impl Sgd {
                 d = next.clone();
                 *buf = Some(next);
             }
-            var.set(&(var.as_tensor() - (d * lr)?)?)?;
+            var.set(&(var.as_tensor().detach() - (d * lr)?)?)?;
         }
         Ok(())
     }
@@ -99,16 +102,20 @@ mod tests {
 
     #[test]
     fn matches_pytorch_sgd_rule_by_hand() {
-        // w = 1, loss = 3 w  =>  g = 3.
+        // w = 1, loss = 1.5 w^2  =>  g = 3 w, a gradient that depends on
+        // the variable (so candle's graph would reach it).
         let w = Var::new(&[1.0f64], &Device::Cpu).unwrap();
         let mut sgd = Sgd::new(vec![("w".into(), w.clone())], 0.9, 0.1);
         let mut want_w = 1.0f64;
         let mut want_buf: Option<f64> = None;
         for _ in 0..3 {
-            let loss = (w.as_tensor() * 3.0).unwrap().sum_all().unwrap();
+            let loss = (w.as_tensor().sqr().unwrap() * 1.5)
+                .unwrap()
+                .sum_all()
+                .unwrap();
             let grads = loss.backward().unwrap();
             sgd.step(&grads, 0.01).unwrap();
-            let d = 3.0 + 0.1 * want_w;
+            let d = 3.0 * want_w + 0.1 * want_w;
             let b = want_buf.map_or(d, |b| 0.9 * b + d);
             want_buf = Some(b);
             want_w -= 0.01 * b;
@@ -116,6 +123,10 @@ mod tests {
             assert!((got - want_w).abs() < 1e-15, "{got} vs {want_w}");
         }
         let state = sgd.state().unwrap();
+        assert!(
+            !state["w"].track_op(),
+            "momentum buffers must not hold the autograd graph of past steps"
+        );
         let mut again = Sgd::new(vec![("w".into(), w.clone())], 0.9, 0.1);
         again.load_state(&state).unwrap();
         assert_eq!(
