@@ -49,13 +49,17 @@ fn assert_close(got: &Tensor, want: &Tensor, tol: f64, what: &str) {
 }
 
 fn width4() -> VNet {
+    width4_in(DType::F32)
+}
+
+fn width4_in(dtype: DType) -> VNet {
     let net = VNet::new(
         VNetConfig {
             width: 4,
             ..Default::default()
         },
         0,
-        DType::F32,
+        dtype,
         &Device::Cpu,
     )
     .unwrap();
@@ -65,9 +69,31 @@ fn width4() -> VNet {
 
 #[test]
 fn matches_pytorch_in_eval_and_train_mode_with_gradients() {
+    matches_pytorch(DType::F32);
+}
+
+/// The same network in f64: PyTorch made the golden values in f64, so this
+/// checks the mathematics without f32 rounding in the way.
+#[test]
+fn matches_pytorch_in_f64() {
+    matches_pytorch(DType::F64);
+}
+
+fn matches_pytorch(dtype: DType) {
     let g = golden();
-    let net = width4();
-    let x = flip(&g["input"]);
+    let net = width4_in(dtype);
+    let x = flip(&g["input"]).to_dtype(dtype).unwrap();
+    let g: HashMap<String, Tensor> = g
+        .into_iter()
+        .map(|(k, v)| {
+            let v = if k.starts_with("loss_r") {
+                v.to_dtype(dtype).unwrap()
+            } else {
+                v
+            };
+            (k, v)
+        })
+        .collect();
     let eval = net.forward(&x, false, Dropout::Off).unwrap();
     assert_close(&flip(&eval.sdm), &g["eval_sdm"], 1e-4, "eval sdm");
     assert_close(&flip(&eval.seg_logits), &g["eval_seg"], 1e-4, "eval seg");
@@ -85,7 +111,11 @@ fn matches_pytorch_in_eval_and_train_mode_with_gradients() {
             .unwrap())
     .unwrap();
     let want_loss = g["loss"].to_vec1::<f32>().unwrap()[0] as f64;
-    let got_loss = loss.to_scalar::<f32>().unwrap() as f64;
+    let got_loss = loss
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
     assert!(
         (got_loss - want_loss).abs() <= 1e-4 * want_loss.abs().max(1.0),
         "loss {got_loss} vs {want_loss}"
@@ -107,8 +137,14 @@ fn matches_pytorch_in_eval_and_train_mode_with_gradients() {
         } else {
             grad.clone()
         };
-        let flat: Vec<f32> = grad.flatten_all().unwrap().to_vec1().unwrap();
-        let norm = flat.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        let flat: Vec<f64> = grad
+            .flatten_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let norm = flat.iter().map(|v| v.powi(2)).sum::<f64>().sqrt();
         let want_norm = g[&format!("grad_norm.{name}")].to_vec1::<f32>().unwrap()[0] as f64;
         // A conv bias that feeds BatchNorm has an analytic gradient of zero;
         // both frameworks return rounding noise there, so its scale is set
@@ -131,7 +167,7 @@ fn matches_pytorch_in_eval_and_train_mode_with_gradients() {
         for (i, v) in idx.iter().zip(vals) {
             let got = flat[*i as usize];
             assert!(
-                ((got - v) as f64).abs() <= 1e-4 * want_norm_floor,
+                (got - v as f64).abs() <= 1e-4 * want_norm_floor,
                 "{name}[{i}]: {got} vs PyTorch {v}"
             );
         }
