@@ -368,6 +368,17 @@ impl CustomOp2 for Conv3d {
         apply2(self, s1, l1, s2, l2)
     }
 
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cudnn::forward(s1, l1, s2, l2, self.padding)
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -453,6 +464,17 @@ impl CustomOp2 for Conv3dInputGrad {
     ) -> Result<(CpuStorage, Shape)> {
         apply2(self, s1, l1, s2, l2)
     }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cudnn::input_grad(s1, l1, s2, l2, self.padding)
+    }
 }
 
 /// Weight gradient: `(x, dy)` to `dw`.
@@ -501,5 +523,16 @@ impl CustomOp2 for Conv3dWeightGrad {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         apply2(self, s1, l1, s2, l2)
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cudnn::weight_grad(s1, l1, s2, l2, self.k, self.padding)
     }
 }

@@ -9,7 +9,10 @@
 //! stride-2 pair and the 1x1x1 head. On any other device the same functions
 //! compose candle's own differentiable ops (2D convolutions over depth
 //! slices, reshapes and matmuls), slower but correct, so a network built on
-//! these functions runs everywhere.
+//! these functions runs everywhere. The exception: with the `cudnn` feature
+//! the `k x k x k` convolution and its two gradients on CUDA devices are the
+//! same custom ops running cuDNN ([`cudnn`]); on CUDA the resampling ops
+//! are reshapes and cuBLAS matmuls either way, all on the device.
 //!
 //! All functions validate ranks, shapes, dtypes (f32 or f64) and devices
 //! and return a candle error instead of panicking.
@@ -18,11 +21,13 @@ mod batchnorm;
 mod compose;
 mod conv3d;
 mod cpu;
+#[cfg(feature = "cudnn")]
+pub mod cudnn;
 mod dropout;
 mod kernel;
 mod resample;
 
-use candle_core::{DType, Result, Tensor, bail};
+use candle_core::{DType, Device, Result, Tensor, bail};
 
 pub use dropout::{channel_dropout, channel_dropout_mask, channel_dropout_with_mask};
 pub use kernel::uses_avx512;
@@ -73,6 +78,14 @@ pub fn bias_bn_relu_train(
     } else {
         batchnorm::composed(x, bias, gamma, beta, eps)
     }
+}
+
+/// Whether [`conv3d`] and its gradients run as custom ops with their own
+/// kernels on `dev`: always on the CPU, and on CUDA devices through cuDNN
+/// when built with the `cudnn` feature. Elsewhere they compose candle ops
+/// (see [`reference`](mod@reference)).
+pub fn conv3d_is_native(dev: &Device) -> bool {
+    dev.is_cpu() || (cfg!(feature = "cudnn") && dev.is_cuda())
 }
 
 /// Returns the five dimensions of a rank-5 tensor or a descriptive error.
@@ -137,7 +150,7 @@ pub fn conv3d(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
     if x.elem_count() == 0 || w.elem_count() == 0 {
         bail!("{OP}: empty input {:?} or weight {:?}", x.dims(), w.dims());
     }
-    if x.device().is_cpu() {
+    if conv3d_is_native(x.device()) {
         x.contiguous()?
             .apply_op2(&w.contiguous()?, conv3d::Conv3d { padding })
     } else {
@@ -188,7 +201,7 @@ pub fn conv3d_input_grad(dy: &Tensor, w: &Tensor, padding: usize) -> Result<Tens
             dy.dims()
         );
     }
-    if dy.device().is_cpu() {
+    if conv3d_is_native(dy.device()) {
         dy.contiguous()?
             .apply_op2_no_bwd(&w.contiguous()?, &conv3d::Conv3dInputGrad { padding })
     } else {
@@ -222,7 +235,7 @@ pub fn conv3d_weight_grad(x: &Tensor, dy: &Tensor, k: usize, padding: usize) -> 
             dy.dims()
         );
     }
-    if x.device().is_cpu() {
+    if conv3d_is_native(x.device()) {
         x.contiguous()?
             .apply_op2_no_bwd(&dy.contiguous()?, &conv3d::Conv3dWeightGrad { padding, k })
     } else {
