@@ -105,10 +105,10 @@ fn parse_method(s: &str) -> Result<Method, String> {
 /// The small configuration of the demo job: a few minutes on 2 cores.
 pub fn demo_config() -> TrainConfig {
     TrainConfig {
-        iterations: 300,
+        iterations: 150,
         patch: [48, 48, 32],
         width: 8,
-        checkpoint_every: 100,
+        checkpoint_every: 50,
         ..TrainConfig::default()
     }
 }
