@@ -349,13 +349,12 @@ pub fn train_step(
     Ok((loss, parts))
 }
 
-/// Mean Dice of the students on the validation cases, on their original grids.
-fn validate(
+/// The students and sliding window used on the run's own data: the
+/// ensemble when there are two students, the training patch.
+fn inference_setup<'a>(
     cfg: &TrainConfig,
-    nets: &[&VNet],
-    data: &PreparedDataset,
-    cases: &[&dtml_volume::CaseRecord],
-) -> Result<f64> {
+    nets: &[&'a VNet],
+) -> (crate::infer::Students<'a>, crate::infer::InferenceOptions) {
     use crate::infer::{Ensemble, InferenceOptions, Students};
     let students = Students {
         region: Some(nets[0]),
@@ -371,6 +370,17 @@ fn validate(
         },
         ..InferenceOptions::default()
     };
+    (students, opts)
+}
+
+/// Mean Dice of the students on the validation cases, on their original grids.
+fn validate(
+    cfg: &TrainConfig,
+    nets: &[&VNet],
+    data: &PreparedDataset,
+    cases: &[&dtml_volume::CaseRecord],
+) -> Result<f64> {
+    let (students, opts) = inference_setup(cfg, nets);
     let results = crate::evaluate::evaluate_prepared(
         &students,
         data,
@@ -394,23 +404,9 @@ fn overlay(
     case: &dtml_volume::CaseRecord,
     path: &Path,
 ) -> Result<()> {
-    use crate::infer::{Ensemble, InferenceOptions, Students};
     let loaded = data.load(case)?;
-    let opts = InferenceOptions {
-        patch: cfg.patch,
-        stride: cfg.validation_stride,
-        ensemble: if nets.len() == 2 {
-            Ensemble::Both
-        } else {
-            Ensemble::Region
-        },
-        disagreement: nets.len() == 2,
-        ..InferenceOptions::default()
-    };
-    let students = Students {
-        region: Some(nets[0]),
-        boundary: nets.get(1).copied(),
-    };
+    let (students, mut opts) = inference_setup(cfg, nets);
+    opts.disagreement = nets.len() == 2;
     let pred = crate::infer::predict_volume(&students, &loaded.image, loaded.shape, &opts)?;
     crate::plot::overlay(
         &loaded.image,
