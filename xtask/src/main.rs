@@ -176,11 +176,22 @@ fn cuda_check() -> Result<()> {
 }
 
 fn prepare(out: &Path) -> Result<()> {
+    prepare_with(out, &[])
+}
+
+/// Builds the release `dtml`, generates the synthetic data (with extra
+/// `generate` flags) into `out/data` and prepares it into `out/prepared`
+/// (20 % labelled, patch 48x48x32).
+fn prepare_with(out: &Path, generate_flags: &[&str]) -> Result<()> {
     run(cargo().args(["build", "--release", "-p", "dtml-cli", "--bin", "dtml"]))?;
     let dtml = root().join("target/release/dtml");
     let out = root().join(out);
     let data = out.join("data");
-    run(Command::new(&dtml).args(["generate", "--out"]).arg(&data))?;
+    run(Command::new(&dtml)
+        .arg("generate")
+        .args(generate_flags)
+        .arg("--out")
+        .arg(&data))?;
     run(Command::new(&dtml)
         .args(["prepare", "--data"])
         .arg(&data)

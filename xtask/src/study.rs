@@ -3,7 +3,7 @@
 //! mean Dice +- std over seeds. Runs that already have metrics are reused,
 //! so an interrupted study continues.
 
-use crate::{cargo, root, run};
+use crate::{cargo, prepare_with, root, run};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,36 +39,14 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 }
 
 pub fn study(s: &Study) -> Result<()> {
-    run(cargo().args(["build", "--release", "-p", "dtml-cli", "--bin", "dtml"]))?;
-    let dtml = root().join("target/release/dtml");
     let out = root().join(&s.out);
-    let data = out.join("data");
     let prepared = out.join("prepared");
     if !prepared.join("manifest.json").is_file() {
-        run(Command::new(&dtml)
-            .args([
-                "generate",
-                "--train-cases",
-                "20",
-                "--test-cases",
-                "10",
-                "--out",
-            ])
-            .arg(&data))?;
-        run(Command::new(&dtml)
-            .args(["prepare", "--data"])
-            .arg(&data)
-            .arg("--out")
-            .arg(&prepared)
-            .args([
-                "--labelled-fraction",
-                "0.2",
-                "--patch",
-                "48,48,32",
-                "--margin",
-                "8,8,4",
-            ]))?;
+        prepare_with(&s.out, &["--train-cases", "20", "--test-cases", "10"])?;
+    } else {
+        run(cargo().args(["build", "--release", "-p", "dtml-cli", "--bin", "dtml"]))?;
     }
+    let dtml = root().join("target/release/dtml");
     let mut table = String::from(
         "| method | mean Dice +- std over seeds | per seed (Dice) | mean hd95 (mm) |\n| --- | --- | --- | --- |\n",
     );
