@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Generates and prepares a tiny dataset: 6 training cases (2 labelled), 2 test.
-fn tiny_prepared(dir: &Path) -> PathBuf {
+/// Generates and prepares a tiny dataset: 6 training cases (2 labelled), 2
+/// test, with `extra` flags for `dtml prepare`.
+fn tiny_prepared(dir: &Path, extra: &[&str]) -> PathBuf {
     let data = dir.join("data");
     let out = dir.join("prepared");
     dtml_ok(&[
@@ -24,7 +25,7 @@ fn tiny_prepared(dir: &Path) -> PathBuf {
         "--seed",
         "5",
     ]);
-    dtml_ok(&[
+    let mut prepare = vec![
         "prepare",
         "--data",
         s(&data),
@@ -36,7 +37,9 @@ fn tiny_prepared(dir: &Path) -> PathBuf {
         "32,32,16",
         "--margin",
         "4,4,full",
-    ]);
+    ];
+    prepare.extend_from_slice(extra);
+    dtml_ok(&prepare);
     out
 }
 
@@ -86,7 +89,7 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
 #[test]
 fn every_method_trains_and_its_run_predicts() {
     let dir = tempfile::tempdir().unwrap();
-    let data = tiny_prepared(dir.path());
+    let data = tiny_prepared(dir.path(), &[]);
     for method in ["dtml", "dtml-released", "dtc", "supervised"] {
         let run = dir.path().join(format!("run-{method}"));
         dtml_ok(&train_args(&data, &run, method, "4"));
@@ -157,7 +160,7 @@ fn every_method_trains_and_its_run_predicts() {
 #[test]
 fn same_seed_same_losses_and_sigkill_then_resume_continues_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let data = tiny_prepared(dir.path());
+    let data = tiny_prepared(dir.path(), &[]);
     let whole = dir.path().join("whole");
     let n = "24";
     dtml_ok(&train_args(&data, &whole, "dtml", n));
@@ -205,38 +208,9 @@ fn same_seed_same_losses_and_sigkill_then_resume_continues_exactly() {
 #[test]
 fn validation_keeps_the_best_students_config_file_and_nan_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    dtml_ok(&[
-        "generate",
-        "--out",
-        s(&data),
-        "--shape",
-        "36,36,20",
-        "--train-cases",
-        "6",
-        "--test-cases",
-        "1",
-        "--seed",
-        "9",
-    ]);
     let list = dir.path().join("validation.list");
     std::fs::write(&list, "synth_005\n").unwrap();
-    let prepared = dir.path().join("prepared");
-    dtml_ok(&[
-        "prepare",
-        "--data",
-        s(&data),
-        "--out",
-        s(&prepared),
-        "--labelled",
-        "2",
-        "--validation-list",
-        s(&list),
-        "--patch",
-        "32,32,16",
-        "--margin",
-        "4,4,full",
-    ]);
+    let prepared = tiny_prepared(dir.path(), &["--validation-list", s(&list)]);
     // Hyper-parameters from a TOML file, one overridden by a flag.
     let config = dir.path().join("train.toml");
     std::fs::write(
