@@ -16,8 +16,7 @@
 use crate::error::{ModelError, Result};
 use crate::init::uniform;
 use crate::ops;
-use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
-use candle_nn::BatchNorm;
+use candle_core::{DType, Device, Module, Tensor, Var};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap};
@@ -85,28 +84,90 @@ struct Conv {
     bias: Var,
 }
 
-impl Conv {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let w = self.weight.as_tensor();
-        let y = match self.kind {
-            Kind::Conv3 => ops::conv3d(x, w, 1)?,
-            Kind::Down => ops::down_conv2(x, w)?,
-            Kind::Up => ops::up_conv2(x, w)?,
-            Kind::Conv1 => ops::conv1x1(x, w)?,
-        };
-        let c = self.bias.dim(0)?;
-        y.broadcast_add(&self.bias.as_tensor().reshape((1, c, 1, 1, 1))?)
+/// How a forward pass runs: batch or running statistics, and whether
+/// autograd records it.
+#[derive(Clone, Copy)]
+struct Pass {
+    train: bool,
+    track: bool,
+}
+
+impl Pass {
+    /// A parameter as this pass sees it: detached when nothing will call
+    /// `backward`, so no graph keeps activations alive.
+    fn param(self, v: &Var) -> Tensor {
+        if self.track {
+            v.as_tensor().clone()
+        } else {
+            v.as_tensor().detach()
+        }
     }
 }
 
+impl Conv {
+    /// The convolution without its bias.
+    fn forward_unbiased(&self, x: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+        let w = &pass.param(&self.weight);
+        match self.kind {
+            Kind::Conv3 => ops::conv3d(x, w, 1),
+            Kind::Down => ops::down_conv2(x, w),
+            Kind::Up => ops::up_conv2(x, w),
+            Kind::Conv1 => ops::conv1x1(x, w),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+        let y = self.forward_unbiased(x, pass)?;
+        let c = self.bias.dim(0)?;
+        y.broadcast_add(&pass.param(&self.bias).reshape((1, c, 1, 1, 1))?)
+    }
+}
+
+/// Conv + BatchNorm + ReLU; the BatchNorm tensors are the state dict's.
 struct Layer {
     conv: Conv,
-    bn: BatchNorm,
+    gamma: Var,
+    beta: Var,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
 }
 
 impl Layer {
-    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)?.relu()
+    fn forward(&self, x: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+        let p = |v: &Var| pass.param(v);
+        if !pass.train {
+            // Evaluation: the conv bias and BatchNorm with running statistics
+            // fold into one per-channel scale and shift.
+            let c = self.conv.bias.dim(0)?;
+            let scale = (p(&self.gamma) / (p(&self.running_var) + self.eps)?.sqrt()?)?;
+            let shift =
+                ((p(&self.conv.bias) - p(&self.running_mean))? * &scale)?.add(&p(&self.beta))?;
+            return self
+                .conv
+                .forward_unbiased(x, pass)?
+                .broadcast_mul(&scale.reshape((1, c, 1, 1, 1))?)?
+                .broadcast_add(&shift.reshape((1, c, 1, 1, 1))?)?
+                .relu();
+        }
+        // Training: conv bias, batch-statistics BatchNorm and ReLU as one op
+        // (a dozen fewer whole-tensor passes than composing them), then the
+        // running statistics as PyTorch updates them (unbiased variance).
+        let (y, mean, var) = ops::bias_bn_relu_train(
+            &self.conv.forward_unbiased(x, pass)?,
+            &p(&self.conv.bias),
+            &p(&self.gamma),
+            &p(&self.beta),
+            self.eps,
+        )?;
+        let m = self.momentum;
+        let update = |running: &Var, batch: &Tensor| -> candle_core::Result<()> {
+            running.set(&((running.as_tensor().detach() * (1.0 - m))? + (batch.detach() * m)?)?)
+        };
+        update(&self.running_mean, &mean)?;
+        update(&self.running_var, &var)?;
+        Ok(y)
     }
 }
 
@@ -115,10 +176,10 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
         let mut h = x.clone();
         for l in &self.layers {
-            h = l.forward(&h, train)?;
+            h = l.forward(&h, pass)?;
         }
         Ok(h)
     }
@@ -222,16 +283,15 @@ impl Builder<'_> {
         let var = self.var(format!("{bn}.running_var"), ones.clone())?;
         let weight = self.var(format!("{bn}.weight"), ones)?;
         let bias = self.var(format!("{bn}.bias"), zeros)?;
-        let bn = BatchNorm::new_with_momentum(
-            cout,
-            mean.as_tensor().clone(),
-            var.as_tensor().clone(),
-            weight.as_tensor().clone(),
-            bias.as_tensor().clone(),
-            self.config.bn_eps,
-            self.config.bn_momentum,
-        )?;
-        Ok(Layer { conv, bn })
+        Ok(Layer {
+            conv,
+            gamma: weight,
+            beta: bias,
+            running_mean: mean,
+            running_var: var,
+            eps: self.config.bn_eps,
+            momentum: self.config.bn_momentum,
+        })
     }
 }
 
@@ -314,6 +374,25 @@ impl VNet {
     /// Forward pass of `x` `(N, C, Z, Y, X)`; `train` selects batch
     /// statistics (and updates the running ones).
     pub fn forward(&self, x: &Tensor, train: bool, dropout: Dropout) -> Result<VNetOutput> {
+        self.run(x, Pass { train, track: true }, dropout)
+    }
+
+    /// Evaluation-mode forward pass that autograd does not record: each
+    /// activation is freed once the next layer has read it, so inference
+    /// and validation need a fraction of `forward`'s memory.
+    pub fn predict(&self, x: &Tensor) -> Result<VNetOutput> {
+        self.run(
+            x,
+            Pass {
+                train: false,
+                track: false,
+            },
+            Dropout::Off,
+        )
+    }
+
+    fn run(&self, x: &Tensor, pass: Pass, dropout: Dropout) -> Result<VNetOutput> {
+        let train = pass.train;
         let dims = x.dims().to_vec();
         if dims.len() != 5 || dims[1] != self.config.in_channels {
             return Err(ModelError::Input {
@@ -336,19 +415,19 @@ impl VNet {
         let mut skips = Vec::with_capacity(4);
         let mut h = x.clone();
         for s in 0..4 {
-            h = self.stages[s].forward(&h, train)?;
+            h = self.stages[s].forward(&h, pass)?;
             skips.push(h.clone());
-            h = self.downs[s].forward(&h, train)?;
+            h = self.downs[s].forward(&h, pass)?;
         }
-        h = self.stages[4].forward(&h, train)?;
+        h = self.stages[4].forward(&h, pass)?;
         h = self.drop(&h, &mut dropout, 0)?;
         for u in 0..4 {
-            h = (self.ups[u].forward(&h, train)? + &skips[3 - u])?;
-            h = self.stages[5 + u].forward(&h, train)?;
+            h = (self.ups[u].forward(&h, pass)? + &skips[3 - u])?;
+            h = self.stages[5 + u].forward(&h, pass)?;
         }
         h = self.drop(&h, &mut dropout, 1)?;
-        let sdm = self.out_sdm.forward(&h)?.tanh()?;
-        let seg_logits = self.out_seg.forward(&h)?;
+        let sdm = self.out_sdm.forward(&h, pass)?.tanh()?;
+        let seg_logits = self.out_seg.forward(&h, pass)?;
         Ok(VNetOutput { sdm, seg_logits })
     }
 

@@ -18,7 +18,7 @@
 
 use crate::error::{Result, TrainError};
 use candle_core::{DType, Device, Tensor};
-use dtml_model::{Dropout, VNet};
+use dtml_model::VNet;
 use dtml_volume::{ReadOptions, Volume, ZScore};
 use rayon::prelude::*;
 use std::path::Path;
@@ -396,17 +396,13 @@ pub fn predict_volume(
     sliding_window(image, shape, opts, |input, n| {
         let x = Tensor::from_vec(input, (n, 1, wz, wy, wx), &device)?.to_dtype(dtype)?;
         let p_a = match region {
-            Some(r) => Some(probabilities(
-                &r.forward(&x, false, Dropout::Off)?.seg_logits,
-                sigmoid,
-            )?),
+            Some(r) => Some(probabilities(&r.predict(&x)?.seg_logits, sigmoid)?),
             None => None,
         };
         let q_b = match boundary {
-            Some(b) => Some(probabilities(
-                &b.forward(&x, false, Dropout::Off)?.sdm,
-                |d| sigmoid(-SHARPNESS * d),
-            )?),
+            Some(b) => Some(probabilities(&b.predict(&x)?.sdm, |d| {
+                sigmoid(-SHARPNESS * d)
+            })?),
             None => None,
         };
         Ok((p_a, q_b))
