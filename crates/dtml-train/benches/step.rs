@@ -31,6 +31,7 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn main() {
+    dtml_train::allocator::keep_freed_memory();
     let mut size = "demo".to_string();
     let mut steps = None;
     let mut warmup = None;

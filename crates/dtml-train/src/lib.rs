@@ -2,6 +2,7 @@
 //! (DTML and the objectives it is compared with) and sliding-window
 //! inference that turns trained students into masks.
 
+pub mod allocator;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;

@@ -9,10 +9,11 @@
 //!
 //! Statistics are PyTorch's (and candle-nn's): per channel over (N, spatial),
 //! biased variance for normalising, unbiased variance returned for the
-//! running estimate. They accumulate in f64 around a per-channel shift, so
-//! f32 inputs lose no precision to cancellation.
+//! running estimate. Sums run in the input's type over 16 lanes and blocks
+//! of 1024 values, then in f64, around a per-channel shift: the loops
+//! vectorise and f32 inputs lose nothing to cancellation or long sums. The
+//! conv bias gets its exact gradient, zero (the normalisation cancels it).
 
-use super::cpu::SendPtr;
 use super::kernel::Real;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
@@ -54,26 +55,73 @@ fn slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [
     }
 }
 
-/// Sum and sum of squares of `x - shift` in f64 (eight lanes, so the loop
-/// vectorises).
-fn shifted_sums<T: Real>(x: &[T], shift: f64) -> (f64, f64) {
-    let mut s1 = [0f64; 8];
-    let mut s2 = [0f64; 8];
-    let mut chunks = x.chunks_exact(8);
-    for ch in &mut chunks {
-        for i in 0..8 {
-            let v = ch[i].to_f64() - shift;
-            s1[i] += v;
-            s2[i] += v * v;
+/// Partial sums run in `T` over `LANES` independent lanes (so the loops
+/// vectorise) for at most `BLOCK` values, then move to f64: f32 rounding
+/// stays at the level of a 64-term sum however large the volume.
+const LANES: usize = 16;
+const BLOCK: usize = 1024;
+
+fn lane_total<T: Real>(lanes: &[T; LANES]) -> f64 {
+    lanes.iter().map(|v| v.to_f64()).sum()
+}
+
+/// Sum and sum of squares of `x + offset` (`offset` is minus a sample of
+/// the channel, so the terms stay small and nothing cancels).
+fn shifted_sums<T: Real>(x: &[T], offset: T) -> (f64, f64) {
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for block in x.chunks(BLOCK) {
+        let mut a = [T::zero(); LANES];
+        let mut b = [T::zero(); LANES];
+        let mut chunks = block.chunks_exact(LANES);
+        for ch in &mut chunks {
+            for l in 0..LANES {
+                let v = ch[l] + offset;
+                a[l] += v;
+                b[l] += v * v;
+            }
         }
+        for (l, &v) in chunks.remainder().iter().enumerate() {
+            let v = v + offset;
+            a[l] += v;
+            b[l] += v * v;
+        }
+        s1 += lane_total(&a);
+        s2 += lane_total(&b);
     }
-    let (mut a, mut b) = (s1.iter().sum::<f64>(), s2.iter().sum::<f64>());
-    for v in chunks.remainder() {
-        let v = v.to_f64() - shift;
-        a += v;
-        b += v * v;
+    (s1, s2)
+}
+
+/// `sum(dz)` and `sum(dz (x + centre))` with `dz = dy` where `y > 0`.
+fn masked_sums<T: Real>(x: &[T], y: &[T], dy: &[T], centre: T) -> (f64, f64) {
+    let zero = T::zero();
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for ((xb, yb), gb) in x.chunks(BLOCK).zip(y.chunks(BLOCK)).zip(dy.chunks(BLOCK)) {
+        let mut a = [zero; LANES];
+        let mut b = [zero; LANES];
+        let mut xc = xb.chunks_exact(LANES);
+        let mut yc = yb.chunks_exact(LANES);
+        let mut gc = gb.chunks_exact(LANES);
+        for ((xs, ys), gs) in (&mut xc).zip(&mut yc).zip(&mut gc) {
+            for l in 0..LANES {
+                let g = if ys[l] > zero { gs[l] } else { zero };
+                a[l] += g;
+                b[l] += g * (xs[l] + centre);
+            }
+        }
+        let rest = xc
+            .remainder()
+            .iter()
+            .zip(yc.remainder())
+            .zip(gc.remainder());
+        for (l, ((&xv, &yv), &gv)) in rest.enumerate() {
+            let g = if yv > zero { gv } else { zero };
+            a[l] += g;
+            b[l] += g * (xv + centre);
+        }
+        s1 += lane_total(&a);
+        s2 += lane_total(&b);
     }
-    (a, b)
+    (s1, s2)
 }
 
 impl BnReluTrain {
@@ -97,7 +145,10 @@ impl BnReluTrain {
         let shift: Vec<f64> = (0..c).map(|ch| x[ch * s].to_f64()).collect();
         let sums: Vec<(f64, f64)> = (0..n * c)
             .into_par_iter()
-            .map(|pl| shifted_sums(&x[pl * s..(pl + 1) * s], shift[pl % c]))
+            .map(|pl| {
+                let offset = T::from_f64(-shift[pl % c]);
+                shifted_sums(&x[pl * s..(pl + 1) * s], offset)
+            })
             .collect();
         let mut mean = vec![0f64; c];
         let mut var = vec![0f64; c];
@@ -233,31 +284,8 @@ impl BnReluBwd {
             .into_par_iter()
             .map(|pl| {
                 let r = pl * s..(pl + 1) * s;
-                let mean = sv.mean[pl % c];
-                let mut a = [0f64; 8];
-                let mut b = [0f64; 8];
-                let (xs, ys, gs) = (&x[r.clone()], &y[r.clone()], &dy[r]);
-                let mut i = 0;
-                while i + 8 <= s {
-                    for l in 0..8 {
-                        let g = if ys[i + l] > zero {
-                            gs[i + l].to_f64()
-                        } else {
-                            0.0
-                        };
-                        a[l] += g;
-                        b[l] += g * (xs[i + l].to_f64() - mean);
-                    }
-                    i += 8;
-                }
-                let (mut sa, mut sb) = (a.iter().sum::<f64>(), b.iter().sum::<f64>());
-                while i < s {
-                    let g = if ys[i] > zero { gs[i].to_f64() } else { 0.0 };
-                    sa += g;
-                    sb += g * (xs[i].to_f64() - mean);
-                    i += 1;
-                }
-                (sa, sb)
+                let centre = T::from_f64(-sv.mean[pl % c]);
+                masked_sums(&x[r.clone()], &y[r.clone()], &dy[r], centre)
             })
             .collect();
         let m = (n * s) as f64;
@@ -283,30 +311,24 @@ impl BnReluBwd {
             cm[ch] = T::from_f64(-sv.mean[ch]);
         }
         let mut dx = vec![zero; x.len()];
-        let out = SendPtr(dx.as_mut_ptr());
-        let dbias: Vec<f64> = (0..n * c)
-            .into_par_iter()
-            .map(|pl| {
-                let ch = pl % c;
-                let (a, b, cst, mc) = (ca[ch], cb[ch], cc[ch], cm[ch]);
-                let r = pl * s..(pl + 1) * s;
-                // SAFETY: each plane writes only its own range of `dx`.
-                let o = unsafe { std::slice::from_raw_parts_mut(out.get().add(pl * s), s) };
-                let (xs, ys, gs) = (&x[r.clone()], &y[r.clone()], &dy[r]);
-                let mut acc = [0f64; 8];
-                for (i, o) in o.iter_mut().enumerate() {
-                    let g = if ys[i] > zero { gs[i] } else { zero };
-                    let v = a * g + b * (xs[i] + mc) + cst;
-                    *o = v;
-                    acc[i % 8] += v.to_f64();
-                }
-                acc.iter().sum::<f64>()
-            })
-            .collect();
+        dx.par_chunks_mut(s).enumerate().for_each(|(pl, o)| {
+            let ch = pl % c;
+            let (a, b, cst, mc) = (ca[ch], cb[ch], cc[ch], cm[ch]);
+            let r = pl * s..(pl + 1) * s;
+            for (((o, &xv), &yv), &gv) in o
+                .iter_mut()
+                .zip(&x[r.clone()])
+                .zip(&y[r.clone()])
+                .zip(&dy[r])
+            {
+                let g = if yv > zero { gv } else { zero };
+                *o = a * g + b * (xv + mc) + cst;
+            }
+        });
+        // The conv bias before BatchNorm cancels in the normalisation, so its
+        // gradient is exactly zero (PyTorch returns the rounding noise of
+        // `sum(dx)` there).
         let mut g = vec![0f64; 3 * c];
-        for pl in 0..n * c {
-            g[pl % c] += dbias[pl];
-        }
         g[c..2 * c].copy_from_slice(&dgamma);
         g[2 * c..].copy_from_slice(&dbeta);
         *self.grads.lock().expect("batch norm gradients") = Some(g);
