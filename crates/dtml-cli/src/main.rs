@@ -63,7 +63,8 @@ pub fn set_threads(n: usize) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    dtml_train::allocator::keep_freed_memory();
+    // SAFETY: first statement of main; no other thread exists yet.
+    unsafe { dtml_train::runtime::prepare_process() };
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

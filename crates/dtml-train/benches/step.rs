@@ -31,7 +31,8 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn main() {
-    dtml_train::allocator::keep_freed_memory();
+    // SAFETY: first statement of main; no other thread exists yet.
+    unsafe { dtml_train::runtime::prepare_process() };
     let mut size = "demo".to_string();
     let mut steps = None;
     let mut warmup = None;

@@ -23,7 +23,8 @@ fn triple(s: &str) -> [usize; 3] {
 }
 
 fn main() {
-    dtml_train::allocator::keep_freed_memory();
+    // SAFETY: first statement of main; no other thread exists yet.
+    unsafe { dtml_train::runtime::prepare_process() };
     let mut size = [144, 144, 88];
     let mut patch = [112, 112, 80];
     let mut stride = [18, 18, 4];

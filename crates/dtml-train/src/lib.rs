@@ -2,7 +2,6 @@
 //! (DTML and the objectives it is compared with) and sliding-window
 //! inference that turns trained students into masks.
 
-pub mod allocator;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
@@ -13,6 +12,7 @@ pub mod method;
 pub mod optim;
 pub mod plot;
 pub mod run;
+pub mod runtime;
 pub mod students;
 pub mod trainer;
 
