@@ -252,7 +252,10 @@ fn conv_wgrad<T: Real>(x: &[T], g: Geom, dy: &[T], cout: usize) -> Vec<T> {
     // has its own accumulator, capped at ~32 MB in total.
     let acc_len = jp * coutp;
     let cap = ((32usize << 20) / (acc_len * std::mem::size_of::<T>())).max(1);
-    let parts = planes.min(8).min(cap).max(1);
+    // A part costs one accumulator (zeroed, then summed): worth it only
+    // when it has a few dozen output positions to work through.
+    let positions = planes * ho * wo;
+    let parts = planes.min(8).min(cap).min(positions / 32).max(1);
     let partials: Vec<Vec<T>> = (0..parts)
         .into_par_iter()
         .map(|s| {
@@ -270,12 +273,22 @@ fn conv_wgrad<T: Real>(x: &[T], g: Geom, dy: &[T], cout: usize) -> Vec<T> {
                 for y0 in (0..ho).step_by(rows_per) {
                     let rows = rows_per.min(ho - y0);
                     let nq = rows * wp;
-                    for co in 0..cout {
-                        let src =
-                            &dy[((ni * cout + co) * do_ + zo) * ho * wo + y0 * wo..][..rows * wo];
+                    // dyt[(r, xo), co] = dy[co, (r, xo)], in 16 x 16 blocks
+                    // so reads and writes both stay within a few lines.
+                    let plane_stride = do_ * ho * wo;
+                    let first = (ni * cout * do_ + zo) * ho * wo + y0 * wo;
+                    for c0 in (0..cout).step_by(16) {
+                        let cn = 16.min(cout - c0);
                         for r in 0..rows {
-                            for xo in 0..wo {
-                                dyt[(r * wp + xo) * coutp + co] = src[r * wo + xo];
+                            for x0 in (0..wo).step_by(16) {
+                                let xn = 16.min(wo - x0);
+                                for co in c0..c0 + cn {
+                                    let src = &dy[first + co * plane_stride + r * wo + x0..][..xn];
+                                    let base = (r * wp + x0) * coutp + co;
+                                    for (i, v) in src.iter().enumerate() {
+                                        dyt[base + i * coutp] = *v;
+                                    }
+                                }
                             }
                         }
                     }
@@ -308,14 +321,22 @@ fn conv_wgrad<T: Real>(x: &[T], g: Geom, dy: &[T], cout: usize) -> Vec<T> {
             acc
         })
         .collect();
+    // Sum the parts element by element in a fixed order (contiguous, so it
+    // streams), then move (j, co) to (co, j) once.
+    let mut parts_iter = partials.into_iter();
+    let mut total = parts_iter
+        .next()
+        .unwrap_or_else(|| vec![T::default(); acc_len]);
+    for part in parts_iter {
+        total
+            .par_chunks_mut(1 << 14)
+            .zip(part.par_chunks(1 << 14))
+            .for_each(|(t, p)| t.iter_mut().zip(p).for_each(|(a, b)| *a += *b));
+    }
     let mut dw = vec![T::default(); cout * jn];
-    for (co, row) in dw.chunks_mut(jn).enumerate() {
-        for (j, v) in row.iter_mut().enumerate() {
-            let mut s = T::default();
-            for part in &partials {
-                s += part[j * coutp + co];
-            }
-            *v = s;
+    for (j, row) in total.chunks(coutp).take(jn).enumerate() {
+        for (co, v) in row[..cout].iter().enumerate() {
+            dw[co * jn + j] = *v;
         }
     }
     dw
