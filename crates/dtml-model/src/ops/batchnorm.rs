@@ -65,9 +65,40 @@ fn lane_total<T: Real>(lanes: &[T; LANES]) -> f64 {
     lanes.iter().map(|v| v.to_f64()).sum()
 }
 
+/// Reinterprets `x` as f32 when `T` is f32 (checked through its dtype).
+fn as_f32<T: Real>(x: &[T]) -> Option<&[f32]> {
+    (T::DTYPE == DType::F32)
+        // SAFETY: the only `WithDType` type whose DTYPE is F32 is f32.
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) })
+}
+
+/// [`shifted_sums_generic`], with an AVX2 path for f32.
+fn shifted_sums<T: Real>(x: &[T], offset: T) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(xf) = as_f32(x)
+        && simd::available()
+    {
+        // SAFETY: AVX2 and FMA are available (checked above).
+        return unsafe { simd::shifted_sums(xf, offset.to_f64() as f32) };
+    }
+    shifted_sums_generic(x, offset)
+}
+
+/// [`masked_sums_generic`], with an AVX2 path for f32.
+fn masked_sums<T: Real>(x: &[T], y: &[T], dy: &[T], centre: T) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(xf), Some(yf), Some(gf)) = (as_f32(x), as_f32(y), as_f32(dy))
+        && simd::available()
+    {
+        // SAFETY: AVX2 and FMA are available (checked above).
+        return unsafe { simd::masked_sums(xf, yf, gf, centre.to_f64() as f32) };
+    }
+    masked_sums_generic(x, y, dy, centre)
+}
+
 /// Sum and sum of squares of `x + offset` (`offset` is minus a sample of
 /// the channel, so the terms stay small and nothing cancels).
-fn shifted_sums<T: Real>(x: &[T], offset: T) -> (f64, f64) {
+fn shifted_sums_generic<T: Real>(x: &[T], offset: T) -> (f64, f64) {
     let (mut s1, mut s2) = (0f64, 0f64);
     for block in x.chunks(BLOCK) {
         let mut a = [T::zero(); LANES];
@@ -92,7 +123,7 @@ fn shifted_sums<T: Real>(x: &[T], offset: T) -> (f64, f64) {
 }
 
 /// `sum(dz)` and `sum(dz (x + centre))` with `dz = dy` where `y > 0`.
-fn masked_sums<T: Real>(x: &[T], y: &[T], dy: &[T], centre: T) -> (f64, f64) {
+fn masked_sums_generic<T: Real>(x: &[T], y: &[T], dy: &[T], centre: T) -> (f64, f64) {
     let zero = T::zero();
     let (mut s1, mut s2) = (0f64, 0f64);
     for ((xb, yb), gb) in x.chunks(BLOCK).zip(y.chunks(BLOCK)).zip(dy.chunks(BLOCK)) {
@@ -426,4 +457,99 @@ pub fn composed(
         .broadcast_add(&beta.reshape(shape.as_slice())?)?
         .relu()?;
     Ok((y, mean.flatten_all()?.detach(), var_unbiased.detach()))
+}
+
+/// The two reductions with AVX2 and FMA: LLVM does not vectorise the
+/// generic versions (their lane arrays stay on the stack).
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::BLOCK;
+    use std::arch::x86_64::*;
+
+    pub(super) fn available() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn total(v: __m256) -> f64 {
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+        lanes.iter().map(|&l| l as f64).sum()
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn shifted_sums(x: &[f32], offset: f32) -> (f64, f64) {
+        let (mut s1, mut s2) = (0f64, 0f64);
+        let off = _mm256_set1_ps(offset);
+        for block in x.chunks(BLOCK) {
+            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let (mut b0, mut b1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut chunks = block.chunks_exact(16);
+            for ch in &mut chunks {
+                // SAFETY: `ch` holds 16 f32.
+                let (v0, v1) = unsafe {
+                    (
+                        _mm256_add_ps(_mm256_loadu_ps(ch.as_ptr()), off),
+                        _mm256_add_ps(_mm256_loadu_ps(ch.as_ptr().add(8)), off),
+                    )
+                };
+                a0 = _mm256_add_ps(a0, v0);
+                a1 = _mm256_add_ps(a1, v1);
+                b0 = _mm256_fmadd_ps(v0, v0, b0);
+                b1 = _mm256_fmadd_ps(v1, v1, b1);
+            }
+            s1 += total(_mm256_add_ps(a0, a1));
+            s2 += total(_mm256_add_ps(b0, b1));
+            for &v in chunks.remainder() {
+                let v = (v + offset) as f64;
+                s1 += v;
+                s2 += v * v;
+            }
+        }
+        (s1, s2)
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be available; the slices have equal lengths.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn masked_sums(x: &[f32], y: &[f32], dy: &[f32], centre: f32) -> (f64, f64) {
+        let (mut s1, mut s2) = (0f64, 0f64);
+        let c = _mm256_set1_ps(centre);
+        let zero = _mm256_setzero_ps();
+        let blocks = x.chunks(BLOCK).zip(y.chunks(BLOCK)).zip(dy.chunks(BLOCK));
+        for ((xb, yb), gb) in blocks {
+            let (mut a0, mut a1) = (zero, zero);
+            let (mut b0, mut b1) = (zero, zero);
+            let full = xb.len() / 16 * 16;
+            for i in (0..full).step_by(16) {
+                // SAFETY: i + 16 <= len of all three blocks.
+                unsafe {
+                    let m0 = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(yb.as_ptr().add(i)), zero);
+                    let m1 =
+                        _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(yb.as_ptr().add(i + 8)), zero);
+                    let g0 = _mm256_and_ps(_mm256_loadu_ps(gb.as_ptr().add(i)), m0);
+                    let g1 = _mm256_and_ps(_mm256_loadu_ps(gb.as_ptr().add(i + 8)), m1);
+                    let x0 = _mm256_add_ps(_mm256_loadu_ps(xb.as_ptr().add(i)), c);
+                    let x1 = _mm256_add_ps(_mm256_loadu_ps(xb.as_ptr().add(i + 8)), c);
+                    a0 = _mm256_add_ps(a0, g0);
+                    a1 = _mm256_add_ps(a1, g1);
+                    b0 = _mm256_fmadd_ps(g0, x0, b0);
+                    b1 = _mm256_fmadd_ps(g1, x1, b1);
+                }
+            }
+            s1 += total(_mm256_add_ps(a0, a1));
+            s2 += total(_mm256_add_ps(b0, b1));
+            for i in full..xb.len() {
+                if yb[i] > 0.0 {
+                    let g = gb[i] as f64;
+                    s1 += g;
+                    s2 += g * (xb[i] + centre) as f64;
+                }
+            }
+        }
+        (s1, s2)
+    }
 }
