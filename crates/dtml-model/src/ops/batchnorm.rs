@@ -14,8 +14,8 @@
 //! vectorise and f32 inputs lose nothing to cancellation or long sums. The
 //! conv bias gets its exact gradient, zero (the normalisation cancels it).
 
+use super::cpu::{Kernel2, apply2, contiguous};
 use super::kernel::Real;
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,17 @@ struct Saved {
     gamma: Vec<f64>,
 }
 
+impl Saved {
+    /// Batch mean of `x + bias` and unbiased batch variance over `count`
+    /// values per channel, for the running statistics.
+    fn running_stats(&self, bias: &[f64], count: usize) -> (Vec<f64>, Vec<f64>) {
+        let mean = self.mean.iter().zip(bias).map(|(m, b)| m + b).collect();
+        let k = count as f64 / (count as f64 - 1.0).max(1.0);
+        let var = self.var.iter().map(|v| v * k).collect();
+        (mean, var)
+    }
+}
+
 /// `(x (N, C, ...), p (3, C) = [bias; gamma; beta])` to `y`.
 pub(crate) struct BnReluTrain {
     pub eps: f64,
@@ -45,14 +56,6 @@ fn layout_of(x: &Shape) -> Result<(usize, usize, usize)> {
     }
     let s: usize = d[2..].iter().product();
     Ok((d[0], d[1], s))
-}
-
-fn slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
-    let all = T::cpu_storage_as_slice(s)?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&all[a..b]),
-        None => bail!("batch norm: {what} must be contiguous"),
-    }
 }
 
 /// Partial sums run in `T` over `LANES` independent lanes (so the loops
@@ -162,8 +165,14 @@ impl BnReluTrain {
             saved: Arc::new(Mutex::new(None)),
         }
     }
+}
 
-    fn run<T: Real>(&self, x: &[T], sx: &Shape, p: &[T]) -> Result<Vec<T>> {
+impl Kernel2 for BnReluTrain {
+    fn op_name(&self) -> &'static str {
+        "batch norm"
+    }
+
+    fn run<T: Real>(&self, x: &[T], sx: &Shape, p: &[T], _: &Shape) -> Result<(Vec<T>, Shape)> {
         let (n, c, s) = layout_of(sx)?;
         if p.len() != 3 * c {
             bail!(
@@ -219,17 +228,7 @@ impl BnReluTrain {
             var,
             gamma,
         });
-        Ok(y)
-    }
-
-    /// Batch mean of `x + bias` and unbiased batch variance of the last
-    /// forward pass, for the running statistics.
-    fn stats(&self, bias: &[f64], count: usize) -> Option<(Vec<f64>, Vec<f64>)> {
-        let saved = self.saved.lock().ok()?.clone()?;
-        let mean = saved.mean.iter().zip(bias).map(|(m, b)| m + b).collect();
-        let k = count as f64 / (count as f64 - 1.0).max(1.0);
-        let var = saved.var.iter().map(|v| v * k).collect();
-        Some((mean, var))
+        Ok((y, sx.clone()))
     }
 }
 
@@ -245,25 +244,7 @@ impl CustomOp2 for BnReluTrain {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let shape = l1.shape().clone();
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(self.run::<f32>(
-                slice(s1, l1, "input")?,
-                &shape,
-                slice(s2, l2, "parameters")?,
-            )?),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(self.run::<f64>(
-                slice(s1, l1, "input")?,
-                &shape,
-                slice(s2, l2, "parameters")?,
-            )?),
-            _ => bail!(
-                "batch norm: input and parameters must both be f32 or f64, got {:?} and {:?}",
-                s1.dtype(),
-                s2.dtype()
-            ),
-        };
-        Ok((out, shape))
+        apply2(self, s1, l1, s2, l2)
     }
 
     fn bwd(
@@ -367,6 +348,9 @@ impl BnReluBwd {
     }
 }
 
+/// Name in the backward pass's error messages.
+const OP_BWD: &str = "batch norm backward";
+
 impl CustomOp3 for BnReluBwd {
     fn name(&self) -> &'static str {
         "dtml-bias-bn-relu-train-backward"
@@ -385,18 +369,18 @@ impl CustomOp3 for BnReluBwd {
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
                 CpuStorage::F32(self.run::<f32>(
-                    slice(s1, l1, "x")?,
+                    contiguous(s1, l1, OP_BWD)?,
                     &shape,
-                    slice(s2, l2, "y")?,
-                    slice(s3, l3, "dy")?,
+                    contiguous(s2, l2, OP_BWD)?,
+                    contiguous(s3, l3, OP_BWD)?,
                 )?)
             }
             (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
                 CpuStorage::F64(self.run::<f64>(
-                    slice(s1, l1, "x")?,
+                    contiguous(s1, l1, OP_BWD)?,
                     &shape,
-                    slice(s2, l2, "y")?,
-                    slice(s3, l3, "dy")?,
+                    contiguous(s2, l2, OP_BWD)?,
+                    contiguous(s3, l3, OP_BWD)?,
                 )?)
             }
             _ => bail!("batch norm backward: mixed dtypes"),
@@ -421,10 +405,12 @@ pub(crate) fn cpu(
     let saved = op.saved.clone();
     let y = x.contiguous()?.apply_op2(&p.contiguous()?, op)?;
     let b: Vec<f64> = bias.to_dtype(DType::F64)?.to_vec1()?;
-    let probe = BnReluTrain { eps, saved };
-    let (mean, var) = probe
-        .stats(&b, n * s)
-        .ok_or_else(|| candle_core::Error::Msg("batch norm: statistics missing".into()))?;
+    let (mean, var) = saved
+        .lock()
+        .expect("batch norm state")
+        .as_ref()
+        .ok_or_else(|| candle_core::Error::Msg("batch norm: statistics missing".into()))?
+        .running_stats(&b, n * s);
     debug_assert_eq!(mean.len(), c);
     Ok((y, mean, var))
 }

@@ -15,7 +15,7 @@ pub(crate) trait Kernel2 {
 }
 
 /// The contiguous values of `s` described by `l`, or an error if strided.
-fn contiguous<'a, T: Real>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
+pub(crate) fn contiguous<'a, T: Real>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
     let all = T::cpu_storage_as_slice(s)?;
     match l.contiguous_offsets() {
         Some((start, end)) => Ok(&all[start..end]),
