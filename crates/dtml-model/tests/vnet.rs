@@ -25,22 +25,19 @@ fn flip(t: &Tensor) -> Tensor {
     t.permute((0, 1, 4, 3, 2)).unwrap().contiguous().unwrap()
 }
 
+/// All values of `t` as f64, in order.
+fn values(t: &Tensor) -> Vec<f64> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 fn assert_close(got: &Tensor, want: &Tensor, tol: f64, what: &str) {
     assert_eq!(got.dims(), want.dims(), "{what}: shape");
-    let g: Vec<f64> = got
-        .flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let w: Vec<f64> = want
-        .flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let (g, w) = (values(got), values(want));
     let scale = w.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-3);
     for (i, (a, b)) in g.iter().zip(&w).enumerate() {
         assert!(
@@ -150,13 +147,7 @@ fn matches_pytorch(dtype: DType) {
         } else {
             grad.clone()
         };
-        let flat: Vec<f64> = grad
-            .flatten_all()
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let flat = values(&grad);
         let norm = flat.iter().map(|v| v.powi(2)).sum::<f64>().sqrt();
         let want_norm = g[&format!("grad_norm.{name}")].to_vec1::<f32>().unwrap()[0] as f64;
         // A conv bias that feeds BatchNorm has an analytic gradient of zero;
