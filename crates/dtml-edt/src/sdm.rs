@@ -91,16 +91,24 @@ fn normalize(o: &mut [f32]) {
         o.par_chunks_mut(CHUNK).for_each(|c| c.fill(-1.0));
         return;
     }
-    // Dividing (not multiplying by a reciprocal) keeps the result in [-1, 1].
-    let (s_in, s_out) = (max_in.sqrt(), max_out.sqrt());
+    // Squared distances are integers, exact in f32. The root and the
+    // division run in f64 and round once to f32, so the target is the
+    // correctly rounded value of the reference's f64 arithmetic (two f32
+    // roundings would differ from it by an ulp here and there). Dividing,
+    // not multiplying by a reciprocal, keeps the result in [-1, 1].
+    let (s_in, s_out) = ((max_in as f64).sqrt(), (max_out as f64).sqrt());
     o.par_chunks_mut(CHUNK).for_each(|c| {
         for v in c {
-            let x = *v;
+            let x = *v as f64;
             *v = if x.is_sign_negative() {
                 // Squared distance exactly 1 = a face neighbour is background.
-                if x == -1.0 { 0.0 } else { -(-x).sqrt() / s_in }
+                if x == -1.0 {
+                    0.0
+                } else {
+                    (-(-x).sqrt() / s_in) as f32
+                }
             } else {
-                x.sqrt() / s_out
+                (x.sqrt() / s_out) as f32
             };
         }
     });

@@ -371,6 +371,11 @@ impl VNet {
         &self.device
     }
 
+    /// Element type of the weights and activations.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     /// Forward pass of `x` `(N, C, Z, Y, X)`; `train` selects batch
     /// statistics (and updates the running ones).
     pub fn forward(&self, x: &Tensor, train: bool, dropout: Dropout) -> Result<VNetOutput> {
@@ -490,8 +495,9 @@ impl VNet {
         self.batches_tracked.load(Ordering::Relaxed)
     }
 
-    /// The state dict in the reference layout (spatial kernel axes
-    /// reversed), including `num_batches_tracked`, as PyTorch saves it.
+    /// A snapshot of the state dict in the reference layout (spatial kernel
+    /// axes reversed), including `num_batches_tracked`, as PyTorch saves it.
+    /// The tensors are copies: later training steps do not change them.
     pub fn state_dict(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for (k, v) in &self.vars {
@@ -629,11 +635,12 @@ fn to_reference_dims(d: &[usize]) -> Vec<usize> {
 
 /// Kernels `(a, b, kz, ky, kx)` <-> `(a, b, kx, ky, kz)`: reversing the
 /// spatial axes is its own inverse.
+/// A new tensor (never sharing storage with `t`) in the other axis order.
 fn to_reference_layout(t: &Tensor) -> candle_core::Result<Tensor> {
     if t.rank() == 5 {
-        t.permute((0, 1, 4, 3, 2))?.contiguous()
+        t.permute((0, 1, 4, 3, 2))?.contiguous()?.copy()
     } else {
-        Ok(t.clone())
+        t.copy()
     }
 }
 

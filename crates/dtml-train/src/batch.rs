@@ -64,8 +64,20 @@ fn stream_item(seed: u64, stream: Stream, n: usize, k: usize) -> usize {
     order[k % n]
 }
 
-/// Builds the batch of 0-based iteration `t`.
-pub fn batch_for(t: usize, cfg: &TrainConfig, set: &TrainingSet) -> Result<HostBatch> {
+/// Where one patch of a batch comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatchSource {
+    /// From the labelled list (else the unlabelled one).
+    pub labelled: bool,
+    /// Index into that list.
+    pub case: usize,
+    /// The augmentation and crop applied to the case.
+    pub view: Augmentation,
+}
+
+/// Draws which cases iteration `t` sees and how each is augmented:
+/// labelled patches first.
+pub fn plan_for(t: usize, cfg: &TrainConfig, set: &TrainingSet) -> Result<Vec<PatchSource>> {
     let (nl, nu) = cfg.method.batch_shape(cfg);
     if set.labelled.is_empty() {
         return Err(TrainError::Config("no labelled cases to train on".into()));
@@ -76,33 +88,64 @@ pub fn batch_for(t: usize, cfg: &TrainConfig, set: &TrainingSet) -> Result<HostB
             cfg.method.name()
         )));
     }
+    let mut aug = rng_for(cfg.seed, Stream::Augment, t as u64);
+    Ok((0..nl + nu)
+        .map(|i| {
+            let labelled = i < nl;
+            let (pool, stream, k) = if labelled {
+                (&set.labelled, Stream::LabelledOrder, t * nl + i)
+            } else {
+                (&set.unlabelled, Stream::UnlabelledOrder, t * nu + (i - nl))
+            };
+            let case = stream_item(cfg.seed, stream, pool.len(), k);
+            let view = Augmentation::draw(&mut aug, pool[case].shape, cfg.patch);
+            PatchSource {
+                labelled,
+                case,
+                view,
+            }
+        })
+        .collect())
+}
+
+/// Builds the batch of 0-based iteration `t`.
+pub fn batch_for(t: usize, cfg: &TrainConfig, set: &TrainingSet) -> Result<HostBatch> {
+    assemble(t, cfg, set, &plan_for(t, cfg, set)?)
+}
+
+/// Cuts and augments the patches `plan` names (labelled ones first) and
+/// computes the SDM targets when the method trains on them.
+pub fn assemble(
+    t: usize,
+    cfg: &TrainConfig,
+    set: &TrainingSet,
+    plan: &[PatchSource],
+) -> Result<HostBatch> {
+    let nl = plan.iter().take_while(|p| p.labelled).count();
+    if plan[nl..].iter().any(|p| p.labelled) {
+        return Err(TrainError::Other(
+            "batch plan: labelled patches must come first".into(),
+        ));
+    }
     let [px, py, pz] = cfg.patch;
     let voxels = px * py * pz;
-    let n = nl + nu;
+    let n = plan.len();
     let mut image = vec![0.0f32; n * voxels];
     let mut label = vec![0u8; nl * voxels];
-    let mut cases = Vec::with_capacity(n);
-    let mut aug = rng_for(cfg.seed, Stream::Augment, t as u64);
-    for i in 0..n {
-        let (case, idx) = if i < nl {
-            let k = stream_item(
-                cfg.seed,
-                Stream::LabelledOrder,
-                set.labelled.len(),
-                t * nl + i,
-            );
-            (&set.labelled[k], k)
+    for (i, source) in plan.iter().enumerate() {
+        let pool = if source.labelled {
+            &set.labelled
         } else {
-            let k = stream_item(
-                cfg.seed,
-                Stream::UnlabelledOrder,
-                set.unlabelled.len(),
-                t * nu + (i - nl),
-            );
-            (&set.unlabelled[k], k)
+            &set.unlabelled
         };
-        cases.push(idx);
-        let view = Augmentation::draw(&mut aug, case.shape, cfg.patch);
+        let case = pool.get(source.case).ok_or_else(|| {
+            TrainError::Other(format!(
+                "batch plan names case {} of {}",
+                source.case,
+                pool.len()
+            ))
+        })?;
+        let view = &source.view;
         view.extract(
             &case.image,
             case.shape,
@@ -110,7 +153,7 @@ pub fn batch_for(t: usize, cfg: &TrainConfig, set: &TrainingSet) -> Result<HostB
             &mut image[i * voxels..(i + 1) * voxels],
             0.0,
         );
-        if i < nl {
+        if source.labelled {
             let src = case.label.as_ref().ok_or_else(|| {
                 TrainError::Other("a labelled case was loaded without its label".into())
             })?;
@@ -135,7 +178,7 @@ pub fn batch_for(t: usize, cfg: &TrainConfig, set: &TrainingSet) -> Result<HostB
         sdm,
         n,
         labelled: nl,
-        cases,
+        cases: plan.iter().map(|p| p.case).collect(),
     })
 }
 

@@ -174,13 +174,17 @@ impl TrainConfig {
     }
 
     /// Learning rate of 0-based iteration `t`: the base rate times `lr_gamma`
-    /// for each step fraction already passed (for 6000 iterations: x0.1 from
-    /// 2500 and again from 5000, as the reference's `0.1 ** (t // 2500)`).
+    /// for each step fraction `f` with `t >= f * iterations` (for 6000
+    /// iterations: x0.1 from 2500 and again from 5000, as the reference's
+    /// `0.1 ** (t // 2500)`; for 20, from 9 and from 17).
     pub fn lr_at(&self, t: usize) -> f64 {
+        let n = self.iterations as f64;
+        // The tolerance absorbs the rounding of `f * n` (5/12 * 6000 is
+        // 2500.0000000000005 in f64), far below one iteration.
         let passed = self
             .lr_steps
             .iter()
-            .filter(|f| t >= (*f * self.iterations as f64).round() as usize)
+            .filter(|f| t as f64 >= *f * n - 1e-9 * n.max(1.0))
             .count();
         self.lr * self.lr_gamma.powi(passed as i32)
     }
@@ -203,6 +207,15 @@ mod tests {
         assert_eq!(c.lr_at(2499), 0.01);
         assert!((c.lr_at(2500) - 0.001).abs() < 1e-15);
         assert!((c.lr_at(5000) - 0.0001).abs() < 1e-15);
+        // A step that falls between iterations takes effect at the next one.
+        let short = TrainConfig {
+            iterations: 20,
+            ..TrainConfig::default()
+        };
+        assert_eq!(short.lr_at(8), 0.01);
+        assert!((short.lr_at(9) - 0.001).abs() < 1e-15);
+        assert!((short.lr_at(16) - 0.001).abs() < 1e-15);
+        assert!((short.lr_at(17) - 0.0001).abs() < 1e-15);
         let lam = |t: usize| (-5.0 * (1.0 - ((t / 150) as f64 / 40.0).min(1.0)).powi(2)).exp();
         for t in [0, 149, 150, 3000, 5999, 6000] {
             assert!((c.lambda_at(t) - lam(t)).abs() < 1e-12, "t = {t}");

@@ -115,22 +115,40 @@ fn load_set(
         .collect()
 }
 
-/// Host batch to device tensors: images `(N,1,Z,Y,X)`, labels and SDM
-/// targets `(L,1,Z,Y,X)`.
+/// Host batch to device tensors of the networks' `dtype`: images
+/// `(N,1,Z,Y,X)`, labels and SDM targets `(L,1,Z,Y,X)`.
 fn to_device(
     b: &HostBatch,
     patch: [usize; 3],
     device: &Device,
+    dtype: DType,
 ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let [px, py, pz] = patch;
-    let image = Tensor::from_slice(&b.image, (b.n, 1, pz, py, px), device)?;
+    let image = Tensor::from_slice(&b.image, (b.n, 1, pz, py, px), device)?.to_dtype(dtype)?;
     let label: Vec<f32> = b.label.iter().map(|v| *v as f32).collect();
-    let label = Tensor::from_vec(label, (b.labelled, 1, pz, py, px), device)?;
+    let label = Tensor::from_vec(label, (b.labelled, 1, pz, py, px), device)?.to_dtype(dtype)?;
     let sdm = match &b.sdm {
-        Some(s) => Some(Tensor::from_slice(s, (b.labelled, 1, pz, py, px), device)?),
+        Some(s) => {
+            Some(Tensor::from_slice(s, (b.labelled, 1, pz, py, px), device)?.to_dtype(dtype)?)
+        }
         None => None,
     };
     Ok((image, label, sdm))
+}
+
+/// SGD over every trainable parameter of `nets`, keyed `"{net}/{name}"`
+/// (the keys of the checkpoint's momentum buffers).
+pub fn optimizer(cfg: &TrainConfig, nets: &[&VNet]) -> Sgd {
+    let params = nets
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| {
+            n.named_trainable_vars()
+                .into_iter()
+                .map(move |(name, v)| (format!("{i}/{name}"), v))
+        })
+        .collect();
+    Sgd::new(params, cfg.momentum, cfg.weight_decay)
 }
 
 /// Trains as `req` says; returns when the run is complete.
@@ -193,16 +211,8 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
     let nets: Vec<VNet> = (0..cfg.method.networks())
         .map(|_| VNet::new(net_cfg.clone(), init.next_u64(), DType::F32, &device))
         .collect::<std::result::Result<_, _>>()?;
-    let params = nets
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| {
-            n.named_trainable_vars()
-                .into_iter()
-                .map(move |(name, v)| (format!("{i}/{name}"), v))
-        })
-        .collect();
-    let mut sgd = Sgd::new(params, cfg.momentum, cfg.weight_decay);
+    let refs: Vec<&VNet> = nets.iter().collect();
+    let mut sgd = optimizer(&cfg, &refs);
     let mut best = None;
     let first = match &loaded {
         Some(l) => {
@@ -223,7 +233,6 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
 
     let dataset_dir = req.data.dir.clone();
     let foreground = &req.data.manifest.options.foreground;
-    let refs: Vec<&VNet> = nets.iter().collect();
     let mut last = None;
     let mut next = if first < cfg.iterations {
         Some(batch_for(first, &cfg, &set)?)
@@ -316,12 +325,34 @@ pub fn train_step(
     batch: &HostBatch,
     device: &Device,
 ) -> Result<(f64, BTreeMap<String, f64>)> {
+    train_step_with_masks(cfg, nets, sgd, batch, device, None)
+}
+
+/// [`train_step`] with given channel-dropout keep-masks, one (bottleneck,
+/// last stage) pair of `(N, C)` tensors per network, in place of the
+/// seeded stream: how the lockstep test feeds PyTorch's masks.
+pub fn train_step_with_masks(
+    cfg: &TrainConfig,
+    nets: &[&VNet],
+    sgd: &mut Sgd,
+    batch: &HostBatch,
+    device: &Device,
+    masks: Option<&[(Tensor, Tensor)]>,
+) -> Result<(f64, BTreeMap<String, f64>)> {
     let t = batch.iteration;
-    let (image, label, sdm) = to_device(batch, cfg.patch, device)?;
+    let dtype = nets[0].dtype();
+    let (image, label, sdm) = to_device(batch, cfg.patch, device, dtype)?;
     let mut dropout_rng = rng_for(cfg.seed, Stream::Dropout, t as u64);
     let outputs = nets
         .iter()
-        .map(|n| n.forward(&image, true, Dropout::Seeded(&mut dropout_rng)))
+        .enumerate()
+        .map(|(i, n)| {
+            let dropout = match masks {
+                Some(m) => Dropout::Masks(&m[i].0, &m[i].1),
+                None => Dropout::Seeded(&mut dropout_rng),
+            };
+            n.forward(&image, true, dropout)
+        })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let targets = Targets {
         label: &label,
