@@ -14,26 +14,26 @@ It writes, for `crates/dtml-train/tests/lockstep.rs`:
   of its change from the start, and all BN running statistics.
 
 Everything here is written from shared/method.md, independently of the Rust
-trainer: the batch is assembled with np.rot90 / np.flip / zero padding, the SDM
-target with scipy's EDT and an erosion for the inner boundary, the objectives
-and the two backward passes of the released code literally, the schedule as
-"lr x0.1 once t >= 5/12 N and again once t >= 10/12 N" and the ramp-up as
-`exp(-5 (1 - r)^2)`, `r = clamp(floor(t / (N / 40)) / 40, 0, 1)`, SGD from
-torch.optim. The Rust test feeds the same cases, plans, masks and initial
+trainer, in `bench/torch_reference.py` (the PyTorch trainer `cargo xtask study`
+runs beside dtml): the batch is assembled with np.rot90 / np.flip / zero
+padding, the SDM target with scipy's EDT and an erosion for the inner boundary,
+the objectives and the two backward passes of the released code literally, the
+schedule as "lr x0.1 once t >= 5/12 N and again once t >= 10/12 N" and the
+ramp-up as `exp(-5 (1 - r)^2)`, `r = clamp(floor(t / (N / 40)) / 40, 0, 1)`,
+SGD from torch.optim. The Rust test feeds the same cases, plans, masks and initial
 weights to dtml's trainer and must reproduce these numbers.
 """
 import json
-import math
+import os
 import sys
 
 import numpy as np
 import torch
-import torch.nn as nn
 from safetensors.torch import save_file
-from scipy import ndimage as ndi
 
-sys.path.insert(0, __file__.rsplit("/", 2)[0] + "/vnet")
-from make_vnet_fixture import VNet  # noqa: E402  (the module tree the V-Net golden test uses)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+import torch_reference as ref  # noqa: E402  (the PyTorch trainer the study runs)
+from torch_reference import VNet  # noqa: E402
 
 ITERATIONS = 20
 WIDTH = 2
@@ -43,8 +43,8 @@ LABELLED_BATCH, UNLABELLED_BATCH = 2, 2
 CASE_SHAPES = [(36, 22, 14), (30, 34, 18), (40, 20, 16), (34, 26, 13), (24, 38, 20), (38, 30, 15)]
 LABELLED_CASES = 3
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-4
-LR_STEPS, LR_GAMMA = (5 / 12, 10 / 12), 0.1
-SHARPNESS, DROPOUT, DTC_BETA = 1500.0, 0.5, 0.3
+LR_STEPS, LR_GAMMA, SHARPNESS, DTC_BETA = ref.LR_STEPS, ref.LR_GAMMA, ref.SHARPNESS, ref.DTC_BETA
+DROPOUT = 0.5
 METHODS = ["dtml", "dtml-released", "dtc", "supervised"]
 
 
@@ -75,67 +75,9 @@ def draw_plan(rng, n_labelled, n_unlabelled, shapes_lab, shapes_unl):
         shape = list(pool[case])
         if turns % 2 == 1:
             shape[0], shape[1] = shape[1], shape[0]
-        origin = []
-        for n, p in zip(shape, PATCH):
-            slack = n - p
-            lo, hi = min(slack, 0), max(slack, 0)
-            origin.append(int(rng.integers(lo, hi + 1)))
+        origin = [int(rng.integers(min(n - p, 0), max(n - p, 0) + 1)) for n, p in zip(shape, PATCH)]
         plan.append({"labelled": labelled, "case": case, "quarter_turns": turns, "flip_axis": flip, "origin": origin})
     return plan
-
-
-def crop(volume, entry):
-    """rot90 over (x, y), flip, then the patch at `origin`, zeros outside the volume."""
-    v = np.flip(np.rot90(volume, entry["quarter_turns"], axes=(0, 1)), axis=entry["flip_axis"])
-    out = np.zeros(PATCH, dtype=volume.dtype)
-    src, dst = [], []
-    for o, n, p in zip(entry["origin"], v.shape, PATCH):
-        a, b = max(o, 0), min(o + p, n)
-        src.append(slice(a, b))
-        dst.append(slice(a - o, b - o))
-    out[tuple(dst)] = v[tuple(src)]
-    return out
-
-
-def sdm_target(mask):
-    """method.md's normalised SDM of one patch, voxel units, rounded to f32."""
-    m = mask > 0
-    if not m.any():
-        return np.zeros(m.shape)
-    if m.all():
-        return -np.ones(m.shape)
-    pos, neg = ndi.distance_transform_edt(m), ndi.distance_transform_edt(~m)
-    t = neg / neg.max() - pos / pos.max()
-    inner = m & ~ndi.binary_erosion(m, ndi.generate_binary_structure(3, 1), border_value=1)
-    t[inner] = 0.0
-    return t.astype(np.float32).astype(np.float64)
-
-
-def lr_at(t):
-    return LR * LR_GAMMA ** sum(t >= f * ITERATIONS for f in LR_STEPS)
-
-
-def lambda_at(t):
-    r = min(max(math.floor(t / (ITERATIONS / 40)) / 40, 0.0), 1.0)
-    return math.exp(-5 * (1 - r) ** 2)
-
-
-def dice_loss(p, y):
-    return 1 - (2 * (p * y).sum() + 1e-5) / ((p * p).sum() + (y * y).sum() + 1e-5)
-
-
-def forward(net, x, masks):
-    """Train-mode forward with given Dropout3d keep-masks (N, C) after the bottleneck and the last stage."""
-    x1 = net.block_one(x)
-    x2 = net.block_two(net.block_one_dw(x1))
-    x3 = net.block_three(net.block_two_dw(x2))
-    x4 = net.block_four(net.block_three_dw(x3))
-    x5 = net.block_five(net.block_four_dw(x4)) * masks[0][:, :, None, None, None]
-    x6 = net.block_six(net.block_five_up(x5) + x4)
-    x7 = net.block_seven(net.block_six_up(x6) + x3)
-    x8 = net.block_eight(net.block_seven_up(x7) + x2)
-    x9 = net.block_nine(net.block_eight_up(x8) + x1) * masks[1][:, :, None, None, None]
-    return torch.tanh(net.out_conv(x9))[:, 0], net.out_conv2(x9)[:, 0]
 
 
 def run(method, cases, init, rng, tensors, stop=ITERATIONS):
@@ -150,19 +92,18 @@ def run(method, cases, init, rng, tensors, stop=ITERATIONS):
         net.train()
         nets.append(net)
     opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    bce = nn.BCEWithLogitsLoss()
     iterations = []
     for t in range(stop):
         plan = draw_plan(rng, n_lab, n_unl, [c[0].shape for c in labelled], [c[0].shape for c in unlabelled])
         images, labels = [], []
         for e in plan:
             image, label = (labelled if e["labelled"] else unlabelled)[e["case"]]
-            images.append(crop(image, e))
+            images.append(ref.crop(image, e, PATCH))
             if e["labelled"]:
-                labels.append(crop(label, e))
+                labels.append(ref.crop(label, e, PATCH))
         x = torch.from_numpy(np.stack(images).astype(np.float64))[:, None]
         y = torch.from_numpy(np.stack(labels).astype(np.float64))
-        target = torch.from_numpy(np.stack([sdm_target(m) for m in labels]))
+        target = torch.from_numpy(np.stack([ref.sdm_target(m) for m in labels]))
         n = n_lab + n_unl
         masks = []
         for i, _ in enumerate(nets):
@@ -170,44 +111,11 @@ def run(method, cases, init, rng, tensors, stop=ITERATIONS):
             tensors[f"{method}.{t}.dropout{i}.bottleneck"] = pair[0]
             tensors[f"{method}.{t}.dropout{i}.last"] = pair[1]
             masks.append(pair)
-        lam, lr = lambda_at(t), lr_at(t)
+        lam, lr = ref.lambda_at(t, ITERATIONS), ref.lr_at(t, ITERATIONS, LR)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad()
-        L = n_lab
-        if two:
-            _, seg_a = forward(nets[0], x, masks[0])
-            d_b, _ = forward(nets[1], x, masks[1])
-            p_a, q_b = torch.sigmoid(seg_a), torch.sigmoid(-SHARPNESS * d_b)
-            loss_a = 0.5 * (bce(seg_a[:L], y) + dice_loss(p_a[:L], y))
-            dice_b = dice_loss(q_b[:L], y)
-            cons = ((q_b - p_a) ** 2).mean()
-            parts = {"loss_a": loss_a, "dice_b": dice_b, "consistency": cons}
-            if method == "dtml":
-                sdm_b = (d_b[:L] - target).abs().mean()
-                parts["sdm_b"] = sdm_b
-                total = loss_a + sdm_b + dice_b + lam * cons
-                total.backward()
-            else:
-                # The released code: two backward passes through the shared graph.
-                (loss_a + lam * cons).backward(retain_graph=True)
-                (dice_b + lam * cons).backward()
-                total = loss_a + dice_b + 2 * lam * cons
-        elif method == "dtc":
-            d, seg = forward(nets[0], x, masks[0])
-            p, q = torch.sigmoid(seg), torch.sigmoid(-SHARPNESS * d)
-            dice = dice_loss(p[:L], y)
-            mse = ((d[:L] - target) ** 2).mean()
-            cons = ((q - p) ** 2).mean()
-            parts = {"dice": dice, "sdm_mse": mse, "consistency": cons}
-            total = dice + DTC_BETA * mse + lam * cons
-            total.backward()
-        else:
-            _, seg = forward(nets[0], x, masks[0])
-            loss = 0.5 * (bce(seg, y) + dice_loss(torch.sigmoid(seg), y))
-            parts = {"loss": loss}
-            total = loss
-            total.backward()
+        total, parts = ref.objective(method, nets, x, y, target, masks, lam)
         opt.step()
         iterations.append({
             "plan": plan, "lambda": lam, "lr": lr, "loss": total.item(),

@@ -32,20 +32,28 @@ enum Task {
         #[arg(long, default_value = "target/dtml-demo")]
         out: PathBuf,
     },
-    /// Methods side by side on synthetic data (20 % labelled), several seeds:
-    /// mean Dice +- std (long; not part of the tests).
+    /// Methods side by side on the hard synthetic data (20 % labelled), several
+    /// seeds, with the all-labelled bound and the PyTorch reference trained on
+    /// the same cache: mean Dice +- std (long; not part of the tests).
     Study {
         #[arg(long, default_value = "target/study")]
         out: PathBuf,
         /// Training iterations per run.
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = 600)]
         iterations: usize,
         /// Seeds, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
         seeds: Vec<u64>,
-        /// Methods, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "dtml,dtc,supervised")]
+        /// Methods dtml trains, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "supervised,dtml")]
         methods: Vec<String>,
+        /// Difficulty of the synthetic data, 0 to 1 (`dtml generate --difficulty`).
+        #[arg(long, default_value_t = 1.0)]
+        difficulty: f64,
+        /// Methods the PyTorch reference (bench/torch_reference.py) also trains,
+        /// comma-separated; '' for none.
+        #[arg(long, value_delimiter = ',', default_value = "supervised,dtml")]
+        reference: Vec<String>,
     },
     /// Run benchmarks side by side with Python peers when installed.
     Bench {
@@ -176,7 +184,8 @@ fn cuda_check() -> Result<()> {
 }
 
 fn prepare(out: &Path) -> Result<()> {
-    prepare_with(out, &[])
+    // The demo's data: the hard synthetic mode, as `dtml train` without --data.
+    prepare_with(out, &["--difficulty", "1"])
 }
 
 /// Builds the release `dtml`, generates the synthetic data (with extra
@@ -489,11 +498,15 @@ fn main() -> Result<()> {
             iterations,
             seeds,
             methods,
+            difficulty,
+            reference,
         } => study::study(&study::Study {
             out,
             iterations,
             seeds,
             methods,
+            difficulty,
+            reference: reference.into_iter().filter(|m| !m.is_empty()).collect(),
         }),
         Task::Bench { what, quick } => bench(&what, quick),
     }

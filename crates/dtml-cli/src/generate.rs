@@ -22,6 +22,10 @@ pub struct GenerateArgs {
     /// Random seed; the same seed gives the same bytes.
     #[arg(long)]
     seed: Option<u64>,
+    /// How hard the task is, 0 to 1: lower contrast, intensity drift, stronger
+    /// bias field and noise, more distractors, thin attached tubes.
+    #[arg(long, default_value_t = 0.0)]
+    difficulty: f64,
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
@@ -38,6 +42,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     if let Some(s) = a.seed {
         config.seed = s;
     }
+    config.difficulty = a.difficulty;
     let start = std::time::Instant::now();
     write_dataset(&a.out, &config)
         .with_context(|| format!("generating into {}", a.out.display()))?;

@@ -219,6 +219,9 @@ fn evaluate_demo(run: &Path, data: &Path, out: &Path, device: &str) -> Result<()
     crate::evaluate::run(parsed.args)
 }
 
+/// Difficulty of the demo's synthetic data (`dtml generate --difficulty`).
+pub const DEMO_DIFFICULTY: f64 = 1.0;
+
 /// Generates and prepares the synthetic data under `out` unless a previous
 /// demo run already did.
 fn prepare_demo_data(out: &Path, resume: bool) -> Result<PathBuf> {
@@ -231,7 +234,12 @@ fn prepare_demo_data(out: &Path, resume: bool) -> Result<PathBuf> {
     if resume {
         bail!("--resume: no prepared demo data in {}", out.display());
     }
-    let config = dtml_volume::synthetic::SyntheticConfig::default();
+    // The hard, LA-like mode: at difficulty 0 a few labelled cases already
+    // come close to the all-labelled result, so the methods look alike.
+    let config = dtml_volume::synthetic::SyntheticConfig {
+        difficulty: DEMO_DIFFICULTY,
+        ..Default::default()
+    };
     tracing::info!(
         "generating {} synthetic training and {} test cases into {}",
         config.train_cases,

@@ -34,6 +34,17 @@
 //!   `_0000` while `dataset.json` names them without it, deliberately, since
 //!   the dataset reader accepts both.
 //!
+//! **Difficulty** (`SyntheticConfig::difficulty`, 0 to 1; 0, the default,
+//! is the dataset above, byte for byte) makes the task harder the way real
+//! LA scans are hard, each effect scaled by it: lower target-to-tissue
+//! contrast (structures fall up to 50 % of the way to the tissue level),
+//! a per-case intensity drift (a gamma curve and a slow slice-to-slice gain
+//! wave along z, which z-scoring cannot undo), a bias field up to 2.5x as
+//! strong, up to 2x the noise, up to 2x the distractor volume, and 1-3
+//! extra thin tubes (0.8-1.5 voxels) attached to the target. Its draws come
+//! from a stream of their own, so difficulty 0 leaves every other draw as
+//! it was.
+//!
 //! Each case draws from its own ChaCha8 stream seeded by `(seed, case
 //! index)`, so the data do not depend on thread scheduling or on how many
 //! cases are made. Test cases continue the numbering after the training
@@ -85,6 +96,8 @@ pub struct SyntheticConfig {
     pub seed: u64,
     /// Nominal spacing in mm; each case varies it by up to ±5%.
     pub spacing: [f64; 3],
+    /// How hard the task is, 0 (the default data) to 1: see the module doc.
+    pub difficulty: f64,
 }
 
 impl Default for SyntheticConfig {
@@ -95,6 +108,7 @@ impl Default for SyntheticConfig {
             test_cases: 5,
             seed: 1337,
             spacing: [1.0, 1.0, 2.0],
+            difficulty: 0.0,
         }
     }
 }
@@ -125,6 +139,15 @@ impl SyntheticConfig {
                 format!(
                     "synthetic spacing {:?} mm: each must be positive, finite and at most 100",
                     self.spacing
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.difficulty) {
+            return Err(VolumeError::invalid(
+                path,
+                format!(
+                    "synthetic difficulty {}: must be between 0 and 1",
+                    self.difficulty
                 ),
             ));
         }
@@ -169,7 +192,8 @@ pub fn generate_case(config: &SyntheticConfig, index: usize) -> Result<(Volume, 
     };
     grid_only.validate(Path::new("<synthetic>"))?;
     let mut rng = case_rng(config.seed, index);
-    let case = Case::draw(&mut rng, config);
+    let mut hard = hard_rng(config.seed, index);
+    let case = Case::draw(&mut rng, &mut hard, config);
     tracing::debug!(
         "synthetic case {index}: {} distractor blobs, {} distractor tubes",
         case.distractor_blobs,
@@ -276,6 +300,55 @@ fn case_rng(seed: u64, index: usize) -> ChaCha8Rng {
     s[8..16].copy_from_slice(&(index as u64).to_le_bytes());
     s[16..].copy_from_slice(b"dtml-synthetic-1");
     ChaCha8Rng::from_seed(s)
+}
+
+/// The stream of case `index`'s difficulty effects, apart from
+/// [`case_rng`] so that difficulty 0 changes none of its draws.
+fn hard_rng(seed: u64, index: usize) -> ChaCha8Rng {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&seed.to_le_bytes());
+    s[8..16].copy_from_slice(&(index as u64).to_le_bytes());
+    s[16..].copy_from_slice(b"dtml-synth-hard1");
+    ChaCha8Rng::from_seed(s)
+}
+
+/// The per-case effects of [`SyntheticConfig::difficulty`]; all identity at 0.
+struct Hardness {
+    /// Structures' levels move this fraction of the way to the tissue's.
+    contrast_loss: f64,
+    /// Exponent of the per-case gamma curve applied to the signal.
+    gamma: f64,
+    /// Amplitude, period (slices) and phase of the gain wave along z.
+    wave: (f64, f64, f64),
+    /// Multiplier of the bias field amplitude and of the noise level.
+    bias_gain: f64,
+    noise_gain: f64,
+    /// Multiplier of the distractor volume goal.
+    distractor_gain: f64,
+    /// Extra thin target tubes.
+    thin_tubes: usize,
+}
+
+impl Hardness {
+    fn draw(rng: &mut ChaCha8Rng, d: f64, slices: usize) -> Hardness {
+        Hardness {
+            contrast_loss: d * uniform(rng, 0.3, 0.5),
+            gamma: (d * 0.3 * gaussian(rng)).exp(),
+            wave: (
+                d * uniform(rng, 0.05, 0.12),
+                slices as f64 * uniform(rng, 0.5, 1.5),
+                uniform(rng, 0.0, 2.0 * PI),
+            ),
+            bias_gain: 1.0 + 1.5 * d,
+            noise_gain: 1.0 + d,
+            distractor_gain: 1.0 + d,
+            thin_tubes: if d > 0.0 {
+                (d * uniform(rng, 1.0, 3.0)).round().max(1.0) as usize
+            } else {
+                0
+            },
+        }
+    }
 }
 
 type Vec3 = [f64; 3];
@@ -653,10 +726,12 @@ struct Case {
     tissue: f64,
     noise_sigma: f64,
     bias_coeffs: [f64; 9],
+    hardness: Hardness,
 }
 
 impl Case {
-    fn draw(rng: &mut ChaCha8Rng, config: &SyntheticConfig) -> Case {
+    fn draw(rng: &mut ChaCha8Rng, hard: &mut ChaCha8Rng, config: &SyntheticConfig) -> Case {
+        let hardness = Hardness::draw(hard, config.difficulty, config.shape[2]);
         let shape = config.shape;
         let spacing: Vec3 = std::array::from_fn(|a| {
             let s = config.spacing[a] * uniform(rng, 0.95, 1.05);
@@ -707,13 +782,24 @@ impl Case {
             let tube = Tube::grow(rng, &body, start, dir, length, r);
             grid.splat_tube(&tube, &mut fields.target, None);
         }
+        for _ in 0..hardness.thin_tubes {
+            let dir = unit_vector(hard);
+            let surface = target.surface_point(dir);
+            let r = pixel * uniform(hard, 0.8, 1.5);
+            let start = sub(surface, scale(dir, 2.0 * r));
+            let length = min_ext * uniform(hard, 0.2, 0.4);
+            let tube = Tube::grow(hard, &body, start, dir, length, r);
+            grid.splat_tube(&tube, &mut fields.target, None);
+        }
 
         // Distractors until they cover about as much as the target: the
         // first blob and the first tube usually pressed against it, then
         // more blobs (at most 3, sized to what is missing) and tubes (at
         // most 5), free or leaving a blob.
         let voxel = spacing[0] * spacing[1] * spacing[2];
-        let goal = (fields.target_voxels() as f64 * uniform(rng, 0.8, 1.1)) as usize;
+        let goal = (fields.target_voxels() as f64
+            * uniform(rng, 0.8, 1.1)
+            * hardness.distractor_gain) as usize;
         let mut blobs: Vec<Blob> = Vec::new();
         let mut tubes = 0;
         let mut covered = 0;
@@ -791,8 +877,9 @@ impl Case {
             distractor_blobs: blobs.len(),
             distractor_tubes: tubes,
             tissue,
-            noise_sigma,
+            noise_sigma: noise_sigma * hardness.noise_gain,
             bias_coeffs,
+            hardness,
         }
     }
 
@@ -816,7 +903,7 @@ impl Case {
         let extent = self.body.extent;
         let coarse = ValueNoise::new(rng, extent, 16.0);
         let fine = ValueNoise::new(rng, extent, 6.0);
-        let amplitude = uniform(rng, 0.2, 0.3);
+        let amplitude = uniform(rng, 0.2, 0.3) * self.hardness.bias_gain;
         // Scale the bias polynomial so its largest excursion is `amplitude`.
         let mut peak: f64 = 1e-9;
         for a in 0..5 {
@@ -853,12 +940,19 @@ impl Case {
                     } else {
                         (occupancy(dd), self.fields.level[idx] as f64)
                     };
+                    let h = &self.hardness;
+                    let level = level + (self.tissue - level) * h.contrast_loss;
                     let structure = level * (1.0 + 0.04 * texture_fine);
                     let u: Vec3 = std::array::from_fn(|a| {
                         2.0 * p[a] / (extent[a] - spacing[a]).max(1e-9) - 1.0
                     });
                     let bias = (1.0 + bias_scale * self.bias_raw(u)).clamp(0.5, 1.5);
-                    let signal = bias * ((1.0 - o) * tissue + o * structure);
+                    let mut signal = bias * ((1.0 - o) * tissue + o * structure);
+                    if h.gamma != 1.0 || h.wave.0 != 0.0 {
+                        let (amp, period, phase) = h.wave;
+                        let wave = 1.0 + amp * (2.0 * PI * k as f64 / period + phase).sin();
+                        signal = signal.max(0.0).powf(h.gamma) * wave;
+                    }
                     let (n1, n2) = gaussian_pair(rng);
                     let (n1, n2) = (n1 * self.noise_sigma, n2 * self.noise_sigma);
                     let magnitude = ((signal + n1).powi(2) + n2 * n2).sqrt();

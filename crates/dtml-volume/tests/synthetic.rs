@@ -419,3 +419,39 @@ fn statistics() {
         );
     }
 }
+
+/// The difficulty knob makes intensity a worse guide: on the same cases,
+/// the best intensity band scores lower at difficulty 1 than at 0, the
+/// labels stay plausible, and values outside 0..=1 are refused.
+#[test]
+fn difficulty_makes_intensity_a_worse_guide() {
+    let mut easier = Vec::new();
+    let mut harder = Vec::new();
+    for index in 0..3 {
+        let easy = SyntheticConfig::default();
+        let hard = SyntheticConfig {
+            difficulty: 1.0,
+            ..SyntheticConfig::default()
+        };
+        let (image_e, label_e) = generate_case(&easy, index).unwrap();
+        let (image_h, label_h) = generate_case(&hard, index).unwrap();
+        assert_ne!(image_values(&image_e), image_values(&image_h));
+        let (fg_fraction, _, band_h) = check_case(&image_h, &label_h);
+        assert!(fg_fraction > 0.01, "case {index}: foreground {fg_fraction}");
+        easier.push(best_threshold_dice(image_values(&image_e), label_values(&label_e)).1);
+        harder.push(band_h);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!(
+        mean(&harder) < mean(&easier) - 0.03,
+        "best band Dice {harder:?} (difficulty 1) vs {easier:?} (0)"
+    );
+    for bad in [-0.1, 1.5, f64::NAN] {
+        let config = SyntheticConfig {
+            difficulty: bad,
+            ..small(1)
+        };
+        let err = config.validate(Path::new("out")).unwrap_err().to_string();
+        assert!(err.contains("difficulty"), "{err}");
+    }
+}

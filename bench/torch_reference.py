@@ -1,0 +1,228 @@
+"""dtml's PyTorch reference trainer: shared/method.md written in PyTorch, independently of the Rust code.
+
+Two uses:
+- a module: `data-fixtures/lockstep/make_lockstep_fixture.py` builds the lockstep golden values from
+  its pieces (`crop`, `sdm_target`, `objective`, `lr_at`, `lambda_at`, `forward`), so the trainer
+  the study runs is the one the lockstep test holds dtml's trainer to;
+- a command: train one method on a dtml prepared cache (the same cases, crops and labelled split
+  dtml trains on) and save the students as `.pth`, which `dtml evaluate` scores exactly as it
+  scores its own runs (its sliding window is golden-tested against the reference one):
+
+    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc) ITERATIONS SEED [WIDTH] [PATCH x,y,z]
+
+Batches: labelled and unlabelled case streams are fresh permutations per pass (as dtml draws
+them), each patch gets a random rot90 in x-y, a flip of x or y and a random crop (zero padding
+where the case is smaller than the patch). Channel dropout (p 0.5) after the bottleneck and the
+last stage, as the V-Net of this code family trains. f32, 2 threads.
+"""
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+from scipy import ndimage as ndi
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data-fixtures", "vnet"))
+from make_vnet_fixture import VNet  # noqa: E402  (the module tree the V-Net golden test uses)
+
+SHARPNESS = 1500.0
+LR_STEPS, LR_GAMMA = (5 / 12, 10 / 12), 0.1
+DTC_BETA = 0.3
+
+
+def lr_at(t, iterations, lr=0.01):
+    """x0.1 once t >= 5/12 N and again once t >= 10/12 N (the reference's `0.1 ** (t // 2500)`)."""
+    return lr * LR_GAMMA ** sum(t >= f * iterations for f in LR_STEPS)
+
+
+def lambda_at(t, iterations):
+    r = min(max(math.floor(t / (iterations / 40)) / 40, 0.0), 1.0)
+    return math.exp(-5 * (1 - r) ** 2)
+
+
+def crop(volume, entry, patch):
+    """rot90 over (x, y), flip, then the patch at `origin` (x, y, z), zeros outside the volume."""
+    v = np.flip(np.rot90(volume, entry["quarter_turns"], axes=(0, 1)), axis=entry["flip_axis"])
+    out = np.zeros(patch, dtype=volume.dtype)
+    src, dst = [], []
+    for o, n, p in zip(entry["origin"], v.shape, patch):
+        a, b = max(o, 0), min(o + p, n)
+        src.append(slice(a, b))
+        dst.append(slice(a - o, b - o))
+    out[tuple(dst)] = v[tuple(src)]
+    return out
+
+
+def draw_view(rng, shape, patch):
+    """Quarter turns, flip axis and a crop origin for a case of `shape` (x, y, z)."""
+    turns, flip = int(rng.integers(4)), int(rng.integers(2))
+    shape = list(shape)
+    if turns % 2 == 1:
+        shape[0], shape[1] = shape[1], shape[0]
+    origin = []
+    for n, p in zip(shape, patch):
+        slack = n - p
+        origin.append(int(rng.integers(min(slack, 0), max(slack, 0) + 1)))
+    return {"quarter_turns": turns, "flip_axis": flip, "origin": origin}
+
+
+def sdm_target(mask):
+    """method.md's normalised SDM of one patch, voxel units, rounded to f32."""
+    m = mask > 0
+    if not m.any():
+        return np.zeros(m.shape)
+    if m.all():
+        return -np.ones(m.shape)
+    pos, neg = ndi.distance_transform_edt(m), ndi.distance_transform_edt(~m)
+    t = neg / neg.max() - pos / pos.max()
+    inner = m & ~ndi.binary_erosion(m, ndi.generate_binary_structure(3, 1), border_value=1)
+    t[inner] = 0.0
+    return t.astype(np.float32).astype(np.float64)
+
+
+def dice_loss(p, y):
+    return 1 - (2 * (p * y).sum() + 1e-5) / ((p * p).sum() + (y * y).sum() + 1e-5)
+
+
+def forward(net, x, masks):
+    """Train-mode forward with Dropout3d keep-masks (N, C) after the bottleneck and the last stage."""
+    x1 = net.block_one(x)
+    x2 = net.block_two(net.block_one_dw(x1))
+    x3 = net.block_three(net.block_two_dw(x2))
+    x4 = net.block_four(net.block_three_dw(x3))
+    x5 = net.block_five(net.block_four_dw(x4)) * masks[0][:, :, None, None, None]
+    x6 = net.block_six(net.block_five_up(x5) + x4)
+    x7 = net.block_seven(net.block_six_up(x6) + x3)
+    x8 = net.block_eight(net.block_seven_up(x7) + x2)
+    x9 = net.block_nine(net.block_eight_up(x8) + x1) * masks[1][:, :, None, None, None]
+    return torch.tanh(net.out_conv(x9))[:, 0], net.out_conv2(x9)[:, 0]
+
+
+def networks(method):
+    return 2 if method in ("dtml", "dtml-released") else 1
+
+
+def objective(method, nets, x, y, target, masks, lam):
+    """Forward passes and the method's loss; runs its backward pass(es). Returns (total, parts)."""
+    bce = nn.BCEWithLogitsLoss()
+    L = y.shape[0]
+    if networks(method) == 2:
+        _, seg_a = forward(nets[0], x, masks[0])
+        d_b, _ = forward(nets[1], x, masks[1])
+        p_a, q_b = torch.sigmoid(seg_a), torch.sigmoid(-SHARPNESS * d_b)
+        loss_a = 0.5 * (bce(seg_a[:L], y) + dice_loss(p_a[:L], y))
+        dice_b = dice_loss(q_b[:L], y)
+        cons = ((q_b - p_a) ** 2).mean()
+        parts = {"loss_a": loss_a, "dice_b": dice_b, "consistency": cons}
+        if method == "dtml":
+            sdm_b = (d_b[:L] - target).abs().mean()
+            parts["sdm_b"] = sdm_b
+            total = loss_a + sdm_b + dice_b + lam * cons
+            total.backward()
+        else:
+            # The released code: two backward passes through the shared graph.
+            (loss_a + lam * cons).backward(retain_graph=True)
+            (dice_b + lam * cons).backward()
+            total = loss_a + dice_b + 2 * lam * cons
+    elif method == "dtc":
+        d, seg = forward(nets[0], x, masks[0])
+        p, q = torch.sigmoid(seg), torch.sigmoid(-SHARPNESS * d)
+        dice = dice_loss(p[:L], y)
+        mse = ((d[:L] - target) ** 2).mean()
+        cons = ((q - p) ** 2).mean()
+        parts = {"dice": dice, "sdm_mse": mse, "consistency": cons}
+        total = dice + DTC_BETA * mse + lam * cons
+        total.backward()
+    else:
+        _, seg = forward(nets[0], x, masks[0])
+        loss = 0.5 * (bce(seg, y) + dice_loss(torch.sigmoid(seg), y))
+        parts = {"loss": loss}
+        total = loss
+        total.backward()
+    return total, parts
+
+
+def dropout_masks(rng, n, width, p, dtype):
+    return [torch.from_numpy((rng.random((n, c)) >= p) / (1 - p)).to(dtype) for c in (16 * width, width)]
+
+
+def load_prepared(prepared):
+    """Labelled and unlabelled cases of a dtml cache as (x, y, z) arrays: [(image f32, label u8 or None)]."""
+    from safetensors.numpy import load_file
+    manifest = json.load(open(os.path.join(prepared, "manifest.json")))
+    pools = {"labelled": [], "unlabelled": []}
+    for case in manifest["cases"]:
+        role = case["role"]
+        if role not in pools:
+            continue
+        t = load_file(os.path.join(prepared, case["file"]))
+        image = np.ascontiguousarray(t["image"].transpose(2, 1, 0))
+        label = np.ascontiguousarray(t["label"].transpose(2, 1, 0)) if role == "labelled" else None
+        pools[role].append((image, label))
+    return pools["labelled"], pools["unlabelled"]
+
+
+class Stream:
+    """An endless stream of case indices made of fresh permutations, one per pass."""
+
+    def __init__(self, rng, n):
+        self.rng, self.n, self.order = rng, n, []
+
+    def next(self):
+        if not self.order:
+            self.order = list(self.rng.permutation(self.n))
+        return int(self.order.pop(0))
+
+
+def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32)):
+    torch.manual_seed(seed)
+    torch.set_num_threads(int(os.environ.get("DTML_REFERENCE_THREADS", "2")))
+    rng = np.random.default_rng(seed)
+    labelled, unlabelled = load_prepared(prepared)
+    n_lab, n_unl = (2, 2) if method != "supervised" else (4, 0)
+    nets = [VNet(1, width, 1) for _ in range(networks(method))]
+    for n in nets:
+        n.train()
+    opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=0.01, momentum=0.9, weight_decay=1e-4)
+    lab_stream, unl_stream = Stream(rng, len(labelled)), Stream(rng, max(len(unlabelled), 1))
+    start, log = time.time(), []
+    for t in range(iterations):
+        images, labels = [], []
+        for i in range(n_lab + n_unl):
+            image, label = labelled[lab_stream.next()] if i < n_lab else unlabelled[unl_stream.next()]
+            view = draw_view(rng, image.shape, patch)
+            images.append(crop(image, view, patch))
+            if i < n_lab:
+                labels.append(crop(label, view, patch))
+        x = torch.from_numpy(np.stack(images))[:, None]
+        y = torch.from_numpy(np.stack(labels).astype(np.float32))
+        target = None
+        if method in ("dtml", "dtc"):
+            target = torch.from_numpy(np.stack([sdm_target(m) for m in labels]).astype(np.float32))
+        masks = [dropout_masks(rng, n_lab + n_unl, width, 0.5, torch.float32) for _ in nets]
+        for g in opt.param_groups:
+            g["lr"] = lr_at(t, iterations)
+        opt.zero_grad()
+        total, _ = objective(method, nets, x, y, target, masks, lambda_at(t, iterations))
+        opt.step()
+        log.append(total.item())
+        if t % 100 == 0:
+            print(f"it {t} loss {total.item():.4f} {time.time() - start:.0f}s", flush=True)
+    os.makedirs(out, exist_ok=True)
+    for i, n in enumerate(nets):
+        torch.save(n.state_dict(), os.path.join(out, f"student_{'ab'[i]}.pth"))
+    json.dump({"method": method, "iterations": iterations, "seed": seed, "width": width, "patch": list(patch),
+               "seconds": round(time.time() - start, 1), "loss": log}, open(os.path.join(out, "reference.json"), "w"))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 7 or sys.argv[1] != "train":
+        sys.exit(__doc__)
+    _, _, prepared, out, method, iterations, seed = sys.argv[:7]
+    width = int(sys.argv[7]) if len(sys.argv) > 7 else 8
+    patch = tuple(int(v) for v in sys.argv[8].split(",")) if len(sys.argv) > 8 else (48, 48, 32)
+    train(prepared, out, method, int(iterations), int(seed), width, patch)
