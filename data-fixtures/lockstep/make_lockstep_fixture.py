@@ -2,7 +2,8 @@
 
 Run with a Python that has torch, numpy, scipy and safetensors:
     python data-fixtures/lockstep/make_lockstep_fixture.py [OUT_DIR]
-It writes, for `crates/dtml-train/tests/lockstep.rs`:
+`--trajectory OUT [ITERATIONS [WIDTH [METHODS]]]` writes the same files for a longer f32
+run instead (see `trajectory`). It writes, for `crates/dtml-train/tests/lockstep.rs`:
 - `init_a.pth`, `init_b.pth`: width-2 V-Nets (PyTorch default initialisation, f32),
   the students' starting weights;
 - `lockstep.json`: the run's settings, how many iterations of each method are
@@ -46,6 +47,10 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-4
 LR_STEPS, LR_GAMMA, SHARPNESS, DTC_BETA = ref.LR_STEPS, ref.LR_GAMMA, ref.SHARPNESS, ref.DTC_BETA
 DROPOUT = 0.5
 METHODS = ["dtml", "dtml-released", "dtc", "supervised"]
+DTYPE = torch.float64
+# Trajectory mode (see `trajectory`): every iteration also records the norm of
+# every state-dict tensor (weights and BN running statistics).
+RECORD_NORMS = False
 
 
 def make_cases(rng):
@@ -80,14 +85,15 @@ def draw_plan(rng, n_labelled, n_unlabelled, shapes_lab, shapes_unl):
     return plan
 
 
-def run(method, cases, init, rng, tensors, stop=ITERATIONS):
-    """Trains `method` for `stop` iterations of an ITERATIONS-long schedule."""
+def run(method, cases, init, rng, tensors, stop=None):
+    """Trains `method` for `stop` (default: all) iterations of an ITERATIONS-long schedule."""
+    stop = ITERATIONS if stop is None else stop
     labelled, unlabelled = cases[:LABELLED_CASES], cases[LABELLED_CASES:]
     two = method in ("dtml", "dtml-released")
     n_lab, n_unl = (LABELLED_BATCH, UNLABELLED_BATCH) if method != "supervised" else (LABELLED_BATCH + UNLABELLED_BATCH, 0)
     nets = []
     for state in init[: 2 if two else 1]:
-        net = VNet(1, WIDTH, 1).double()
+        net = VNet(1, WIDTH, 1).to(DTYPE)
         net.load_state_dict(state)
         net.train()
         nets.append(net)
@@ -101,16 +107,16 @@ def run(method, cases, init, rng, tensors, stop=ITERATIONS):
             images.append(ref.crop(image, e, PATCH))
             if e["labelled"]:
                 labels.append(ref.crop(label, e, PATCH))
-        x = torch.from_numpy(np.stack(images).astype(np.float64))[:, None]
-        y = torch.from_numpy(np.stack(labels).astype(np.float64))
-        target = torch.from_numpy(np.stack([ref.sdm_target(m) for m in labels]))
+        x = torch.from_numpy(np.stack(images).astype(np.float64))[:, None].to(DTYPE)
+        y = torch.from_numpy(np.stack(labels).astype(np.float64)).to(DTYPE)
+        target = torch.from_numpy(np.stack([ref.sdm_target(m) for m in labels])).to(DTYPE)
         n = n_lab + n_unl
         masks = []
         for i, _ in enumerate(nets):
             pair = [torch.from_numpy((rng.random((n, c)) >= DROPOUT) / (1 - DROPOUT)) for c in (16 * WIDTH, WIDTH)]
             tensors[f"{method}.{t}.dropout{i}.bottleneck"] = pair[0]
             tensors[f"{method}.{t}.dropout{i}.last"] = pair[1]
-            masks.append(pair)
+            masks.append([m.to(DTYPE) for m in pair])
         lam, lr = ref.lambda_at(t, ITERATIONS), ref.lr_at(t, ITERATIONS, LR)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -121,6 +127,9 @@ def run(method, cases, init, rng, tensors, stop=ITERATIONS):
             "plan": plan, "lambda": lam, "lr": lr, "loss": total.item(),
             "parts": {k: v.item() for k, v in parts.items()},
         })
+        if RECORD_NORMS:
+            iterations[-1]["norms"] = {f"net{i}.{k}": v.double().norm().item() for i, n in enumerate(nets)
+                                       for k, v in n.state_dict().items() if "num_batches" not in k}
     for i, net in enumerate(nets):
         start = init[i]
         for k, v in net.state_dict().items():
@@ -132,7 +141,56 @@ def run(method, cases, init, rng, tensors, stop=ITERATIONS):
     return iterations
 
 
+def trajectory(out, iterations, width, methods):
+    """f32 trajectories of a longer run, to see where dtml and PyTorch part (not a fixture):
+    the same cases, plans and masks as the lockstep test, PyTorch in f32, and a PyTorch rerun
+    from weights scaled by 1 + 1e-6 (about ten f32 rounding steps) as the measure of how fast
+    f32 rounding alone makes two correct runs part. `cargo test -p dtml-train --test lockstep
+    f32_trajectory -- --ignored --nocapture` with DTML_LOCKSTEP_DIR=out replays dtml beside it."""
+    global ITERATIONS, WIDTH, DTYPE, RECORD_NORMS
+    ITERATIONS, WIDTH, DTYPE, RECORD_NORMS = iterations, width, torch.float32, True
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(2026)
+    init = []
+    for name in ("a", "b"):
+        state = {k: v.float() if v.is_floating_point() else v for k, v in VNet(1, WIDTH, 1).state_dict().items()}
+        torch.save(state, f"{out}/init_{name}.pth")
+        init.append(state)
+    rng = np.random.default_rng(11)
+    cases = make_cases(rng)
+    tensors = {}
+    for i, (image, label) in enumerate(cases):
+        tensors[f"case{i}.image"] = torch.from_numpy(image)
+        tensors[f"case{i}.label"] = torch.from_numpy(label)
+    runs, nudged_runs = {}, {}
+    for m in methods:
+        before = rng.bit_generator.state
+        runs[m] = run(m, cases, init, rng, tensors)
+        after = rng.bit_generator.state
+        rng.bit_generator.state = before
+        nudged = [{k: v * (1 + 1e-6) if v.is_floating_point() else v for k, v in s.items()} for s in init]
+        nudged_runs[m] = [{"loss": r["loss"], "norms": r["norms"]} for r in run(m, cases, nudged, rng, {})]
+        rng.bit_generator.state = after
+    meta = {
+        "iterations": ITERATIONS, "width": WIDTH, "patch": PATCH, "labelled_batch": LABELLED_BATCH,
+        "unlabelled_batch": UNLABELLED_BATCH, "cases": len(cases), "labelled_cases": LABELLED_CASES,
+        "lr": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY, "lr_steps": LR_STEPS,
+        "lr_gamma": LR_GAMMA, "sharpness": SHARPNESS, "dropout": DROPOUT, "dtc_beta": DTC_BETA,
+        "stable_iterations": {m: ITERATIONS for m in methods}, "runs": runs, "nudged": nudged_runs,
+    }
+    with open(f"{out}/lockstep.json", "w") as f:
+        json.dump(meta, f)
+    save_file({k: v.contiguous() if k.startswith("case") else v.contiguous().double() for k, v in tensors.items()},
+              f"{out}/lockstep.safetensors")
+    print("wrote", out)
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--trajectory":
+        # --trajectory OUT [ITERATIONS [WIDTH [METHODS]]]
+        a = sys.argv[2:]
+        return trajectory(a[0], int(a[1]) if len(a) > 1 else 300, int(a[2]) if len(a) > 2 else 4,
+                          a[3].split(",") if len(a) > 3 else ["dtml", "supervised"])
     out = sys.argv[1] if len(sys.argv) > 1 else "data-fixtures/lockstep"
     torch.manual_seed(2026)
     init = []

@@ -59,6 +59,9 @@ struct Fixture {
     /// sigmoid is chaotic after a few steps).
     stable_iterations: HashMap<String, usize>,
     runs: HashMap<String, Vec<Iteration>>,
+    /// Trajectory mode only: PyTorch rerun from weights nudged by 1e-6.
+    #[serde(default)]
+    nudged: HashMap<String, Vec<Nudged>>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +71,15 @@ struct Iteration {
     lr: f64,
     loss: f64,
     parts: BTreeMap<String, f64>,
+    /// Trajectory mode only: norm of every state-dict tensor after the step.
+    #[serde(default)]
+    norms: BTreeMap<String, f64>,
+}
+
+#[derive(Deserialize)]
+struct Nudged {
+    loss: f64,
+    norms: BTreeMap<String, f64>,
 }
 
 #[derive(Deserialize)]
@@ -84,20 +96,26 @@ fn dir() -> PathBuf {
 }
 
 struct Golden {
+    dir: PathBuf,
     fixture: Fixture,
     tensors: HashMap<String, Tensor>,
 }
 
 fn golden() -> Golden {
-    let text = std::fs::read_to_string(dir().join("lockstep.json")).unwrap();
-    Golden {
-        fixture: serde_json::from_str(&text).unwrap(),
-        tensors: candle_core::safetensors::load(dir().join("lockstep.safetensors"), &Device::Cpu)
-            .unwrap(),
-    }
+    Golden::load(dir())
 }
 
 impl Golden {
+    fn load(dir: PathBuf) -> Golden {
+        let text = std::fs::read_to_string(dir.join("lockstep.json")).unwrap();
+        Golden {
+            fixture: serde_json::from_str(&text).unwrap(),
+            tensors: candle_core::safetensors::load(dir.join("lockstep.safetensors"), &Device::Cpu)
+                .unwrap(),
+            dir,
+        }
+    }
+
     fn tensor(&self, key: &str) -> &Tensor {
         self.tensors
             .get(key)
@@ -157,11 +175,20 @@ fn close(got: f64, want: f64) -> bool {
     (got - want).abs() <= TOLERANCE * want.abs().max(1e-6)
 }
 
-/// Runs `method` as the fixture did, with `cfg` and the networks' `bn_momentum`
-/// (normally the fixture's and PyTorch's), and returns the first difference
-/// from PyTorch: `Err("loss: ...")` for the trajectory, `Err("state: ...")`
-/// for the final weights and statistics.
-fn lockstep(g: &Golden, method: Method, cfg: &TrainConfig, bn_momentum: f64) -> Result<(), String> {
+/// Replays `method` as the fixture did, in `dtype`, with `cfg` and the
+/// networks' `bn_momentum`: the fixture's initial weights, cases, batch
+/// plans and dropout masks. `step` sees each iteration's loss and parts
+/// and may stop the replay with an error. Returns the networks and their
+/// state dicts before the first step.
+#[allow(clippy::type_complexity)]
+fn replay(
+    g: &Golden,
+    method: Method,
+    cfg: &TrainConfig,
+    bn_momentum: f64,
+    dtype: DType,
+    step: &mut dyn FnMut(usize, f64, &BTreeMap<String, f64>, &[VNet]) -> Result<(), String>,
+) -> Result<(Vec<VNet>, Vec<HashMap<String, Tensor>>), String> {
     let runs = &g.fixture.runs[method.name()];
     let net_cfg = VNetConfig {
         width: cfg.width,
@@ -172,8 +199,8 @@ fn lockstep(g: &Golden, method: Method, cfg: &TrainConfig, bn_momentum: f64) -> 
     let nets: Vec<VNet> = ["a", "b"][..method.networks()]
         .iter()
         .map(|name| {
-            let net = VNet::new(net_cfg.clone(), 0, DType::F64, &Device::Cpu).unwrap();
-            net.load_weights(&dir().join(format!("init_{name}.pth")))
+            let net = VNet::new(net_cfg.clone(), 0, dtype, &Device::Cpu).unwrap();
+            net.load_weights(&g.dir.join(format!("init_{name}.pth")))
                 .unwrap();
             net
         })
@@ -202,7 +229,8 @@ fn lockstep(g: &Golden, method: Method, cfg: &TrainConfig, bn_momentum: f64) -> 
             .map(|i| {
                 let m = |which: &str| {
                     g.tensor(&format!("{}.{t}.dropout{i}.{which}", method.name()))
-                        .clone()
+                        .to_dtype(dtype)
+                        .unwrap()
                 };
                 (m("bottleneck"), m("last"))
             })
@@ -210,26 +238,47 @@ fn lockstep(g: &Golden, method: Method, cfg: &TrainConfig, bn_momentum: f64) -> 
         let (loss, parts) =
             train_step_with_masks(cfg, &refs, &mut sgd, &batch, &Device::Cpu, Some(&masks))
                 .unwrap();
-        if !close(loss, want.loss) {
-            return Err(format!(
-                "loss: iteration {t}: {loss} vs PyTorch {}",
-                want.loss
-            ));
-        }
-        assert_eq!(
-            parts.keys().collect::<Vec<_>>(),
-            want.parts.keys().collect::<Vec<_>>(),
-            "{method:?}: loss parts"
-        );
-        for (name, w) in &want.parts {
-            if !close(parts[name], *w) {
+        step(t, loss, &parts, &nets)?;
+    }
+    Ok((nets, start))
+}
+
+/// Runs `method` in f64 as the fixture did, with `cfg` and the networks'
+/// `bn_momentum` (normally the fixture's and PyTorch's), and returns the
+/// first difference from PyTorch: `Err("loss: ...")` for the trajectory,
+/// `Err("state: ...")` for the final weights and statistics.
+fn lockstep(g: &Golden, method: Method, cfg: &TrainConfig, bn_momentum: f64) -> Result<(), String> {
+    let runs = &g.fixture.runs[method.name()];
+    let (nets, start) = replay(
+        g,
+        method,
+        cfg,
+        bn_momentum,
+        DType::F64,
+        &mut |t, loss, parts, _| {
+            let want = &runs[t];
+            if !close(loss, want.loss) {
                 return Err(format!(
-                    "loss: iteration {t}, {name}: {} vs PyTorch {w}",
-                    parts[name]
+                    "loss: iteration {t}: {loss} vs PyTorch {}",
+                    want.loss
                 ));
             }
-        }
-    }
+            assert_eq!(
+                parts.keys().collect::<Vec<_>>(),
+                want.parts.keys().collect::<Vec<_>>(),
+                "{method:?}: loss parts"
+            );
+            for (name, w) in &want.parts {
+                if !close(parts[name], *w) {
+                    return Err(format!(
+                        "loss: iteration {t}, {name}: {} vs PyTorch {w}",
+                        parts[name]
+                    ));
+                }
+            }
+            Ok(())
+        },
+    )?;
     let mut wrong = Vec::new();
     for (i, net) in nets.iter().enumerate() {
         let prefix = format!("{}.net{i}", method.name());
@@ -378,4 +427,87 @@ fn a_wrong_bn_momentum_is_caught() {
     let g = golden();
     let cfg = g.config(Method::Supervised);
     assert_caught(Method::Supervised, cfg, 0.01, "BN momentum");
+}
+
+/// Where dtml and PyTorch part in f32 over a longer run (a report, not part
+/// of the suite): make the data with
+/// `make_lockstep_fixture.py --trajectory DIR [ITERATIONS [WIDTH [METHODS]]]`,
+/// then `DTML_LOCKSTEP_DIR=DIR cargo test -p dtml-train --test lockstep
+/// f32_trajectory -- --ignored --nocapture`. Per method it prints, at a few
+/// iterations, how far dtml is from PyTorch (loss averaged over the last 20
+/// iterations, the worst weight norm, the worst BN running-statistic norm)
+/// beside how far a PyTorch rerun from weights nudged by 1e-6 is: where the
+/// two columns grow alike, the runs part by f32 rounding amplified by the
+/// training dynamics, not by a difference in what is computed.
+#[test]
+#[ignore = "a report over a long f32 run; needs DTML_LOCKSTEP_DIR from make_lockstep_fixture.py --trajectory"]
+fn f32_trajectory() {
+    let dir = std::env::var_os("DTML_LOCKSTEP_DIR")
+        .expect("DTML_LOCKSTEP_DIR: a folder written by make_lockstep_fixture.py --trajectory");
+    let g = Golden::load(PathBuf::from(dir));
+    for (name, runs) in &g.fixture.runs {
+        let method = Method::parse(name).expect("a method name");
+        let cfg = g.config(method);
+        let nudged = &g.fixture.nudged[name];
+        let mut ours: Vec<(f64, BTreeMap<String, f64>)> = Vec::new();
+        replay(
+            &g,
+            method,
+            &cfg,
+            0.1,
+            DType::F32,
+            &mut |_, loss, _, nets| {
+                let mut norms = BTreeMap::new();
+                for (i, net) in nets.iter().enumerate() {
+                    for (k, v) in net.state_dict().unwrap() {
+                        if !k.ends_with("num_batches_tracked") {
+                            let v = v.to_dtype(DType::F64).unwrap();
+                            let n = v.sqr().unwrap().sum_all().unwrap().sqrt().unwrap();
+                            norms.insert(format!("net{i}.{k}"), n.to_scalar::<f64>().unwrap());
+                        }
+                    }
+                }
+                ours.push((loss, norms));
+                Ok(())
+            },
+        )
+        .unwrap();
+        let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-12);
+        let window = |f: &dyn Fn(usize) -> f64, t: usize| {
+            let from = t.saturating_sub(20);
+            (from..t).map(f).sum::<f64>() / (t - from) as f64
+        };
+        let worst = |a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>, stats: bool| {
+            b.iter()
+                .filter(|(k, _)| k.contains("running_") == stats)
+                .map(|(k, w)| rel(a[k], *w))
+                .fold(0.0f64, f64::max)
+        };
+        assert!(
+            rel(ours[0].0, runs[0].loss) < 1e-4,
+            "{name}: the first f32 loss already differs: {} vs {}",
+            ours[0].0,
+            runs[0].loss
+        );
+        println!(
+            "{name}: relative difference from PyTorch f32, dtml | PyTorch nudged by 1e-6\n\
+             iteration | loss (20-iteration mean) | worst weight norm | worst BN statistic norm"
+        );
+        let n = runs.len();
+        for t in [1, 5, 10, 20, 50, 100, 200, 300, 500, 1000] {
+            if t > n {
+                continue;
+            }
+            let torch_loss = window(&|i| runs[i].loss, t);
+            println!(
+                "{t:>9} | {:.1e} | {:.1e} | {:.1e} | {:.1e} | {:.1e} | {:.1e}",
+                rel(window(&|i| ours[i].0, t), torch_loss),
+                rel(window(&|i| nudged[i].loss, t), torch_loss),
+                worst(&ours[t - 1].1, &runs[t - 1].norms, false),
+                worst(&nudged[t - 1].norms, &runs[t - 1].norms, false),
+                worst(&ours[t - 1].1, &runs[t - 1].norms, true),
+                worst(&nudged[t - 1].norms, &runs[t - 1].norms, true),
+            );
+        }
+    }
 }
