@@ -152,7 +152,45 @@ fn test(no_lint: bool) -> Result<()> {
             .envs(envs))?;
     }
     run(cargo().args(["test", "--workspace", "--doc"]).envs(envs))?;
+    // The kernels' golden and finite-difference tests once more under every
+    // other tier this CPU supports, so an AVX-512 machine also checks the
+    // AVX2 and portable code (`DTML_CPU` picks the tier per process).
+    for tier in other_kernel_tiers(&bin)? {
+        eprintln!("kernel tier {tier}:");
+        run(cargo()
+            .args(["test", "-p", "dtml-model", "--tests", "--no-fail-fast"])
+            .envs(envs)
+            .env("DTML_CPU", &tier))?;
+    }
     Ok(())
+}
+
+/// The kernel tiers this CPU supports besides the one `dtml` picks itself
+/// (from `dtml info --system --json`).
+fn other_kernel_tiers(dtml: &Path) -> Result<Vec<String>> {
+    let out = Command::new(dtml)
+        .args(["info", "--system", "--json"])
+        .env_remove("DTML_CPU")
+        .output()
+        .with_context(|| format!("running {} info --system", dtml.display()))?;
+    if !out.status.success() {
+        bail!(
+            "dtml info --system failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let active = v["kernel_tier"].as_str().unwrap_or_default();
+    Ok(v["supported_tiers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str())
+                .filter(|t| *t != active)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// Compile-checks the model crate with `cudnn` (which implies `cuda`) and

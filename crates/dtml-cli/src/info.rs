@@ -7,7 +7,12 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct InfoArgs {
     /// NIfTI-1 (.nii, .nii.gz, .hdr/.img) or NRRD file.
-    file: PathBuf,
+    #[arg(required_unless_present = "system")]
+    file: Option<PathBuf>,
+    /// Print this machine instead: CPU model, SIMD features, the kernel tier
+    /// in use (DTML_CPU=avx512|avx2|neon|portable forces one) and threads.
+    #[arg(long, conflicts_with = "channel")]
+    system: bool,
     /// Volume of a 4D file to read.
     #[arg(long)]
     channel: Option<usize>,
@@ -16,8 +21,55 @@ pub struct InfoArgs {
     json: bool,
 }
 
+/// The CPU's model name as the OS reports it.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+fn system(json: bool) -> Result<()> {
+    use dtml_model::simd::{Tier, active, cpu_features};
+    let tier = active();
+    let supported: Vec<&str> = Tier::supported().iter().map(|t| t.name()).collect();
+    let forced = std::env::var(dtml_model::simd::TIER_VAR).ok();
+    let threads = rayon::current_num_threads();
+    if json {
+        let j = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "cpu": cpu_model(),
+            "features": cpu_features(),
+            "kernel_tier": tier.name(),
+            "supported_tiers": supported,
+            "forced_by": forced,
+            "threads": threads,
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        println!("dtml {}", env!("CARGO_PKG_VERSION"));
+        println!("cpu:           {}", cpu_model());
+        println!("features:      {}", cpu_features().join(" "));
+        println!(
+            "kernel tier:   {tier}{}",
+            forced.map_or(" (best supported)".into(), |f| format!(" (DTML_CPU={f})"))
+        );
+        println!("supported:     {}", supported.join(", "));
+        println!("threads:       {threads} (--threads / RAYON_NUM_THREADS)");
+    }
+    Ok(())
+}
+
 pub fn run(a: InfoArgs) -> Result<()> {
-    let v = read_volume_with(&a.file, ReadOptions { channel: a.channel })?;
+    let Some(file) = a.file.filter(|_| !a.system) else {
+        return system(a.json);
+    };
+    let v = read_volume_with(&file, ReadOptions { channel: a.channel })?;
     let data = v.data.to_f64();
     let (min, max) = data
         .iter()
@@ -26,7 +78,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
         });
     if a.json {
         let j = serde_json::json!({
-            "file": a.file,
+            "file": file,
             "shape": v.shape,
             "dtype": v.data.dtype(),
             "spacing": v.spacing(),
@@ -38,7 +90,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
-        println!("file     {}", a.file.display());
+        println!("file     {}", file.display());
         println!(
             "shape    {} x {} x {} (x, y, z)",
             v.shape[0], v.shape[1], v.shape[2]

@@ -34,7 +34,7 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Prepare a dataset (Decathlon, nnU-Net v2 or LA layout) into a training cache.
     Prepare(prepare::PrepareArgs),
-    /// Print a volume's shape, type, spacing and affine.
+    /// Print a volume's shape, type, spacing and affine (--system: the CPU, kernel tier and threads).
     Info(info::InfoArgs),
     /// Distance map (plain, signed or normalised SDM) of a mask, as NIfTI.
     Distance(distance::DistanceArgs),
@@ -73,6 +73,11 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    // A DTML_CPU naming a tier this CPU lacks is an error before any work.
+    if let Err(e) = dtml_model::simd::init() {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Generate(a) => generate::run(a),
         Command::Prepare(a) => prepare::run(a),

@@ -21,10 +21,11 @@ fn conv(c: &mut Criterion) {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let x = Var::from_tensor(&random(&[2, 32, 40, 56, 56], 1.0, &mut rng)).unwrap();
     let w = Var::from_tensor(&random(&[32, 32, 3, 3, 3], 0.06, &mut rng)).unwrap();
+    let tier = dtml_model::simd::init().expect("DTML_CPU");
     eprintln!(
-        "conv3d bench: {} rayon threads, AVX-512 kernels: {}",
+        "conv3d bench: {} rayon threads, {tier} kernels (DTML_CPU; CPU has {:?})",
         rayon::current_num_threads(),
-        dtml_model::ops::uses_avx512()
+        dtml_model::simd::cpu_features()
     );
     let mut g = c.benchmark_group("conv3d_32x32_2x40x56x56");
     g.sample_size(10)

@@ -14,6 +14,7 @@
 pub mod error;
 mod init;
 pub mod ops;
+pub mod simd;
 pub mod vnet;
 
 pub use error::{ModelError, Result};

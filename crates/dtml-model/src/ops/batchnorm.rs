@@ -452,8 +452,10 @@ mod simd {
     use super::BLOCK;
     use std::arch::x86_64::*;
 
+    /// Whether the process's kernel tier has AVX2 and FMA.
     pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        use crate::simd::{Tier, active};
+        matches!(active(), Tier::Avx512 | Tier::Avx2)
     }
 
     #[target_feature(enable = "avx2,fma")]

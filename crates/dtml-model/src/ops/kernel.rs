@@ -14,9 +14,12 @@
 //!   values broadcast, so the reduction over positions needs no horizontal
 //!   sums and accumulators are the weight gradient itself.
 //!
-//! f32 on x86-64 with AVX-512 uses intrinsics; everything else (f64, other
-//! CPUs) uses portable loops the compiler vectorises as it can.
+//! f32 runs one generic source per instruction-set tier (`crate::simd`):
+//! AVX-512 (`CB x 6` zmm accumulators), AVX2 + FMA (`CB x 3` ymm over
+//! sub-tiles of 24 positions), NEON (`CB x 6` q registers) or the portable
+//! loops, which f64 always uses.
 
+use crate::simd::{self, Lanes, Tier};
 use candle_core::WithDType;
 use std::ops::{Add, AddAssign, Mul};
 
@@ -150,22 +153,102 @@ impl Real for f64 {
     }
 }
 
-/// Whether the AVX-512 kernels may run (detected once, then cached by std).
-#[inline]
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+/// Forward tile over any [`Lanes`]: `CB x RV` vector accumulators per
+/// sub-tile of `RV * V::N` positions, `TILE / (RV * V::N)` sub-tiles (the
+/// weights are read again per sub-tile, the inputs once).
+///
+/// # Safety
+/// As [`Real::fwd_tile`]; `V`'s features must be enabled in the caller.
+#[inline(always)]
+unsafe fn fwd_tile_lanes<V: Lanes, const RV: usize>(
+    x: *const f32,
+    offs: &[usize],
+    w: *const f32,
+    out: *mut f32,
+) {
+    let step = RV * V::N;
+    debug_assert_eq!(TILE % step, 0);
+    for s in (0..TILE).step_by(step) {
+        // SAFETY: the caller guarantees the reads and writes and the features.
+        unsafe {
+            let mut acc = [[V::zero(); RV]; CB];
+            for (j, &off) in offs.iter().enumerate() {
+                let p = x.add(off + s);
+                let mut xv = [V::zero(); RV];
+                for (r, v) in xv.iter_mut().enumerate() {
+                    *v = V::load(p.add(r * V::N));
+                }
+                let wj = w.add(j * CB);
+                for (c, row) in acc.iter_mut().enumerate() {
+                    let wv = V::splat(*wj.add(c));
+                    for (a, &xr) in row.iter_mut().zip(xv.iter()) {
+                        *a = V::mul_add(wv, xr, *a);
+                    }
+                }
+            }
+            for (c, row) in acc.iter().enumerate() {
+                for (r, a) in row.iter().enumerate() {
+                    a.store(out.add(c * TILE + s + r * V::N));
+                }
+            }
+        }
     }
 }
 
-/// Whether the f32 kernels use AVX-512 on this machine (for reports).
-pub fn uses_avx512() -> bool {
-    has_avx512()
+/// Weight-gradient tile over any [`Lanes`]: the `NT` weight columns in
+/// blocks of `TB`, each block holding `TB x (16 CV / V::N)` accumulators
+/// (at most `MV` vectors per column) while the positions stream by.
+///
+/// # Safety
+/// As [`Real::dw_tile`]; `V`'s features must be enabled in the caller.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_tile_lanes<
+    V: Lanes,
+    const CV: usize,
+    const NT: usize,
+    const TB: usize,
+    const MV: usize,
+>(
+    dyt: *const f32,
+    dyt_stride: usize,
+    nq: usize,
+    x: *const f32,
+    offs: &[usize; NT],
+    acc: *mut f32,
+    acc_stride: usize,
+) {
+    let vpt = 16 * CV / V::N;
+    debug_assert!(vpt <= MV && NT.is_multiple_of(TB));
+    for t0 in (0..NT).step_by(TB) {
+        // SAFETY: the caller guarantees the reads and writes and the features.
+        unsafe {
+            let mut a = [[V::zero(); MV]; TB];
+            let mut xp = [x; TB];
+            for (t, p) in xp.iter_mut().enumerate() {
+                *p = x.add(offs[t0 + t]);
+            }
+            for q in 0..nq {
+                let d = dyt.add(q * dyt_stride);
+                let mut dv = [V::zero(); MV];
+                for (v, dvv) in dv.iter_mut().enumerate().take(vpt) {
+                    *dvv = V::load(d.add(v * V::N));
+                }
+                for t in 0..TB {
+                    let b = V::splat(*xp[t].add(q));
+                    for v in 0..vpt {
+                        a[t][v] = V::mul_add(b, dv[v], a[t][v]);
+                    }
+                }
+            }
+            for t in 0..TB {
+                for v in 0..vpt {
+                    let p = acc.add((t0 + t) * acc_stride + v * V::N);
+                    V::add(V::load(p), a[t][v]).store(p);
+                }
+            }
+        }
+    }
 }
 
 impl Real for f32 {
@@ -175,14 +258,19 @@ impl Real for f32 {
         w: *const Self,
         out: &mut [Self; CB * TILE],
     ) {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx512() {
-            // SAFETY: AVX-512F is present; memory contract as documented.
-            unsafe { avx512::fwd_tile(x, offs, w, out.as_mut_ptr()) };
-            return;
+        match simd::active() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the tier is supported (checked when it was chosen).
+            Tier::Avx512 => unsafe { x86::fwd_avx512(x, offs, w, out.as_mut_ptr()) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Tier::Avx2 => unsafe { x86::fwd_avx2(x, offs, w, out.as_mut_ptr()) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above.
+            Tier::Neon => unsafe { arm::fwd_neon(x, offs, w, out.as_mut_ptr()) },
+            // SAFETY: same contract.
+            _ => unsafe { fwd_tile_portable(x, offs, w, out) },
         }
-        // SAFETY: same contract.
-        unsafe { fwd_tile_portable(x, offs, w, out) }
     }
 
     unsafe fn dw_tile<const CV: usize, const NT: usize>(
@@ -194,62 +282,95 @@ impl Real for f32 {
         acc: *mut Self,
         acc_stride: usize,
     ) {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx512() {
-            // SAFETY: AVX-512F is present; memory contract as documented.
-            unsafe { avx512::dw_tile::<CV, NT>(dyt, dyt_stride, nq, x, offs, acc, acc_stride) };
-            return;
+        match simd::active() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the tier is supported (checked when it was chosen).
+            Tier::Avx512 => unsafe {
+                x86::dw_avx512::<CV, NT>(dyt, dyt_stride, nq, x, offs, acc, acc_stride)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Tier::Avx2 => unsafe {
+                x86::dw_avx2::<CV, NT>(dyt, dyt_stride, nq, x, offs, acc, acc_stride)
+            },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above.
+            Tier::Neon => unsafe {
+                arm::dw_neon::<CV, NT>(dyt, dyt_stride, nq, x, offs, acc, acc_stride)
+            },
+            // SAFETY: same contract.
+            _ => unsafe {
+                dw_tile_portable::<f32, CV, NT>(dyt, dyt_stride, nq, x, offs, acc, acc_stride)
+            },
         }
-        // SAFETY: same contract.
-        unsafe { dw_tile_portable::<f32, CV, NT>(dyt, dyt_stride, nq, x, offs, acc, acc_stride) }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::{CB, R, TILE};
-    use std::arch::x86_64::*;
+/// Picks the weight-gradient column block for the tier's register budget:
+/// `budget` accumulators over `16 CV / lanes` vectors per column.
+macro_rules! dw_blocks {
+    ($lanes:ty, $budget:expr, $max_v:expr, $cv:ident, $nt:ident, $args:expr) => {{
+        let (dyt, dyt_stride, nq, x, offs, acc, acc_stride) = $args;
+        let vpt = 16 * $cv / <$lanes as Lanes>::N;
+        // Column blocks that divide NT (12 or 24 in the conv kernels).
+        // SAFETY (for the calls): forwarded contract; features enabled.
+        unsafe {
+            match $budget / vpt {
+                b if b >= 24 && $nt % 24 == 0 => dw_tile_lanes::<$lanes, $cv, $nt, 24, $max_v>(
+                    dyt, dyt_stride, nq, x, offs, acc, acc_stride,
+                ),
+                b if b >= 12 && $nt % 12 == 0 => dw_tile_lanes::<$lanes, $cv, $nt, 12, $max_v>(
+                    dyt, dyt_stride, nq, x, offs, acc, acc_stride,
+                ),
+                b if b >= 6 && $nt % 6 == 0 => dw_tile_lanes::<$lanes, $cv, $nt, 6, $max_v>(
+                    dyt, dyt_stride, nq, x, offs, acc, acc_stride,
+                ),
+                b if b >= 3 && $nt % 3 == 0 => dw_tile_lanes::<$lanes, $cv, $nt, 3, $max_v>(
+                    dyt, dyt_stride, nq, x, offs, acc, acc_stride,
+                ),
+                _ => dw_tile_lanes::<$lanes, $cv, $nt, 1, $max_v>(
+                    dyt, dyt_stride, nq, x, offs, acc, acc_stride,
+                ),
+            }
+        }
+    }};
+}
 
-    /// AVX-512 forward tile: `CB x R` zmm accumulators (24 of 32 registers),
-    /// `R` unaligned input loads and `CB` weight broadcasts per offset.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{CB, Lanes, TILE, dw_tile_lanes, fwd_tile_lanes};
+    use crate::simd::x86::{Ymm, Zmm};
+
+    /// AVX-512 forward tile: `CB x 6` zmm accumulators (24 of 32 registers).
     ///
     /// # Safety
     /// AVX-512F must be available; memory as in `Real::fwd_tile`.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn fwd_tile(x: *const f32, offs: &[usize], w: *const f32, out: *mut f32) {
-        let mut acc = [[_mm512_setzero_ps(); R]; CB];
-        for (j, &off) in offs.iter().enumerate() {
-            // SAFETY: the caller guarantees the reads.
-            unsafe {
-                let p = x.add(off);
-                let mut xv = [_mm512_setzero_ps(); R];
-                for (r, v) in xv.iter_mut().enumerate() {
-                    *v = _mm512_loadu_ps(p.add(16 * r));
-                }
-                let wj = w.add(j * CB);
-                for (c, row) in acc.iter_mut().enumerate() {
-                    let wv = _mm512_set1_ps(*wj.add(c));
-                    for (a, &xr) in row.iter_mut().zip(xv.iter()) {
-                        *a = _mm512_fmadd_ps(wv, xr, *a);
-                    }
-                }
-            }
-        }
-        for (c, row) in acc.iter().enumerate() {
-            for (r, &a) in row.iter().enumerate() {
-                // SAFETY: out holds CB * TILE values.
-                unsafe { _mm512_storeu_ps(out.add(c * TILE + 16 * r), a) };
-            }
-        }
+    pub(super) unsafe fn fwd_avx512(x: *const f32, offs: &[usize], w: *const f32, out: *mut f32) {
+        const { assert!(TILE.is_multiple_of(6 * 16) && CB * 6 <= 24) };
+        // SAFETY: forwarded contract; AVX-512F enabled here.
+        unsafe { fwd_tile_lanes::<Zmm, 6>(x, offs, w, out) }
     }
 
-    /// AVX-512 weight-gradient tile: `NT x CV` zmm accumulators, `CV` loads
-    /// of the transposed gradient and `NT` input broadcasts per position.
+    /// AVX2 forward tile: `CB x 3` ymm accumulators (12 of 16 registers)
+    /// over sub-tiles of 24 positions.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; memory as in `Real::fwd_tile`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn fwd_avx2(x: *const f32, offs: &[usize], w: *const f32, out: *mut f32) {
+        const { assert!(TILE.is_multiple_of(3 * 8) && CB * 3 <= 12) };
+        // SAFETY: forwarded contract; AVX2 and FMA enabled here.
+        unsafe { fwd_tile_lanes::<Ymm, 3>(x, offs, w, out) }
+    }
+
+    /// AVX-512 weight-gradient tile: up to 24 zmm accumulators.
     ///
     /// # Safety
     /// AVX-512F must be available; memory as in `Real::dw_tile`.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn dw_tile<const CV: usize, const NT: usize>(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn dw_avx512<const CV: usize, const NT: usize>(
         dyt: *const f32,
         dyt_stride: usize,
         nq: usize,
@@ -258,36 +379,81 @@ mod avx512 {
         acc: *mut f32,
         acc_stride: usize,
     ) {
-        let mut a = [[_mm512_setzero_ps(); CV]; NT];
-        let mut xp = [x; NT];
-        for t in 0..NT {
-            // SAFETY: in-bounds by the caller's contract.
-            xp[t] = unsafe { x.add(offs[t]) };
-        }
-        for q in 0..nq {
-            // SAFETY: the caller guarantees the reads.
-            unsafe {
-                let d = dyt.add(q * dyt_stride);
-                let mut dv = [_mm512_setzero_ps(); CV];
-                for (v, dvv) in dv.iter_mut().enumerate() {
-                    *dvv = _mm512_loadu_ps(d.add(16 * v));
-                }
-                for t in 0..NT {
-                    let b = _mm512_set1_ps(*xp[t].add(q));
-                    for v in 0..CV {
-                        a[t][v] = _mm512_fmadd_ps(b, dv[v], a[t][v]);
-                    }
-                }
-            }
-        }
-        for t in 0..NT {
-            for v in 0..CV {
-                // SAFETY: the caller guarantees acc is writable there.
-                unsafe {
-                    let p = acc.add(t * acc_stride + 16 * v);
-                    _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), a[t][v]));
-                }
-            }
-        }
+        dw_blocks!(
+            Zmm,
+            24,
+            2,
+            CV,
+            NT,
+            (dyt, dyt_stride, nq, x, offs, acc, acc_stride)
+        )
+    }
+
+    /// AVX2 weight-gradient tile: up to 12 ymm accumulators.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; memory as in `Real::dw_tile`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn dw_avx2<const CV: usize, const NT: usize>(
+        dyt: *const f32,
+        dyt_stride: usize,
+        nq: usize,
+        x: *const f32,
+        offs: &[usize; NT],
+        acc: *mut f32,
+        acc_stride: usize,
+    ) {
+        dw_blocks!(
+            Ymm,
+            12,
+            4,
+            CV,
+            NT,
+            (dyt, dyt_stride, nq, x, offs, acc, acc_stride)
+        )
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::{CB, Lanes, TILE, dw_tile_lanes, fwd_tile_lanes};
+    use crate::simd::arm::Q;
+
+    /// NEON forward tile: `CB x 6` q accumulators (24 of 32 registers) over
+    /// sub-tiles of 24 positions.
+    ///
+    /// # Safety
+    /// NEON must be available; memory as in `Real::fwd_tile`.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn fwd_neon(x: *const f32, offs: &[usize], w: *const f32, out: *mut f32) {
+        const { assert!(TILE.is_multiple_of(6 * 4) && CB * 6 <= 24) };
+        // SAFETY: forwarded contract; NEON enabled here.
+        unsafe { fwd_tile_lanes::<Q, 6>(x, offs, w, out) }
+    }
+
+    /// NEON weight-gradient tile: up to 24 q accumulators.
+    ///
+    /// # Safety
+    /// NEON must be available; memory as in `Real::dw_tile`.
+    #[target_feature(enable = "neon")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn dw_neon<const CV: usize, const NT: usize>(
+        dyt: *const f32,
+        dyt_stride: usize,
+        nq: usize,
+        x: *const f32,
+        offs: &[usize; NT],
+        acc: *mut f32,
+        acc_stride: usize,
+    ) {
+        dw_blocks!(
+            Q,
+            24,
+            8,
+            CV,
+            NT,
+            (dyt, dyt_stride, nq, x, offs, acc, acc_stride)
+        )
     }
 }

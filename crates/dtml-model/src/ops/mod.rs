@@ -30,7 +30,6 @@ mod resample;
 use candle_core::{DType, Device, Result, Tensor, bail};
 
 pub use dropout::{channel_dropout, channel_dropout_mask, channel_dropout_with_mask};
-pub use kernel::uses_avx512;
 
 /// Reference implementations built only from candle's own differentiable
 /// ops. They run on every device and are what the public functions use off
