@@ -6,7 +6,7 @@
 //! vector of f32 of one instruction set with the five operations a tile
 //! needs, and instantiated per tier inside `#[target_feature]` functions
 //! with that tier's own tile shape (32 zmm registers hold 24 accumulators;
-//! 16 ymm hold 12). We use this small trait instead of a SIMD crate
+//! 16 ymm hold 8). We use this small trait instead of a SIMD crate
 //! because the tiles are register-blocked with per-tier const shapes: the
 //! generic body is plain array code that LLVM keeps in registers once the
 //! shapes are constants, and the AVX-512 instance compiles to the same

@@ -15,8 +15,8 @@
 //!   sums and accumulators are the weight gradient itself.
 //!
 //! f32 runs one generic source per instruction-set tier (`crate::simd`):
-//! AVX-512 (`CB x 6` zmm accumulators), AVX2 + FMA (`CB x 3` ymm over
-//! sub-tiles of 24 positions), NEON (`CB x 6` q registers) or the portable
+//! AVX-512 (`CB x 6` zmm accumulators), AVX2 + FMA (`CB x 2` ymm over
+//! sub-tiles of 16 positions), NEON (`CB x 6` q registers) or the portable
 //! loops, which f64 always uses.
 
 use crate::simd::{self, Lanes, Tier};
@@ -306,31 +306,44 @@ impl Real for f32 {
     }
 }
 
-/// Picks the weight-gradient column block for the tier's register budget:
-/// `budget` accumulators over `16 CV / lanes` vectors per column.
+/// Runs the weight-gradient tile with the largest column block that
+/// divides `NT` and keeps its accumulators, the `16 CV / lanes` gradient
+/// vectors and one broadcast within the tier's `$regs` vector registers.
 macro_rules! dw_blocks {
-    ($lanes:ty, $budget:expr, $max_v:expr, $cv:ident, $nt:ident, $args:expr) => {{
+    ($lanes:ty, $regs:expr, $max_v:expr, $cv:ident, $nt:ident, $args:expr) => {{
         let (dyt, dyt_stride, nq, x, offs, acc, acc_stride) = $args;
         let vpt = 16 * $cv / <$lanes as Lanes>::N;
-        // Column blocks that divide NT (12 or 24 in the conv kernels).
+        let fits = |tb: usize| $nt % tb == 0 && tb * vpt + vpt + 1 <= $regs;
         // SAFETY (for the calls): forwarded contract; features enabled.
         unsafe {
-            match $budget / vpt {
-                b if b >= 24 && $nt % 24 == 0 => dw_tile_lanes::<$lanes, $cv, $nt, 24, $max_v>(
+            if fits(24) {
+                dw_tile_lanes::<$lanes, $cv, $nt, 24, $max_v>(
                     dyt, dyt_stride, nq, x, offs, acc, acc_stride,
-                ),
-                b if b >= 12 && $nt % 12 == 0 => dw_tile_lanes::<$lanes, $cv, $nt, 12, $max_v>(
+                )
+            } else if fits(12) {
+                dw_tile_lanes::<$lanes, $cv, $nt, 12, $max_v>(
                     dyt, dyt_stride, nq, x, offs, acc, acc_stride,
-                ),
-                b if b >= 6 && $nt % 6 == 0 => dw_tile_lanes::<$lanes, $cv, $nt, 6, $max_v>(
+                )
+            } else if fits(6) {
+                dw_tile_lanes::<$lanes, $cv, $nt, 6, $max_v>(
                     dyt, dyt_stride, nq, x, offs, acc, acc_stride,
-                ),
-                b if b >= 3 && $nt % 3 == 0 => dw_tile_lanes::<$lanes, $cv, $nt, 3, $max_v>(
+                )
+            } else if fits(4) {
+                dw_tile_lanes::<$lanes, $cv, $nt, 4, $max_v>(
                     dyt, dyt_stride, nq, x, offs, acc, acc_stride,
-                ),
-                _ => dw_tile_lanes::<$lanes, $cv, $nt, 1, $max_v>(
+                )
+            } else if fits(3) {
+                dw_tile_lanes::<$lanes, $cv, $nt, 3, $max_v>(
                     dyt, dyt_stride, nq, x, offs, acc, acc_stride,
-                ),
+                )
+            } else if fits(2) {
+                dw_tile_lanes::<$lanes, $cv, $nt, 2, $max_v>(
+                    dyt, dyt_stride, nq, x, offs, acc, acc_stride,
+                )
+            } else {
+                dw_tile_lanes::<$lanes, $cv, $nt, 1, $max_v>(
+                    dyt, dyt_stride, nq, x, offs, acc, acc_stride,
+                )
             }
         }
     }};
@@ -352,19 +365,20 @@ mod x86 {
         unsafe { fwd_tile_lanes::<Zmm, 6>(x, offs, w, out) }
     }
 
-    /// AVX2 forward tile: `CB x 3` ymm accumulators (12 of 16 registers)
-    /// over sub-tiles of 24 positions.
+    /// AVX2 forward tile: `CB x 2` ymm accumulators over sub-tiles of 16
+    /// positions (`CB x 3` plus the loads needs 17 of the 16 registers, and
+    /// the spilled accumulator cost more than the extra weight broadcasts).
     ///
     /// # Safety
     /// AVX2 and FMA must be available; memory as in `Real::fwd_tile`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn fwd_avx2(x: *const f32, offs: &[usize], w: *const f32, out: *mut f32) {
-        const { assert!(TILE.is_multiple_of(3 * 8) && CB * 3 <= 12) };
+        const { assert!(TILE.is_multiple_of(2 * 8) && CB * 2 <= 12) };
         // SAFETY: forwarded contract; AVX2 and FMA enabled here.
-        unsafe { fwd_tile_lanes::<Ymm, 3>(x, offs, w, out) }
+        unsafe { fwd_tile_lanes::<Ymm, 2>(x, offs, w, out) }
     }
 
-    /// AVX-512 weight-gradient tile: up to 24 zmm accumulators.
+    /// AVX-512 weight-gradient tile: up to 24 zmm accumulators of 32 registers.
     ///
     /// # Safety
     /// AVX-512F must be available; memory as in `Real::dw_tile`.
@@ -389,7 +403,8 @@ mod x86 {
         )
     }
 
-    /// AVX2 weight-gradient tile: up to 12 ymm accumulators.
+    /// AVX2 weight-gradient tile: accumulators, gradient vectors and a
+    /// broadcast within the 16 ymm registers.
     ///
     /// # Safety
     /// AVX2 and FMA must be available; memory as in `Real::dw_tile`.
@@ -432,7 +447,7 @@ mod arm {
         unsafe { fwd_tile_lanes::<Q, 6>(x, offs, w, out) }
     }
 
-    /// NEON weight-gradient tile: up to 24 q accumulators.
+    /// NEON weight-gradient tile: within the 32 q registers.
     ///
     /// # Safety
     /// NEON must be available; memory as in `Real::dw_tile`.
