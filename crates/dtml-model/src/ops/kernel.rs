@@ -313,7 +313,7 @@ macro_rules! dw_blocks {
     ($lanes:ty, $regs:expr, $max_v:expr, $cv:ident, $nt:ident, $args:expr) => {{
         let (dyt, dyt_stride, nq, x, offs, acc, acc_stride) = $args;
         let vpt = 16 * $cv / <$lanes as Lanes>::N;
-        let fits = |tb: usize| $nt % tb == 0 && tb * vpt + vpt + 1 <= $regs;
+        let fits = |tb: usize| $nt % tb == 0 && tb * vpt + vpt < $regs;
         // SAFETY (for the calls): forwarded contract; features enabled.
         unsafe {
             if fits(24) {
@@ -395,7 +395,7 @@ mod x86 {
     ) {
         dw_blocks!(
             Zmm,
-            24,
+            32,
             2,
             CV,
             NT,
@@ -421,7 +421,7 @@ mod x86 {
     ) {
         dw_blocks!(
             Ymm,
-            12,
+            16,
             4,
             CV,
             NT,
@@ -464,7 +464,7 @@ mod arm {
     ) {
         dw_blocks!(
             Q,
-            24,
+            32,
             8,
             CV,
             NT,
