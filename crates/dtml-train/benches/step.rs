@@ -15,7 +15,6 @@
 use candle_core::{DType, Device};
 use dtml_model::{VNet, VNetConfig};
 use dtml_train::batch::HostBatch;
-use dtml_train::optim::Sgd;
 use dtml_train::trainer::train_step;
 use dtml_train::{Method, TrainConfig};
 use rand::{RngExt, SeedableRng};
@@ -51,6 +50,11 @@ fn main() {
             }
         }
     }
+    let tier = dtml_model::simd::init().expect("DTML_CPU");
+    eprintln!(
+        "step bench: {tier} kernels (CPU has {:?})",
+        dtml_model::simd::cpu_features()
+    );
     let (width, nl, nu, patch, default_warmup, default_steps) = match size.as_str() {
         "paper" => (16, 1, 1, [112, 112, 80], 1, 3),
         _ => (8, 2, 2, [48, 48, 32], 3, 15),
@@ -74,17 +78,8 @@ fn main() {
     let nets: Vec<VNet> = (0..2)
         .map(|i| VNet::new(net_cfg.clone(), 1337 + i, DType::F32, &device).unwrap())
         .collect();
-    let params = nets
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| {
-            n.named_trainable_vars()
-                .into_iter()
-                .map(move |(name, v)| (format!("{i}/{name}"), v))
-        })
-        .collect();
-    let mut sgd = Sgd::new(params, cfg.momentum, cfg.weight_decay);
     let refs: Vec<&VNet> = nets.iter().collect();
+    let mut sgd = dtml_train::trainer::optimizer(&cfg, &refs);
 
     // A batch like the loop's: random image, a ball as the label, its
     // (clamped, scaled) radial distance as the SDM target.
