@@ -195,6 +195,43 @@ pub(crate) trait Lanes: Copy {
     unsafe fn add(a: Self, b: Self) -> Self;
 }
 
+/// Four f32 lanes as a plain array: the portable tier's vector, which LLVM
+/// maps onto the baseline's 128-bit registers (SSE2 on x86-64).
+#[derive(Clone, Copy)]
+pub(crate) struct Quad([f32; 4]);
+
+impl Lanes for Quad {
+    const N: usize = 4;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Quad([0.0; 4])
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Quad([v; 4])
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: forwarded contract (4 readable values).
+        Quad(unsafe { p.cast::<[f32; 4]>().read_unaligned() })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: forwarded contract (4 writable values).
+        unsafe { p.cast::<[f32; 4]>().write_unaligned(self.0) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
+        // Unfused: the baseline has no FMA, and `f32::mul_add` would call
+        // the C library's fmaf per lane.
+        Quad(std::array::from_fn(|i| a.0[i] * b.0[i] + c.0[i]))
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        Quad(std::array::from_fn(|i| a.0[i] + b.0[i]))
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
     use super::Lanes;

@@ -16,10 +16,11 @@
 //!
 //! f32 runs one generic source per instruction-set tier (`crate::simd`):
 //! AVX-512 (`CB x 6` zmm accumulators), AVX2 + FMA (`CB x 2` ymm over
-//! sub-tiles of 16 positions), NEON (`CB x 6` q registers) or the portable
-//! loops, which f64 always uses.
+//! sub-tiles of 16 positions), NEON (`CB x 6` q registers) or portable
+//! 4-lane arrays (`CB x 2`, the baseline's 16 registers, no FMA). f64 uses
+//! the plain loops below.
 
-use crate::simd::{self, Lanes, Tier};
+use crate::simd::{self, Lanes, Quad, Tier};
 use candle_core::WithDType;
 use std::ops::{Add, AddAssign, Mul};
 
@@ -251,61 +252,6 @@ unsafe fn dw_tile_lanes<
     }
 }
 
-impl Real for f32 {
-    unsafe fn fwd_tile(
-        x: *const Self,
-        offs: &[usize],
-        w: *const Self,
-        out: &mut [Self; CB * TILE],
-    ) {
-        match simd::active() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the tier is supported (checked when it was chosen).
-            Tier::Avx512 => unsafe { x86::fwd_avx512(x, offs, w, out.as_mut_ptr()) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Tier::Avx2 => unsafe { x86::fwd_avx2(x, offs, w, out.as_mut_ptr()) },
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: as above.
-            Tier::Neon => unsafe { arm::fwd_neon(x, offs, w, out.as_mut_ptr()) },
-            // SAFETY: same contract.
-            _ => unsafe { fwd_tile_portable(x, offs, w, out) },
-        }
-    }
-
-    unsafe fn dw_tile<const CV: usize, const NT: usize>(
-        dyt: *const Self,
-        dyt_stride: usize,
-        nq: usize,
-        x: *const Self,
-        offs: &[usize; NT],
-        acc: *mut Self,
-        acc_stride: usize,
-    ) {
-        match simd::active() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the tier is supported (checked when it was chosen).
-            Tier::Avx512 => unsafe {
-                x86::dw_avx512::<CV, NT>(dyt, dyt_stride, nq, x, offs, acc, acc_stride)
-            },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Tier::Avx2 => unsafe {
-                x86::dw_avx2::<CV, NT>(dyt, dyt_stride, nq, x, offs, acc, acc_stride)
-            },
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: as above.
-            Tier::Neon => unsafe {
-                arm::dw_neon::<CV, NT>(dyt, dyt_stride, nq, x, offs, acc, acc_stride)
-            },
-            // SAFETY: same contract.
-            _ => unsafe {
-                dw_tile_portable::<f32, CV, NT>(dyt, dyt_stride, nq, x, offs, acc, acc_stride)
-            },
-        }
-    }
-}
-
 /// Runs the weight-gradient tile with the largest column block that
 /// divides `NT` and keeps its accumulators, the `16 CV / lanes` gradient
 /// vectors and one broadcast within the tier's `$regs` vector registers.
@@ -347,6 +293,66 @@ macro_rules! dw_blocks {
             }
         }
     }};
+}
+
+impl Real for f32 {
+    unsafe fn fwd_tile(
+        x: *const Self,
+        offs: &[usize],
+        w: *const Self,
+        out: &mut [Self; CB * TILE],
+    ) {
+        match simd::active() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the tier is supported (checked when it was chosen).
+            Tier::Avx512 => unsafe { x86::fwd_avx512(x, offs, w, out.as_mut_ptr()) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Tier::Avx2 => unsafe { x86::fwd_avx2(x, offs, w, out.as_mut_ptr()) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above.
+            Tier::Neon => unsafe { arm::fwd_neon(x, offs, w, out.as_mut_ptr()) },
+            // SAFETY: same contract; the portable lanes need no feature.
+            _ => unsafe { fwd_tile_lanes::<Quad, 2>(x, offs, w, out.as_mut_ptr()) },
+        }
+    }
+
+    unsafe fn dw_tile<const CV: usize, const NT: usize>(
+        dyt: *const Self,
+        dyt_stride: usize,
+        nq: usize,
+        x: *const Self,
+        offs: &[usize; NT],
+        acc: *mut Self,
+        acc_stride: usize,
+    ) {
+        match simd::active() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the tier is supported (checked when it was chosen).
+            Tier::Avx512 => unsafe {
+                x86::dw_avx512::<CV, NT>(dyt, dyt_stride, nq, x, offs, acc, acc_stride)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Tier::Avx2 => unsafe {
+                x86::dw_avx2::<CV, NT>(dyt, dyt_stride, nq, x, offs, acc, acc_stride)
+            },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above.
+            Tier::Neon => unsafe {
+                arm::dw_neon::<CV, NT>(dyt, dyt_stride, nq, x, offs, acc, acc_stride)
+            },
+            // SAFETY: same contract; the portable lanes need no feature.
+            _ => dw_blocks!(
+                Quad,
+                16,
+                8,
+                CV,
+                NT,
+                (dyt, dyt_stride, nq, x, offs, acc, acc_stride)
+            ),
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
