@@ -141,15 +141,9 @@ def run(method, cases, init, rng, tensors, stop=None):
     return iterations
 
 
-def trajectory(out, iterations, width, methods):
-    """f32 trajectories of a longer run, to see where dtml and PyTorch part (not a fixture):
-    the same cases, plans and masks as the lockstep test, PyTorch in f32, and a PyTorch rerun
-    from weights scaled by 1 + 1e-6 (about ten f32 rounding steps) as the measure of how fast
-    f32 rounding alone makes two correct runs part. `cargo test -p dtml-train --test lockstep
-    f32_trajectory -- --ignored --nocapture` with DTML_LOCKSTEP_DIR=out replays dtml beside it."""
-    global ITERATIONS, WIDTH, DTYPE, RECORD_NORMS
-    ITERATIONS, WIDTH, DTYPE, RECORD_NORMS = iterations, width, torch.float32, True
-    os.makedirs(out, exist_ok=True)
+def setup(out):
+    """The students' initial weights (f32, also saved as init_{a,b}.pth), the cases, the plan
+    generator and the tensors to save (the cases so far)."""
     torch.manual_seed(2026)
     init = []
     for name in ("a", "b"):
@@ -162,6 +156,19 @@ def trajectory(out, iterations, width, methods):
     for i, (image, label) in enumerate(cases):
         tensors[f"case{i}.image"] = torch.from_numpy(image)
         tensors[f"case{i}.label"] = torch.from_numpy(label)
+    return init, cases, rng, tensors
+
+
+def trajectory(out, iterations, width, methods):
+    """f32 trajectories of a longer run, to see where dtml and PyTorch part (not a fixture):
+    the same cases, plans and masks as the lockstep test, PyTorch in f32, and a PyTorch rerun
+    from weights scaled by 1 + 1e-6 (about ten f32 rounding steps) as the measure of how fast
+    f32 rounding alone makes two correct runs part. `cargo test -p dtml-train --test lockstep
+    f32_trajectory -- --ignored --nocapture` with DTML_LOCKSTEP_DIR=out replays dtml beside it."""
+    global ITERATIONS, WIDTH, DTYPE, RECORD_NORMS
+    ITERATIONS, WIDTH, DTYPE, RECORD_NORMS = iterations, width, torch.float32, True
+    os.makedirs(out, exist_ok=True)
+    init, cases, rng, tensors = setup(out)
     runs, nudged_runs = {}, {}
     for m in methods:
         before = rng.bit_generator.state
@@ -192,19 +199,8 @@ def main():
         return trajectory(a[0], int(a[1]) if len(a) > 1 else 300, int(a[2]) if len(a) > 2 else 4,
                           a[3].split(",") if len(a) > 3 else ["dtml", "supervised"])
     out = sys.argv[1] if len(sys.argv) > 1 else "data-fixtures/lockstep"
-    torch.manual_seed(2026)
-    init = []
-    for name in ("a", "b"):
-        net = VNet(1, WIDTH, 1)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in net.state_dict().items()}
-        torch.save(state, f"{out}/init_{name}.pth")
-        init.append({k: v.double() if v.is_floating_point() else v for k, v in state.items()})
-    rng = np.random.default_rng(11)
-    cases = make_cases(rng)
-    tensors = {}
-    for i, (image, label) in enumerate(cases):
-        tensors[f"case{i}.image"] = torch.from_numpy(image)
-        tensors[f"case{i}.label"] = torch.from_numpy(label)
+    init, cases, rng, tensors = setup(out)
+    init = [{k: v.double() if v.is_floating_point() else v for k, v in state.items()} for state in init]
     # A method whose PyTorch run is chaotic (DTC: the sharp sigmoid between
     # two heads of one network amplifies a 1e-13 change of the weights to
     # 1e-8 within a few steps) cannot be compared past the point where it
