@@ -141,6 +141,17 @@ def run(method, cases, init, rng, tensors, stop=None):
     return iterations
 
 
+def settings(n_cases, stable_for, runs):
+    """What `lockstep.json` holds: the run's settings, the compared iterations and the runs."""
+    return {
+        "iterations": ITERATIONS, "width": WIDTH, "patch": PATCH, "labelled_batch": LABELLED_BATCH,
+        "unlabelled_batch": UNLABELLED_BATCH, "cases": n_cases, "labelled_cases": LABELLED_CASES,
+        "lr": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY, "lr_steps": LR_STEPS,
+        "lr_gamma": LR_GAMMA, "sharpness": SHARPNESS, "dropout": DROPOUT, "dtc_beta": DTC_BETA,
+        "stable_iterations": stable_for, "runs": runs,
+    }
+
+
 def setup(out):
     """The students' initial weights (f32, also saved as init_{a,b}.pth), the cases, the plan
     generator and the tensors to save (the cases so far)."""
@@ -178,13 +189,8 @@ def trajectory(out, iterations, width, methods):
         nudged = [{k: v * (1 + 1e-6) if v.is_floating_point() else v for k, v in s.items()} for s in init]
         nudged_runs[m] = [{"loss": r["loss"], "norms": r["norms"]} for r in run(m, cases, nudged, rng, {})]
         rng.bit_generator.state = after
-    meta = {
-        "iterations": ITERATIONS, "width": WIDTH, "patch": PATCH, "labelled_batch": LABELLED_BATCH,
-        "unlabelled_batch": UNLABELLED_BATCH, "cases": len(cases), "labelled_cases": LABELLED_CASES,
-        "lr": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY, "lr_steps": LR_STEPS,
-        "lr_gamma": LR_GAMMA, "sharpness": SHARPNESS, "dropout": DROPOUT, "dtc_beta": DTC_BETA,
-        "stable_iterations": {m: ITERATIONS for m in methods}, "runs": runs, "nudged": nudged_runs,
-    }
+    meta = settings(len(cases), {m: ITERATIONS for m in methods}, runs)
+    meta["nudged"] = nudged_runs
     with open(f"{out}/lockstep.json", "w") as f:
         json.dump(meta, f)
     save_file({k: v.contiguous() if k.startswith("case") else v.contiguous().double() for k, v in tensors.items()},
@@ -221,15 +227,8 @@ def main():
         rng.bit_generator.state = before
         runs[m] = run(m, cases, init, rng, tensors, stop=stable_for[m])
         rng.bit_generator.state = after
-    meta = {
-        "iterations": ITERATIONS, "width": WIDTH, "patch": PATCH, "labelled_batch": LABELLED_BATCH,
-        "unlabelled_batch": UNLABELLED_BATCH, "cases": len(cases), "labelled_cases": LABELLED_CASES,
-        "lr": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY, "lr_steps": LR_STEPS,
-        "lr_gamma": LR_GAMMA, "sharpness": SHARPNESS, "dropout": DROPOUT, "dtc_beta": DTC_BETA,
-        "stable_iterations": stable_for, "runs": runs,
-    }
     with open(f"{out}/lockstep.json", "w") as f:
-        json.dump(meta, f, indent=1)
+        json.dump(settings(len(cases), stable_for, runs), f, indent=1)
     # Cases as the trainer holds them (f32 image, u8 label); goldens in f64.
     save_file({k: v.contiguous() if k.startswith("case") else v.contiguous().double() for k, v in tensors.items()},
               f"{out}/lockstep.safetensors")
