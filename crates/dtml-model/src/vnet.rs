@@ -503,7 +503,11 @@ impl VNet {
         for (k, v) in &self.vars {
             out.insert(
                 k.clone(),
-                to_reference_layout(v.as_tensor())?.to_device(&Device::Cpu)?,
+                // A copy: the layout change alone may share the variable's
+                // storage, which training updates in place.
+                to_reference_layout(v.as_tensor())?
+                    .to_device(&Device::Cpu)?
+                    .copy()?,
             );
             if k.ends_with(".running_mean") {
                 let prefix = k.trim_end_matches(".running_mean");
@@ -634,13 +638,13 @@ fn to_reference_dims(d: &[usize]) -> Vec<usize> {
 }
 
 /// Kernels `(a, b, kz, ky, kx)` <-> `(a, b, kx, ky, kz)`: reversing the
-/// spatial axes is its own inverse.
-/// A new tensor (never sharing storage with `t`) in the other axis order.
+/// spatial axes is its own inverse. May share storage with `t` (1-D
+/// tensors, 1x1x1 kernels).
 fn to_reference_layout(t: &Tensor) -> candle_core::Result<Tensor> {
     if t.rank() == 5 {
-        t.permute((0, 1, 4, 3, 2))?.contiguous()?.copy()
+        t.permute((0, 1, 4, 3, 2))?.contiguous()
     } else {
-        t.copy()
+        Ok(t.clone())
     }
 }
 
