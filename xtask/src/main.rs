@@ -63,6 +63,10 @@ enum Task {
         /// Tiny sizes (a smoke test of the bench itself, not a measurement).
         #[arg(long)]
         quick: bool,
+        /// Kernel tiers `model` runs (comma-separated; default: every tier
+        /// this CPU supports), PyTorch forced to the same level each time.
+        #[arg(long, value_delimiter = ',')]
+        tiers: Vec<String>,
     },
 }
 
@@ -165,9 +169,19 @@ fn test(no_lint: bool) -> Result<()> {
     Ok(())
 }
 
-/// The kernel tiers this CPU supports besides the one `dtml` picks itself
-/// (from `dtml info --system --json`).
+/// The kernel tiers this CPU supports besides the one `dtml` picks itself.
 fn other_kernel_tiers(dtml: &Path) -> Result<Vec<String>> {
+    let v = system_info(dtml)?;
+    let active = v["kernel_tier"].as_str().unwrap_or_default();
+    Ok(json_strings(&v["supported_tiers"])
+        .into_iter()
+        .filter(|t| t != active)
+        .collect())
+}
+
+/// `dtml info --system --json` with `DTML_CPU` unset: the CPU's model and
+/// features, the tier it picks and the tiers it supports, best first.
+fn system_info(dtml: &Path) -> Result<serde_json::Value> {
     let out = Command::new(dtml)
         .args(["info", "--system", "--json"])
         .env_remove("DTML_CPU")
@@ -179,18 +193,18 @@ fn other_kernel_tiers(dtml: &Path) -> Result<Vec<String>> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let active = v["kernel_tier"].as_str().unwrap_or_default();
-    Ok(v["supported_tiers"]
-        .as_array()
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The strings of a JSON array (none for anything else).
+fn json_strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|t| t.as_str())
-                .filter(|t| *t != active)
-                .map(str::to_string)
+                .filter_map(|t| t.as_str().map(String::from))
                 .collect()
         })
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// Compile-checks the model crate with `cudnn` (which implies `cuda`) and
@@ -377,46 +391,165 @@ fn print_ratio(what: &str, ours: &str, theirs: &str) {
     }
 }
 
+/// The environment that makes PyTorch's CPU kernels match our `tier`:
+/// ATen's dispatch level and oneDNN's ISA ceiling (both read at start-up).
+fn torch_tier_env(tier: &str) -> [(&'static str, &'static str); 2] {
+    match tier {
+        "avx512" => [
+            ("ATEN_CPU_CAPABILITY", "avx512"),
+            ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE"),
+        ],
+        "avx2" => [
+            ("ATEN_CPU_CAPABILITY", "avx2"),
+            ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+        ],
+        // NEON is aarch64's baseline: PyTorch's default level there.
+        _ => [
+            ("ATEN_CPU_CAPABILITY", "default"),
+            ("ONEDNN_MAX_CPU_ISA", "DEFAULT"),
+        ],
+    }
+}
+
+/// Median of a criterion benchmark's last run, in seconds.
+fn criterion_median_s(group: &str, name: &str) -> Option<f64> {
+    let path = root().join(format!(
+        "target/criterion/{group}/{name}/new/estimates.json"
+    ));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    v["median"]["point_estimate"].as_f64().map(|ns| ns * 1e-9)
+}
+
+/// `name ... median X ms` from the conv peer's output, in seconds.
+fn peer_median_s(text: &str, name: &str) -> Option<f64> {
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))?;
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "median")?;
+    words.next()?.parse::<f64>().ok().map(|ms| ms * 1e-3)
+}
+
+/// One row of the per-tier table: what, dtml seconds, PyTorch seconds.
+type TierRow = (String, Option<f64>, Option<f64>);
+
 /// The conv3d criterion bench with its peer, then one DTML training step
 /// (`crates/dtml-train/benches/step.rs`) at the demo and the paper size
 /// (batch 2) beside `bench/dtml_step_peer.py`, one process per size so each
-/// peak RSS belongs to its size.
-fn bench_model(quick: bool) -> Result<()> {
+/// peak RSS belongs to its size; all of it once per kernel tier this CPU
+/// supports (or those asked for), ours forced through `DTML_CPU` and
+/// PyTorch through `ATEN_CPU_CAPABILITY` / `ONEDNN_MAX_CPU_ISA`, then one
+/// table with the CPU named.
+fn bench_model(quick: bool, tiers: &[String]) -> Result<()> {
     let python = torch_python();
-    if !quick {
-        run(cargo().args(["bench", "-p", "dtml-model", "--bench", "conv"]))?;
-        if let Some(py) = &python {
-            run(Command::new(py).arg(root().join("crates/dtml-model/bench/conv_peer.py")))?;
-        }
-    }
+    run(cargo().args(["build", "--release", "-p", "dtml-cli"]))?;
+    let system = system_info(&root().join("target/release/dtml"))?;
+    let tiers = if tiers.is_empty() {
+        json_strings(&system["supported_tiers"])
+    } else {
+        tiers.to_vec()
+    };
+    let mut table: Vec<(String, Vec<TierRow>)> = Vec::new();
     run(cargo().args(["bench", "-p", "dtml-train", "--bench", "step", "--no-run"]))?;
-    for (size, ..) in STEP_SIZES {
-        let steps: &[&str] = if quick {
-            &["--steps", "1", "--warmup", "0"]
-        } else {
-            &[]
-        };
-        if quick && size == "paper" {
-            continue;
+    for tier in &tiers {
+        eprintln!("== kernel tier {tier} ==");
+        let mut rows: Vec<TierRow> = Vec::new();
+        if !quick {
+            run(cargo()
+                .args([
+                    "bench",
+                    "-p",
+                    "dtml-model",
+                    "--bench",
+                    "conv",
+                    "--",
+                    "--warm-up-time",
+                    "1",
+                ])
+                .args(["--measurement-time", "4"])
+                .env("DTML_CPU", tier))?;
+            let group = "conv3d_32x32_2x40x56x56";
+            let theirs = python.as_ref().map(|py| {
+                let out = Command::new(py)
+                    .arg(root().join("crates/dtml-model/bench/conv_peer.py"))
+                    .envs(torch_tier_env(tier))
+                    .output();
+                let text = out
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                println!("{text}");
+                text
+            });
+            for name in ["forward", "forward_backward"] {
+                rows.push((
+                    format!("conv3d 32->32, 2x40x56x56, {name}"),
+                    criterion_median_s(group, name),
+                    theirs.as_deref().and_then(|t| peer_median_s(t, name)),
+                ));
+            }
         }
-        let ours = last_line(
-            cargo()
-                .args(["bench", "-p", "dtml-train", "--bench", "step", "--", size])
-                .args(steps),
-        )?;
-        println!("{ours}");
-        let Some(py) = &python else {
-            eprintln!("PyTorch peer not run: no Python with torch (set DTML_TORCH_PYTHON to one)");
-            continue;
-        };
-        let theirs = last_line(
-            Command::new(py)
-                .arg(root().join("bench/dtml_step_peer.py"))
-                .args(["--size", size])
-                .args(steps),
-        )?;
-        println!("{theirs}");
-        print_ratio(&format!("DTML step, {size}"), &ours, &theirs);
+        for (size, ..) in STEP_SIZES {
+            let steps: &[&str] = if quick {
+                &["--steps", "1", "--warmup", "0"]
+            } else {
+                &[]
+            };
+            if quick && size == "paper" {
+                continue;
+            }
+            let ours = last_line(
+                cargo()
+                    .args(["bench", "-p", "dtml-train", "--bench", "step", "--", size])
+                    .args(steps)
+                    .env("DTML_CPU", tier),
+            )?;
+            println!("{ours}");
+            let theirs = match &python {
+                Some(py) => last_line(
+                    Command::new(py)
+                        .arg(root().join("bench/dtml_step_peer.py"))
+                        .args(["--size", size])
+                        .args(steps)
+                        .envs(torch_tier_env(tier)),
+                )?,
+                None => {
+                    eprintln!(
+                        "PyTorch peer not run: no Python with torch (set DTML_TORCH_PYTHON to one)"
+                    );
+                    String::new()
+                }
+            };
+            println!("{theirs}");
+            print_ratio(&format!("DTML step, {size}, tier {tier}"), &ours, &theirs);
+            rows.push((
+                format!("DTML step, {size}"),
+                json_number(&ours, "median_s"),
+                json_number(&theirs, "median_s"),
+            ));
+        }
+        table.push((tier.clone(), rows));
+    }
+    println!(
+        "\nCPU: {}; SIMD features: {}; threads: {}",
+        system["cpu"].as_str().unwrap_or("?"),
+        json_strings(&system["features"]).join(" "),
+        system["threads"]
+    );
+    println!("| tier | task | dtml | PyTorch | dtml / PyTorch |");
+    println!("| --- | --- | --- | --- | --- |");
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.1} ms", s * 1e3));
+    for (tier, rows) in &table {
+        for (what, ours, theirs) in rows {
+            let ratio = match (ours, theirs) {
+                (Some(a), Some(b)) => format!("{:.2}", a / b),
+                _ => "-".into(),
+            };
+            println!(
+                "| {tier} | {what} | {} | {} | {ratio} |",
+                ms(*ours),
+                ms(*theirs)
+            );
+        }
     }
     Ok(())
 }
@@ -495,12 +628,12 @@ fn bench_train(quick: bool) -> Result<()> {
     Ok(())
 }
 
-fn bench(what: &str, quick: bool) -> Result<()> {
+fn bench(what: &str, quick: bool, tiers: &[String]) -> Result<()> {
     if matches!(what, "infer" | "all") {
         bench_infer(quick)?;
     }
     if matches!(what, "model" | "all") {
-        bench_model(quick)?;
+        bench_model(quick, tiers)?;
     }
     if matches!(what, "train" | "all") {
         bench_train(quick)?;
@@ -546,7 +679,7 @@ fn main() -> Result<()> {
             difficulty,
             reference: reference.into_iter().filter(|m| !m.is_empty()).collect(),
         }),
-        Task::Bench { what, quick } => bench(&what, quick),
+        Task::Bench { what, quick, tiers } => bench(&what, quick, &tiers),
     }
 }
 
