@@ -247,6 +247,7 @@ fn fake_run(dir: &Path, patch: [usize; 3], width_in_json: usize) {
         foreground: vec![1],
         students,
         iteration: 100,
+        sharpness: 1500.0,
     }
     .write(dir)
     .unwrap();

@@ -26,6 +26,12 @@ pub struct MetricsArgs {
     /// (by default it is counted and left out of the distance means).
     #[arg(long)]
     reference_scoring: bool,
+    /// Compare on the voxel grids even when the two files place them
+    /// differently in space (other origin, spacing or axis directions);
+    /// distances then use the reference's spacing. By default such pairs
+    /// are refused, as `prepare` and `evaluate` do.
+    #[arg(long)]
+    voxel_grid: bool,
     /// Foreground label value(s) of both masks [default: any non-zero].
     #[arg(long, value_parser = int_list)]
     foreground: Option<::std::vec::Vec<i64>>,
@@ -79,6 +85,15 @@ pub fn run(a: MetricsArgs) -> Result<()> {
                 p.volume.shape,
                 reference.display(),
                 r.volume.shape
+            );
+        }
+        if let Some(how) = p.volume.geometry.difference(&r.volume.geometry)
+            && !a.voxel_grid
+        {
+            bail!(
+                "{}: not on the grid of reference {}: {how}; resample it, or pass --voxel-grid to compare voxel by voxel anyway",
+                pred.display(),
+                reference.display()
             );
         }
         let (shape, spacing) = zyx(&r.volume);

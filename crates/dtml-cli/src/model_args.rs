@@ -90,6 +90,10 @@ impl ModelArgs {
             threshold: self.threshold,
             largest_component: !self.no_largest_component,
             disagreement,
+            sharpness: loaded
+                .run
+                .as_ref()
+                .map_or(dtml_train::infer::SHARPNESS, |r| r.sharpness as f32),
         };
         opts.check()?;
         if let Some(c) = loaded.config() {

@@ -172,14 +172,20 @@ pub fn run(a: TrainArgs) -> Result<()> {
         Some(d) => (d.clone(), TrainConfig::default()),
         None => (prepare_demo_data(&a.out, a.resume)?, demo_config()),
     };
-    let config = build_config(&a, base)?;
-    let data = PreparedDataset::open(&data_dir)
-        .with_context(|| format!("opening the prepared dataset {}", data_dir.display()))?;
+    // A resume starts from the run's own settings; flags that change them
+    // are refused by the trainer.
     let run_dir = if demo {
         a.out.join("run")
     } else {
         a.out.clone()
     };
+    let base = match (a.resume, dtml_train::checkpoint::state_of_run(&run_dir)?) {
+        (true, Some(state)) => state.config,
+        _ => base,
+    };
+    let config = build_config(&a, base)?;
+    let data = PreparedDataset::open(&data_dir)
+        .with_context(|| format!("opening the prepared dataset {}", data_dir.display()))?;
     let outcome = train_with_progress(&data, &run_dir, config, device.clone(), a.resume)?;
     if let Some(last) = &outcome.last {
         tracing::info!(

@@ -123,8 +123,27 @@ pub struct Loaded {
     dir: PathBuf,
 }
 
+/// The trainer state of a run directory's newest checkpoint, if it has one:
+/// what a `--resume` continues (its configuration and data).
+pub fn state_of_run(run_dir: &Path) -> Result<Option<TrainerState>> {
+    find(run_dir).map(|dir| read_state(&dir)).transpose()
+}
+
 /// Reads the trainer state and optimizer buffers of the checkpoint in `dir`.
 pub fn load(dir: &Path) -> Result<Loaded> {
+    let trainer = read_state(dir)?;
+    let path = dir.join(OPTIMIZER_FILE);
+    let optimizer = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
+        .map_err(|e| TrainError::file(&path, e))?;
+    Ok(Loaded {
+        trainer,
+        optimizer,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Reads and checks the JSON trainer state of the checkpoint in `dir`.
+fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| TrainError::file(&path, e))?;
     let trainer: TrainerState = serde_json::from_str(&text)
@@ -138,14 +157,28 @@ pub fn load(dir: &Path) -> Result<Loaded> {
             ),
         ));
     }
-    let path = dir.join(OPTIMIZER_FILE);
-    let optimizer = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
-        .map_err(|e| TrainError::file(&path, e))?;
-    Ok(Loaded {
-        trainer,
-        optimizer,
-        dir: dir.to_path_buf(),
-    })
+    Ok(trainer)
+}
+
+/// What a resume asked to change: `field: saved -> asked` for every
+/// setting that alters the run (all but `checkpoint_every`, which only
+/// decides when snapshots are written).
+pub fn changes(saved: &TrainConfig, asked: &TrainConfig) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(saved), serde_json::to_value(asked))
+    else {
+        return vec!["the configuration (not comparable)".into()];
+    };
+    a.iter()
+        .filter(|(k, _)| k.as_str() != "checkpoint_every")
+        .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+        .map(|(k, v)| {
+            let new = b
+                .get(k.as_str())
+                .map_or("(none)".to_string(), |n| n.to_string());
+            format!("{k}: {v} -> {new}")
+        })
+        .collect()
 }
 
 impl Loaded {

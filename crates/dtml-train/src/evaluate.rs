@@ -67,16 +67,17 @@ pub fn evaluate_case(
             record.id, record.role
         )));
     };
+    let label_path = data.source(record, label_path)?;
     let case = data.load(record)?;
     let start = Instant::now();
     let prediction = predict_volume(students, &case.image, case.shape, opts)?;
     let inference_seconds = start.elapsed().as_secs_f64();
     let mask = record.to_original(&prediction.mask)?;
     drop(prediction);
-    let (label, reference, _) = read_label(label_path, &data.manifest.options.foreground, None)?;
+    let (label, reference, _) = read_label(&label_path, &data.manifest.options.foreground, None)?;
     if label.shape != record.original_shape {
         return Err(TrainError::file(
-            label_path,
+            &label_path,
             format!(
                 "label shape {:?} differs from the image's original shape {:?} recorded at preparation",
                 label.shape, record.original_shape

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use std::path::Path;
 
 /// Sharpness `k` of the SDM-to-mask transform `sigmoid(-k d)`.
-pub const SHARPNESS: f32 = 1500.0;
+pub const SHARPNESS: f32 = dtml_loss::SDM_SHARPNESS as f32;
 
 /// The networks available for inference.
 #[derive(Clone, Copy, Default)]
@@ -78,6 +78,9 @@ pub struct InferenceOptions {
     pub largest_component: bool,
     /// Also compute the averaged `|p_A - q_B|` (needs both students).
     pub disagreement: bool,
+    /// `k` of the boundary student's `q_B = sigmoid(-k d_B)`: the value the
+    /// run was trained with (`run.json`), [`SHARPNESS`] for the paper.
+    pub sharpness: f32,
 }
 
 impl Default for InferenceOptions {
@@ -90,6 +93,7 @@ impl Default for InferenceOptions {
             threshold: 0.5,
             largest_component: true,
             disagreement: false,
+            sharpness: SHARPNESS,
         }
     }
 }
@@ -401,7 +405,7 @@ pub fn predict_volume(
         };
         let q_b = match boundary {
             Some(b) => Some(probabilities(&b.predict(&x)?.sdm, |d| {
-                sigmoid(-SHARPNESS * d)
+                sigmoid(-opts.sharpness * d)
             })?),
             None => None,
         };
@@ -644,6 +648,7 @@ mod tests {
             threshold: 0.5,
             largest_component: false,
             disagreement: false,
+            sharpness: SHARPNESS,
         }
     }
 

@@ -50,6 +50,15 @@ pub struct RunInfo {
     pub students: Vec<StudentFile>,
     /// Iteration the exported weights come from.
     pub iteration: usize,
+    /// `k` of the boundary student's `sigmoid(-k d)` in training, which
+    /// inference must use too (runs written before it was recorded used
+    /// the paper's 1500).
+    #[serde(default = "paper_sharpness")]
+    pub sharpness: f64,
+}
+
+fn paper_sharpness() -> f64 {
+    dtml_loss::SDM_SHARPNESS
 }
 
 impl RunInfo {

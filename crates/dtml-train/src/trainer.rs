@@ -31,7 +31,8 @@ pub const OVERLAY_FILE: &str = "overlay.png";
 pub struct TrainRequest<'a> {
     pub data: &'a PreparedDataset,
     pub run_dir: &'a Path,
-    /// Ignored on resume: the checkpoint's configuration continues.
+    /// On resume, must equal the checkpoint's configuration but for
+    /// `checkpoint_every` (see [`checkpoint::changes`]).
     pub config: TrainConfig,
     pub device: Device,
     pub resume: bool,
@@ -151,6 +152,32 @@ pub fn optimizer(cfg: &TrainConfig, nets: &[&VNet]) -> Sgd {
     Sgd::new(params, cfg.momentum, cfg.weight_decay)
 }
 
+/// A resume continues the run it finds, on the same data with the same
+/// settings: anything else would be a different run under the old name.
+fn check_resume(saved: &TrainerState, req: &TrainRequest) -> Result<()> {
+    let same_data = match (saved.dataset.canonicalize(), req.data.dir.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => saved.dataset == req.data.dir,
+    };
+    if !same_data {
+        return Err(TrainError::Config(format!(
+            "--resume: the run in {} trained on {}, not {}; resume it on its own data or start a new run in another folder",
+            req.run_dir.display(),
+            saved.dataset.display(),
+            req.data.dir.display()
+        )));
+    }
+    let changes = checkpoint::changes(&saved.config, &req.config);
+    if !changes.is_empty() {
+        return Err(TrainError::Config(format!(
+            "--resume would change the run in {}: {}; a resumed run continues with its own settings (drop those flags, or start a new run in another folder)",
+            req.run_dir.display(),
+            changes.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// Trains as `req` says; returns when the run is complete.
 pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<TrainOutcome> {
     let run_dir = req.run_dir;
@@ -174,10 +201,11 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
     };
     let cfg = match &loaded {
         Some(l) => {
-            if l.trainer.config != req.config {
-                tracing::info!("resuming with the checkpoint's configuration");
+            check_resume(&l.trainer, &req)?;
+            TrainConfig {
+                checkpoint_every: req.config.checkpoint_every,
+                ..l.trainer.config.clone()
             }
-            l.trainer.config.clone()
         }
         None => req.config.clone(),
     };
@@ -394,6 +422,7 @@ fn inference_setup<'a>(
     let opts = InferenceOptions {
         patch: cfg.patch,
         stride: cfg.validation_stride,
+        sharpness: cfg.sharpness as f32,
         ensemble: if nets.len() == 2 {
             Ensemble::Both
         } else {
@@ -478,6 +507,7 @@ fn export(
         foreground: foreground.to_vec(),
         students,
         iteration,
+        sharpness: cfg.sharpness,
     };
     info.write(run_dir)?;
     Ok(info)

@@ -44,6 +44,7 @@ fn golden_options() -> InferenceOptions {
         threshold: 0.5,
         largest_component: false,
         disagreement: false,
+        sharpness: dtml_train::infer::SHARPNESS,
     }
 }
 
@@ -175,6 +176,7 @@ fn run_dir(dir: &Path, students: &[(StudentRole, &VNet, &str)]) {
             })
             .collect(),
         iteration: 10,
+        sharpness: 1500.0,
     }
     .write(dir)
     .unwrap();
@@ -280,6 +282,7 @@ fn bad_students_are_clear_errors() {
             file: "a.safetensors".into(),
         }],
         iteration: 1,
+        sharpness: 1500.0,
     };
     info.write(dir.path()).unwrap();
     let err = load_run(dir.path(), &Device::Cpu)

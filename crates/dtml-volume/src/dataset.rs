@@ -62,16 +62,31 @@ impl Dataset {
             return Err(VolumeError::dataset(root, "not a directory"));
         }
         let json = root.join("dataset.json");
-        if json.is_file() {
-            return open_decathlon(root, &json, options);
+        let (dataset, named_in) = if json.is_file() {
+            (open_decathlon(root, &json, options)?, json)
+        } else if looks_like_la(root)? {
+            (open_la(root)?, root.to_path_buf())
+        } else {
+            return Err(VolumeError::dataset(
+                root,
+                "no dataset.json (Decathlon / nnU-Net layout) and no case folders with lgemri.nrrd + laendo.nrrd (LA layout)",
+            ));
+        };
+        dataset.check_inside(root, &named_in)?;
+        Ok(dataset)
+    }
+
+    /// Every case file must resolve inside the dataset folder, symlinks
+    /// followed, and be a regular file ([`crate::confine`]).
+    fn check_inside(&self, root: &Path, named_in: &Path) -> Result<()> {
+        for case in self.training.iter().chain(&self.test) {
+            let what = |role: &str| format!("{role} of case {}", case.id);
+            crate::confine::inside(root, &case.image, &what("image"), named_in)?;
+            if let Some(label) = &case.label {
+                crate::confine::inside(root, label, &what("label"), named_in)?;
+            }
         }
-        if looks_like_la(root)? {
-            return open_la(root);
-        }
-        Err(VolumeError::dataset(
-            root,
-            "no dataset.json (Decathlon / nnU-Net layout) and no case folders with lgemri.nrrd + laendo.nrrd (LA layout)",
-        ))
+        Ok(())
     }
 
     /// A training case by id.

@@ -32,6 +32,21 @@ pub enum VolumeError {
     UnknownExtension { path: PathBuf },
     #[error("{path}: dataset: {reason}")]
     Dataset { path: PathBuf, reason: String },
+    /// A path named inside a file resolves outside the folder it may use
+    /// (see [`crate::confine`]).
+    #[error(
+        "{path}: {what} {target} resolves outside {root}; files named by a dataset, header or cache must lie inside its folder (symlinks followed)"
+    )]
+    Outside {
+        /// The file that named the path.
+        path: PathBuf,
+        /// The path's role.
+        what: String,
+        /// The path as named.
+        target: PathBuf,
+        /// The folder it had to stay in.
+        root: PathBuf,
+    },
 }
 
 impl VolumeError {

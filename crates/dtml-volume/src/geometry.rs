@@ -129,6 +129,45 @@ impl Geometry {
         }
         out
     }
+
+    /// How this grid's voxel-to-world map differs from `other`'s, in words
+    /// (origin shift in mm, spacing, axis directions), or `None` when they
+    /// agree to 1e-3 relative: two volumes on different grids must not be
+    /// compared voxel by voxel.
+    pub fn difference(&self, other: &Geometry) -> Option<String> {
+        let (a, b) = (&self.affine, &other.affine);
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-3 * (1.0 + x.abs().max(y.abs()));
+        if (0..3).all(|r| (0..4).all(|c| close(a[r][c], b[r][c]))) {
+            return None;
+        }
+        let mut parts = Vec::new();
+        let shift: f64 = (0..3)
+            .map(|r| (a[r][3] - b[r][3]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        if (0..3).any(|r| !close(a[r][3], b[r][3])) {
+            parts.push(format!("origin {shift:.3} mm apart"));
+        }
+        if (0..3).any(|c| !close(self.spacing[c], other.spacing[c])) {
+            parts.push(format!(
+                "spacing {:?} vs {:?} mm",
+                self.spacing, other.spacing
+            ));
+        }
+        let axes: Vec<&str> = (0..3)
+            .filter(|&c| {
+                (0..3).any(|r| !close(a[r][c] / self.spacing[c], b[r][c] / other.spacing[c]))
+            })
+            .map(|c| ["x", "y", "z"][c])
+            .collect();
+        if !axes.is_empty() {
+            parts.push(format!(
+                "direction of axis {} differs (flipped or rotated)",
+                axes.join(", ")
+            ));
+        }
+        Some(parts.join("; "))
+    }
 }
 
 /// The 4x4 identity.

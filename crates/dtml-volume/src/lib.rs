@@ -19,6 +19,7 @@
 //! ```
 
 pub mod atomic;
+pub mod confine;
 pub mod dataset;
 pub mod error;
 pub mod geometry;

@@ -2,6 +2,7 @@
 //! and writing (`.nii`, `.nii.gz`) with the source geometry kept.
 
 use crate::atomic::write_atomic;
+use crate::confine;
 use crate::error::{Result, VolumeError};
 use crate::geometry::{Geometry, NiftiGeometry};
 use crate::volume::{DataType, Volume, VoxelData};
@@ -52,9 +53,25 @@ fn unsupported(path: &Path, reason: impl Into<String>) -> VolumeError {
 /// ending in `.gz`; the limit comes from the header, so a small corrupt
 /// file can never make us allocate more than its header promises.
 fn read_maybe_gz(path: &Path, limit: usize) -> Result<Vec<u8>> {
+    confine::regular_file(path, "NIfTI file", path)?;
     let lower = path.to_string_lossy().to_ascii_lowercase();
     if lower.ends_with(".gz") {
-        let raw = std::fs::read(path).map_err(|e| VolumeError::io(path, e))?;
+        // Deflate needs at least one byte per ~1032 of output, and stores
+        // incompressible data with a little overhead: anything far larger
+        // than the header's data is not this header's file.
+        let most = (limit as u64)
+            .saturating_add(limit as u64 / 64)
+            .saturating_add(1 << 20);
+        let raw = confine::read_bounded(path, most, "gzip file")?;
+        if limit > raw.len().saturating_mul(1100).saturating_add(1 << 16) {
+            return Err(format_err(
+                path,
+                format!(
+                    "the header promises {limit} bytes but {} bytes of gzip data cannot expand to that many (truncated file or corrupt header)",
+                    raw.len()
+                ),
+            ));
+        }
         gunzip(path, &raw, limit)
     } else {
         let file = std::fs::File::open(path).map_err(|e| VolumeError::io(path, e))?;
@@ -179,6 +196,19 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<NiftiHeader> {
             "NIfTI-2 headers (sizeof_hdr 540) are not supported; convert to NIfTI-1",
         ));
     }
+    // The reader guesses the byte order from dim[0]; one outside 1..=7
+    // would be reported as a byte-swapped sizeof_hdr, so name it first.
+    let dim0 = match first {
+        348 => Some(i16::from_le_bytes([bytes[40], bytes[41]])),
+        f if f.swap_bytes() == 348 => Some(i16::from_be_bytes([bytes[40], bytes[41]])),
+        _ => None,
+    };
+    if let Some(d) = dim0.filter(|d| !(1..=7).contains(d)) {
+        return Err(format_err(
+            path,
+            format!("dim[0] = {d} must be between 1 and 7 (number of dimensions)"),
+        ));
+    }
     let header = NiftiHeader::from_reader(&bytes[..HEADER_SIZE]).map_err(|e| match e {
         nifti::NiftiError::InvalidFormat => format_err(
             path,
@@ -210,6 +240,18 @@ impl DataLayout {
             return Err(format_err(
                 hdr_path,
                 format!("dim[0] = {} must be between 1 and 7", h.dim[0]),
+            ));
+        }
+        // dim[] are signed 16-bit in the standard (the reader hands them
+        // over as u16): a negative size is corruption, not 65520.
+        if let Some(a) = h.dim[1..=ndim].iter().position(|&d| (d as i16) < 0) {
+            return Err(format_err(
+                hdr_path,
+                format!(
+                    "dim[{}] = {} is negative: corrupt header",
+                    a + 1,
+                    h.dim[a + 1] as i16
+                ),
             ));
         }
         let dims: Vec<usize> = h.dim[1..=ndim].iter().map(|&d| d as usize).collect();
@@ -270,6 +312,7 @@ impl DataLayout {
                     format!("dims {dims:?} overflow the address space"),
                 )
             })?;
+        confine::check_voxels(hdr_path, &dims, dtype.size())?;
         Ok(DataLayout {
             dims,
             shape,

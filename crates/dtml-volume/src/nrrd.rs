@@ -27,6 +27,7 @@
 //! Every malformed input is a [`VolumeError`] naming the file; data lengths
 //! are checked against `sizes` before any voxel buffer is allocated.
 
+use crate::confine;
 use crate::error::{Result, VolumeError};
 use crate::geometry::{Affine, Geometry, identity};
 use crate::nii::decode_raw;
@@ -88,7 +89,12 @@ fn unsupported(path: &Path, reason: impl Into<String>) -> VolumeError {
 /// Reads an NRRD volume (see the module documentation for what is
 /// supported).
 pub fn read_nrrd(path: &Path) -> Result<Volume> {
-    let bytes = std::fs::read(path).map_err(|e| VolumeError::io(path, e))?;
+    // No header plus data can use more than the largest volume allowed,
+    // 8 bytes a sample, plus room for the header and encodings' overhead.
+    let most = (confine::max_voxels()? as u64)
+        .saturating_mul(8)
+        .saturating_add(1 << 20);
+    let bytes = confine::read_bounded(path, most, "NRRD file")?;
     let header = parse_header(path, &bytes)?;
     let layout = Layout::from_header(path, &header)?;
 
@@ -96,12 +102,14 @@ pub fn read_nrrd(path: &Path) -> Result<Volume> {
     let detached;
     let (region, data_name): (&[u8], Option<PathBuf>) = match &layout.data_file {
         Some(file) => {
-            detached = std::fs::read(file).map_err(|e| {
-                VolumeError::invalid(
-                    path,
-                    format!("cannot read its data file {}: {e}", file.display()),
-                )
-            })?;
+            detached = confine::read_bounded(file, layout.most_stored_bytes(), "data file")
+                .map_err(|e| match e {
+                    VolumeError::Io { source, .. } => VolumeError::invalid(
+                        path,
+                        format!("cannot read its data file {}: {source}", file.display()),
+                    ),
+                    other => other,
+                })?;
             (&detached[..], Some(file.clone()))
         }
         None => match header.data_start {
@@ -370,6 +378,7 @@ impl Layout {
         count.checked_mul(dtype.size()).ok_or_else(|| {
             format_err(path, format!("sizes {sizes:?} overflow the address space"))
         })?;
+        confine::check_voxels(path, &sizes, dtype.size())?;
         let (shape, affine) = geometry(path, h, &sizes)?;
         Ok(Layout {
             dtype,
@@ -382,6 +391,21 @@ impl Layout {
             shape,
             affine,
         })
+    }
+
+    /// The most bytes a data file can hold and still be this header's:
+    /// the samples, the skips, and the encoding's worst case (gzip of
+    /// incompressible data grows a little; text spends up to ~40 characters
+    /// a sample), so a file far larger is refused unread.
+    fn most_stored_bytes(&self) -> u64 {
+        let need = self.data_bytes() as u64;
+        let skips = self.byte_skip.max(0) as u64 + (self.line_skip as u64) * (1 << 16);
+        let body = match self.encoding {
+            Encoding::Raw => need,
+            Encoding::Ascii => (self.count as u64).saturating_mul(40),
+            Encoding::Gzip => need.saturating_add(need / 64),
+        };
+        body.saturating_add(skips).saturating_add(1 << 20)
     }
 
     /// Bytes of decoded sample data.
@@ -507,12 +531,24 @@ fn data_file_path(path: &Path, value: &str) -> Result<PathBuf> {
     if value.is_empty() {
         return Err(format_err(path, "`data file` is empty"));
     }
+    // The data file must lie in the header's folder or below it (symlinks
+    // followed): a header must not pull other files into a cache.
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let file = Path::new(value);
-    Ok(if file.is_absolute() {
+    let file = if file.is_absolute() {
         file.to_path_buf()
     } else {
-        path.parent().unwrap_or(Path::new("")).join(file)
-    })
+        folder.join(file)
+    };
+    match confine::inside(folder, &file, "`data file`", path) {
+        Ok(_) => Ok(file),
+        // Missing: reported when read, with the header's wording.
+        Err(VolumeError::Io { .. }) => Ok(file),
+        Err(e) => Err(e),
+    }
 }
 
 /// World axes to negate to go from a named space to RAS+, and the number of

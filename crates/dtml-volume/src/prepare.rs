@@ -229,10 +229,48 @@ impl PreparedDataset {
                 ),
             ));
         }
-        Ok(PreparedDataset {
+        let data = PreparedDataset {
             dir: dir.to_path_buf(),
             manifest,
-        })
+        };
+        for record in &data.manifest.cases {
+            crate::dataset::resolve_inside(dir, &record.file, &path)?;
+            for source in [Some(&record.image_source), record.label_source.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                let inside = source
+                    .strip_prefix(&data.manifest.dataset)
+                    .is_ok_and(|rest| {
+                        rest.components().all(|c| {
+                            matches!(
+                                c,
+                                std::path::Component::Normal(_) | std::path::Component::CurDir
+                            )
+                        })
+                    });
+                if !inside {
+                    return Err(VolumeError::Outside {
+                        path: path.clone(),
+                        what: format!("source of case {}", record.id),
+                        target: source.clone(),
+                        root: data.manifest.dataset.clone(),
+                    });
+                }
+            }
+        }
+        Ok(data)
+    }
+
+    /// A case's original label or image file, checked to resolve inside the
+    /// dataset folder the cache was prepared from ([`crate::confine`]).
+    pub fn source(&self, record: &CaseRecord, file: &Path) -> Result<PathBuf> {
+        crate::confine::inside(
+            &self.manifest.dataset,
+            file,
+            &format!("source of case {}", record.id),
+            &self.dir.join(MANIFEST),
+        )
     }
 
     /// Records of one role.
@@ -242,11 +280,20 @@ impl PreparedDataset {
 
     /// Loads one case's arrays.
     pub fn load(&self, record: &CaseRecord) -> Result<PreparedCase> {
-        let path = self.dir.join(&record.file);
-        let bytes = std::fs::read(&path).map_err(|e| VolumeError::io(&path, e))?;
+        let path = crate::confine::inside(
+            &self.dir,
+            &self.dir.join(&record.file),
+            &format!("file of case {}", record.id),
+            &self.dir.join(MANIFEST),
+        )?;
+        let [x, y, z] = record.shape;
+        // image f32 + label u8 per voxel, plus the safetensors header.
+        let most = (x as u64 * y as u64 * z as u64)
+            .saturating_mul(5)
+            .saturating_add(1 << 16);
+        let bytes = crate::confine::read_bounded(&path, most, "cache file")?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| VolumeError::dataset(&path, format!("corrupt safetensors: {e}")))?;
-        let [x, y, z] = record.shape;
         let want = vec![z, y, x];
         let image = st
             .tensor("image")
@@ -319,13 +366,89 @@ pub fn prepare(
             "no foreground label value chosen",
         ));
     }
-    std::fs::create_dir_all(out.join("cases")).map_err(|e| VolumeError::io(out, e))?;
-    // No manifest while cases are rewritten: a crash leaves no cache that
-    // points at a mix of old and new files.
-    let manifest_path = out.join(MANIFEST);
-    if manifest_path.exists() {
-        std::fs::remove_file(&manifest_path).map_err(|e| VolumeError::io(&manifest_path, e))?;
+    // Built beside `out` and swapped in only when complete: a failed or
+    // killed run leaves the old cache (if any) as it was.
+    check_replaceable(out)?;
+    let staging = sibling(out, "preparing")?;
+    remove_leftover(&staging)?;
+    let stage_cases = staging.join("cases");
+    std::fs::create_dir_all(&stage_cases).map_err(|e| VolumeError::io(&stage_cases, e))?;
+    let built = build(dataset_root, layout, split, &staging, options, tick);
+    match built {
+        Ok(report) => {
+            swap_in(&staging, out)?;
+            Ok(report)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
     }
+}
+
+/// `out` must be new, empty, or a prepared cache: `prepare` replaces it
+/// whole, so a folder of anything else is refused rather than deleted.
+fn check_replaceable(out: &Path) -> Result<()> {
+    let mut entries = match std::fs::read_dir(out) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(VolumeError::io(out, e)),
+    };
+    if entries.next().is_none() || out.join(MANIFEST).is_file() || out.join("cases").is_dir() {
+        return Ok(());
+    }
+    Err(VolumeError::invalid(
+        out,
+        "the output folder is not empty and holds no prepared cache (no manifest.json or cases/); refusing to replace it (choose a new or empty folder)",
+    ))
+}
+
+/// `.<name>.<tag>` beside `out` (same file system, so renames are atomic).
+fn sibling(out: &Path, tag: &str) -> Result<PathBuf> {
+    let name = out.file_name().ok_or_else(|| {
+        VolumeError::invalid(out, "the output folder needs a name (not `.`, `..` or `/`)")
+    })?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).map_err(|e| VolumeError::io(parent, e))?;
+    Ok(parent.join(format!(".{}.{tag}", name.to_string_lossy())))
+}
+
+/// Removes what an interrupted earlier run left at `path`.
+fn remove_leftover(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(VolumeError::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Puts the complete cache `staging` at `out`, the old one moved aside
+/// first and deleted last.
+fn swap_in(staging: &Path, out: &Path) -> Result<()> {
+    if out.exists() {
+        let old = sibling(out, "replaced")?;
+        remove_leftover(&old)?;
+        std::fs::rename(out, &old).map_err(|e| VolumeError::io(out, e))?;
+        std::fs::rename(staging, out).map_err(|e| VolumeError::io(out, e))?;
+        remove_leftover(&old)
+    } else {
+        std::fs::rename(staging, out).map_err(|e| VolumeError::io(out, e))
+    }
+}
+
+/// Prepares every case into `out` (a fresh folder with `cases/`) and
+/// writes the manifest last.
+fn build(
+    dataset_root: &Path,
+    layout: Layout,
+    split: &Split,
+    out: &Path,
+    options: &PrepareOptions,
+    tick: &(dyn Fn(&str) + Sync),
+) -> Result<PrepareReport> {
+    let manifest_path = out.join(MANIFEST);
     let results: Vec<Result<Prepared>> = split
         .cases
         .par_iter()
@@ -394,13 +517,6 @@ pub fn prepare(
     Ok(report)
 }
 
-fn affines_match(a: &Geometry, b: &Geometry) -> bool {
-    (0..3).all(|r| {
-        (0..4)
-            .all(|c| (a.affine[r][c] - b.affine[r][c]).abs() <= 1e-3 * (1.0 + a.affine[r][c].abs()))
-    })
-}
-
 /// Reads a label map and binarises it by the foreground values; returns
 /// the mask and the foreground values present.
 pub fn read_label(
@@ -421,11 +537,11 @@ pub fn read_label(
                 ),
             ));
         }
-        if !affines_match(&label.geometry, &image.geometry) {
+        if let Some(how) = label.geometry.difference(&image.geometry) {
             return Err(VolumeError::invalid(
                 path,
                 format!(
-                    "label affine {:?} differs from image {} affine {:?}",
+                    "label affine {:?} differs from image {} affine {:?}: {how}",
                     label.geometry.affine,
                     image_path.display(),
                     image.geometry.affine

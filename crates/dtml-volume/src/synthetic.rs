@@ -210,8 +210,14 @@ pub fn generate_case(config: &SyntheticConfig, index: usize) -> Result<(Volume, 
 /// `labelsTr/`, `imagesTs/`, `labelsTs/`. Cases are made in parallel; every
 /// file is written atomically and `dataset.json` last, so its presence
 /// means the dataset is complete.
+///
+/// `out` must be new, empty, or a synthetic dataset written here before
+/// (its `dataset.json` says so), whose case files are then replaced:
+/// generating never mixes into, or overwrites the case list of, a real
+/// dataset.
 pub fn write_dataset(out: &Path, config: &SyntheticConfig) -> Result<()> {
     config.validate(out)?;
+    clear_target(out)?;
     for dir in ["imagesTr", "labelsTr", "imagesTs", "labelsTs"] {
         let d = out.join(dir);
         std::fs::create_dir_all(&d).map_err(|e| VolumeError::io(&d, e))?;
@@ -237,6 +243,51 @@ pub fn write_dataset(out: &Path, config: &SyntheticConfig) -> Result<()> {
         .map_err(|e| VolumeError::invalid(out.join("dataset.json"), format!("serialising: {e}")))?;
     bytes.push(b'\n');
     write_bytes_atomic(&out.join("dataset.json"), &bytes)
+}
+
+/// How `dataset.json`'s `reference` of a generated dataset begins.
+const REFERENCE_PREFIX: &str = "dtml-volume synthetic generator";
+
+/// Checks `out` may be written (see [`write_dataset`]) and removes the case
+/// files of an earlier synthetic dataset there, so none outlives it.
+fn clear_target(out: &Path) -> Result<()> {
+    let mut entries = match std::fs::read_dir(out) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(VolumeError::io(out, e)),
+    };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    let json = out.join("dataset.json");
+    let ours = std::fs::read(&json)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| {
+            v["name"] == "synthetic"
+                && v["reference"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with(REFERENCE_PREFIX))
+        });
+    if !ours {
+        return Err(VolumeError::invalid(
+            out,
+            "the folder is not empty and is not a synthetic dataset written by `dtml generate`; refusing to write into it (choose a new or empty folder)",
+        ));
+    }
+    for dir in ["imagesTr", "labelsTr", "imagesTs", "labelsTs"] {
+        let d = out.join(dir);
+        let Ok(files) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.starts_with("synth_") && name.ends_with(".nii.gz") {
+                std::fs::remove_file(f.path()).map_err(|e| VolumeError::io(f.path(), e))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -269,7 +320,7 @@ fn dataset_json(config: &SyntheticConfig) -> DatasetJson {
                       Rician noise. Image files carry the nnU-Net channel suffix _0000."
             .into(),
         reference: format!(
-            "dtml-volume synthetic generator, seed {}, shape {nx}x{ny}x{nz}, spacing {:?} mm",
+            "{REFERENCE_PREFIX}, seed {}, shape {nx}x{ny}x{nz}, spacing {:?} mm",
             config.seed, config.spacing
         ),
         tensor_image_size: "3D".into(),

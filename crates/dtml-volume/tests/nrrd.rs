@@ -450,7 +450,8 @@ fn malformed_inputs_are_clear_errors() {
         ),
         "endian",
     );
-    // A huge `sizes` is refused by length, not by trying to allocate it.
+    // A huge `sizes` is refused by the voxel limit, naming the size, not
+    // by trying to allocate it.
     expect_err(
         d,
         "huge.nrrd",
@@ -458,7 +459,7 @@ fn malformed_inputs_are_clear_errors() {
             &good.replace("sizes: 2 2 2", "sizes: 100000 100000 100000"),
             &data,
         ),
-        "truncated",
+        "1000000000000000 voxels",
     );
     expect_err(
         d,
@@ -467,6 +468,19 @@ fn malformed_inputs_are_clear_errors() {
             &itk_header("float", "gzip", [100000, 100000, 1000]),
             &gzip(&data),
         ),
+        "more than the limit",
+    );
+    // Within the limit, a `sizes` the data cannot fill is refused by length.
+    expect_err(
+        d,
+        "big.nrrd",
+        &nrrd_file(&good.replace("sizes: 2 2 2", "sizes: 100 100 100"), &data),
+        "truncated",
+    );
+    expect_err(
+        d,
+        "big_gz.nrrd",
+        &nrrd_file(&itk_header("float", "gzip", [1000, 1000, 10]), &gzip(&data)),
         "cannot expand",
     );
     expect_err(
