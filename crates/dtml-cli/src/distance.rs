@@ -35,10 +35,29 @@ pub fn run(a: DistanceArgs) -> Result<()> {
     } else {
         dtml_edt::edt(&m.mask, &shape, &spacing)?
     };
-    if !a.signed && !a.normalized && m.mask.iter().all(|&v| v == 1) {
+    // Where one class is missing, the transform has nothing to measure to.
+    let (all_fg, all_bg) = (
+        m.mask.iter().all(|&v| v == 1),
+        m.mask.iter().all(|&v| v == 0),
+    );
+    if !a.normalized && all_fg {
         tracing::warn!(
-            "{}: the mask has no background; every distance is +inf",
-            a.mask.display()
+            "{}: the mask has no background; every distance is {}",
+            a.mask.display(),
+            if a.signed { "-inf" } else { "+inf" }
+        );
+    }
+    if all_bg {
+        tracing::warn!(
+            "{}: the mask is empty; {}",
+            a.mask.display(),
+            if a.normalized {
+                "the normalised SDM is 0 everywhere (as the reference's compute_sdf)"
+            } else if a.signed {
+                "every signed distance is +inf"
+            } else {
+                "every distance is 0"
+            }
         );
     }
     let out = Volume::new(

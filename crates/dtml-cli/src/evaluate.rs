@@ -95,7 +95,8 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     }
     let (loaded, opts) = a.model.load(false)?;
     let students = loaded.students();
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    dtml_volume::atomic::check_writable(&a.out)
+        .with_context(|| format!("--out {} is not writable", a.out.display()))?;
     let mut rows = Vec::new();
     let mut seconds = 0.0;
     let mut record = |e: CaseEvaluation, rows: &mut Vec<_>| -> Result<()> {

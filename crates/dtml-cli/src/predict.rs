@@ -98,9 +98,11 @@ fn scans(input: &Path) -> Result<BTreeMap<String, PathBuf>> {
 
 pub fn run(a: PredictArgs) -> Result<()> {
     let cases = scans(&a.input)?;
+    // Before any inference: an unwritable --out fails now, not at the end.
+    dtml_volume::atomic::check_writable(&a.out)
+        .with_context(|| format!("--out {} is not writable", a.out.display()))?;
     let (loaded, opts) = a.model.load(a.disagreement)?;
     let students = loaded.students();
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     for (case, scan) in &cases {
         let out = a.out.join(format!("{case}.nii.gz"));
         if same_path(&out, scan) {

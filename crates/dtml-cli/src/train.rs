@@ -10,6 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
+// `--lr -1` is a value to refuse with a reason, not an unknown flag.
+#[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// Prepared dataset (from `dtml prepare`). Without it, dtml generates and
     /// prepares its synthetic data under --out, trains a small configuration
@@ -144,6 +146,9 @@ fn build_config(a: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
         sharpness,
         dtc_beta
     );
+    if a.threads.is_some() {
+        c.threads = a.threads;
+    }
     if let Some(s) = &a.sdm_loss {
         c.sdm_loss = if s == "mse" {
             SdmLossName::Mse
@@ -163,7 +168,14 @@ fn build_config(a: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    if let Some(n) = a.threads {
+    // `threads` is a flag and a TOML key (the flag wins); set before any
+    // parallel work, the demo data included.
+    let threads = match (a.threads, &a.config) {
+        (Some(n), _) => Some(n),
+        (None, Some(p)) => TrainConfig::from_toml_file(p)?.threads,
+        (None, None) => None,
+    };
+    if let Some(n) = threads {
         crate::set_threads(n)?;
     }
     let device = dtml_train::students::select_device(&a.device)?;

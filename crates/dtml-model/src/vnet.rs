@@ -541,6 +541,23 @@ impl VNet {
                     to_reference_dims(var.dims())
                 )));
             }
+            // NaN or inf weights give NaN everywhere and an empty mask, a
+            // silent wrong answer: refuse them at load. (A sum of finite
+            // weights is finite in f64; any NaN or inf makes it non-finite.)
+            if t.dtype().is_float() {
+                let t64 = t.to_dtype(DType::F64)?;
+                if !t64.sum_all()?.to_scalar::<f64>()?.is_finite() {
+                    let bad = t64
+                        .flatten_all()?
+                        .to_vec1::<f64>()?
+                        .iter()
+                        .filter(|v| !v.is_finite())
+                        .count();
+                    return Err(weights_err(format!(
+                        "{k} holds {bad} NaN or infinite value(s): the weights are corrupt or come from a diverged run"
+                    )));
+                }
+            }
             var.set(&t.to_dtype(self.dtype)?.to_device(&self.device)?)?;
         }
         if !missing.is_empty() {
@@ -608,15 +625,35 @@ pub fn read_weight_file(path: &Path) -> Result<HashMap<String, Tensor>> {
             .collect()
     } else {
         let mut found = None;
+        // Why the first (top-level) attempt failed is the reason to give.
+        let mut reason = None;
         for key in [None, Some("state_dict"), Some("model"), Some("net")] {
-            if let Ok(v) = candle_core::pickle::read_all_with_key(path, key)
-                && !v.is_empty()
-            {
-                found = Some(v);
-                break;
+            match candle_core::pickle::read_all_with_key(path, key) {
+                Ok(v) if !v.is_empty() => {
+                    found = Some(v);
+                    break;
+                }
+                Ok(_) => {
+                    reason.get_or_insert_with(|| "it holds no tensors".to_string());
+                }
+                Err(e) => {
+                    reason.get_or_insert_with(|| {
+                        let text = e.to_string();
+                        if text.contains("zip") || text.contains("Zip") {
+                            format!("not a PyTorch zip archive ({text})")
+                        } else {
+                            text
+                        }
+                    });
+                }
             }
         }
-        found.ok_or_else(|| err("not a readable PyTorch state dict (.pth) file".into()))?
+        found.ok_or_else(|| {
+            err(format!(
+                "not a readable PyTorch state dict (.pth) file: {} (also looked under the keys state_dict, model, net)",
+                reason.unwrap_or_default()
+            ))
+        })?
     };
     Ok(list
         .into_iter()

@@ -162,7 +162,7 @@ fn read_state(dir: &Path) -> Result<TrainerState> {
 
 /// What a resume asked to change: `field: saved -> asked` for every
 /// setting that alters the run (all but `checkpoint_every`, which only
-/// decides when snapshots are written).
+/// decides when snapshots are written, and `threads`).
 pub fn changes(saved: &TrainConfig, asked: &TrainConfig) -> Vec<String> {
     let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
         (serde_json::to_value(saved), serde_json::to_value(asked))
@@ -170,7 +170,7 @@ pub fn changes(saved: &TrainConfig, asked: &TrainConfig) -> Vec<String> {
         return vec!["the configuration (not comparable)".into()];
     };
     a.iter()
-        .filter(|(k, _)| k.as_str() != "checkpoint_every")
+        .filter(|(k, _)| !matches!(k.as_str(), "checkpoint_every" | "threads"))
         .filter(|(k, v)| b.get(k.as_str()) != Some(v))
         .map(|(k, v)| {
             let new = b

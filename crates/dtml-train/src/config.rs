@@ -46,6 +46,11 @@ pub struct TrainConfig {
     pub validate_every: usize,
     /// Sliding-window strides (x, y, z) for validation.
     pub validation_stride: [usize; 3],
+    /// Worker threads of the CPU (all cores when unset). Not part of what
+    /// is trained: results are the same for any count, and a resume may
+    /// change it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
 }
 
 /// SDM regression loss by name.
@@ -108,6 +113,7 @@ impl Default for TrainConfig {
             checkpoint_every: 500,
             validate_every: 0,
             validation_stride: [18, 18, 4],
+            threads: None,
         }
     }
 }

@@ -374,6 +374,14 @@ fn probabilities(t: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Result<Vec<f32>> 
         .flatten_all()?
         .to_vec1::<f32>()?;
     v.par_iter_mut().for_each(|x| *x = f(*x));
+    // Finite weights and a finite image give finite outputs; anything else
+    // would threshold to an empty mask without a word.
+    if let Some(bad) = v.par_iter().position_any(|x| !x.is_finite()) {
+        return Err(TrainError::Config(format!(
+            "the network produced a non-finite output ({}) at window voxel {bad}: its weights are corrupt or diverged",
+            v[bad]
+        )));
+    }
     Ok(v)
 }
 

@@ -152,6 +152,51 @@ pub fn optimizer(cfg: &TrainConfig, nets: &[&VNet]) -> Sgd {
     Sgd::new(params, cfg.momentum, cfg.weight_decay)
 }
 
+/// Bytes of training memory per voxel of a patch, per sample, per unit of
+/// width and per network: measured peak RSS of the step bench (demo and
+/// paper size both give about 90) with some headroom.
+const BYTES_PER_VOXEL_SAMPLE_WIDTH_NET: f64 = 96.0;
+
+/// Refuses, before anything is allocated, a patch that would be mostly
+/// zero padding (over twice the largest prepared case on an axis) or a
+/// step that needs more memory than the machine has available.
+fn check_patch(cfg: &TrainConfig, set: &TrainingSet) -> Result<()> {
+    let mut largest = [0usize; 3];
+    for case in set.labelled.iter().chain(&set.unlabelled) {
+        for a in 0..3 {
+            largest[a] = largest[a].max(case.shape[a]);
+        }
+    }
+    if let Some(a) = (0..3).find(|&a| cfg.patch[a] > 2 * largest[a].max(16)) {
+        return Err(TrainError::Config(format!(
+            "patch {:?} is over twice the largest prepared case {largest:?} along {}: training would see mostly zero padding; choose a patch near the case size",
+            cfg.patch,
+            ["x", "y", "z"][a]
+        )));
+    }
+    let voxels: f64 = cfg.patch.iter().map(|&p| p as f64).product();
+    let samples = (cfg.labelled_batch + cfg.unlabelled_batch) as f64;
+    let need = voxels
+        * samples
+        * cfg.width as f64
+        * cfg.method.networks() as f64
+        * BYTES_PER_VOXEL_SAMPLE_WIDTH_NET;
+    if let Some(avail) = dtml_volume::confine::available_memory()
+        && need > avail as f64
+    {
+        let gib = |b: f64| b / (1u64 << 30) as f64;
+        return Err(TrainError::Config(format!(
+            "a training step at patch {:?}, batch {}, width {} needs about {:.1} GiB but {:.1} GiB are available; lower the patch, batch or width",
+            cfg.patch,
+            samples,
+            cfg.width,
+            gib(need),
+            gib(avail as f64)
+        )));
+    }
+    Ok(())
+}
+
 /// A resume continues the run it finds, on the same data with the same
 /// settings: anything else would be a different run under the old name.
 fn check_resume(saved: &TrainerState, req: &TrainRequest) -> Result<()> {
@@ -204,6 +249,7 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
             check_resume(&l.trainer, &req)?;
             TrainConfig {
                 checkpoint_every: req.config.checkpoint_every,
+                threads: req.config.threads,
                 ..l.trainer.config.clone()
             }
         }
@@ -234,6 +280,7 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
         cfg.iterations
     );
 
+    check_patch(&cfg, &set)?;
     let net_cfg = network_config(&cfg);
     let mut init = rng_for(cfg.seed, Stream::Init, 0);
     let nets: Vec<VNet> = (0..cfg.method.networks())

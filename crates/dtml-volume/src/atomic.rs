@@ -39,3 +39,13 @@ pub fn write_atomic(
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |w| w.write_all(bytes))
 }
+
+/// Creates `dir` if needed and checks a file can be written there, so a
+/// long job refuses an unwritable output folder before it starts, not
+/// after its work is done.
+pub fn check_writable(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| VolumeError::io(dir, e))?;
+    let probe = dir.join(format!(".dtml-write-check-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|e| VolumeError::io(dir, e))?;
+    std::fs::remove_file(&probe).map_err(|e| VolumeError::io(&probe, e))
+}

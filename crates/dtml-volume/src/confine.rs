@@ -175,7 +175,7 @@ pub fn max_voxels() -> Result<usize> {
 }
 
 /// `MemAvailable` of /proc/meminfo in bytes (Linux), if known.
-fn available_memory() -> Option<u64> {
+pub fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 /// file (or folder) it concerns so a user can act on it.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    #[error("{path}: {source}")]
+    /// The OS error is part of the message and deliberately not the
+    /// error's `source()`: reporters that print the chain (anyhow's `{:#}`)
+    /// would print it twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: not a valid {format} file: {reason}")]
     Format {
@@ -53,7 +55,7 @@ impl VolumeError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         VolumeError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

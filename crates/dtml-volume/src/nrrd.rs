@@ -104,9 +104,9 @@ pub fn read_nrrd(path: &Path) -> Result<Volume> {
         Some(file) => {
             detached = confine::read_bounded(file, layout.most_stored_bytes(), "data file")
                 .map_err(|e| match e {
-                    VolumeError::Io { source, .. } => VolumeError::invalid(
+                    VolumeError::Io { error, .. } => VolumeError::invalid(
                         path,
-                        format!("cannot read its data file {}: {source}", file.display()),
+                        format!("cannot read its data file {}: {error}", file.display()),
                     ),
                     other => other,
                 })?;
@@ -808,11 +808,15 @@ fn geometry(path: &Path, h: &Header, sizes: &[usize]) -> Result<([usize; 3], Aff
                 c
             }
             (None, s) => {
-                let sp = s
-                    .as_ref()
-                    .map(|s| s[a])
-                    .filter(|x| x.is_finite() && *x != 0.0)
-                    .unwrap_or(1.0);
+                let given = s.as_ref().map(|s| s[a]);
+                let sp = given.filter(|x| x.is_finite() && *x != 0.0).unwrap_or(1.0);
+                if let Some(g) = given.filter(|x| !(x.is_finite() && *x != 0.0)) {
+                    // As the NIfTI reader does for an unusable pixdim.
+                    tracing::warn!(
+                        "{}: `spacings` gives {g} for axis {a}, not a usable spacing; using 1 mm",
+                        path.display()
+                    );
+                }
                 let mut c = [0.0; 3];
                 c[k] = sp;
                 c

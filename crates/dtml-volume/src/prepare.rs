@@ -309,11 +309,31 @@ impl PreparedDataset {
             ));
         }
         let image: Vec<f32> = bytemuck::pod_collect_to_vec(image.data());
+        // `prepare` writes finite z-scores and 0/1 labels; anything else is
+        // a damaged or tampered cache, refused before training touches it.
+        if let Some(i) = image.iter().position(|v| !v.is_finite()) {
+            return Err(VolumeError::dataset(
+                &path,
+                format!(
+                    "image voxel {i} holds {}: a prepared image is finite (damaged cache; prepare again)",
+                    image[i]
+                ),
+            ));
+        }
         let label = match (record.has_label, st.tensor("label")) {
             (false, _) => None,
             (true, Ok(t))
                 if t.dtype() == safetensors::Dtype::U8 && t.shape() == want.as_slice() =>
             {
+                if let Some(i) = t.data().iter().position(|&v| v > 1) {
+                    return Err(VolumeError::dataset(
+                        &path,
+                        format!(
+                            "label voxel {i} holds {}: a prepared label is 0 or 1 (damaged cache; prepare again)",
+                            t.data()[i]
+                        ),
+                    ));
+                }
                 Some(t.data().to_vec())
             }
             (true, _) => {
@@ -551,6 +571,7 @@ pub fn read_label(
     }
     let mut mask = Vec::with_capacity(label.len());
     let mut present = BTreeSet::new();
+    let mut dropped = std::collections::BTreeMap::new();
     let integer = label.data.dtype().is_integer();
     for i in 0..label.len() {
         let v = label.data.get_f64(i);
@@ -570,8 +591,23 @@ pub fn read_label(
         let fg = foreground.contains(&v);
         if fg {
             present.insert(v);
+        } else if v != 0 {
+            *dropped.entry(v).or_insert(0usize) += 1;
         }
         mask.push(fg as u8);
+    }
+    if !dropped.is_empty() {
+        // Not an error (a multi-label map binarised for one structure is a
+        // real use), but never silent.
+        let listed: Vec<String> = dropped
+            .iter()
+            .map(|(v, n)| format!("{v} ({n} voxels)"))
+            .collect();
+        tracing::warn!(
+            "{}: label values {} are not foreground {foreground:?} and count as background",
+            path.display(),
+            listed.join(", ")
+        );
     }
     Ok((label, mask, present))
 }

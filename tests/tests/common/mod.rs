@@ -59,3 +59,40 @@ pub fn dtml_err(args: &[&str]) -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Generates and prepares a tiny dataset: 6 training cases (2 labelled), 2
+/// test, with `extra` flags for `dtml prepare`.
+#[allow(dead_code)]
+pub fn tiny_prepared(dir: &Path, extra: &[&str]) -> PathBuf {
+    let data = dir.join("data");
+    let out = dir.join("prepared");
+    dtml_ok(&[
+        "generate",
+        "--out",
+        s(&data),
+        "--shape",
+        "36,36,20",
+        "--train-cases",
+        "6",
+        "--test-cases",
+        "2",
+        "--seed",
+        "5",
+    ]);
+    let mut prepare = vec![
+        "prepare",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--labelled",
+        "2",
+        "--patch",
+        "32,32,16",
+        "--margin",
+        "4,4,full",
+    ];
+    prepare.extend_from_slice(extra);
+    dtml_ok(&prepare);
+    out
+}
