@@ -17,7 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install the Python peers into target/pyenv and run every test, fmt and clippy.
+    /// Install the Python peers into target/pyenv and run every test, fmt and
+    /// clippy; compile-check aarch64 (NEON tier) and the CUDA path.
     Test {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
@@ -233,6 +234,58 @@ fn cuda_check() -> Result<()> {
         .current_dir(root())
         .args(["-c", check, "cuda-check"])
         .arg(&script))
+}
+
+/// The target of the NEON tier's compile check.
+const ARM_TARGET: &str = "aarch64-unknown-linux-gnu";
+
+/// Compile-checks the library crates and the CLI for aarch64 (the NEON
+/// tier lives behind `cfg(target_arch = "aarch64")`), warnings as errors.
+/// The standard library for that target comes from rustup; where it cannot
+/// be installed (no network) the check says so and is skipped, since the
+/// x86 tiers run the same generic kernel source.
+fn arm_check() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == ARM_TARGET)
+        });
+    if !installed {
+        let added = Command::new("rustup")
+            .args(["target", "add", ARM_TARGET])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !added {
+            eprintln!(
+                "skipped the aarch64 compile check: `rustup target add {ARM_TARGET}` failed here"
+            );
+            return Ok(());
+        }
+    }
+    // Library targets only: dev-dependencies (criterion's alloca) build C
+    // code, which needs a cross C compiler.
+    run(cargo()
+        .args([
+            "check",
+            "--target",
+            ARM_TARGET,
+            "--target-dir",
+            "target/arm-check",
+        ])
+        .args([
+            "-p",
+            "dtml-model",
+            "-p",
+            "dtml-edt",
+            "-p",
+            "dtml-train",
+            "-p",
+            "dtml-cli",
+        ])
+        .env("RUSTFLAGS", "-D warnings"))
 }
 
 fn prepare(out: &Path) -> Result<()> {
@@ -661,6 +714,7 @@ fn main() -> Result<()> {
             no_cuda_check,
         } => {
             test(no_lint)?;
+            arm_check()?;
             if no_cuda_check { Ok(()) } else { cuda_check() }
         }
         Task::Prepare { out } => prepare(&out),

@@ -69,6 +69,8 @@ fn lane_total<T: Real>(lanes: &[T; LANES]) -> f64 {
 }
 
 /// Reinterprets `x` as f32 when `T` is f32 (checked through its dtype).
+/// Only the x86 tiers have an f32 path here so far.
+#[cfg(target_arch = "x86_64")]
 fn as_f32<T: Real>(x: &[T]) -> Option<&[f32]> {
     (T::DTYPE == DType::F32)
         // SAFETY: the only `WithDType` type whose DTYPE is F32 is f32.
