@@ -575,11 +575,14 @@ fn the_sharpness_a_run_trained_with_is_recorded_for_inference() {
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
     assert_eq!(info["sharpness"], 300.0);
+    // ... and inference takes it from there.
+    let loaded = dtml_infer::students::load_run(&run, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(loaded.default_options().sharpness, 300.0);
     // A run.json of before the field reads as the paper's 1500.
     let mut old = info.clone();
     old.as_object_mut().unwrap().remove("sharpness");
     std::fs::write(run.join("run.json"), old.to_string()).unwrap();
-    let back = dtml_train::RunInfo::read(&run).unwrap();
+    let back = dtml_infer::RunInfo::read(&run).unwrap();
     assert_eq!(back.sharpness, 1500.0);
 }
 

@@ -212,7 +212,7 @@ fn a_folder_of_scans_with_two_students_and_the_disagreement_map() {
 
 /// A fake run directory: run.json and safetensors of seeded width-2 V-Nets.
 fn fake_run(dir: &Path, patch: [usize; 3], width_in_json: usize) {
-    use dtml_train::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
+    use dtml_infer::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
     std::fs::create_dir_all(dir).unwrap();
     let mut students = Vec::new();
     for (seed, role, file) in [

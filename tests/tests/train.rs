@@ -268,3 +268,41 @@ fn validation_keeps_the_best_students_config_file_and_nan_stops_cleanly() {
         "{err}"
     );
 }
+
+#[test]
+fn help_shows_every_default_and_choices_are_typed() {
+    let help = dtml_ok(&["train", "--help"]);
+    for (flag, default) in [
+        ("--iterations", "[default: 6000]"),
+        ("--lr ", "[default: 0.01]"),
+        ("--patch", "[default: 112,112,80]"),
+        ("--sdm-loss", "[default: l1]"),
+    ] {
+        let at = help
+            .find(flag)
+            .unwrap_or_else(|| panic!("{flag} missing:\n{help}"));
+        let entry = &help[at..at + help[at..].find("\n\n").unwrap_or(help.len() - at)];
+        assert!(entry.contains(default), "{flag}: {entry}");
+    }
+    // A choice outside the enum is refused by the parser, naming the choices
+    // (it used to become L1 silently past a check elsewhere).
+    let err = dtml_err(&["train", "--sdm-loss", "l2"]);
+    assert!(
+        err.contains("l2") && err.contains("l1") && err.contains("mse"),
+        "{err}"
+    );
+    let err = dtml_err(&["train", "--method", "mean-teacher"]);
+    assert!(err.contains("dtml-released"), "{err}");
+    // The TOML key takes the same names.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("c.toml");
+    std::fs::write(&toml, "sdm_loss = \"l2\"\n").unwrap();
+    let err = dtml_err(&[
+        "train",
+        "--config",
+        s(&toml),
+        "--out",
+        s(&dir.path().join("r")),
+    ]);
+    assert!(err.contains("l2") && err.contains("c.toml"), "{err}");
+}

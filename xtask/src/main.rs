@@ -228,8 +228,8 @@ fn cuda_check() -> Result<()> {
         return Ok(());
     }
     let check = "exports=$(bash \"$1\") && eval \"$exports\" && \
-        cargo check -p dtml-model -p dtml-train -p dtml-cli \
-        --features dtml-model/cudnn,dtml-train/cuda,dtml-cli/cuda --all-targets --target-dir target/cuda-check";
+        cargo check -p dtml-model -p dtml-infer -p dtml-train -p dtml-cli \
+        --features dtml-model/cudnn,dtml-infer/cuda,dtml-train/cuda,dtml-cli/cuda --all-targets --target-dir target/cuda-check";
     run(Command::new("bash")
         .current_dir(root())
         .args(["-c", check, "cuda-check"])
@@ -388,7 +388,7 @@ fn bench_infer(quick: bool) -> Result<()> {
                 "--release",
                 "--quiet",
                 "-p",
-                "dtml-train",
+                "dtml-infer",
                 "--example",
                 "bench_infer",
                 "--",
@@ -396,7 +396,7 @@ fn bench_infer(quick: bool) -> Result<()> {
             .args(&args),
     )?;
     println!("{ours}");
-    let peer = root().join("crates/dtml-train/bench/infer_peer.py");
+    let peer = root().join("crates/dtml-infer/bench/infer_peer.py");
     let Some(python) = torch_python() else {
         eprintln!("PyTorch peer not run: no Python with torch (set DTML_TORCH_PYTHON to one)");
         return Ok(());

@@ -12,14 +12,15 @@ mod model_args;
 mod predict;
 mod prepare;
 mod progress;
-mod report;
 mod train;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-/// Semi-supervised 3D medical image segmentation by Dual-Task Mutual Learning.
+/// Semi-supervised 3D medical image segmentation by Dual-Task Mutual
+/// Learning: prepare scans of which few are labelled, train the two
+/// students, predict masks and score them.
 #[derive(Parser)]
-#[command(name = "dtml", version, about, propagate_version = true)]
+#[command(name = "dtml", version, propagate_version = true)]
 struct Cli {
     /// Log level filter (error, warn, info, debug, trace) or a tracing directive.
     #[arg(long, global = true, default_value = "info", env = "DTML_LOG")]
@@ -64,8 +65,13 @@ pub fn set_threads(n: usize) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     // SAFETY: first statement of main; no other thread exists yet.
-    unsafe { dtml_train::runtime::prepare_process() };
-    let cli = Cli::parse();
+    unsafe { dtml_model::runtime::prepare_process() };
+    // `train`'s help shows each hyper-parameter's default, read from
+    // `TrainConfig::default()` (the one place the paper's recipe lives).
+    let cli = match Cli::from_arg_matches(&train::document_defaults(Cli::command()).get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 use dtml_volume::{Volume, read_volume};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A mask read from a file: 1 where the voxel is foreground.
 pub struct Mask {
@@ -37,33 +37,4 @@ pub fn zyx(volume: &Volume) -> ([usize; 3], [f64; 3]) {
     let [nx, ny, nz] = volume.shape;
     let [sx, sy, sz] = volume.spacing();
     ([nz, ny, nx], [sz, sy, sx])
-}
-
-/// Volume files in a folder (or the file itself), sorted.
-pub fn volume_files(path: &Path) -> Result<Vec<PathBuf>> {
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    if !path.is_dir() {
-        bail!("{}: no such file or folder", path.display());
-    }
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(path)? {
-        let p = e?.path();
-        if p.is_file() && case_name(&p).is_some() {
-            out.push(p);
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The case name of a volume file: its name without the volume extension.
-pub fn case_name(path: &Path) -> Option<String> {
-    let name = path.file_name()?.to_string_lossy().into_owned();
-    let lower = name.to_ascii_lowercase();
-    [".nii.gz", ".nii", ".nrrd", ".nhdr", ".hdr", ".hdr.gz"]
-        .iter()
-        .find(|e| lower.ends_with(*e))
-        .map(|e| name[..name.len() - e.len()].to_string())
 }

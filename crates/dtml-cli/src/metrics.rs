@@ -2,10 +2,11 @@
 //! references, per case and summarised.
 
 use crate::args::int_list;
-use crate::masks::{case_name, read_mask, volume_files, zyx};
-use crate::report::Report;
+use crate::masks::{read_mask, zyx};
 use anyhow::{Result, bail};
 use dtml_edt::{Units, surface_metrics};
+use dtml_infer::report::Report;
+use dtml_volume::files::{case_name, volume_files};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -106,7 +107,7 @@ pub fn run(a: MetricsArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
-        report.print_table();
+        println!("{}", report.table());
     }
     Ok(())
 }

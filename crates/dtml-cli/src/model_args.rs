@@ -3,8 +3,8 @@
 
 use crate::args::triple;
 use anyhow::{Context, Result, bail};
-use dtml_train::students::{LoadedStudents, load_models, select_device};
-use dtml_train::{Ensemble, InferenceOptions, StudentRole};
+use dtml_infer::students::{DeviceKind, LoadedStudents, load_models, select_device};
+use dtml_infer::{Ensemble, InferenceOptions, StudentRole};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -27,8 +27,8 @@ pub struct ModelArgs {
     /// Which students predict: the ensemble (mean of both), region or
     /// boundary [default: ensemble with two students, else the one given;
     /// a single weight file is the region student unless this says boundary].
-    #[arg(long, value_parser = ["ensemble", "region", "boundary"])]
-    student: Option<String>,
+    #[arg(long, value_enum)]
+    student: Option<Ensemble>,
     /// Foreground where the averaged probability is above this.
     #[arg(long, default_value_t = 0.5)]
     threshold: f32,
@@ -38,8 +38,8 @@ pub struct ModelArgs {
     no_largest_component: bool,
     /// Device to run the networks on: cpu, or cuda (GPU 0; needs a build
     /// with --features cuda).
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    device: String,
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    device: DeviceKind,
 }
 
 impl ModelArgs {
@@ -50,23 +50,17 @@ impl ModelArgs {
 
     /// Loads the students and settles the inference options.
     pub fn load(&self, disagreement: bool) -> Result<(LoadedStudents, InferenceOptions)> {
-        let device = select_device(&self.device)?;
-        let single = match self.student.as_deref() {
-            Some("boundary") => StudentRole::Boundary,
+        let device = select_device(self.device)?;
+        let single = match self.student {
+            Some(Ensemble::Boundary) => StudentRole::Boundary,
             _ => StudentRole::Region,
         };
         let shown: Vec<String> = self.model.iter().map(|m| m.display().to_string()).collect();
         let loaded = load_models(&self.model, single, &device)
             .with_context(|| format!("loading --model {}", shown.join(" ")))?;
         let students = loaded.students();
-        let ensemble = match self.student.as_deref() {
-            Some(name) => Ensemble::from_name(name)?,
-            None => match (students.region.is_some(), students.boundary.is_some()) {
-                (true, true) => Ensemble::Both,
-                (true, false) => Ensemble::Region,
-                _ => Ensemble::Boundary,
-            },
-        };
+        let base = loaded.default_options();
+        let ensemble = self.student.unwrap_or(base.ensemble);
         if ensemble == Ensemble::Both && (students.region.is_none() || students.boundary.is_none())
         {
             bail!(
@@ -78,10 +72,7 @@ impl ModelArgs {
                 "--disagreement compares two students: give --model twice (region, then boundary)"
             );
         }
-        let patch = self
-            .patch
-            .or_else(|| loaded.patch())
-            .unwrap_or(InferenceOptions::default().patch);
+        let patch = self.patch.unwrap_or(base.patch);
         let opts = InferenceOptions {
             patch,
             stride: self.stride,
@@ -90,10 +81,7 @@ impl ModelArgs {
             threshold: self.threshold,
             largest_component: !self.no_largest_component,
             disagreement,
-            sharpness: loaded
-                .run
-                .as_ref()
-                .map_or(dtml_train::infer::SHARPNESS, |r| r.sharpness as f32),
+            ..base
         };
         opts.check()?;
         if let Some(c) = loaded.config() {
@@ -102,7 +90,7 @@ impl ModelArgs {
                 shown.join(" + "),
                 c.width,
                 c.in_channels,
-                describe(&opts)["student"].as_str().unwrap_or("?"),
+                opts.describe()["student"].as_str().unwrap_or("?"),
                 self.device,
                 patch,
                 self.stride
@@ -110,19 +98,4 @@ impl ModelArgs {
         }
         Ok((loaded, opts))
     }
-}
-
-/// A description of the settings for reports.
-pub fn describe(opts: &InferenceOptions) -> serde_json::Value {
-    serde_json::json!({
-        "patch": opts.patch,
-        "stride": opts.stride,
-        "student": match opts.ensemble {
-            Ensemble::Both => "ensemble",
-            Ensemble::Region => "region",
-            Ensemble::Boundary => "boundary",
-        },
-        "threshold": opts.threshold,
-        "largest_component": opts.largest_component,
-    })
 }

@@ -1,12 +1,10 @@
 //! `dtml predict`: scans in, masks out, with the source header geometry.
 
-use crate::masks::{case_name, volume_files};
 use crate::model_args::ModelArgs;
 use crate::progress::bar;
 use anyhow::{Context, Result, bail};
-use dtml_train::infer::{predict_volume, read_scan};
+use dtml_infer::infer::{predict_volume, read_scan};
 use dtml_volume::{Volume, VoxelData, write_mask, write_nifti};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -32,16 +30,6 @@ pub struct PredictArgs {
     channel: Option<usize>,
 }
 
-/// The case name of a scan: its file name without the extension and
-/// without nnU-Net's `_0000` channel suffix, so masks match label names.
-fn scan_case(path: &Path) -> Option<String> {
-    let name = case_name(path)?;
-    Some(match name.strip_suffix("_0000") {
-        Some(stem) if !stem.is_empty() => stem.to_string(),
-        _ => name,
-    })
-}
-
 fn same_path(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
@@ -49,55 +37,8 @@ fn same_path(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// LA challenge case folders under `dir`: `<case>/lgemri.nrrd`, by case.
-fn la_scans(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let p = e?.path();
-        let scan = p.join("lgemri.nrrd");
-        if scan.is_file()
-            && let Some(name) = p.file_name()
-        {
-            out.push((name.to_string_lossy().into_owned(), scan));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The scans to segment with their case names.
-fn scans(input: &Path) -> Result<BTreeMap<String, PathBuf>> {
-    let mut listed = Vec::new();
-    for s in volume_files(input)? {
-        let Some(case) = scan_case(&s) else {
-            bail!("{}: not a NIfTI or NRRD file name", s.display());
-        };
-        listed.push((case, s));
-    }
-    if listed.is_empty() && input.is_dir() {
-        listed = la_scans(input)?;
-    }
-    if listed.is_empty() {
-        bail!(
-            "{}: no NIfTI or NRRD scans found (nor LA case folders with lgemri.nrrd)",
-            input.display()
-        );
-    }
-    let mut cases: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for (case, s) in listed {
-        if let Some(other) = cases.insert(case.clone(), s.clone()) {
-            bail!(
-                "{} and {} would both write {case}.nii.gz",
-                other.display(),
-                s.display()
-            );
-        }
-    }
-    Ok(cases)
-}
-
 pub fn run(a: PredictArgs) -> Result<()> {
-    let cases = scans(&a.input)?;
+    let cases = dtml_volume::files::scan_cases(&a.input)?;
     // Before any inference: an unwritable --out fails now, not at the end.
     dtml_volume::atomic::check_writable(&a.out)
         .with_context(|| format!("--out {} is not writable", a.out.display()))?;
@@ -155,40 +96,4 @@ pub fn run(a: PredictArgs) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn case_names_drop_the_channel_suffix() {
-        assert_eq!(
-            scan_case(Path::new("a/la_003_0000.nii.gz")).unwrap(),
-            "la_003"
-        );
-        assert_eq!(scan_case(Path::new("a/la_003.nrrd")).unwrap(), "la_003");
-        assert_eq!(
-            scan_case(Path::new("a/la_003_0001.nii")).unwrap(),
-            "la_003_0001"
-        );
-        assert_eq!(scan_case(Path::new("_0000.nii.gz")).unwrap(), "_0000");
-        assert!(scan_case(Path::new("notes.txt")).is_none());
-    }
-
-    #[test]
-    fn la_case_folders_are_found_and_named_by_folder() {
-        let dir = tempfile::tempdir().unwrap();
-        for case in ["case_b", "case_a"] {
-            std::fs::create_dir_all(dir.path().join(case)).unwrap();
-            std::fs::write(dir.path().join(case).join("lgemri.nrrd"), "x").unwrap();
-        }
-        std::fs::create_dir_all(dir.path().join("other")).unwrap();
-        let found = scans(dir.path()).unwrap();
-        assert_eq!(found.keys().collect::<Vec<_>>(), ["case_a", "case_b"]);
-        assert!(found["case_a"].ends_with("case_a/lgemri.nrrd"));
-        let empty = tempfile::tempdir().unwrap();
-        let err = scans(empty.path()).unwrap_err().to_string();
-        assert!(err.contains("no NIfTI or NRRD scans"), "{err}");
-    }
 }

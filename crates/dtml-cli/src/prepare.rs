@@ -4,7 +4,7 @@ use crate::args::{int_list, margin, triple};
 use crate::progress::bar;
 use anyhow::{Context, Result, bail};
 use dtml_volume::dataset::{self, OpenOptions};
-use dtml_volume::{Dataset, LabelledSpec, Layout, PrepareOptions, Role, ScanCrop, prepare};
+use dtml_volume::{Dataset, LabelledSpec, PrepareOptions, Role, ScanCrop, prepare};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -39,9 +39,9 @@ pub struct PrepareArgs {
     /// Crop margin x,y,z in voxels around the content box; 'full' keeps an axis whole.
     #[arg(long, value_parser = margin, default_value = "15,15,full")]
     margin: [Option<usize>; 3],
-    /// Crop of unlabelled and test scans: 'nonzero' box or 'none'.
-    #[arg(long, default_value = "nonzero", value_parser = ["nonzero", "none"])]
-    scan_crop: String,
+    /// Crop of unlabelled and test scans.
+    #[arg(long, value_enum, default_value_t = ScanCrop::NonZero)]
+    scan_crop: ScanCrop,
     /// Crop every case with a label file to its label box, as the reference code does
     /// (uses labels a real unlabelled scan would not have; for comparison only).
     #[arg(long)]
@@ -65,10 +65,10 @@ pub fn run(a: PrepareArgs) -> Result<()> {
         a.validation_list.as_deref(),
         a.test_list.as_deref(),
     )?;
-    let foreground = a.foreground.clone().unwrap_or_else(|| match ds.layout {
-        Layout::La => vec![255],
-        _ => vec![1],
-    });
+    let foreground = a
+        .foreground
+        .clone()
+        .unwrap_or_else(|| ds.layout.default_foreground());
     if split.cases.is_empty() {
         bail!("{}: no cases found", a.data.display());
     }
@@ -76,11 +76,7 @@ pub fn run(a: PrepareArgs) -> Result<()> {
         patch: a.patch,
         margin: a.margin,
         foreground,
-        scan_crop: if a.scan_crop == "none" {
-            ScanCrop::None
-        } else {
-            ScanCrop::NonZero
-        },
+        scan_crop: a.scan_crop,
         reference_crop: a.reference_crop,
     };
     prepare_split(&ds, &split, &a.data, &a.out, &options)

@@ -3,6 +3,7 @@
 
 use crate::args::triple;
 use anyhow::{Context, Result, bail};
+use dtml_infer::students::{DeviceKind, select_device};
 use dtml_train::config::{DiceName, SdmLossName};
 use dtml_train::{Event, Method, TrainConfig, TrainRequest};
 use dtml_volume::PreparedDataset;
@@ -21,98 +22,128 @@ pub struct TrainArgs {
     /// Run directory: checkpoints, log, exported students.
     #[arg(long, default_value = "dtml-run")]
     out: PathBuf,
-    /// Objective: dtml (the paper), dtml-released, dtc, supervised.
-    #[arg(long, value_parser = parse_method)]
+    /// Objective (dtml is the paper's; the others are its baselines).
+    #[arg(long, value_enum)]
     method: Option<Method>,
     /// TOML file of hyper-parameters (keys as in `TrainConfig`); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// cpu or cuda (GPU 0; needs a build with --features cuda).
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Continue the run in --out from its last checkpoint, exactly.
+    /// Device to train on (cuda: GPU 0, needs a build with --features cuda).
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    device: DeviceKind,
+    /// Continue the run in --out from its last checkpoint, exactly (the run's
+    /// own settings; flags that would change them are refused).
     #[arg(long)]
     resume: bool,
-    #[arg(long)]
+
+    // Schedule and batch.
+    /// Training iterations.
+    #[arg(long, help_heading = "Schedule")]
     iterations: Option<usize>,
-    #[arg(long)]
+    /// Labelled patches per batch (supervised: labelled + unlabelled, all labelled).
+    #[arg(long, help_heading = "Schedule")]
     labelled_batch: Option<usize>,
-    #[arg(long)]
+    /// Unlabelled patches per batch.
+    #[arg(long, help_heading = "Schedule")]
     unlabelled_batch: Option<usize>,
     /// Patch size x,y,z (multiples of 16).
-    #[arg(long, value_parser = triple::<usize>)]
+    #[arg(long, value_parser = triple::<usize>, help_heading = "Schedule")]
     patch: Option<[usize; 3]>,
-    /// Base width of the V-Nets.
-    #[arg(long)]
-    width: Option<usize>,
-    #[arg(long)]
-    lr: Option<f64>,
-    #[arg(long)]
-    momentum: Option<f64>,
-    #[arg(long)]
-    weight_decay: Option<f64>,
-    /// Final weight of the consistency term.
-    #[arg(long)]
-    consistency: Option<f64>,
-    /// Weight of student B's SDM regression.
-    #[arg(long)]
-    sdm_weight: Option<f64>,
-    /// SDM regression loss: l1 or mse.
-    #[arg(long, value_parser = ["l1", "mse"])]
-    sdm_loss: Option<String>,
-    /// Dice denominator: squared or linear.
-    #[arg(long, value_parser = ["squared", "linear"])]
-    dice: Option<String>,
-    #[arg(long)]
+    /// Seed of every random stream (initialisation, batches, augmentation, dropout).
+    #[arg(long, help_heading = "Schedule")]
     seed: Option<u64>,
-    /// Checkpoint every N iterations (0: only at the end).
-    #[arg(long)]
-    checkpoint_every: Option<usize>,
-    /// Validate on the validation cases every N iterations (0: never).
-    #[arg(long)]
-    validate_every: Option<usize>,
-    /// Sliding-window strides x,y,z of validation.
-    #[arg(long, value_parser = triple::<usize>)]
-    validation_stride: Option<[usize; 3]>,
-    /// LR steps as fractions of the run, comma-separated (paper: 0.41667,0.83333).
-    #[arg(long, value_delimiter = ',')]
+
+    // Model.
+    /// Base width of the V-Nets (channels of the first stage).
+    #[arg(long, help_heading = "Model")]
+    width: Option<usize>,
+    /// Channel-dropout probability of the V-Nets.
+    #[arg(long, help_heading = "Model")]
+    dropout: Option<f64>,
+
+    // Optimiser.
+    /// SGD learning rate.
+    #[arg(long, help_heading = "Optimiser")]
+    lr: Option<f64>,
+    /// SGD momentum.
+    #[arg(long, help_heading = "Optimiser")]
+    momentum: Option<f64>,
+    /// Weight decay of the trained parameters (never BN statistics).
+    #[arg(long, help_heading = "Optimiser")]
+    weight_decay: Option<f64>,
+    /// LR steps as fractions of the run, comma-separated.
+    #[arg(long, value_delimiter = ',', help_heading = "Optimiser")]
     lr_steps: Option<Vec<f64>>,
     /// LR factor at each step.
-    #[arg(long)]
+    #[arg(long, help_heading = "Optimiser")]
     lr_gamma: Option<f64>,
+
+    // Objective.
+    /// Final weight of the consistency term.
+    #[arg(long, help_heading = "Objective")]
+    consistency: Option<f64>,
     /// Ramp-up length of the consistency weight as a fraction of the run.
-    #[arg(long)]
+    #[arg(long, help_heading = "Objective")]
     rampup_fraction: Option<f64>,
-    /// Channel-dropout probability of the V-Nets.
-    #[arg(long)]
-    dropout: Option<f64>,
-    /// k of the SDM-to-mask transform sigmoid(-k d).
-    #[arg(long)]
+    /// Weight of student B's SDM regression.
+    #[arg(long, help_heading = "Objective")]
+    sdm_weight: Option<f64>,
+    /// SDM regression loss of the boundary student.
+    #[arg(long, value_enum, help_heading = "Objective")]
+    sdm_loss: Option<SdmLossName>,
+    /// Dice denominator.
+    #[arg(long, value_enum, help_heading = "Objective")]
+    dice: Option<DiceName>,
+    /// k of the SDM-to-mask transform sigmoid(-k d); recorded for inference.
+    #[arg(long, help_heading = "Objective")]
     sharpness: Option<f64>,
     /// Weight of DTC's SDM MSE.
-    #[arg(long)]
+    #[arg(long, help_heading = "Objective")]
     dtc_beta: Option<f64>,
+
+    // Checkpoints and validation.
+    /// Checkpoint every N iterations (0: only at the end).
+    #[arg(long, help_heading = "Checkpoints and validation")]
+    checkpoint_every: Option<usize>,
+    /// Validate on the validation cases every N iterations (0: never).
+    #[arg(long, help_heading = "Checkpoints and validation")]
+    validate_every: Option<usize>,
+    /// Sliding-window strides x,y,z of validation.
+    #[arg(long, value_parser = triple::<usize>, help_heading = "Checkpoints and validation")]
+    validation_stride: Option<[usize; 3]>,
     /// Worker threads for the CPU [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
 }
 
-fn parse_method(s: &str) -> Result<Method, String> {
-    Method::parse(s).ok_or_else(|| {
-        let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
-        format!("unknown method {s:?}; one of {}", names.join(", "))
+/// `dtml train --help` with each hyper-parameter's default appended, taken
+/// from `TrainConfig::default()` (the paper's recipe): flags and TOML keys
+/// share names, so the help cannot drift from the defaults.
+pub fn document_defaults(cmd: clap::Command) -> clap::Command {
+    let Ok(serde_json::Value::Object(defaults)) = serde_json::to_value(TrainConfig::default())
+    else {
+        return cmd;
+    };
+    cmd.mut_subcommand("train", |mut train| {
+        for (key, value) in &defaults {
+            let shown = match value {
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            if train.get_arguments().any(|a| a.get_id() == key.as_str()) {
+                train = train.mut_arg(key.as_str(), |arg| {
+                    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                    arg.help(format!("{help} [default: {shown}]"))
+                });
+            }
+        }
+        train
     })
-}
-
-/// The small configuration of the demo job: a few minutes on 2 cores.
-pub fn demo_config() -> TrainConfig {
-    TrainConfig {
-        iterations: 150,
-        patch: [48, 48, 32],
-        width: 8,
-        checkpoint_every: 50,
-        ..TrainConfig::default()
-    }
 }
 
 fn build_config(a: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
@@ -144,24 +175,12 @@ fn build_config(a: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
         rampup_fraction,
         dropout,
         sharpness,
-        dtc_beta
+        dtc_beta,
+        sdm_loss,
+        dice
     );
     if a.threads.is_some() {
         c.threads = a.threads;
-    }
-    if let Some(s) = &a.sdm_loss {
-        c.sdm_loss = if s == "mse" {
-            SdmLossName::Mse
-        } else {
-            SdmLossName::L1
-        };
-    }
-    if let Some(s) = &a.dice {
-        c.dice = if s == "linear" {
-            DiceName::Linear
-        } else {
-            DiceName::Squared
-        };
     }
     c.validate()?;
     Ok(c)
@@ -178,11 +197,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if let Some(n) = threads {
         crate::set_threads(n)?;
     }
-    let device = dtml_train::students::select_device(&a.device)?;
+    let device = select_device(a.device)?;
     let demo = a.data.is_none();
     let (data_dir, base) = match &a.data {
         Some(d) => (d.clone(), TrainConfig::default()),
-        None => (prepare_demo_data(&a.out, a.resume)?, demo_config()),
+        None => (prepare_demo_data(&a.out, a.resume)?, TrainConfig::demo()),
     };
     // A resume starts from the run's own settings; flags that change them
     // are refused by the trainer.
@@ -209,32 +228,30 @@ pub fn run(a: TrainArgs) -> Result<()> {
         );
     }
     if demo {
-        evaluate_demo(&run_dir, &data_dir, &a.out.join("evaluation"), &a.device)?;
+        evaluate_demo(&run_dir, &data_dir, &a.out.join("evaluation"), &device)?;
     }
     Ok(())
 }
 
-/// Runs `dtml evaluate` on the demo's test cases, table on screen.
-fn evaluate_demo(run: &Path, data: &Path, out: &Path, device: &str) -> Result<()> {
-    #[derive(clap::Parser)]
-    struct Evaluate {
-        #[command(flatten)]
-        args: crate::evaluate::EvaluateArgs,
-    }
-    let argv: Vec<std::ffi::OsString> = vec![
-        "evaluate".into(),
-        "--model".into(),
-        run.into(),
-        "--data".into(),
-        data.into(),
-        "--out".into(),
-        out.into(),
-        "--device".into(),
-        device.split(':').next().unwrap_or("cpu").into(),
-    ];
-    let parsed = <Evaluate as clap::Parser>::try_parse_from(argv)?;
+/// Evaluates the demo's students on its test cases (what `dtml evaluate`
+/// does), table on screen.
+fn evaluate_demo(run: &Path, data: &Path, out: &Path, device: &candle_core::Device) -> Result<()> {
     tracing::info!("evaluating the trained students on the test cases");
-    crate::evaluate::run(parsed.args)
+    let loaded = dtml_infer::students::load_run(run, device)?;
+    let set = dtml_infer::evaluate::TestSet::Prepared(PreparedDataset::open(data)?);
+    let done = dtml_infer::evaluate::evaluate_to_folder(
+        &loaded.students(),
+        &set,
+        &loaded.default_options(),
+        dtml_edt::Units::Millimetres,
+        false,
+        out,
+        serde_json::json!({ "model": run, "data": data }),
+        &mut |_| {},
+    )?;
+    println!("{}", done.report.table());
+    tracing::info!("masks, metrics.csv and metrics.json in {}", out.display());
+    Ok(())
 }
 
 /// Difficulty of the demo's synthetic data (`dtml generate --difficulty`).
@@ -266,7 +283,12 @@ fn prepare_demo_data(out: &Path, resume: bool) -> Result<PathBuf> {
     );
     dtml_volume::synthetic::write_dataset(&raw, &config)
         .with_context(|| format!("generating into {}", raw.display()))?;
-    crate::prepare::prepare_folder(&raw, &prepared, [48, 48, 32], [Some(8), Some(8), Some(4)])?;
+    crate::prepare::prepare_folder(
+        &raw,
+        &prepared,
+        TrainConfig::demo().patch,
+        [Some(8), Some(8), Some(4)],
+    )?;
     Ok(prepared)
 }
 

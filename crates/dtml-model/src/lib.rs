@@ -14,6 +14,7 @@
 pub mod error;
 mod init;
 pub mod ops;
+pub mod runtime;
 pub mod simd;
 pub mod vnet;
 

@@ -24,6 +24,24 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Shape of a V-Net.
+/// Every spatial size a V-Net takes is a multiple of this: its encoder
+/// halves the resolution four times.
+pub const SIZE_MULTIPLE: usize = 16;
+
+/// Checks spatial sizes (patches, windows, inputs) against
+/// [`SIZE_MULTIPLE`], with the reason when they do not fit.
+pub fn check_spatial_size(sizes: &[usize]) -> std::result::Result<(), String> {
+    if sizes
+        .iter()
+        .any(|&d| d == 0 || !d.is_multiple_of(SIZE_MULTIPLE))
+    {
+        return Err(format!(
+            "each spatial size of {sizes:?} must be a positive multiple of {SIZE_MULTIPLE} (the V-Net halves it four times)"
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VNetConfig {
     pub in_channels: usize,
@@ -405,12 +423,10 @@ impl VNet {
                 reason: format!("expected (N, {}, Z, Y, X)", self.config.in_channels),
             });
         }
-        if dims[2..].iter().any(|d| d % 16 != 0 || *d == 0) {
+        if let Err(reason) = check_spatial_size(&dims[2..]) {
             return Err(ModelError::Input {
                 shape: dims,
-                reason:
-                    "each spatial size must be a positive multiple of 16 (four 2x downsamplings)"
-                        .into(),
+                reason,
             });
         }
         if train {

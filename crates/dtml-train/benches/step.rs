@@ -31,7 +31,7 @@ fn peak_rss_mb() -> Option<f64> {
 
 fn main() {
     // SAFETY: first statement of main; no other thread exists yet.
-    unsafe { dtml_train::runtime::prepare_process() };
+    unsafe { dtml_model::runtime::prepare_process() };
     let mut size = "demo".to_string();
     let mut steps = None;
     let mut warmup = None;
@@ -55,20 +55,29 @@ fn main() {
         "step bench: {tier} kernels (CPU has {:?})",
         dtml_model::simd::cpu_features()
     );
-    let (width, nl, nu, patch, default_warmup, default_steps) = match size.as_str() {
-        "paper" => (16, 1, 1, [112, 112, 80], 1, 3),
-        _ => (8, 2, 2, [48, 48, 32], 3, 15),
+    // Paper: the recipe at batch 1 + 1; demo: what `dtml train` runs
+    // without --data.
+    let (cfg, default_warmup, default_steps) = match size.as_str() {
+        "paper" => (
+            TrainConfig {
+                labelled_batch: 1,
+                unlabelled_batch: 1,
+                ..TrainConfig::default()
+            },
+            1,
+            3,
+        ),
+        _ => (TrainConfig::demo(), 3, 15),
     };
+    assert_eq!(cfg.method, Method::Dtml);
+    let (width, nl, nu, patch) = (
+        cfg.width,
+        cfg.labelled_batch,
+        cfg.unlabelled_batch,
+        cfg.patch,
+    );
     let warmup: usize = warmup.unwrap_or(default_warmup);
     let steps: usize = steps.unwrap_or(default_steps).max(1);
-    let cfg = TrainConfig {
-        method: Method::Dtml,
-        width,
-        labelled_batch: nl,
-        unlabelled_batch: nu,
-        patch,
-        ..TrainConfig::default()
-    };
     let device = Device::Cpu;
     let net_cfg = VNetConfig {
         width,

@@ -78,7 +78,7 @@ pub struct PatchSource {
 /// Draws which cases iteration `t` sees and how each is augmented:
 /// labelled patches first.
 pub fn plan_for(t: usize, cfg: &TrainConfig, set: &TrainingSet) -> Result<Vec<PatchSource>> {
-    let (nl, nu) = cfg.method.batch_shape(cfg);
+    let (nl, nu) = cfg.batch_shape();
     if set.labelled.is_empty() {
         return Err(TrainError::Config("no labelled cases to train on".into()));
     }

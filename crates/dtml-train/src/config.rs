@@ -53,20 +53,44 @@ pub struct TrainConfig {
     pub threads: Option<usize>,
 }
 
-/// SDM regression loss by name.
+/// SDM regression loss by name (`--sdm-loss`, the TOML key `sdm_loss`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum SdmLossName {
+    /// Mean absolute error (the paper).
     L1,
+    /// Mean squared error (DTC's SDM loss).
     Mse,
 }
 
-/// Soft Dice denominator by name.
+/// Soft Dice denominator by name (`--dice`, the TOML key `dice`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum DiceName {
+    /// `sum p^2 + sum y^2` (the reference code).
     Squared,
+    /// `sum p + sum y`.
     Linear,
+}
+
+impl std::fmt::Display for SdmLossName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SdmLossName::L1 => "l1",
+            SdmLossName::Mse => "mse",
+        })
+    }
+}
+
+impl std::fmt::Display for DiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DiceName::Squared => "squared",
+            DiceName::Linear => "linear",
+        })
+    }
 }
 
 impl From<SdmLossName> for SdmLoss {
@@ -94,7 +118,7 @@ impl Default for TrainConfig {
             iterations: 6000,
             labelled_batch: 2,
             unlabelled_batch: 2,
-            patch: [112, 112, 80],
+            patch: dtml_volume::prepare::PAPER_PATCH,
             width: 16,
             dropout: 0.5,
             lr: 0.01,
@@ -125,6 +149,29 @@ impl TrainConfig {
         toml::from_str(&text).map_err(|e| TrainError::file(path, format!("invalid config: {e}")))
     }
 
+    /// The demo's configuration (`dtml train` without `--data`): the
+    /// paper's recipe at width 8 on 48x48x32 patches for 150 iterations, a
+    /// few minutes on 2 cores.
+    pub fn demo() -> TrainConfig {
+        TrainConfig {
+            iterations: 150,
+            patch: [48, 48, 32],
+            width: 8,
+            checkpoint_every: 50,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// (labelled, unlabelled) patches per batch: the supervised baseline
+    /// takes both counts of labelled patches.
+    pub fn batch_shape(&self) -> (usize, usize) {
+        if self.method.uses_unlabelled() {
+            (self.labelled_batch, self.unlabelled_batch)
+        } else {
+            (self.labelled_batch + self.unlabelled_batch, 0)
+        }
+    }
+
     /// Refuses settings that cannot train.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
@@ -140,11 +187,8 @@ impl TrainConfig {
                 self.method.name()
             ));
         }
-        if self.patch.iter().any(|p| *p == 0 || p % 16 != 0) {
-            return bad(format!(
-                "patch {:?}: each size must be a positive multiple of 16",
-                self.patch
-            ));
+        if let Err(why) = dtml_model::vnet::check_spatial_size(&self.patch) {
+            return bad(format!("patch: {why}"));
         }
         if self.width == 0 {
             return bad("width must be positive".into());

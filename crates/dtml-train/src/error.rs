@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Errors of training, inference and run directories.
+/// Errors of training and checkpoints.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
@@ -15,6 +15,8 @@ pub enum TrainError {
     Loss(#[from] dtml_loss::LossError),
     #[error(transparent)]
     Edt(#[from] dtml_edt::EdtError),
+    #[error(transparent)]
+    Infer(#[from] dtml_infer::InferError),
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error("invalid configuration: {0}")]

@@ -3,7 +3,7 @@
 //! students' disagreement. Drawn pixel by pixel: no plotting stack needed.
 
 use crate::error::{Result, TrainError};
-use crate::trainer::IterationLog;
+use crate::log::IterationLog;
 use std::path::Path;
 
 type Rgb = [u8; 3];

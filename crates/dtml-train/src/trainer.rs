@@ -7,21 +7,19 @@ use crate::batch::{HostBatch, Stream, TrainingSet, batch_for, rng_for};
 use crate::checkpoint::{self, TrainerState};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::method::{Targets, objective};
+use crate::log::{IterationLog, LOG_FILE, open_log, read_log};
+use crate::objective::{Targets, objective};
 use crate::optim::Sgd;
-use crate::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
 use candle_core::{DType, Device, Tensor};
+use dtml_infer::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
 use dtml_model::{Dropout, VNet, VNetConfig};
 use dtml_volume::{PreparedDataset, Role};
 use rand::Rng;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-/// File of per-iteration JSON lines inside a run directory.
-pub const LOG_FILE: &str = "log.jsonl";
 /// Loss and validation curves, redrawn at every checkpoint.
 pub const CURVES_FILE: &str = "curves.png";
 /// Mid-slice picture of a case after training.
@@ -36,22 +34,6 @@ pub struct TrainRequest<'a> {
     pub config: TrainConfig,
     pub device: Device,
     pub resume: bool,
-}
-
-/// One line of the training log.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct IterationLog {
-    /// 1-based count of iterations done.
-    pub iteration: usize,
-    pub loss: f64,
-    pub parts: BTreeMap<String, f64>,
-    pub lambda: f64,
-    pub lr: f64,
-    /// Wall time of this iteration.
-    pub seconds: f64,
-    /// Mean validation Dice, on iterations that validated.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub validation_dice: Option<f64>,
 }
 
 /// Progress reported to the caller (the CLI draws it).
@@ -460,8 +442,11 @@ pub fn train_step_with_masks(
 fn inference_setup<'a>(
     cfg: &TrainConfig,
     nets: &[&'a VNet],
-) -> (crate::infer::Students<'a>, crate::infer::InferenceOptions) {
-    use crate::infer::{Ensemble, InferenceOptions, Students};
+) -> (
+    dtml_infer::infer::Students<'a>,
+    dtml_infer::infer::InferenceOptions,
+) {
+    use dtml_infer::infer::{Ensemble, InferenceOptions, Students};
     let students = Students {
         region: Some(nets[0]),
         boundary: nets.get(1).copied(),
@@ -488,7 +473,7 @@ fn validate(
     cases: &[&dtml_volume::CaseRecord],
 ) -> Result<f64> {
     let (students, opts) = inference_setup(cfg, nets);
-    let results = crate::evaluate::evaluate_prepared(
+    let results = dtml_infer::evaluate::evaluate_prepared(
         &students,
         data,
         cases,
@@ -514,7 +499,7 @@ fn overlay(
     let loaded = data.load(case)?;
     let (students, mut opts) = inference_setup(cfg, nets);
     opts.disagreement = nets.len() == 2;
-    let pred = crate::infer::predict_volume(&students, &loaded.image, loaded.shape, &opts)?;
+    let pred = dtml_infer::infer::predict_volume(&students, &loaded.image, loaded.shape, &opts)?;
     crate::plot::overlay(
         &loaded.image,
         loaded.label.as_deref(),
@@ -558,40 +543,4 @@ fn export(
     };
     info.write(run_dir)?;
     Ok(info)
-}
-
-/// Opens the log for appending, first dropping lines past `first` (left by
-/// a run that went on after its last checkpoint).
-fn open_log(run_dir: &Path, first: usize) -> Result<std::fs::File> {
-    let path: PathBuf = run_dir.join(LOG_FILE);
-    let kept: Vec<String> = match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .lines()
-            .filter(|l| serde_json::from_str::<IterationLog>(l).is_ok_and(|e| e.iteration <= first))
-            .map(str::to_string)
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    let mut body = kept.join("\n");
-    if !body.is_empty() {
-        body.push('\n');
-    }
-    crate::atomic_write(&path, body.as_bytes())?;
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map_err(|e| TrainError::file(&path, e))
-}
-
-/// Reads a run's log.
-pub fn read_log(run_dir: &Path) -> Result<Vec<IterationLog>> {
-    let path = run_dir.join(LOG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::file(&path, e))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l)
-                .map_err(|e| TrainError::file(&path, format!("bad log line: {e}")))
-        })
-        .collect()
 }

@@ -11,6 +11,7 @@
 //!   `laendo.nrrd`, with optional `train.list` / `test.list`.
 
 use crate::error::{Result, VolumeError};
+use crate::files::split_extension;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -25,6 +26,17 @@ pub enum Layout {
     NnUnetV2,
     /// LA challenge folders with `lgemri.nrrd` / `laendo.nrrd`.
     La,
+}
+
+impl Layout {
+    /// The label value(s) that are foreground when the user names none:
+    /// 255 in the LA challenge's masks, 1 elsewhere.
+    pub fn default_foreground(self) -> Vec<i64> {
+        match self {
+            Layout::La => vec![255],
+            Layout::Msd | Layout::NnUnetV2 => vec![1],
+        }
+    }
 }
 
 /// One case's files.
@@ -122,17 +134,6 @@ pub fn resolve_inside(root: &Path, rel: &str, json: &Path) -> Result<PathBuf> {
         }
     }
     Ok(root.join(p))
-}
-
-const VOLUME_EXTENSIONS: [&str; 4] = [".nii.gz", ".nii", ".nrrd", ".mha"];
-
-fn split_extension(name: &str) -> (&str, &str) {
-    for ext in VOLUME_EXTENSIONS {
-        if name.len() > ext.len() && name.to_ascii_lowercase().ends_with(ext) {
-            return name.split_at(name.len() - ext.len());
-        }
-    }
-    (name, "")
 }
 
 /// Finds an image named in `dataset.json`: as written, or with the

@@ -22,6 +22,7 @@ pub mod atomic;
 pub mod confine;
 pub mod dataset;
 pub mod error;
+pub mod files;
 pub mod geometry;
 pub mod nii;
 pub mod nrrd;
@@ -47,9 +48,9 @@ pub fn read_volume(path: &Path) -> Result<Volume> {
 
 /// Reads a NIfTI-1 or NRRD volume with options (channel of a 4D file).
 pub fn read_volume_with(path: &Path, options: ReadOptions) -> Result<Volume> {
-    if nii::is_nifti_path(path) {
+    if files::is_nifti_path(path) {
         nii::read_nifti(path, options)
-    } else if nrrd::is_nrrd_path(path) {
+    } else if files::is_nrrd_path(path) {
         nrrd::read_nrrd(path)
     } else {
         Err(VolumeError::UnknownExtension {

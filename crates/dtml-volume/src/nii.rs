@@ -25,14 +25,6 @@ pub struct ReadOptions {
     pub channel: Option<usize>,
 }
 
-/// Whether a path names a NIfTI-1 file (by extension).
-pub fn is_nifti_path(path: &Path) -> bool {
-    let n = path.to_string_lossy().to_ascii_lowercase();
-    [".nii", ".nii.gz", ".hdr", ".hdr.gz", ".img", ".img.gz"]
-        .iter()
-        .any(|e| n.ends_with(e))
-}
-
 fn format_err(path: &Path, reason: impl Into<String>) -> VolumeError {
     VolumeError::Format {
         path: path.to_path_buf(),

@@ -63,13 +63,6 @@ const KNOWN_FIELDS: &[&str] = &[
     "kinds",
 ];
 
-/// Whether a path names an NRRD file (by extension: `.nrrd`, or `.nhdr`
-/// for a header with detached data).
-pub fn is_nrrd_path(path: &Path) -> bool {
-    let n = path.to_string_lossy().to_ascii_lowercase();
-    n.ends_with(".nrrd") || n.ends_with(".nhdr")
-}
-
 fn format_err(path: &Path, reason: impl Into<String>) -> VolumeError {
     VolumeError::Format {
         path: path.to_path_buf(),

@@ -27,11 +27,17 @@ pub const CACHE_VERSION: u32 = 1;
 /// File name of the manifest inside a prepared folder.
 pub const MANIFEST: &str = "manifest.json";
 
+/// The paper's training patch (x, y, z): the default of preparation,
+/// training and inference.
+pub const PAPER_PATCH: [usize; 3] = [112, 112, 80];
+
 /// How unlabelled and test scans are cropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum ScanCrop {
     /// To the bounding box of non-zero intensities (plus the margin).
+    #[cfg_attr(feature = "clap", value(name = "nonzero"))]
     NonZero,
     /// Not cropped.
     None,
@@ -109,7 +115,7 @@ pub struct PrepareOptions {
 impl Default for PrepareOptions {
     fn default() -> Self {
         PrepareOptions {
-            patch: [112, 112, 80],
+            patch: PAPER_PATCH,
             margin: [Some(15), Some(15), None],
             foreground: vec![1],
             scan_crop: ScanCrop::NonZero,

@@ -5,11 +5,11 @@
 //! directories and weight files, and evaluation of prepared cases.
 
 use candle_core::{DType, Device};
+use dtml_infer::evaluate::{evaluate_case, evaluate_prepared};
+use dtml_infer::infer::{Ensemble, InferenceOptions, Students, predict_volume, read_scan};
+use dtml_infer::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
+use dtml_infer::students::{DeviceKind, load_models, load_run, load_weight_file, select_device};
 use dtml_model::{VNet, VNetConfig};
-use dtml_train::evaluate::{evaluate_case, evaluate_prepared};
-use dtml_train::infer::{Ensemble, InferenceOptions, Students, predict_volume, read_scan};
-use dtml_train::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
-use dtml_train::students::{load_models, load_run, load_weight_file, select_device};
 use dtml_volume::{VoxelData, read_volume};
 use std::path::{Path, PathBuf};
 
@@ -44,7 +44,7 @@ fn golden_options() -> InferenceOptions {
         threshold: 0.5,
         largest_component: false,
         disagreement: false,
-        sharpness: dtml_train::infer::SHARPNESS,
+        sharpness: dtml_infer::infer::SHARPNESS,
     }
 }
 
@@ -202,7 +202,7 @@ fn students_load_from_run_directories_and_weight_files() {
     let mut image: Vec<f32> = (0..shape.iter().product::<usize>())
         .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
         .collect();
-    dtml_train::zscore(&mut image);
+    dtml_infer::zscore(&mut image);
     let mut o = InferenceOptions {
         patch: [16, 16, 16],
         stride: [4, 4, 4],
@@ -349,11 +349,10 @@ fn bad_students_are_clear_errors() {
     .to_string();
     assert!(err.contains("run directory"), "{err}");
     // Devices.
-    assert!(select_device("cpu").unwrap().is_cpu());
-    assert!(select_device("tpu").is_err());
+    assert!(select_device(DeviceKind::Cpu).unwrap().is_cpu());
     #[cfg(not(feature = "cuda"))]
     assert!(
-        select_device("cuda")
+        select_device(DeviceKind::Cuda)
             .err()
             .unwrap()
             .to_string()

@@ -2,7 +2,7 @@
 //! `cargo xtask bench infer` (the PyTorch half is `bench/infer_peer.py`).
 //!
 //! ```text
-//! cargo run --release -p dtml-train --example bench_infer -- \
+//! cargo run --release -p dtml-infer --example bench_infer -- \
 //!     [--size 144,144,88] [--patch 112,112,80] [--stride 18,18,4] \
 //!     [--width 16] [--batch 2] [--repeats 1]
 //! ```
@@ -10,8 +10,8 @@
 //! z-scored volume; prints one JSON line with the best wall time.
 
 use candle_core::{DType, Device};
+use dtml_infer::infer::{Ensemble, InferenceOptions, Students, predict_volume};
 use dtml_model::{VNet, VNetConfig};
-use dtml_train::infer::{Ensemble, InferenceOptions, Students, predict_volume};
 use std::time::Instant;
 
 fn triple(s: &str) -> [usize; 3] {
@@ -24,7 +24,7 @@ fn triple(s: &str) -> [usize; 3] {
 
 fn main() {
     // SAFETY: first statement of main; no other thread exists yet.
-    unsafe { dtml_train::runtime::prepare_process() };
+    unsafe { dtml_model::runtime::prepare_process() };
     let mut size = [144, 144, 88];
     let mut patch = [112, 112, 80];
     let mut stride = [18, 18, 4];
@@ -62,7 +62,7 @@ fn main() {
                 + ((i.wrapping_mul(2654435761) % 1000) as f32 / 5000.0)
         })
         .collect();
-    dtml_train::zscore(&mut image);
+    dtml_infer::zscore(&mut image);
     let opts = InferenceOptions {
         patch,
         stride,
@@ -77,7 +77,7 @@ fn main() {
     };
     let windows: usize = (0..3)
         .map(|k| {
-            dtml_train::infer::AxisWindows::new(size[k], patch[k], stride[k])
+            dtml_infer::infer::AxisWindows::new(size[k], patch[k], stride[k])
                 .starts
                 .len()
         })

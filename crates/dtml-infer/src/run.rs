@@ -5,7 +5,7 @@
 //! PyTorch state-dict layout (see `dtml_model::vnet`). Checkpoints for
 //! `--resume` live under `RUN_DIR/checkpoint/` and are not read here.
 
-use crate::error::{Result, TrainError};
+use crate::error::{InferError, Result};
 use dtml_model::VNetConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -65,11 +65,11 @@ impl RunInfo {
     /// Reads `dir/run.json`.
     pub fn read(dir: &Path) -> Result<RunInfo> {
         let path = dir.join(RUN_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::file(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| InferError::file(&path, e))?;
         let info: RunInfo = serde_json::from_str(&text)
-            .map_err(|e| TrainError::file(&path, format!("not a dtml run description: {e}")))?;
+            .map_err(|e| InferError::file(&path, format!("not a dtml run description: {e}")))?;
         if info.format != RUN_FORMAT || info.version != RUN_VERSION {
-            return Err(TrainError::file(
+            return Err(InferError::file(
                 &path,
                 format!(
                     "format {} version {} (this dtml reads {RUN_FORMAT} version {RUN_VERSION})",
@@ -83,8 +83,11 @@ impl RunInfo {
     /// Writes `dir/run.json` atomically.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let text =
-            serde_json::to_string_pretty(self).map_err(|e| TrainError::Other(e.to_string()))?;
-        crate::atomic_write(&dir.join(RUN_FILE), text.as_bytes())
+            serde_json::to_string_pretty(self).map_err(|e| InferError::Other(e.to_string()))?;
+        Ok(dtml_volume::atomic::write_bytes_atomic(
+            &dir.join(RUN_FILE),
+            text.as_bytes(),
+        )?)
     }
 
     /// Absolute path of each student's weights.

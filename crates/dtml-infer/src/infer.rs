@@ -13,10 +13,11 @@
 //! batches, in evaluation mode (running BN statistics, no dropout).
 //!
 //! The region student contributes `p_A = sigmoid(seg_logits)`, the
-//! boundary student `q_B = sigmoid(-k * d_B)` with `k = 1500` and `d_B` its
+//! boundary student `q_B = sigmoid(-k * d_B)` with `k` the run's sharpness
+//! (1500 in the paper, [`InferenceOptions::sharpness`]) and `d_B` its
 //! SDM head after tanh; [`Ensemble::Both`] averages the two per window.
 
-use crate::error::{Result, TrainError};
+use crate::error::{InferError, Result};
 use candle_core::{DType, Device, Tensor};
 use dtml_model::VNet;
 use dtml_volume::{ReadOptions, Volume, ZScore};
@@ -35,30 +36,18 @@ pub struct Students<'a> {
     pub boundary: Option<&'a VNet>,
 }
 
-/// Which students' probabilities make the prediction.
+/// Which students' probabilities make the prediction (`--student`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Ensemble {
     /// The mean of `p_A` and `q_B` (the method's inference).
     #[default]
+    #[cfg_attr(feature = "clap", value(name = "ensemble", alias = "both"))]
     Both,
     /// `p_A` alone (what the released test script does).
     Region,
     /// `q_B` alone.
     Boundary,
-}
-
-impl Ensemble {
-    /// The ensemble by name: `ensemble` (or `both`), `region`, `boundary`.
-    pub fn from_name(name: &str) -> Result<Ensemble> {
-        match name {
-            "ensemble" | "both" => Ok(Ensemble::Both),
-            "region" => Ok(Ensemble::Region),
-            "boundary" => Ok(Ensemble::Boundary),
-            other => Err(TrainError::Config(format!(
-                "unknown student {other:?} (expected ensemble, region or boundary)"
-            ))),
-        }
-    }
 }
 
 /// Settings of [`predict_volume`]. Sizes and strides are (x, y, z).
@@ -86,7 +75,7 @@ pub struct InferenceOptions {
 impl Default for InferenceOptions {
     fn default() -> Self {
         InferenceOptions {
-            patch: [112, 112, 80],
+            patch: dtml_volume::prepare::PAPER_PATCH,
             stride: [18, 18, 4],
             batch: 2,
             ensemble: Ensemble::Both,
@@ -99,30 +88,43 @@ impl Default for InferenceOptions {
 }
 
 impl InferenceOptions {
+    /// The settings as JSON, for reports (`metrics.json`).
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "patch": self.patch,
+            "stride": self.stride,
+            "student": match self.ensemble {
+                Ensemble::Both => "ensemble",
+                Ensemble::Region => "region",
+                Ensemble::Boundary => "boundary",
+            },
+            "threshold": self.threshold,
+            "largest_component": self.largest_component,
+            "sharpness": self.sharpness,
+        })
+    }
+
     /// Checks the window, batch and threshold (also done by
     /// [`predict_volume`]; call it early to fail before any work).
     pub fn check(&self) -> Result<()> {
         let opts = self;
         for a in 0..3 {
             let (p, s) = (opts.patch[a], opts.stride[a]);
-            if p == 0 || !p.is_multiple_of(16) {
-                return Err(TrainError::Config(format!(
-                    "patch {:?}: every size must be a positive multiple of 16 (the V-Net halves it four times)",
-                    opts.patch
-                )));
+            if let Err(why) = dtml_model::vnet::check_spatial_size(&[p]) {
+                return Err(InferError::Config(format!("patch {:?}: {why}", opts.patch)));
             }
             if s == 0 || s > p {
-                return Err(TrainError::Config(format!(
+                return Err(InferError::Config(format!(
                     "stride {:?}: every step must be between 1 and the patch size {:?} (larger steps leave voxels no window covers)",
                     opts.stride, opts.patch
                 )));
             }
         }
         if opts.batch == 0 {
-            return Err(TrainError::Config("batch must be at least 1".into()));
+            return Err(InferError::Config("batch must be at least 1".into()));
         }
         if !(0.0..=1.0).contains(&opts.threshold) {
-            return Err(TrainError::Config(format!(
+            return Err(InferError::Config(format!(
                 "threshold {} must be in [0, 1]",
                 opts.threshold
             )));
@@ -213,7 +215,7 @@ pub fn zscore(image: &mut [f32]) {
 pub fn read_scan(path: &Path, channel: Option<usize>) -> Result<(Volume, Vec<f32>)> {
     let volume = dtml_volume::read_volume_with(path, ReadOptions { channel })?;
     if volume.shape.contains(&1) {
-        return Err(TrainError::file(
+        return Err(InferError::file(
             path,
             format!(
                 "shape {:?} (x, y, z) has an axis of length 1: a 2D image, but dtml segments 3D volumes",
@@ -241,13 +243,13 @@ pub fn read_scan(path: &Path, channel: Option<usize>) -> Result<(Volume, Vec<f32
 fn check_network(net: &VNet, which: &str) -> Result<()> {
     let c = net.config();
     if c.in_channels != 1 {
-        return Err(TrainError::Config(format!(
+        return Err(InferError::Config(format!(
             "the {which} student takes {} input channels; inference feeds one (a single z-scored scan)",
             c.in_channels
         )));
     }
     if c.classes != 1 {
-        return Err(TrainError::Config(format!(
+        return Err(InferError::Config(format!(
             "the {which} student has {} output classes; inference supports the binary (one sigmoid channel) V-Net",
             c.classes
         )));
@@ -267,12 +269,12 @@ fn validate(
         .try_fold(1usize, |n, &s| n.checked_mul(s))
         .filter(|&n| n > 0)
         .ok_or_else(|| {
-            TrainError::Config(format!(
+            InferError::Config(format!(
                 "volume shape {shape:?} must be positive on every axis"
             ))
         })?;
     if voxels != image.len() {
-        return Err(TrainError::Config(format!(
+        return Err(InferError::Config(format!(
             "image holds {} voxels but shape {shape:?} needs {voxels}",
             image.len()
         )));
@@ -280,13 +282,13 @@ fn validate(
     opts.check()?;
     let (need_region, need_boundary) = needs(opts);
     if need_region && students.region.is_none() {
-        return Err(TrainError::Config(format!(
+        return Err(InferError::Config(format!(
             "{} needs the region student, which was not given",
             what_needs(opts, true)
         )));
     }
     if need_boundary && students.boundary.is_none() {
-        return Err(TrainError::Config(format!(
+        return Err(InferError::Config(format!(
             "{} needs the boundary student, which was not given",
             what_needs(opts, false)
         )));
@@ -302,12 +304,12 @@ fn validate(
         && need_boundary
         && !r.device().same_device(b.device())
     {
-        return Err(TrainError::Config(
+        return Err(InferError::Config(
             "the two students live on different devices".into(),
         ));
     }
     if let Some((i, v)) = image.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(TrainError::Config(format!(
+        return Err(InferError::Config(format!(
             "image voxel {i} holds {v}: NaN or infinite intensities cannot be segmented"
         )));
     }
@@ -377,7 +379,7 @@ fn probabilities(t: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Result<Vec<f32>> 
     // Finite weights and a finite image give finite outputs; anything else
     // would threshold to an empty mask without a word.
     if let Some(bad) = v.par_iter().position_any(|x| !x.is_finite()) {
-        return Err(TrainError::Config(format!(
+        return Err(InferError::Config(format!(
             "the network produced a non-finite output ({}) at window voxel {bad}: its weights are corrupt or diverged",
             v[bad]
         )));
@@ -398,7 +400,7 @@ pub fn predict_volume(
     let region = students.region.filter(|_| need_region);
     let boundary = students.boundary.filter(|_| need_boundary);
     let Some(net) = region.or(boundary) else {
-        return Err(TrainError::Config("no student to run".into()));
+        return Err(InferError::Config("no student to run".into()));
     };
     let device = net.device().clone();
     let dtype = net
@@ -484,7 +486,7 @@ pub(crate) fn sliding_window(
             if let Some(v) = v
                 && v.len() != n * wvox
             {
-                return Err(TrainError::Other(format!(
+                return Err(InferError::Other(format!(
                     "the {what} student returned {} values for {n} windows of {wvox} voxels",
                     v.len()
                 )));
@@ -499,7 +501,7 @@ pub(crate) fn sliding_window(
             (Ensemble::Region, Some(a), _) => a.clone(),
             (Ensemble::Boundary, _, Some(b)) => b.clone(),
             _ => {
-                return Err(TrainError::Other(format!(
+                return Err(InferError::Other(format!(
                     "{:?} inference without the probabilities it needs",
                     opts.ensemble
                 )));
@@ -514,7 +516,7 @@ pub(crate) fn sliding_window(
                     .collect(),
             ),
             _ => {
-                return Err(TrainError::Other(
+                return Err(InferError::Other(
                     "the disagreement map needs both students' probabilities".into(),
                 ));
             }

@@ -3,22 +3,41 @@
 //! family (the authors' PyTorch `.pth` checkpoints or our `.safetensors`),
 //! whose network shape is read off the tensors.
 
-use crate::error::{Result, TrainError};
-use crate::infer::Students;
+use crate::error::{InferError, Result};
+use crate::infer::{Ensemble, InferenceOptions, Students};
 use crate::run::{RUN_FILE, RunInfo, StudentRole};
 use candle_core::{DType, Device, Tensor};
 use dtml_model::{VNet, VNetConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// The device named on the command line: `cpu` or `cuda` (GPU 0).
-pub fn select_device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" | "gpu" => cuda_device(),
-        other => Err(TrainError::Other(format!(
-            "unknown device {other:?} (expected cpu or cuda)"
-        ))),
+/// Where the networks run (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum DeviceKind {
+    /// The CPU, with the kernels of `dtml_model::simd`'s tier.
+    #[default]
+    Cpu,
+    /// NVIDIA GPU 0 (a build with `--features cuda`).
+    #[cfg_attr(feature = "clap", value(alias = "gpu"))]
+    Cuda,
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        })
+    }
+}
+
+/// The candle device of a [`DeviceKind`]; CUDA fails with a reason when
+/// the build or the machine has none.
+pub fn select_device(kind: DeviceKind) -> Result<Device> {
+    match kind {
+        DeviceKind::Cpu => Ok(Device::Cpu),
+        DeviceKind::Cuda => cuda_device(),
     }
 }
 
@@ -32,21 +51,21 @@ fn cuda_device() -> Result<Device> {
     std::panic::set_hook(hook);
     match made {
         Ok(Ok(d)) => Ok(d),
-        Ok(Err(e)) => Err(TrainError::Config(format!("no usable CUDA device 0: {e}"))),
+        Ok(Err(e)) => Err(InferError::Config(format!("no usable CUDA device 0: {e}"))),
         Err(p) => {
             let why = p
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "the CUDA driver could not be loaded".into());
-            Err(TrainError::Other(format!("no usable CUDA device 0: {why}")))
+            Err(InferError::Other(format!("no usable CUDA device 0: {why}")))
         }
     }
 }
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_device() -> Result<Device> {
-    Err(TrainError::Other(
+    Err(InferError::Other(
         "this dtml was built without CUDA support; rebuild with --features cuda".into(),
     ))
 }
@@ -78,6 +97,27 @@ impl LoadedStudents {
         self.run.as_ref().map(|r| r.patch)
     }
 
+    /// Inference settings these students call for unless told otherwise:
+    /// the run's training patch and SDM sharpness (else the defaults), the
+    /// ensemble when there are two students, else the one there is.
+    pub fn default_options(&self) -> InferenceOptions {
+        let defaults = InferenceOptions::default();
+        let s = self.students();
+        InferenceOptions {
+            patch: self.patch().unwrap_or(defaults.patch),
+            sharpness: self
+                .run
+                .as_ref()
+                .map_or(defaults.sharpness, |r| r.sharpness as f32),
+            ensemble: match (s.region.is_some(), s.boundary.is_some()) {
+                (true, true) => Ensemble::Both,
+                (true, false) => Ensemble::Region,
+                _ => Ensemble::Boundary,
+            },
+            ..defaults
+        }
+    }
+
     /// The network configuration of the first student.
     pub fn config(&self) -> Option<&VNetConfig> {
         self.region
@@ -93,7 +133,7 @@ impl LoadedStudents {
 pub fn infer_config(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<VNetConfig> {
     let dims = |name: &str| -> Result<Vec<usize>> {
         tensors.get(name).map(|t| t.dims().to_vec()).ok_or_else(|| {
-            TrainError::file(
+            InferError::file(
                 path,
                 format!("no tensor {name}: not a V-Net state dict of the UA-MT/DTC/DTML family"),
             )
@@ -101,7 +141,7 @@ pub fn infer_config(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<VN
     };
     let first = dims("block_one.conv.0.weight")?;
     if first.len() != 5 || first[2..] != [3, 3, 3] {
-        return Err(TrainError::file(
+        return Err(InferError::file(
             path,
             format!(
                 "block_one.conv.0.weight has shape {first:?}; a V-Net's first conv is (width, channels, 3, 3, 3)"
@@ -110,7 +150,7 @@ pub fn infer_config(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<VN
     }
     let seg = dims("out_conv2.weight")?;
     if seg.len() != 5 || seg[1] != first[0] || seg[2..] != [1, 1, 1] {
-        return Err(TrainError::file(
+        return Err(InferError::file(
             path,
             format!(
                 "out_conv2.weight has shape {seg:?}; a V-Net of width {} needs (classes, {}, 1, 1, 1)",
@@ -154,7 +194,7 @@ pub fn load_run(dir: &Path, device: &Device) -> Result<LoadedStudents> {
     let info = RunInfo::read(dir)?;
     let paths = info.student_paths(dir);
     if paths.is_empty() {
-        return Err(TrainError::file(
+        return Err(InferError::file(
             &dir.join(RUN_FILE),
             "the run lists no student weights",
         ));
@@ -168,7 +208,7 @@ pub fn load_run(dir: &Path, device: &Device) -> Result<LoadedStudents> {
     let mut loaded: Vec<(StudentRole, PathBuf)> = Vec::new();
     for (role, path) in paths {
         if let Some((r, _)) = loaded.iter().find(|(r, _)| *r == role) {
-            return Err(TrainError::file(
+            return Err(InferError::file(
                 &dir.join(RUN_FILE),
                 format!("the run lists two {r:?} students"),
             ));
@@ -226,7 +266,7 @@ pub fn load_weight_files(
             }
         }
         _ => {
-            return Err(TrainError::Config(format!(
+            return Err(InferError::Config(format!(
                 "give one or two weight files (region, then boundary), not {}",
                 files.len()
             )));
@@ -245,7 +285,7 @@ pub fn load_models(
         [dir] if dir.is_dir() => load_run(dir, device),
         _ => {
             if let Some(d) = models.iter().find(|m| m.is_dir()) {
-                return Err(TrainError::file(
+                return Err(InferError::file(
                     d,
                     "a run directory must be the only --model",
                 ));

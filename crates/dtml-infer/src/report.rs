@@ -1,6 +1,9 @@
-//! Per-case segmentation metrics with their summary, as a table on screen,
-//! JSON and CSV (shared by `dtml metrics` and `dtml evaluate`).
+//! Per-case segmentation metrics with their summary, as a text table, JSON
+//! and CSV (what `dtml metrics` and `dtml evaluate` print and write). CSV
+//! goes through the `csv` crate (quoting, any case name) and the table
+//! through `comfy-table`.
 
+use crate::error::{InferError, Result};
 use dtml_edt::{EmptyScoring, MeanStd, SegmentationMetrics, Summary, SurfaceDistances, summarize};
 use serde_json::{Value, json};
 
@@ -63,108 +66,110 @@ impl Report {
 
     /// One row per case, then `mean` and `std` rows; empty fields where a
     /// metric is undefined.
-    pub fn to_csv(&self) -> String {
+    pub fn to_csv(&self) -> Result<String> {
         let u = self.unit;
-        let mut out = format!(
-            "case,status,dice,jaccard,hd95_{u},asd_{u},assd_{u},prediction_voxels,reference_voxels\n"
-        );
         let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let csv_err = |e: csv::Error| InferError::Other(format!("writing CSV: {e}"));
+        w.write_record([
+            "case".to_string(),
+            "status".into(),
+            "dice".into(),
+            "jaccard".into(),
+            format!("hd95_{u}"),
+            format!("asd_{u}"),
+            format!("assd_{u}"),
+            "prediction_voxels".into(),
+            "reference_voxels".into(),
+        ])
+        .map_err(csv_err)?;
         for (name, m) in &self.rows {
             let d = m.distances.computed();
-            out += &format!(
-                "{},{},{},{},{},{},{},{},{}\n",
-                csv_field(name),
-                status(m),
+            w.write_record([
+                name.clone(),
+                status(m).into(),
                 f(m.dice),
                 f(m.jaccard),
                 f(d.map(|d| d.hd95)),
                 f(d.map(|d| d.asd)),
                 f(d.map(|d| d.assd)),
-                m.prediction_voxels,
-                m.reference_voxels
-            );
+                m.prediction_voxels.to_string(),
+                m.reference_voxels.to_string(),
+            ])
+            .map_err(csv_err)?;
         }
-        let s = &self.summary;
-        let g = |m: MeanStd, std: bool| {
-            if m.n == 0 {
-                String::new()
-            } else {
-                format!("{}", if std { m.std } else { m.mean })
-            }
-        };
         for (label, std) in [("mean", false), ("std", true)] {
-            out += &format!(
-                "{label},,{},{},{},{},{},,\n",
-                g(s.dice, std),
-                g(s.jaccard, std),
-                g(s.hd95, std),
-                g(s.asd, std),
-                g(s.assd, std)
-            );
+            let g = |m: MeanStd| f((m.n > 0).then_some(if std { m.std } else { m.mean }));
+            let s = &self.summary;
+            w.write_record([
+                label.to_string(),
+                String::new(),
+                g(s.dice),
+                g(s.jaccard),
+                g(s.hd95),
+                g(s.asd),
+                g(s.assd),
+                String::new(),
+                String::new(),
+            ])
+            .map_err(csv_err)?;
         }
-        out
+        let bytes = w
+            .into_inner()
+            .map_err(|e| InferError::Other(format!("writing CSV: {e}")))?;
+        String::from_utf8(bytes).map_err(|e| InferError::Other(e.to_string()))
     }
 
-    pub fn print_table(&self) {
+    /// The table `dtml metrics` prints: a row per case, mean and std, and a
+    /// line on empty masks when there were any.
+    pub fn table(&self) -> String {
         let unit = self.unit;
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-        println!(
-            "{:<24} {:>8} {:>8} {:>10} {:>10} {:>10}  status",
-            "case",
-            "dice",
-            "jaccard",
-            format!("hd95 {unit}"),
-            format!("asd {unit}"),
-            format!("assd {unit}")
-        );
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::NOTHING)
+            .set_header(vec![
+                "case".to_string(),
+                "dice".into(),
+                "jaccard".into(),
+                format!("hd95 {unit}"),
+                format!("asd {unit}"),
+                format!("assd {unit}"),
+                "status".into(),
+            ]);
         for (name, m) in &self.rows {
             let d = m.distances.computed();
-            println!(
-                "{name:<24} {:>8} {:>8} {:>10} {:>10} {:>10}  {}",
+            t.add_row(vec![
+                name.clone(),
                 f(m.dice),
                 f(m.jaccard),
                 f(d.map(|d| d.hd95)),
                 f(d.map(|d| d.asd)),
                 f(d.map(|d| d.assd)),
-                status(m)
-            );
+                status(m).into(),
+            ]);
         }
         let s = &self.summary;
-        let g = |m: MeanStd| {
-            if m.n == 0 {
-                "-".to_string()
-            } else {
-                format!("{:.4}", m.mean)
+        for (label, std) in [("mean", false), ("std", true)] {
+            let g = |m: MeanStd| f((m.n > 0).then_some(if std { m.std } else { m.mean }));
+            t.add_row(vec![
+                label.to_string(),
+                g(s.dice),
+                g(s.jaccard),
+                g(s.hd95),
+                g(s.asd),
+                g(s.assd),
+                String::new(),
+            ]);
+        }
+        for c in 1..6 {
+            if let Some(col) = t.column_mut(c) {
+                col.set_cell_alignment(comfy_table::CellAlignment::Right);
             }
-        };
-        let sd = |m: MeanStd| {
-            if m.n == 0 {
-                "-".to_string()
-            } else {
-                format!("{:.4}", m.std)
-            }
-        };
-        println!(
-            "{:<24} {:>8} {:>8} {:>10} {:>10} {:>10}",
-            "mean",
-            g(s.dice),
-            g(s.jaccard),
-            g(s.hd95),
-            g(s.asd),
-            g(s.assd)
-        );
-        println!(
-            "{:<24} {:>8} {:>8} {:>10} {:>10} {:>10}",
-            "std",
-            sd(s.dice),
-            sd(s.jaccard),
-            sd(s.hd95),
-            sd(s.asd),
-            sd(s.assd)
-        );
+        }
+        let mut out = t.to_string();
         if s.empty_prediction + s.empty_reference + s.both_empty > 0 {
-            println!(
-                "empty: {} prediction(s), {} reference(s), {} both; {}",
+            out += &format!(
+                "\nempty: {} prediction(s), {} reference(s), {} both; {}",
                 s.empty_prediction,
                 s.empty_reference,
                 s.both_empty,
@@ -175,6 +180,7 @@ impl Report {
                 }
             );
         }
+        out
     }
 }
 
@@ -193,15 +199,6 @@ fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-/// A CSV field, quoted when it holds a comma, quote or newline.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,7 +211,7 @@ mod tests {
         let m = surface_metrics(&a, &b, &[1, 8, 8], &[1.0; 3], Units::Voxels).unwrap();
         let e = surface_metrics(&[0u8; 64], &b, &[1, 8, 8], &[1.0; 3], Units::Voxels).unwrap();
         let r = Report::new(vec![("a,1".into(), m), ("e".into(), e)], true, false);
-        let csv = r.to_csv();
+        let csv = r.to_csv().unwrap();
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 5);
         assert!(lines[0].starts_with("case,status,dice,jaccard,hd95_voxels"));
@@ -230,5 +227,11 @@ mod tests {
         assert_eq!(j["summary"]["hd95"]["n"], 1);
         assert_eq!(j["cases"][1]["hd95"], Value::Null);
         assert_eq!(j["units"], "voxels");
+        let table = r.table();
+        assert!(
+            table.contains("hd95 voxels") && table.contains("a,1"),
+            "{table}"
+        );
+        assert!(table.contains("empty: 1 prediction(s)"), "{table}");
     }
 }
