@@ -546,6 +546,20 @@ fn label_values_left_out_and_unusable_spacings_are_warned() {
         err.contains("label values 2 (2 voxels)") && err.contains("synth_000"),
         "{err}"
     );
+    // The distance map of an empty mask is +inf everywhere: said, not silent.
+    let empty = dir.path().join("empty.nii.gz");
+    write_nifti(
+        &empty,
+        &mask_volume([8, 8, 8], Geometry::from_spacing([1.0; 3]), |_| 0),
+    )
+    .unwrap();
+    let d = dir.path().join("d.nii.gz");
+    let out = dtml(&["distance", "--mask", s(&empty), "--out", s(&d), "--signed"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("the mask is empty"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -798,5 +812,8 @@ fn nifti_header_errors_name_the_real_field() {
         "--out",
         s(&dir.path().join("o")),
     ]);
-    assert!(err.contains("w.pth"), "{err}");
+    assert!(
+        err.contains("w.pth") && err.contains("not a PyTorch zip archive"),
+        "{err}"
+    );
 }

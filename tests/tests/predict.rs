@@ -183,7 +183,8 @@ fn a_folder_of_scans_with_two_students_and_the_disagreement_map() {
             "case_a.nii.gz",
             "case_a_disagreement.nii.gz",
             "case_b.nii.gz",
-            "case_b_disagreement.nii.gz"
+            "case_b_disagreement.nii.gz",
+            "dtml-outputs.json"
         ]
     );
     // The same network as both students: the ensemble of its two heads.
@@ -499,4 +500,119 @@ fn bad_inputs_are_clear_errors() {
         s(&out),
     ]);
     assert!(err.contains("dataset.json"), "{err}");
+}
+
+#[test]
+fn sharded_prediction_matches_one_run_and_a_killed_shard_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let scans = dir.path().join("scans");
+    std::fs::create_dir(&scans).unwrap();
+    let names = ["c1", "c2", "c3", "c4", "c5"];
+    for n in names {
+        std::fs::copy(scan(), scans.join(format!("{n}.nii.gz"))).unwrap();
+    }
+    let predict = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--model",
+            s(pth()),
+            "--input",
+            s(&scans),
+            "--out",
+            s(out),
+        ];
+        args.extend(WINDOW);
+        args.extend(extra);
+        dtml_ok(&args)
+    };
+    let whole = dir.path().join("whole");
+    predict(&whole, &[]);
+    let sharded = dir.path().join("sharded");
+    predict(&sharded, &["--shard", "1/3"]);
+    // Round robin over the sorted cases: shard 1/3 is c1 and c4.
+    let present = |d: &Path| -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| d.join(format!("{n}.nii.gz")).is_file())
+            .map(|n| n.to_string())
+            .collect()
+    };
+    assert_eq!(present(&sharded), ["c1", "c4"]);
+    predict(&sharded, &["--shard", "2/3"]);
+    // Shard 3/3 from a Slurm job array (task ids 3..5, this is task 5).
+    let mut args = vec![
+        "predict",
+        "--model",
+        s(pth()),
+        "--input",
+        s(&scans),
+        "--out",
+        s(&sharded),
+    ];
+    args.extend(WINDOW);
+    let out = Command::new(common::dtml_bin())
+        .args(&args)
+        .env("DTML_LOG", "info")
+        .env("SLURM_ARRAY_TASK_ID", "5")
+        .env("SLURM_ARRAY_TASK_MIN", "3")
+        .env("SLURM_ARRAY_TASK_COUNT", "3")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shard 3/3 from the Slurm job array"));
+    for n in names {
+        let name = format!("{n}.nii.gz");
+        assert_eq!(
+            std::fs::read(sharded.join(&name)).unwrap(),
+            std::fs::read(whole.join(&name)).unwrap(),
+            "{name}: sharded and whole runs write the same mask"
+        );
+    }
+    // A shard killed after one case: its finished mask is kept, the rest done.
+    let kept = sharded.join("c2.nii.gz");
+    let before = std::fs::metadata(&kept).unwrap().modified().unwrap();
+    std::fs::remove_file(sharded.join("c5.nii.gz")).unwrap();
+    predict(&sharded, &["--shard", "2/3"]);
+    assert!(sharded.join("c5.nii.gz").is_file());
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().modified().unwrap(),
+        before,
+        "c2 was not redone"
+    );
+    // A shard with other settings is refused, not mixed in.
+    let mut args = vec![
+        "predict",
+        "--model",
+        s(pth()),
+        "--input",
+        s(&scans),
+        "--out",
+        s(&sharded),
+    ];
+    args.extend([
+        "--patch", "32,32,16", "--stride", "16,16,8", "--shard", "1/2",
+    ]);
+    let err = dtml_err(&args);
+    assert!(
+        err.contains("another model") && err.contains("--overwrite"),
+        "{err}"
+    );
+    args.push("--overwrite");
+    dtml_ok(&args);
+    let err = dtml_err(&[
+        "predict",
+        "--model",
+        s(pth()),
+        "--input",
+        s(&scans),
+        "--out",
+        s(&sharded),
+        "--shard",
+        "4/3",
+    ]);
+    assert!(err.contains("4/3"), "{err}");
 }

@@ -4,6 +4,7 @@ use crate::model_args::ModelArgs;
 use crate::progress::bar;
 use anyhow::{Context, Result, bail};
 use dtml_infer::infer::{predict_volume, read_scan};
+use dtml_infer::shard::{Record, Shard};
 use dtml_volume::{Volume, VoxelData, write_mask, write_nifti};
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,16 @@ pub struct PredictArgs {
     /// Volume of a 4D scan to segment (0-based).
     #[arg(long)]
     channel: Option<usize>,
+    /// Segment only part K of N of the sorted scans (round robin), e.g. 2/8
+    /// [default: from SLURM_ARRAY_TASK_ID / _MIN / _COUNT in a Slurm job
+    /// array, else all]. Masks already in --out from the same model and
+    /// settings are kept, so a killed shard continues where it stopped.
+    #[arg(long)]
+    shard: Option<Shard>,
+    /// Redo every mask even if --out holds finished ones, or masks of
+    /// another model.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 fn same_path(a: &Path, b: &Path) -> bool {
@@ -38,12 +49,47 @@ fn same_path(a: &Path, b: &Path) -> bool {
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
-    let cases = dtml_volume::files::scan_cases(&a.input)?;
+    let shard = Shard::resolve(a.shard)?;
+    let cases = shard.select(dtml_volume::files::scan_cases(&a.input)?);
     // Before any inference: an unwritable --out fails now, not at the end.
     dtml_volume::atomic::check_writable(&a.out)
         .with_context(|| format!("--out {} is not writable", a.out.display()))?;
     let (loaded, opts) = a.model.load(a.disagreement)?;
     let students = loaded.students();
+    let mut settings = opts.describe();
+    settings["channel"] = serde_json::json!(a.channel);
+    settings["probability"] = serde_json::json!(a.probability);
+    settings["disagreement"] = serde_json::json!(a.disagreement);
+    let record = Record {
+        command: "predict".into(),
+        model: a.model.paths().to_vec(),
+        input: a.input.clone(),
+        settings,
+    };
+    let keep = record
+        .claim(&a.out, shard, a.overwrite)
+        .with_context(|| format!("--out {}", a.out.display()))?;
+    let outputs = |case: &str| -> Vec<PathBuf> {
+        let mut files = vec![a.out.join(format!("{case}.nii.gz"))];
+        if a.disagreement {
+            files.push(a.out.join(format!("{case}_disagreement.nii.gz")));
+        }
+        if a.probability {
+            files.push(a.out.join(format!("{case}_probability.nii.gz")));
+        }
+        files
+    };
+    let (done, cases): (Vec<_>, Vec<_>) = cases
+        .into_iter()
+        .partition(|(case, _)| keep && outputs(case).iter().all(|p| p.is_file()));
+    if !done.is_empty() {
+        tracing::info!(
+            "shard {shard}: {} scan(s) already segmented in {} by this model, {} to go",
+            done.len(),
+            a.out.display(),
+            cases.len()
+        );
+    }
     for (case, scan) in &cases {
         let out = a.out.join(format!("{case}.nii.gz"));
         if same_path(&out, scan) {

@@ -33,6 +33,7 @@ pub mod evaluate;
 pub mod infer;
 pub mod report;
 pub mod run;
+pub mod shard;
 pub mod students;
 
 pub use error::{InferError, Result};

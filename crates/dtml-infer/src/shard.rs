@@ -1,0 +1,222 @@
+//! Cohort inference split over processes: a [`Shard`] is part `K` of `N`
+//! of a sorted case list, chosen on the command line (`--shard K/N`) or by
+//! a Slurm job array; a [`Record`] in the output folder says which model
+//! and settings made its files, so a shard killed half-way resumes where it
+//! stopped (outputs are written atomically: a file that exists is whole)
+//! and files of another model are never mistaken for finished work.
+//!
+//! ```
+//! use dtml_infer::shard::Shard;
+//! let shard: Shard = "2/3".parse().unwrap();
+//! let cases = ["a", "b", "c", "d", "e"];
+//! assert_eq!(shard.select(cases), ["b", "e"]);
+//! ```
+
+use crate::error::{InferError, Result};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Part `index` (1-based) of `count`: cases `index - 1`, `index - 1 +
+/// count`, ... of the sorted list (round robin, so shards get similar
+/// numbers of cases whatever the order of their sizes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole job in one process.
+    pub const WHOLE: Shard = Shard { index: 1, count: 1 };
+
+    /// This shard's cases of `sorted`, in order.
+    pub fn select<T>(&self, sorted: impl IntoIterator<Item = T>) -> Vec<T> {
+        sorted
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % self.count == self.index - 1)
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    /// The shard of a Slurm job-array task, if this process is one:
+    /// `SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN + 1` of
+    /// `SLURM_ARRAY_TASK_COUNT`.
+    pub fn from_slurm() -> Result<Option<Shard>> {
+        let var = |name: &str| std::env::var(name).ok();
+        let (Some(id), Some(count)) = (var("SLURM_ARRAY_TASK_ID"), var("SLURM_ARRAY_TASK_COUNT"))
+        else {
+            return Ok(None);
+        };
+        let min = var("SLURM_ARRAY_TASK_MIN").unwrap_or_else(|| "0".into());
+        let num = |name: &str, v: &str| {
+            v.trim().parse::<usize>().map_err(|_| {
+                InferError::Config(format!("{name}={v:?} is not a non-negative integer"))
+            })
+        };
+        let (id, min, count) = (
+            num("SLURM_ARRAY_TASK_ID", &id)?,
+            num("SLURM_ARRAY_TASK_MIN", &min)?,
+            num("SLURM_ARRAY_TASK_COUNT", &count)?,
+        );
+        if id < min || count == 0 || id - min >= count {
+            return Err(InferError::Config(format!(
+                "SLURM_ARRAY_TASK_ID={id} with SLURM_ARRAY_TASK_MIN={min} and SLURM_ARRAY_TASK_COUNT={count} is not a task of a contiguous array (use --shard K/N)"
+            )));
+        }
+        Ok(Some(Shard {
+            index: id - min + 1,
+            count,
+        }))
+    }
+
+    /// `--shard` when given, else the Slurm array task, else the whole job.
+    pub fn resolve(flag: Option<Shard>) -> Result<Shard> {
+        if let Some(s) = flag {
+            return Ok(s);
+        }
+        match Shard::from_slurm()? {
+            Some(s) => {
+                tracing::info!("shard {s} from the Slurm job array");
+                Ok(s)
+            }
+            None => Ok(Shard::WHOLE),
+        }
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Shard, String> {
+        let bad = || format!("{s:?} is not a shard K/N with 1 <= K <= N (e.g. 2/8)");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            k.trim().parse::<usize>().map_err(|_| bad())?,
+            n.trim().parse::<usize>().map_err(|_| bad())?,
+        );
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// File in an output folder naming what made its files.
+pub const RECORD_FILE: &str = "dtml-outputs.json";
+
+/// What made an output folder's files: the model and every setting that
+/// changes them. Every shard of a job writes the same record.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// `predict` or `evaluate`.
+    pub command: String,
+    pub model: Vec<PathBuf>,
+    /// The input folder or file.
+    pub input: PathBuf,
+    /// Inference settings and output choices, as JSON.
+    pub settings: serde_json::Value,
+}
+
+impl Record {
+    /// Checks `out` may take this job's files and writes the record: a
+    /// folder with no record (new, or from before records) or the same
+    /// record is fine, and its complete outputs count as done; another
+    /// record is refused for a shard (its siblings may be writing the
+    /// other settings' files) unless `overwrite`, and a whole job or
+    /// `overwrite` starts over. Returns whether existing outputs may be
+    /// kept.
+    pub fn claim(&self, out: &Path, shard: Shard, overwrite: bool) -> Result<bool> {
+        dtml_volume::atomic::check_writable(out)?;
+        let path = out.join(RECORD_FILE);
+        let existing =
+            match std::fs::read(&path) {
+                Ok(bytes) => Some(serde_json::from_slice::<Record>(&bytes).map_err(|e| {
+                    InferError::file(&path, format!("not a dtml output record: {e}"))
+                })?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(InferError::file(&path, e)),
+            };
+        let keep = match &existing {
+            Some(r) if r == self => !overwrite,
+            Some(_) if !overwrite && shard != Shard::WHOLE => {
+                return Err(InferError::file(
+                    &path,
+                    "this folder holds outputs of another model, input or settings; a shard cannot mix them in: choose another --out, or pass --overwrite to replace them",
+                ));
+            }
+            Some(_) => {
+                tracing::warn!(
+                    "{}: replacing the outputs of another model, input or settings",
+                    out.display()
+                );
+                false
+            }
+            _ => false,
+        };
+        let text = serde_json::to_vec_pretty(self).map_err(|e| InferError::Other(e.to_string()))?;
+        dtml_volume::atomic::write_bytes_atomic(&path, &text)?;
+        Ok(keep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_every_case_once() {
+        let cases: Vec<usize> = (0..10).collect();
+        let mut seen: Vec<usize> = (1..=3)
+            .flat_map(|k| Shard { index: k, count: 3 }.select(cases.clone()))
+            .collect();
+        seen.sort();
+        assert_eq!(seen, cases);
+        for bad in ["0/3", "4/3", "3", "a/b", "1/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        assert_eq!("3/8".parse::<Shard>().unwrap().to_string(), "3/8");
+    }
+
+    #[test]
+    fn records_refuse_another_model_unless_overwriting() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = |m: &str| Record {
+            command: "predict".into(),
+            model: vec![m.into()],
+            input: "scans".into(),
+            settings: serde_json::json!({"patch": [16, 16, 16]}),
+        };
+        let half = Shard { index: 1, count: 2 };
+        assert!(
+            !r("a").claim(dir.path(), half, false).unwrap(),
+            "new folder: nothing to keep"
+        );
+        assert!(
+            r("a").claim(dir.path(), half, false).unwrap(),
+            "same job: keep its outputs"
+        );
+        let e = r("b")
+            .claim(dir.path(), half, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("another model") && e.contains("--overwrite"),
+            "{e}"
+        );
+        assert!(
+            !r("b").claim(dir.path(), half, true).unwrap(),
+            "overwrite starts over"
+        );
+        assert!(r("b").claim(dir.path(), half, false).unwrap());
+        assert!(
+            !r("a").claim(dir.path(), Shard::WHOLE, false).unwrap(),
+            "a whole job starts over"
+        );
+    }
+}
