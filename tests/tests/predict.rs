@@ -368,6 +368,41 @@ fn evaluate_a_run_on_prepared_and_raw_test_sets() {
     assert_eq!(j["empty_scoring"], "reference");
     assert_eq!(j["inference"]["student"], "region");
 
+    // The same evaluation in two shards: the first writes its part, the
+    // last to finish merges all cases into the same table.
+    let sharded = dir.path().join("eval-sharded");
+    let shard = |k: &str| {
+        dtml_ok(&[
+            "evaluate",
+            "--model",
+            s(&run),
+            "--data",
+            s(&prepared),
+            "--out",
+            s(&sharded),
+            "--stride",
+            "8,8,8",
+            "--threshold",
+            "0.45",
+            "--shard",
+            k,
+        ])
+    };
+    shard("1/2");
+    assert!(sharded.join("metrics-shard-1-of-2.csv").is_file());
+    assert!(
+        !sharded.join("metrics.csv").exists(),
+        "one shard is not the whole job"
+    );
+    shard("2/2");
+    assert_eq!(
+        std::fs::read_to_string(sharded.join("metrics.csv")).unwrap(),
+        std::fs::read_to_string(out.join("metrics.csv")).unwrap(),
+        "merged shards score as one run"
+    );
+    let merged = check_metrics(&sharded, 2, "mm");
+    assert_eq!(merged["complete"], true);
+
     // Flags that do not apply to a prepared folder are refused.
     let err = dtml_err(&[
         "evaluate",

@@ -98,8 +98,18 @@ fn every_method_trains_and_its_run_predicts() {
         "--stride",
         "16,16,8",
     ]);
-    let written = std::fs::read_dir(&pred).unwrap().count();
-    assert_eq!(written, 2);
+    let masks = std::fs::read_dir(&pred)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".nii.gz")
+        })
+        .count();
+    assert_eq!(masks, 2);
+    assert!(pred.join("dtml-outputs.json").is_file());
 
     // A finished run refuses to be overwritten, and bad flags are clear errors.
     let err = dtml_err(&train_args(&data, &run, "dtml", "4"));

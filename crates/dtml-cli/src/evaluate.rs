@@ -6,7 +6,8 @@ use crate::model_args::ModelArgs;
 use crate::progress::bar;
 use anyhow::{Context, Result, bail};
 use dtml_edt::Units;
-use dtml_infer::evaluate::{TestSet, evaluate_to_folder};
+use dtml_infer::evaluate::{EvaluationJob, TestSet, run_evaluation};
+use dtml_infer::shard::{Record, Shard};
 use dtml_volume::dataset::OpenOptions;
 use dtml_volume::prepare::MANIFEST;
 use dtml_volume::{Dataset, PreparedDataset};
@@ -41,6 +42,17 @@ pub struct EvaluateArgs {
     /// Image channel of a multi-channel dataset folder.
     #[arg(long)]
     channel: Option<usize>,
+    /// Predict only part K of N of the test cases (sorted by id, round
+    /// robin), e.g. 2/8 [default: from a Slurm job array, else all]; masks
+    /// already in --out from the same model and settings are kept. The
+    /// shard that finds every mask present writes metrics.csv/json for all
+    /// cases; the others write metrics-shard-K-of-N.*.
+    #[arg(long)]
+    shard: Option<Shard>,
+    /// Redo every case even if --out holds finished ones, or ones of
+    /// another model.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 pub fn run(a: EvaluateArgs) -> Result<()> {
@@ -75,26 +87,51 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
             .unwrap_or_else(|| ds.layout.default_foreground());
         TestSet::of_dataset(&ds, a.test_list.as_deref(), foreground)?
     };
-    let about = serde_json::json!({
-        "model": a.model.paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-        "data": a.data.display().to_string(),
-    });
-    let pb = bar(set.len(), "evaluating");
-    let done = evaluate_to_folder(
-        &loaded.students(),
-        &set,
-        &opts,
+    let shard = Shard::resolve(a.shard)?;
+    let mut settings = opts.describe();
+    settings["units"] = serde_json::json!(if a.voxels { "voxels" } else { "mm" });
+    settings["reference_scoring"] = serde_json::json!(a.reference_scoring);
+    settings["foreground"] = serde_json::json!(a.foreground);
+    settings["test_list"] = serde_json::json!(a.test_list);
+    settings["channel"] = serde_json::json!(a.channel);
+    let record = Record {
+        command: "evaluate".into(),
+        model: a.model.paths().to_vec(),
+        input: a.data.clone(),
+        settings,
+    };
+    let keep = record
+        .claim(&a.out, shard, a.overwrite)
+        .with_context(|| format!("--out {}", a.out.display()))?;
+    let job = EvaluationJob {
+        students: &loaded.students(),
+        set: &set,
+        opts: &opts,
         units,
-        a.reference_scoring,
-        &a.out,
-        about,
-        &mut |_| pb.inc(1),
-    )
-    .with_context(|| format!("evaluating {} into {}", a.data.display(), a.out.display()))?;
+        reference_scoring: a.reference_scoring,
+        out: &a.out,
+        about: serde_json::json!({
+            "model": a.model.paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "data": a.data.display().to_string(),
+        }),
+        shard,
+        keep,
+    };
+    let pb = bar(shard.select(0..set.len()).len(), "evaluating");
+    let done = run_evaluation(&job, &mut |_| pb.inc(1))
+        .with_context(|| format!("evaluating {} into {}", a.data.display(), a.out.display()))?;
     pb.finish_and_clear();
     println!("{}", done.report.table());
+    let written = if done.complete {
+        "metrics.csv and metrics.json (all cases)".to_string()
+    } else {
+        format!(
+            "metrics-shard-{}-of-{}.* (this shard; the last shard to finish writes metrics.csv)",
+            shard.index, shard.count
+        )
+    };
     tracing::info!(
-        "{} case(s) evaluated ({:.1} s of inference); masks, metrics.csv and metrics.json in {}",
+        "{} case(s) scored ({:.1} s of inference); masks and {written} in {}",
         done.report.rows.len(),
         done.inference_seconds,
         a.out.display()

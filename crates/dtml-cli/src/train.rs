@@ -239,16 +239,18 @@ fn evaluate_demo(run: &Path, data: &Path, out: &Path, device: &candle_core::Devi
     tracing::info!("evaluating the trained students on the test cases");
     let loaded = dtml_infer::students::load_run(run, device)?;
     let set = dtml_infer::evaluate::TestSet::Prepared(PreparedDataset::open(data)?);
-    let done = dtml_infer::evaluate::evaluate_to_folder(
-        &loaded.students(),
-        &set,
-        &loaded.default_options(),
-        dtml_edt::Units::Millimetres,
-        false,
+    let job = dtml_infer::evaluate::EvaluationJob {
+        students: &loaded.students(),
+        set: &set,
+        opts: &loaded.default_options(),
+        units: dtml_edt::Units::Millimetres,
+        reference_scoring: false,
         out,
-        serde_json::json!({ "model": run, "data": data }),
-        &mut |_| {},
-    )?;
+        about: serde_json::json!({ "model": run, "data": data }),
+        shard: dtml_infer::shard::Shard::WHOLE,
+        keep: false,
+    };
+    let done = dtml_infer::evaluate::run_evaluation(&job, &mut |_| {})?;
     println!("{}", done.report.table());
     tracing::info!("masks, metrics.csv and metrics.json in {}", out.display());
     Ok(())

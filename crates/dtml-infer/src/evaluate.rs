@@ -11,13 +11,14 @@
 use crate::error::{InferError, Result};
 use crate::infer::{InferenceOptions, Students, predict_volume, read_scan};
 use crate::report::Report;
+use crate::shard::Shard;
 use dtml_edt::{SegmentationMetrics, Units, surface_metrics};
 use dtml_volume::dataset::read_list;
 use dtml_volume::prepare::read_label;
 use dtml_volume::{
     CaseFiles, CaseRecord, Dataset, Geometry, PreparedDataset, Role, Volume, VoxelData,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 /// Scores of one case.
@@ -217,13 +218,7 @@ impl TestSet {
 
     /// How many cases will be scored.
     pub fn len(&self) -> usize {
-        match self {
-            TestSet::Prepared(data) => data
-                .cases(Role::Test)
-                .filter(|c| c.label_source.is_some())
-                .count(),
-            TestSet::Files { cases, .. } => cases.len(),
-        }
+        self.cases().len()
     }
 
     /// Whether there is nothing to score.
@@ -232,86 +227,198 @@ impl TestSet {
     }
 }
 
+/// A test case of a [`TestSet`]: its id, and how to find its reference.
+enum Case<'a> {
+    Prepared(&'a CaseRecord),
+    Files(&'a CaseFiles),
+}
+
+impl Case<'_> {
+    fn id(&self) -> &str {
+        match self {
+            Case::Prepared(r) => &r.id,
+            Case::Files(c) => &c.id,
+        }
+    }
+}
+
+impl TestSet {
+    /// Every case that will be scored, sorted by id (the order shards
+    /// split).
+    fn cases(&self) -> Vec<Case<'_>> {
+        let mut cases: Vec<Case> = match self {
+            TestSet::Prepared(data) => data
+                .cases(Role::Test)
+                .filter(|c| c.label_source.is_some())
+                .map(Case::Prepared)
+                .collect(),
+            TestSet::Files { cases, .. } => cases
+                .iter()
+                .filter(|c| c.label.is_some())
+                .map(Case::Files)
+                .collect(),
+        };
+        cases.sort_by(|a, b| a.id().cmp(b.id()));
+        cases
+    }
+
+    /// Scores a mask already written for `case` against its reference.
+    fn score_saved(
+        &self,
+        case: &Case,
+        mask_path: &Path,
+        units: Units,
+    ) -> Result<SegmentationMetrics> {
+        let (label_path, foreground) = match (self, case) {
+            (TestSet::Prepared(data), Case::Prepared(r)) => (
+                data.source(r, r.label_source.as_deref().unwrap_or(Path::new("")))?,
+                data.manifest.options.foreground.clone(),
+            ),
+            (TestSet::Files { foreground, .. }, Case::Files(c)) => {
+                (c.label.clone().unwrap_or_default(), foreground.clone())
+            }
+            _ => return Err(InferError::Other("case of another test set".into())),
+        };
+        let mask = dtml_volume::read_volume(mask_path)?;
+        let (label, reference, _) = read_label(&label_path, &foreground, None)?;
+        if mask.shape != label.shape || mask.geometry.difference(&label.geometry).is_some() {
+            return Err(InferError::file(
+                mask_path,
+                format!("not on the grid of its label {}", label_path.display()),
+            ));
+        }
+        let predicted: Vec<u8> = (0..mask.len())
+            .map(|i| (mask.data.get_f64(i) != 0.0) as u8)
+            .collect();
+        metrics_of(
+            &predicted,
+            &reference,
+            label.shape,
+            label.geometry.spacing,
+            units,
+        )
+    }
+}
+
+/// One evaluation job: which students and settings score which cases into
+/// which folder, and which part of the job this process does.
+pub struct EvaluationJob<'a> {
+    pub students: &'a Students<'a>,
+    pub set: &'a TestSet,
+    pub opts: &'a InferenceOptions,
+    pub units: Units,
+    /// Score empty predictions (0, 0, 0, 0) as the reference script does.
+    pub reference_scoring: bool,
+    pub out: &'a Path,
+    /// Extra keys for `metrics.json` (the model, the data).
+    pub about: serde_json::Value,
+    /// This process's part of the cases.
+    pub shard: Shard,
+    /// Masks already in `out` count as done (they are this job's: see
+    /// [`crate::shard::Record::claim`]).
+    pub keep: bool,
+}
+
 /// What an evaluation wrote.
 pub struct Evaluation {
     pub report: Report,
-    /// Seconds of sliding-window inference over all cases.
+    /// Seconds of sliding-window inference in this process.
     pub inference_seconds: f64,
+    /// Whether the report covers every case of the job (else only this
+    /// shard's, in `metrics-shard-K-of-N.*`, until the last shard ends).
+    pub complete: bool,
 }
 
-/// Predicts and scores every case of `set`, writing each predicted mask
-/// (`<case>.nii.gz`, on the original grid and header) into `out`, then
-/// `metrics.csv` and `metrics.json` (cases, summary, the inference
-/// settings and `about`); `on_case` is called after each case.
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate_to_folder(
-    students: &Students,
-    set: &TestSet,
-    opts: &InferenceOptions,
-    units: Units,
-    reference_scoring: bool,
-    out: &Path,
-    about: serde_json::Value,
-    on_case: &mut dyn FnMut(&str),
-) -> Result<Evaluation> {
-    if set.is_empty() {
+/// Runs this shard of `job`: predicts each of its cases whose mask is not
+/// in `out` yet, writing `<case>.nii.gz` (on the original grid and header)
+/// atomically, calling `on_case` after each. Then, when every case of the
+/// job has its mask, scores them all into `metrics.csv` and `metrics.json`
+/// (the merge: whichever shard ends last writes it); otherwise this
+/// shard's cases into `metrics-shard-K-of-N.csv` / `.json`.
+pub fn run_evaluation(job: &EvaluationJob, on_case: &mut dyn FnMut(&str)) -> Result<Evaluation> {
+    let all = job.set.cases();
+    if all.is_empty() {
         return Err(InferError::Config(
             "no test case with a label to evaluate".into(),
         ));
     }
-    dtml_volume::atomic::check_writable(out)?;
-    let mut rows = Vec::new();
+    dtml_volume::atomic::check_writable(job.out)?;
+    let mask_of = |id: &str| job.out.join(format!("{id}.nii.gz"));
+    let mut fresh = std::collections::HashMap::new();
     let mut seconds = 0.0;
-    let mut record = |e: CaseEvaluation| -> Result<()> {
-        let path = out.join(format!("{}.nii.gz", e.result.id));
+    let mine: Vec<&Case> = job.shard.select(all.iter());
+    for case in &mine {
+        let id = case.id();
+        if job.keep && mask_of(id).is_file() {
+            on_case(id);
+            continue;
+        }
+        let e = match (job.set, case) {
+            (TestSet::Prepared(data), Case::Prepared(r)) => {
+                evaluate_case(job.students, data, r, job.opts, job.units)
+            }
+            (TestSet::Files { foreground, .. }, Case::Files(c)) => evaluate_files(
+                job.students,
+                &c.id,
+                &c.image,
+                c.channel,
+                c.label.as_deref().unwrap_or(Path::new("")),
+                foreground,
+                job.opts,
+                job.units,
+            ),
+            _ => Err(InferError::Other("case of another test set".into())),
+        }
+        .map_err(|e| in_case(id, e))?;
         let mask = Volume::new(VoxelData::U8(e.mask), e.shape, e.geometry)?;
-        dtml_volume::write_nifti(&path, &mask)?;
+        dtml_volume::write_nifti(&mask_of(id), &mask)?;
         seconds += e.result.inference_seconds;
-        on_case(&e.result.id);
-        rows.push((e.result.id, e.result.metrics));
-        Ok(())
-    };
-    match set {
-        TestSet::Prepared(data) => {
-            for c in data.cases(Role::Test).filter(|c| c.label_source.is_some()) {
-                record(
-                    evaluate_case(students, data, c, opts, units).map_err(|e| in_case(&c.id, e))?,
-                )?;
-            }
-        }
-        TestSet::Files { cases, foreground } => {
-            for c in cases {
-                let Some(label) = c.label.as_deref() else {
-                    continue;
-                };
-                let e = evaluate_files(
-                    students, &c.id, &c.image, c.channel, label, foreground, opts, units,
-                )
-                .map_err(|e| in_case(&c.id, e))?;
-                record(e)?;
-            }
-        }
+        fresh.insert(id.to_string(), e.result.metrics);
+        on_case(id);
     }
-    let report = Report::new(rows, units == Units::Voxels, reference_scoring);
+    let complete = all.iter().all(|c| mask_of(c.id()).is_file());
+    let scored: Vec<&Case> = if complete { all.iter().collect() } else { mine };
+    let mut rows = Vec::with_capacity(scored.len());
+    for case in scored {
+        let id = case.id();
+        let metrics = match fresh.remove(id) {
+            Some(m) => m,
+            None => job
+                .set
+                .score_saved(case, &mask_of(id), job.units)
+                .map_err(|e| in_case(id, e))?,
+        };
+        rows.push((id.to_string(), metrics));
+    }
+    let report = Report::new(rows, job.units == Units::Voxels, job.reference_scoring);
     let mut json = report.to_json();
-    json["inference"] = opts.describe();
+    json["inference"] = job.opts.describe();
     json["inference_seconds"] = serde_json::json!(seconds);
-    if let serde_json::Value::Object(extra) = about {
+    json["shard"] = serde_json::json!(job.shard.to_string());
+    json["complete"] = serde_json::json!(complete);
+    if let serde_json::Value::Object(extra) = &job.about {
         for (k, v) in extra {
-            json[k] = v;
+            json[k] = v.clone();
         }
     }
-    let write = |name: &str, bytes: &[u8]| -> Result<PathBuf> {
-        let path = out.join(name);
-        dtml_volume::atomic::write_bytes_atomic(&path, bytes)?;
-        Ok(path)
+    let stem = if complete {
+        "metrics".to_string()
+    } else {
+        format!("metrics-shard-{}-of-{}", job.shard.index, job.shard.count)
     };
-    write("metrics.csv", report.to_csv()?.as_bytes())?;
     let text = serde_json::to_string_pretty(&json).map_err(|e| InferError::Other(e.to_string()))?;
-    write("metrics.json", text.as_bytes())?;
+    dtml_volume::atomic::write_bytes_atomic(
+        &job.out.join(format!("{stem}.csv")),
+        report.to_csv()?.as_bytes(),
+    )?;
+    dtml_volume::atomic::write_bytes_atomic(
+        &job.out.join(format!("{stem}.json")),
+        text.as_bytes(),
+    )?;
     Ok(Evaluation {
         report,
         inference_seconds: seconds,
+        complete,
     })
 }
 
