@@ -56,6 +56,26 @@ fn dtml_within(args: &[&str], limit: Duration) -> (bool, String) {
     }
 }
 
+/// `dtml train` of one iteration at toy size on `prepared` into `run`,
+/// with `extra` flags.
+fn tiny_train<'a>(prepared: &'a Path, run: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--data",
+        s(prepared),
+        "--out",
+        s(run),
+        "--iterations",
+        "1",
+        "--patch",
+        "32,32,16",
+        "--width",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 fn mask_volume(shape: [usize; 3], geometry: Geometry, fill: impl Fn(usize) -> u8) -> Volume {
     let n = shape.iter().product();
     Volume::new(VoxelData::U8((0..n).map(fill).collect()), shape, geometry).unwrap()
@@ -173,21 +193,7 @@ fn cache_manifests_naming_files_outside_the_cache_are_refused() {
     let manifest_path = prepared.join("manifest.json");
     let original = std::fs::read_to_string(&manifest_path).unwrap();
     let run = dir.path().join("run");
-    let train = |run: &Path| -> String {
-        dtml_err(&[
-            "train",
-            "--data",
-            s(&prepared),
-            "--out",
-            s(run),
-            "--iterations",
-            "1",
-            "--patch",
-            "32,32,16",
-            "--width",
-            "2",
-        ])
-    };
+    let train = |run: &Path| -> String { dtml_err(&tiny_train(&prepared, run, &[])) };
     for (field, value) in [
         ("file", "../../escape.safetensors"),
         ("file", "/etc/passwd"),
@@ -467,19 +473,7 @@ fn non_finite_weights_and_tampered_caches_stop_before_anything_is_written() {
         t.insert(tensor.to_string(), bad);
         candle_core::safetensors::save(&t, &file).unwrap();
         let run = dir.path().join(format!("run-{tensor}"));
-        let err = dtml_err(&[
-            "train",
-            "--data",
-            s(&prepared),
-            "--out",
-            s(&run),
-            "--iterations",
-            "1",
-            "--patch",
-            "32,32,16",
-            "--width",
-            "2",
-        ]);
+        let err = dtml_err(&tiny_train(&prepared, &run, &[]));
         assert!(
             err.contains(needle) && err.contains("damaged cache"),
             "{err}"
@@ -567,25 +561,18 @@ fn the_sharpness_a_run_trained_with_is_recorded_for_inference() {
     let dir = tempfile::tempdir().unwrap();
     let prepared = tiny_prepared(dir.path(), &[]);
     let run = dir.path().join("run");
-    dtml_ok(&[
-        "train",
-        "--data",
-        s(&prepared),
-        "--out",
-        s(&run),
-        "--iterations",
-        "1",
-        "--patch",
-        "32,32,16",
-        "--width",
-        "2",
-        "--labelled-batch",
-        "1",
-        "--unlabelled-batch",
-        "1",
-        "--sharpness",
-        "300",
-    ]);
+    dtml_ok(&tiny_train(
+        &prepared,
+        &run,
+        &[
+            "--labelled-batch",
+            "1",
+            "--unlabelled-batch",
+            "1",
+            "--sharpness",
+            "300",
+        ],
+    ));
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
     assert_eq!(info["sharpness"], 300.0);

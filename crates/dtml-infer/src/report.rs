@@ -64,6 +64,17 @@ impl Report {
         })
     }
 
+    /// The `mean` and `std` rows over Dice, Jaccard, hd95, ASD and ASSD
+    /// (`None` where no case contributed).
+    fn summary_rows(&self) -> [(&'static str, [Option<f64>; 5]); 2] {
+        let s = &self.summary;
+        let row = |std: bool| {
+            [s.dice, s.jaccard, s.hd95, s.asd, s.assd]
+                .map(|m: MeanStd| (m.n > 0).then_some(if std { m.std } else { m.mean }))
+        };
+        [("mean", row(false)), ("std", row(true))]
+    }
+
     /// One row per case, then `mean` and `std` rows; empty fields where a
     /// metric is undefined.
     pub fn to_csv(&self) -> Result<String> {
@@ -98,21 +109,11 @@ impl Report {
             ])
             .map_err(csv_err)?;
         }
-        for (label, std) in [("mean", false), ("std", true)] {
-            let g = |m: MeanStd| f((m.n > 0).then_some(if std { m.std } else { m.mean }));
-            let s = &self.summary;
-            w.write_record([
-                label.to_string(),
-                String::new(),
-                g(s.dice),
-                g(s.jaccard),
-                g(s.hd95),
-                g(s.asd),
-                g(s.assd),
-                String::new(),
-                String::new(),
-            ])
-            .map_err(csv_err)?;
+        for (label, values) in self.summary_rows() {
+            let mut row = vec![label.to_string(), String::new()];
+            row.extend(values.map(f));
+            row.extend([String::new(), String::new()]);
+            w.write_record(row).map_err(csv_err)?;
         }
         let bytes = w
             .into_inner()
@@ -148,19 +149,13 @@ impl Report {
                 status(m).into(),
             ]);
         }
-        let s = &self.summary;
-        for (label, std) in [("mean", false), ("std", true)] {
-            let g = |m: MeanStd| f((m.n > 0).then_some(if std { m.std } else { m.mean }));
-            t.add_row(vec![
-                label.to_string(),
-                g(s.dice),
-                g(s.jaccard),
-                g(s.hd95),
-                g(s.asd),
-                g(s.assd),
-                String::new(),
-            ]);
+        for (label, values) in self.summary_rows() {
+            let mut row = vec![label.to_string()];
+            row.extend(values.map(f));
+            row.push(String::new());
+            t.add_row(row);
         }
+        let s = &self.summary;
         for c in 1..6 {
             if let Some(col) = t.column_mut(c) {
                 col.set_cell_alignment(comfy_table::CellAlignment::Right);
