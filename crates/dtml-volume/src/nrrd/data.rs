@@ -4,7 +4,12 @@
 use super::*;
 
 /// Drops the first `n` lines (each ended by `\n`) of the data region.
-pub(super) fn skip_lines<'a>(path: &Path, region: &'a [u8], n: usize, source: &str) -> Result<&'a [u8]> {
+pub(super) fn skip_lines<'a>(
+    path: &Path,
+    region: &'a [u8],
+    n: usize,
+    source: &str,
+) -> Result<&'a [u8]> {
     let mut rest = region;
     for i in 0..n {
         match rest.iter().position(|&b| b == b'\n') {
@@ -20,7 +25,12 @@ pub(super) fn skip_lines<'a>(path: &Path, region: &'a [u8], n: usize, source: &s
     Ok(rest)
 }
 
-pub(super) fn decode_data(path: &Path, region: &[u8], layout: &Layout, source: &str) -> Result<VoxelData> {
+pub(super) fn decode_data(
+    path: &Path,
+    region: &[u8],
+    layout: &Layout,
+    source: &str,
+) -> Result<VoxelData> {
     let need = layout.data_bytes();
     let dtype = layout.dtype;
     match layout.encoding {

@@ -69,7 +69,12 @@ pub(super) fn space_flips(path: &Path, h: &Header) -> Result<Option<(usize, [f64
 }
 
 /// Parses `(a,b,c)`; `none` gives `None`.
-pub(super) fn parse_vector(path: &Path, field: &str, token: &str, n: usize) -> Result<Option<Vec<f64>>> {
+pub(super) fn parse_vector(
+    path: &Path,
+    field: &str,
+    token: &str,
+    n: usize,
+) -> Result<Option<Vec<f64>>> {
     if token.eq_ignore_ascii_case("none") {
         return Ok(None);
     }

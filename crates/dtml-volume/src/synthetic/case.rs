@@ -58,7 +58,11 @@ pub(super) struct Case {
 }
 
 impl Case {
-    pub(super) fn draw(rng: &mut ChaCha8Rng, hard: &mut ChaCha8Rng, config: &SyntheticConfig) -> Case {
+    pub(super) fn draw(
+        rng: &mut ChaCha8Rng,
+        hard: &mut ChaCha8Rng,
+        config: &SyntheticConfig,
+    ) -> Case {
         let hardness = Hardness::draw(hard, config.difficulty, config.shape[2]);
         let shape = config.shape;
         let spacing: Vec3 = std::array::from_fn(|a| {

@@ -84,7 +84,12 @@ impl Grid {
 
     /// Lowers `field` to the blob's distance near it; where it does, sets
     /// `level` (if given) to the blob's intensity.
-    pub(super) fn splat_blob(&self, blob: &Blob, field: &mut [f32], mut level: Option<(&mut [f32], f32)>) {
+    pub(super) fn splat_blob(
+        &self,
+        blob: &Blob,
+        field: &mut [f32],
+        mut level: Option<(&mut [f32], f32)>,
+    ) {
         let r = blob.extent() + self.margin();
         let lo = sub(blob.centre, [r; 3]);
         let hi = add(blob.centre, [r; 3]);
@@ -100,7 +105,12 @@ impl Grid {
     }
 
     /// As [`Grid::splat_blob`], for a tube.
-    pub(super) fn splat_tube(&self, tube: &Tube, field: &mut [f32], mut level: Option<(&mut [f32], f32)>) {
+    pub(super) fn splat_tube(
+        &self,
+        tube: &Tube,
+        field: &mut [f32],
+        mut level: Option<(&mut [f32], f32)>,
+    ) {
         let segments = tube.points.len().saturating_sub(1).max(1);
         for s in 0..segments {
             let a = tube.points[s];

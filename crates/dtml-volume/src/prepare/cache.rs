@@ -1,0 +1,243 @@
+//! The prepared cache on disk: `manifest.json` with a record per case, and
+//! one safetensors file per case, read back checked (confined to the cache
+//! folder, bounded, finite image, 0/1 label).
+
+use super::*;
+
+/// Version of the cache layout; bump when the manifest changes meaning.
+pub const CACHE_VERSION: u32 = 1;
+/// File name of the manifest inside a prepared folder.
+pub const MANIFEST: &str = "manifest.json";
+
+/// Everything known about one prepared case.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaseRecord {
+    pub id: String,
+    pub role: Role,
+    /// The safetensors file, relative to the prepared folder.
+    pub file: String,
+    /// Prepared grid (x, y, z).
+    pub shape: [usize; 3],
+    /// Whether the cache holds a label for this case.
+    pub has_label: bool,
+    pub image_source: PathBuf,
+    pub channel: Option<usize>,
+    pub label_source: Option<PathBuf>,
+    pub original_shape: [usize; 3],
+    pub original_dtype: DataType,
+    pub original_geometry: Geometry,
+    /// First voxel of the crop box in the original grid (x, y, z).
+    pub crop_start: [usize; 3],
+    /// One past the last voxel of the crop box in the original grid.
+    pub crop_end: [usize; 3],
+    /// Zero voxels added before the crop box on each axis.
+    pub pad_before: [usize; 3],
+    /// Mean and standard deviation used for the z-score.
+    pub intensity_mean: f64,
+    pub intensity_std: f64,
+    /// Foreground voxels of the stored label (before crop).
+    pub foreground_voxels: Option<u64>,
+}
+
+impl CaseRecord {
+    /// Pastes a mask on the prepared grid back into the original grid
+    /// (zeros outside the crop box, padding dropped).
+    pub fn to_original(&self, prepared: &[u8]) -> Result<Vec<u8>> {
+        let [px, py, pz] = self.shape;
+        if prepared.len() != px * py * pz {
+            return Err(VolumeError::invalid(
+                &self.file,
+                format!(
+                    "mask has {} voxels, prepared grid {:?} needs {}",
+                    prepared.len(),
+                    self.shape,
+                    px * py * pz
+                ),
+            ));
+        }
+        let [ox, oy, _] = self.original_shape;
+        let mut out = vec![0u8; self.original_shape.iter().product()];
+        for z in self.crop_start[2]..self.crop_end[2] {
+            let qz = z - self.crop_start[2] + self.pad_before[2];
+            for y in self.crop_start[1]..self.crop_end[1] {
+                let qy = y - self.crop_start[1] + self.pad_before[1];
+                let src = (qz * py + qy) * px + self.pad_before[0];
+                let dst = (z * oy + y) * ox + self.crop_start[0];
+                let n = self.crop_end[0] - self.crop_start[0];
+                out[dst..dst + n].copy_from_slice(&prepared[src..src + n]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Geometry of the prepared grid (its voxel (0,0,0) in world space).
+    pub fn prepared_geometry(&self) -> Geometry {
+        let off: [i64; 3] =
+            std::array::from_fn(|a| self.crop_start[a] as i64 - self.pad_before[a] as i64);
+        self.original_geometry.shifted(off)
+    }
+}
+
+/// The manifest of a prepared folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub dataset: PathBuf,
+    pub layout: Layout,
+    pub options: PrepareOptions,
+    pub cases: Vec<CaseRecord>,
+}
+
+/// A prepared case loaded from the cache. Arrays are x fastest, i.e. a
+/// row-major `(Z, Y, X)` tensor.
+#[derive(Debug, Clone)]
+pub struct PreparedCase {
+    pub image: Vec<f32>,
+    pub label: Option<Vec<u8>>,
+    pub shape: [usize; 3],
+}
+
+/// A prepared folder: its manifest and where it lives.
+#[derive(Debug, Clone)]
+pub struct PreparedDataset {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl PreparedDataset {
+    /// Opens a prepared folder by reading its manifest.
+    pub fn open(dir: &Path) -> Result<PreparedDataset> {
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path).map_err(|e| VolumeError::io(&path, e))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| VolumeError::dataset(&path, format!("invalid manifest: {e}")))?;
+        if manifest.version != CACHE_VERSION {
+            return Err(VolumeError::dataset(
+                &path,
+                format!(
+                    "cache version {} (this dtml reads {CACHE_VERSION}); prepare the data again",
+                    manifest.version
+                ),
+            ));
+        }
+        let data = PreparedDataset {
+            dir: dir.to_path_buf(),
+            manifest,
+        };
+        for record in &data.manifest.cases {
+            crate::dataset::resolve_inside(dir, &record.file, &path)?;
+            for source in [Some(&record.image_source), record.label_source.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                let inside = source
+                    .strip_prefix(&data.manifest.dataset)
+                    .is_ok_and(|rest| {
+                        rest.components().all(|c| {
+                            matches!(
+                                c,
+                                std::path::Component::Normal(_) | std::path::Component::CurDir
+                            )
+                        })
+                    });
+                if !inside {
+                    return Err(VolumeError::Outside {
+                        path: path.clone(),
+                        what: format!("source of case {}", record.id),
+                        target: source.clone(),
+                        root: data.manifest.dataset.clone(),
+                    });
+                }
+            }
+        }
+        Ok(data)
+    }
+
+    /// A case's original label or image file, checked to resolve inside the
+    /// dataset folder the cache was prepared from ([`crate::confine`]).
+    pub fn source(&self, record: &CaseRecord, file: &Path) -> Result<PathBuf> {
+        crate::confine::inside(
+            &self.manifest.dataset,
+            file,
+            &format!("source of case {}", record.id),
+            &self.dir.join(MANIFEST),
+        )
+    }
+
+    /// Records of one role.
+    pub fn cases(&self, role: Role) -> impl Iterator<Item = &CaseRecord> {
+        self.manifest.cases.iter().filter(move |c| c.role == role)
+    }
+
+    /// Loads one case's arrays.
+    pub fn load(&self, record: &CaseRecord) -> Result<PreparedCase> {
+        let path = crate::confine::inside(
+            &self.dir,
+            &self.dir.join(&record.file),
+            &format!("file of case {}", record.id),
+            &self.dir.join(MANIFEST),
+        )?;
+        let [x, y, z] = record.shape;
+        // image f32 + label u8 per voxel, plus the safetensors header.
+        let most = (x as u64 * y as u64 * z as u64)
+            .saturating_mul(5)
+            .saturating_add(1 << 16);
+        let bytes = crate::confine::read_bounded(&path, most, "cache file")?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| VolumeError::dataset(&path, format!("corrupt safetensors: {e}")))?;
+        let want = vec![z, y, x];
+        let image = st
+            .tensor("image")
+            .map_err(|e| VolumeError::dataset(&path, format!("no image tensor: {e}")))?;
+        if image.dtype() != safetensors::Dtype::F32 || image.shape() != want.as_slice() {
+            return Err(VolumeError::dataset(
+                &path,
+                format!(
+                    "image tensor is {:?} {:?}, manifest says F32 {want:?}",
+                    image.dtype(),
+                    image.shape()
+                ),
+            ));
+        }
+        let image: Vec<f32> = bytemuck::pod_collect_to_vec(image.data());
+        // `prepare` writes finite z-scores and 0/1 labels; anything else is
+        // a damaged or tampered cache, refused before training touches it.
+        if let Some(i) = image.iter().position(|v| !v.is_finite()) {
+            return Err(VolumeError::dataset(
+                &path,
+                format!(
+                    "image voxel {i} holds {}: a prepared image is finite (damaged cache; prepare again)",
+                    image[i]
+                ),
+            ));
+        }
+        let label = match (record.has_label, st.tensor("label")) {
+            (false, _) => None,
+            (true, Ok(t))
+                if t.dtype() == safetensors::Dtype::U8 && t.shape() == want.as_slice() =>
+            {
+                if let Some(i) = t.data().iter().position(|&v| v > 1) {
+                    return Err(VolumeError::dataset(
+                        &path,
+                        format!(
+                            "label voxel {i} holds {}: a prepared label is 0 or 1 (damaged cache; prepare again)",
+                            t.data()[i]
+                        ),
+                    ));
+                }
+                Some(t.data().to_vec())
+            }
+            (true, _) => {
+                return Err(VolumeError::dataset(
+                    &path,
+                    format!("missing or malformed label tensor (want U8 {want:?})"),
+                ));
+            }
+        };
+        Ok(PreparedCase {
+            image,
+            label,
+            shape: record.shape,
+        })
+    }
+}
