@@ -1,6 +1,6 @@
 //! Reading binary masks from volume files.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use dtml_volume::{Volume, read_volume};
 use std::path::Path;
 
@@ -10,31 +10,19 @@ pub struct Mask {
     pub mask: Vec<u8>,
 }
 
-/// Reads `path`; foreground is any non-zero voxel, or the given values.
+/// Reads `path` and binarises it by `dtml_volume::prepare::binarize`:
+/// foreground is any non-zero voxel, or the given values.
 pub fn read_mask(path: &Path, foreground: Option<&[i64]>) -> Result<Mask> {
     let volume = read_volume(path)?;
-    let mut mask = Vec::with_capacity(volume.len());
-    for i in 0..volume.len() {
-        let v = volume.data.get_f64(i);
-        if !v.is_finite() {
-            bail!(
-                "{}: voxel {i} holds {v}; a mask must be finite",
-                path.display()
-            );
-        }
-        let fg = match foreground {
-            None => v != 0.0,
-            Some(values) => v.fract() == 0.0 && values.contains(&(v as i64)),
-        };
-        mask.push(fg as u8);
-    }
+    let (mask, _) = dtml_volume::prepare::binarize(path, &volume, foreground)?;
     Ok(Mask { volume, mask })
 }
 
 /// `[nz, ny, nx]` and `[sz, sy, sx]`: the order the distance crate takes
 /// (last axis contiguous) for a volume stored x fastest.
 pub fn zyx(volume: &Volume) -> ([usize; 3], [f64; 3]) {
-    let [nx, ny, nz] = volume.shape;
-    let [sx, sy, sz] = volume.spacing();
-    ([nz, ny, nx], [sz, sy, sx])
+    (
+        dtml_volume::axes::zyx(volume.shape),
+        dtml_volume::axes::zyx(volume.spacing()),
+    )
 }

@@ -52,8 +52,8 @@ fn metrics_of(
     Ok(surface_metrics(
         mask,
         reference,
-        &[shape[2], shape[1], shape[0]],
-        &[spacing[2], spacing[1], spacing[0]],
+        &dtml_volume::axes::zyx(shape),
+        &dtml_volume::axes::zyx(spacing),
         units,
     )?)
 }

@@ -406,9 +406,13 @@ pub fn predict_volume(
     let dtype = net
         .get("out_conv2.weight")
         .map_or(DType::F32, |v| v.dtype());
-    let [wx, wy, wz] = opts.patch;
     sliding_window(image, shape, opts, |input, n| {
-        let x = Tensor::from_vec(input, (n, 1, wz, wy, wx), &device)?.to_dtype(dtype)?;
+        let x = Tensor::from_vec(
+            input,
+            dtml_volume::axes::batch_dims(n, 1, opts.patch),
+            &device,
+        )?
+        .to_dtype(dtype)?;
         let p_a = match region {
             Some(r) => Some(probabilities(&r.predict(&x)?.seg_logits, sigmoid)?),
             None => None,
@@ -560,7 +564,7 @@ pub(crate) fn sliding_window(
     if opts.largest_component {
         let keep = dtml_edt::largest_connected_component(
             &mask,
-            &[shape[2], shape[1], shape[0]],
+            &dtml_volume::axes::zyx(shape),
             dtml_edt::Connectivity::Full,
         )?;
         mask = keep.into_iter().map(u8::from).collect();

@@ -167,7 +167,11 @@ pub fn assemble(
         }
     }
     let sdm = if cfg.method.needs_sdm_target() {
-        Some(dtml_edt::normalized_sdm_batch(&label, nl, &[pz, py, px])?)
+        Some(dtml_edt::normalized_sdm_batch(
+            &label,
+            nl,
+            &dtml_volume::axes::zyx(cfg.patch),
+        )?)
     } else {
         None
     };

@@ -13,6 +13,7 @@ use crate::optim::Sgd;
 use candle_core::{DType, Device, Tensor};
 use dtml_infer::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
 use dtml_model::{Dropout, VNet, VNetConfig};
+use dtml_volume::axes::batch_dims;
 use dtml_volume::{PreparedDataset, Role};
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -106,13 +107,13 @@ fn to_device(
     device: &Device,
     dtype: DType,
 ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-    let [px, py, pz] = patch;
-    let image = Tensor::from_slice(&b.image, (b.n, 1, pz, py, px), device)?.to_dtype(dtype)?;
+    let image = Tensor::from_slice(&b.image, batch_dims(b.n, 1, patch), device)?.to_dtype(dtype)?;
     let label: Vec<f32> = b.label.iter().map(|v| *v as f32).collect();
-    let label = Tensor::from_vec(label, (b.labelled, 1, pz, py, px), device)?.to_dtype(dtype)?;
+    let label =
+        Tensor::from_vec(label, batch_dims(b.labelled, 1, patch), device)?.to_dtype(dtype)?;
     let sdm = match &b.sdm {
         Some(s) => {
-            Some(Tensor::from_slice(s, (b.labelled, 1, pz, py, px), device)?.to_dtype(dtype)?)
+            Some(Tensor::from_slice(s, batch_dims(b.labelled, 1, patch), device)?.to_dtype(dtype)?)
         }
         None => None,
     };

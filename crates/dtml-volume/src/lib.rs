@@ -19,6 +19,7 @@
 //! ```
 
 pub mod atomic;
+pub mod axes;
 pub mod confine;
 pub mod dataset;
 pub mod error;

@@ -185,7 +185,7 @@ impl PreparedDataset {
         let bytes = crate::confine::read_bounded(&path, most, "cache file")?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| VolumeError::dataset(&path, format!("corrupt safetensors: {e}")))?;
-        let want = vec![z, y, x];
+        let want = crate::axes::zyx(record.shape).to_vec();
         let image = st
             .tensor("image")
             .map_err(|e| VolumeError::dataset(&path, format!("no image tensor: {e}")))?;

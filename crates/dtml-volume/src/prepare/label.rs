@@ -1,5 +1,6 @@
-//! Reading a label map and binarising it by the foreground values, with
-//! the grid checked against its image and dropped values reported.
+//! Reading a label map and binarising it (the one rule for labels and
+//! masks), with the grid checked against its image and dropped values
+//! reported.
 
 use super::*;
 
@@ -35,31 +36,61 @@ pub fn read_label(
             ));
         }
     }
-    let mut mask = Vec::with_capacity(label.len());
+    let (mask, present) = binarize(path, &label, Some(foreground))?;
+    Ok((label, mask, present))
+}
+
+/// The one rule that turns a label map or mask into 0/1: with `foreground`
+/// values, a voxel is 1 when its value is one of them (values must be
+/// integers; other non-zero values become 0 with a warning that counts
+/// them); without, any non-zero voxel is 1. NaN or infinite values are
+/// errors either way. Returns the mask and the foreground values present.
+pub fn binarize(
+    path: &Path,
+    volume: &Volume,
+    foreground: Option<&[i64]>,
+) -> Result<(Vec<u8>, BTreeSet<i64>)> {
+    let mut mask = Vec::with_capacity(volume.len());
     let mut present = BTreeSet::new();
     let mut dropped = std::collections::BTreeMap::new();
-    let integer = label.data.dtype().is_integer();
-    for i in 0..label.len() {
-        let v = label.data.get_f64(i);
-        if !integer && (v.fract() != 0.0 || !v.is_finite()) {
-            let [nx, ny, _] = label.shape;
+    let integer = volume.data.dtype().is_integer();
+    let where_ = |i: usize| {
+        let [nx, ny, _] = volume.shape;
+        format!("({}, {}, {})", i % nx, (i / nx) % ny, i / (nx * ny))
+    };
+    for i in 0..volume.len() {
+        let v = volume.data.get_f64(i);
+        if !v.is_finite() {
             return Err(VolumeError::invalid(
                 path,
                 format!(
-                    "label voxel ({}, {}, {}) holds {v}: labels must be integers",
-                    i % nx,
-                    (i / nx) % ny,
-                    i / (nx * ny)
+                    "voxel {} holds {v}: a label or mask must be finite",
+                    where_(i)
                 ),
             ));
         }
-        let v = v as i64;
-        let fg = foreground.contains(&v);
-        if fg {
-            present.insert(v);
-        } else if v != 0 {
-            *dropped.entry(v).or_insert(0usize) += 1;
-        }
+        let fg = match foreground {
+            None => v != 0.0,
+            Some(values) => {
+                if !integer && v.fract() != 0.0 {
+                    return Err(VolumeError::invalid(
+                        path,
+                        format!(
+                            "label voxel {} holds {v}: labels must be integers",
+                            where_(i)
+                        ),
+                    ));
+                }
+                let v = v as i64;
+                let fg = values.contains(&v);
+                if fg {
+                    present.insert(v);
+                } else if v != 0 {
+                    *dropped.entry(v).or_insert(0usize) += 1;
+                }
+                fg
+            }
+        };
         mask.push(fg as u8);
     }
     if !dropped.is_empty() {
@@ -70,10 +101,11 @@ pub fn read_label(
             .map(|(v, n)| format!("{v} ({n} voxels)"))
             .collect();
         tracing::warn!(
-            "{}: label values {} are not foreground {foreground:?} and count as background",
+            "{}: label values {} are not foreground {:?} and count as background",
             path.display(),
-            listed.join(", ")
+            listed.join(", "),
+            foreground.unwrap_or_default()
         );
     }
-    Ok((label, mask, present))
+    Ok((mask, present))
 }

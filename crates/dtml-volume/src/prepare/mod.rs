@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 mod cache;
 mod label;
 pub use cache::*;
-pub use label::read_label;
+pub use label::{binarize, read_label};
 
 /// The paper's training patch (x, y, z): the default of preparation,
 /// training and inference.
@@ -486,7 +486,7 @@ fn prepare_case(
 /// Writes one case's arrays as safetensors, atomically.
 fn write_case(path: &Path, shape: [usize; 3], image: &[f32], label: Option<&[u8]>) -> Result<()> {
     use safetensors::tensor::TensorView;
-    let dims = vec![shape[2], shape[1], shape[0]];
+    let dims = crate::axes::zyx(shape).to_vec();
     let image_bytes: &[u8] = bytemuck::cast_slice(image);
     let mut views = vec![(
         "image".to_string(),
