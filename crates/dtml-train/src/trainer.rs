@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use dtml_infer::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
 use dtml_model::{Dropout, VNet, VNetConfig};
 use dtml_volume::axes::batch_dims;
-use dtml_volume::{PreparedDataset, Role};
+use dtml_volume::{CaseRecord, PreparedDataset, Role};
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -208,10 +208,78 @@ fn check_resume(saved: &TrainerState, req: &TrainRequest) -> Result<()> {
 
 /// Trains as `req` says; returns when the run is complete.
 pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<TrainOutcome> {
+    let (loaded, cfg) = open_run(&req)?;
+    let (set, validation) = training_cases(req.data, &cfg)?;
+    check_patch(&cfg, &set)?;
+    let device = req.device.clone();
+    let net_cfg = network_config(&cfg);
+    let mut init = rng_for(cfg.seed, Stream::Init, 0);
+    let nets: Vec<VNet> = (0..cfg.method.networks())
+        .map(|_| VNet::new(net_cfg.clone(), init.next_u64(), DType::F32, &device))
+        .collect::<std::result::Result<_, _>>()?;
+    let refs: Vec<&VNet> = nets.iter().collect();
+    let mut sgd = optimizer(&cfg, &refs);
+    let (first, mut best) = match &loaded {
+        Some(l) => {
+            for (i, net) in nets.iter().enumerate() {
+                l.restore_network(i, net)?;
+            }
+            sgd.load_state(&l.optimizer)?;
+            (l.trainer.next_iteration, l.trainer.best)
+        }
+        None => (0, None),
+    };
+    let run = Session {
+        req: &req,
+        cfg: &cfg,
+        nets: &refs,
+        validation: &validation,
+    };
+    let mut log = open_log(req.run_dir, first)?;
+    on_event(Event::Started {
+        first,
+        iterations: cfg.iterations,
+    });
+    let mut last = None;
+    let mut next = if first < cfg.iterations {
+        Some(batch_for(first, &cfg, &set)?)
+    } else {
+        None
+    };
+    for t in first..cfg.iterations {
+        let start = Instant::now();
+        let batch = next
+            .take()
+            .ok_or_else(|| TrainError::Other("batch pipeline stalled".into()))?;
+        // The next batch is assembled on another thread during this step.
+        let (step, prefetched) = std::thread::scope(|s| {
+            let ahead = (t + 1 < cfg.iterations).then(|| s.spawn(|| batch_for(t + 1, &cfg, &set)));
+            let step = train_step(&cfg, &refs, &mut sgd, &batch, &device);
+            let prefetched = ahead.map(|h| h.join().expect("batch worker panicked"));
+            (step, prefetched)
+        });
+        next = prefetched.transpose()?;
+        let (loss, parts) = step?;
+        let entry = IterationLog {
+            iteration: t + 1,
+            loss,
+            parts,
+            lambda: cfg.lambda_at(t),
+            lr: cfg.lr_at(t),
+            seconds: start.elapsed().as_secs_f64(),
+            validation_dice: None,
+        };
+        last = Some(run.after_step(entry, &sgd, &mut best, &mut log, on_event)?);
+    }
+    run.finish(best, last)
+}
+
+/// Finds the run's checkpoint as `--resume` asks (or its absence) and
+/// settles the configuration: the checkpoint's on resume.
+fn open_run(req: &TrainRequest) -> Result<(Option<checkpoint::Loaded>, TrainConfig)> {
     let run_dir = req.run_dir;
     std::fs::create_dir_all(run_dir).map_err(|e| TrainError::file(run_dir, e))?;
-    let existing = checkpoint::find(run_dir);
-    let loaded = match (req.resume, existing) {
+    let loaded = match (req.resume, checkpoint::find(run_dir)) {
         (true, Some(dir)) => Some(checkpoint::load(&dir)?),
         (true, None) => {
             return Err(TrainError::file(
@@ -229,7 +297,7 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
     };
     let cfg = match &loaded {
         Some(l) => {
-            check_resume(&l.trainer, &req)?;
+            check_resume(&l.trainer, req)?;
             TrainConfig {
                 checkpoint_every: req.config.checkpoint_every,
                 threads: req.config.threads,
@@ -239,18 +307,23 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
         None => req.config.clone(),
     };
     cfg.validate()?;
-    let device = req.device.clone();
+    Ok((loaded, cfg))
+}
 
+/// The cases a run trains on (loaded and checked) and validates on.
+fn training_cases<'a>(
+    data: &'a PreparedDataset,
+    cfg: &TrainConfig,
+) -> Result<(TrainingSet, Vec<&'a CaseRecord>)> {
     let set = TrainingSet {
-        labelled: load_set(req.data, Role::Labelled, true)?,
+        labelled: load_set(data, Role::Labelled, true)?,
         unlabelled: if cfg.method.uses_unlabelled() {
-            load_set(req.data, Role::Unlabelled, false)?
+            load_set(data, Role::Unlabelled, false)?
         } else {
             Vec::new()
         },
     };
-    let validation: Vec<_> = req
-        .data
+    let validation: Vec<_> = data
         .cases(Role::Validation)
         .filter(|c| c.has_label)
         .collect();
@@ -262,75 +335,41 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
         validation.len(),
         cfg.iterations
     );
+    Ok((set, validation))
+}
 
-    check_patch(&cfg, &set)?;
-    let net_cfg = network_config(&cfg);
-    let mut init = rng_for(cfg.seed, Stream::Init, 0);
-    let nets: Vec<VNet> = (0..cfg.method.networks())
-        .map(|_| VNet::new(net_cfg.clone(), init.next_u64(), DType::F32, &device))
-        .collect::<std::result::Result<_, _>>()?;
-    let refs: Vec<&VNet> = nets.iter().collect();
-    let mut sgd = optimizer(&cfg, &refs);
-    let mut best = None;
-    let first = match &loaded {
-        Some(l) => {
-            for (i, net) in nets.iter().enumerate() {
-                l.restore_network(i, net)?;
-            }
-            sgd.load_state(&l.optimizer)?;
-            best = l.trainer.best;
-            l.trainer.next_iteration
-        }
-        None => 0,
-    };
-    let mut log = open_log(run_dir, first)?;
-    on_event(Event::Started {
-        first,
-        iterations: cfg.iterations,
-    });
+/// What every iteration of a run refers to.
+struct Session<'a> {
+    req: &'a TrainRequest<'a>,
+    cfg: &'a TrainConfig,
+    nets: &'a [&'a VNet],
+    validation: &'a [&'a CaseRecord],
+}
 
-    let dataset_dir = req.data.dir.clone();
-    let foreground = &req.data.manifest.options.foreground;
-    let mut last = None;
-    let mut next = if first < cfg.iterations {
-        Some(batch_for(first, &cfg, &set)?)
-    } else {
-        None
-    };
-    for t in first..cfg.iterations {
-        let start = Instant::now();
-        let batch = next
-            .take()
-            .ok_or_else(|| TrainError::Other("batch pipeline stalled".into()))?;
-        let (step, prefetched) = std::thread::scope(|s| {
-            let ahead = (t + 1 < cfg.iterations).then(|| s.spawn(|| batch_for(t + 1, &cfg, &set)));
-            let step = train_step(&cfg, &refs, &mut sgd, &batch, &device);
-            let prefetched = ahead.map(|h| h.join().expect("batch worker panicked"));
-            (step, prefetched)
-        });
-        next = prefetched.transpose()?;
-        let (loss, parts) = step?;
-        let mut entry = IterationLog {
-            iteration: t + 1,
-            loss,
-            parts,
-            lambda: cfg.lambda_at(t),
-            lr: cfg.lr_at(t),
-            seconds: start.elapsed().as_secs_f64(),
-            validation_dice: None,
-        };
-        let done = t + 1;
+impl Session<'_> {
+    /// After a step: validates (exporting the students when they improve),
+    /// appends the log line, and checkpoints when due.
+    fn after_step(
+        &self,
+        mut entry: IterationLog,
+        sgd: &Sgd,
+        best: &mut Option<(usize, f64)>,
+        log: &mut std::fs::File,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<IterationLog> {
+        let (cfg, run_dir) = (self.cfg, self.req.run_dir);
+        let done = entry.iteration;
         let finished = done == cfg.iterations;
-        if !validation.is_empty()
+        if !self.validation.is_empty()
             && cfg.validate_every > 0
-            && (done % cfg.validate_every == 0 || finished)
+            && (done.is_multiple_of(cfg.validate_every) || finished)
         {
-            let dice = validate(&cfg, &refs, req.data, &validation)?;
+            let dice = validate(cfg, self.nets, self.req.data, self.validation)?;
             entry.validation_dice = Some(dice);
             let improved = best.is_none_or(|(_, d)| dice > d);
             if improved {
-                best = Some((done, dice));
-                export(run_dir, &cfg, &refs, done, foreground)?;
+                *best = Some((done, dice));
+                export(run_dir, cfg, self.nets, done, self.foreground())?;
             }
             on_event(Event::Validated {
                 iteration: done,
@@ -338,36 +377,53 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
                 best: improved,
             });
         }
-        writeln!(
-            log,
-            "{}",
-            serde_json::to_string(&entry).map_err(|e| TrainError::Other(e.to_string()))?
-        )
-        .map_err(|e| TrainError::file(&run_dir.join(LOG_FILE), e))?;
-        log.flush()
-            .map_err(|e| TrainError::file(&run_dir.join(LOG_FILE), e))?;
+        let log_path = run_dir.join(LOG_FILE);
+        let line = serde_json::to_string(&entry).map_err(|e| TrainError::Other(e.to_string()))?;
+        writeln!(log, "{line}").map_err(|e| TrainError::file(&log_path, e))?;
+        log.flush().map_err(|e| TrainError::file(&log_path, e))?;
         on_event(Event::Iteration(&entry));
-        if finished || (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) {
-            let state = TrainerState::new(done, cfg.clone(), dataset_dir.clone(), best);
-            checkpoint::save(run_dir, &refs, &sgd.state()?, &state)?;
+        if finished || (cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every)) {
+            let state = TrainerState::new(done, cfg.clone(), self.req.data.dir.clone(), *best);
+            checkpoint::save(run_dir, self.nets, &sgd.state()?, &state)?;
             crate::plot::loss_curves(&read_log(run_dir)?, &run_dir.join(CURVES_FILE))?;
             on_event(Event::Checkpoint { iteration: done });
         }
-        last = Some(entry);
+        Ok(entry)
     }
-    let run = if best.is_none() {
-        export(run_dir, &cfg, &refs, cfg.iterations, foreground)?
-    } else {
-        RunInfo::read(run_dir)?
-    };
-    let shown = validation
-        .first()
-        .copied()
-        .or_else(|| req.data.cases(Role::Labelled).next());
-    if let Some(case) = shown {
-        overlay(&cfg, &refs, req.data, case, &run_dir.join(OVERLAY_FILE))?;
+
+    /// The run's end: exports the last students unless validation chose
+    /// the best, and draws the overlay of a validation (or labelled) case.
+    fn finish(
+        &self,
+        best: Option<(usize, f64)>,
+        last: Option<IterationLog>,
+    ) -> Result<TrainOutcome> {
+        let (cfg, run_dir) = (self.cfg, self.req.run_dir);
+        let run = if best.is_none() {
+            export(run_dir, cfg, self.nets, cfg.iterations, self.foreground())?
+        } else {
+            RunInfo::read(run_dir)?
+        };
+        let shown = self
+            .validation
+            .first()
+            .copied()
+            .or_else(|| self.req.data.cases(Role::Labelled).next());
+        if let Some(case) = shown {
+            overlay(
+                cfg,
+                self.nets,
+                self.req.data,
+                case,
+                &run_dir.join(OVERLAY_FILE),
+            )?;
+        }
+        Ok(TrainOutcome { run, last, best })
     }
-    Ok(TrainOutcome { run, last, best })
+
+    fn foreground(&self) -> &[i64] {
+        &self.req.data.manifest.options.foreground
+    }
 }
 
 /// Forward, objective, backward and update for one batch; returns the loss
