@@ -20,6 +20,11 @@
 //! cores) unless [`set_allow_tf32`]`(true)`, which also lets candle's f32
 //! matmuls use TF32 — PyTorch's `allow_tf32` switches. f64 is supported
 //! (cuDNN's double configuration, which has fewer and slower algorithms).
+//!
+//! One file over 600 lines on purpose: the handle, the algorithm cache and
+//! the workspace are one per-thread state that the three convolutions
+//! share; it is compile-checked here and should be split when a GPU can
+//! test the parts.
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::{CudnnDataType, result, sys};
