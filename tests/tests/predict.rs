@@ -239,7 +239,7 @@ fn fake_run(dir: &Path, patch: [usize; 3], width_in_json: usize) {
     RunInfo {
         format: RUN_FORMAT.into(),
         version: RUN_VERSION,
-        method: "dtml".into(),
+        method: dtml_infer::Method::Dtml,
         network: dtml_model::VNetConfig {
             width: width_in_json,
             ..Default::default()

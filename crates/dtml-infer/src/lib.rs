@@ -31,6 +31,7 @@
 pub mod error;
 pub mod evaluate;
 pub mod infer;
+pub mod method;
 pub mod report;
 pub mod run;
 pub mod shard;
@@ -39,4 +40,5 @@ pub mod students;
 pub use error::{InferError, Result};
 pub use evaluate::{CaseEvaluation, CaseResult, evaluate_prepared};
 pub use infer::{Ensemble, InferenceOptions, Prediction, Students, predict_volume, zscore};
+pub use method::Method;
 pub use run::{RunInfo, StudentFile, StudentRole};

@@ -40,8 +40,8 @@ pub struct StudentFile {
 pub struct RunInfo {
     pub format: String,
     pub version: u32,
-    /// Training objective: `dtml`, `dtml-released`, `dtc` or `supervised`.
-    pub method: String,
+    /// The training objective.
+    pub method: crate::method::Method,
     pub network: VNetConfig,
     /// Training patch size (x, y, z); the default sliding window.
     pub patch: [usize; 3],

@@ -164,7 +164,7 @@ fn run_dir(dir: &Path, students: &[(StudentRole, &VNet, &str)]) {
     RunInfo {
         format: RUN_FORMAT.into(),
         version: RUN_VERSION,
-        method: "dtml".into(),
+        method: dtml_infer::Method::Dtml,
         network: students[0].1.config().clone(),
         patch: [16, 16, 16],
         foreground: vec![1],
@@ -270,7 +270,7 @@ fn bad_students_are_clear_errors() {
     let mut info = RunInfo {
         format: RUN_FORMAT.into(),
         version: RUN_VERSION,
-        method: "dtml".into(),
+        method: dtml_infer::Method::Dtml,
         network: VNetConfig {
             width: 4,
             ..Default::default()

@@ -30,16 +30,15 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod log;
-pub mod method;
 pub mod objective;
 pub mod optim;
 pub mod plot;
 pub mod trainer;
 
 pub use config::TrainConfig;
+pub use dtml_infer::method::{self, Method};
 pub use error::{Result, TrainError};
 pub use log::IterationLog;
-pub use method::Method;
 pub use trainer::{Event, TrainOutcome, TrainRequest, train};
 
 /// Writes `bytes` to `path` atomically (temporary file, then rename).

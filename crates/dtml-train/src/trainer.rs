@@ -590,7 +590,7 @@ fn export(
     let info = RunInfo {
         format: RUN_FORMAT.into(),
         version: RUN_VERSION,
-        method: cfg.method.name().into(),
+        method: cfg.method,
         network: nets[0].config().clone(),
         patch: cfg.patch,
         foreground: foreground.to_vec(),

@@ -1,6 +1,7 @@
 //! The training methods by name (the paper's DTML, the released code's
 //! variant, DTC and a supervised baseline) and what each needs of a run;
-//! their losses are in [`crate::objective`].
+//! their losses are in `dtml_train::objective`. It lives here, below the
+//! trainer, because a run directory records which method trained it.
 
 use serde::{Deserialize, Serialize};
 
