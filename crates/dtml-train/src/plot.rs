@@ -1,6 +1,7 @@
 //! PNG pictures written next to the checkpoints: the loss and validation
-//! curves, and a mid-slice overlay of image, label, prediction and the
-//! students' disagreement. Drawn pixel by pixel: no plotting stack needed.
+//! curves (drawn with `plotters`: legend, axis titles, an optional log
+//! scale), and a mid-slice overlay of image, label, prediction and the
+//! students' disagreement (pixel panels, no chart needed).
 
 use crate::error::{Result, TrainError};
 use crate::log::IterationLog;
@@ -8,8 +9,6 @@ use std::path::Path;
 
 type Rgb = [u8; 3];
 const WHITE: Rgb = [255, 255, 255];
-const GREY: Rgb = [200, 200, 200];
-const BLACK: Rgb = [0, 0, 0];
 /// Colours of the loss parts, in name order; validation Dice is green.
 const PART_COLOURS: [Rgb; 5] = [
     [31, 119, 180],
@@ -43,50 +42,6 @@ impl Canvas {
         }
     }
 
-    /// A line by Bresenham's algorithm.
-    fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-        loop {
-            self.set(x, y, c);
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
-    }
-
-    /// Text in a 3x5 pixel font (digits, '.', '-', 'e'), scaled.
-    fn text(&mut self, x: i64, y: i64, s: &str, scale: i64, c: Rgb) {
-        for (k, ch) in s.chars().enumerate() {
-            let rows = glyph(ch);
-            for (r, bits) in rows.iter().enumerate() {
-                for col in 0..3 {
-                    if bits & (4 >> col) != 0 {
-                        for dy in 0..scale {
-                            for dx in 0..scale {
-                                self.set(
-                                    x + (k as i64 * 4 + col) * scale + dx,
-                                    y + r as i64 * scale + dy,
-                                    c,
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// Encodes as PNG and writes atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut bytes = Vec::new();
@@ -102,94 +57,166 @@ impl Canvas {
     }
 }
 
-fn glyph(c: char) -> [u8; 5] {
-    match c {
-        '0' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 1, 1],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        '-' => [0, 0, 7, 0, 0],
-        'e' => [7, 5, 7, 4, 7],
-        _ => [0; 5],
+/// The font of the plots: DejaVu Sans cut to printable ASCII (10 kB;
+/// `assets/`), so text renders the same on every machine, with no system
+/// fonts needed.
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-ascii.ttf");
+
+fn register_font() -> Result<()> {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, FONT)
+            .is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(TrainError::Other(
+            "the plot font could not be loaded".into(),
+        ))
     }
 }
 
-/// Loss curves (total in black, parts in colour, left axis from 0 to the
-/// largest total) and validation Dice (green, right axis 0..1) against
-/// iterations. The axis maxima are printed at the axis ends.
-pub fn loss_curves(log: &[IterationLog], path: &Path) -> Result<()> {
-    let (w, h, left, right, top, bottom) = (900i64, 420i64, 60i64, 40i64, 20i64, 40i64);
-    let mut c = Canvas::new(w as usize, h as usize, WHITE);
-    let (x0, x1, y0, y1) = (left, w - right, h - bottom, top);
-    for k in 0..=4 {
-        let y = y0 + (y1 - y0) * k / 4;
-        c.line((x0, y), (x1, y), GREY);
-    }
-    c.line((x0, y0), (x1, y0), BLACK);
-    c.line((x0, y0), (x0, y1), BLACK);
-    c.line((x1, y0), (x1, y1), DICE_COLOUR);
-    let Some(last) = log.last() else {
-        return c.save(path);
-    };
-    let n = last.iteration.max(1) as f64;
-    let ymax = log
-        .iter()
-        .map(|e| e.loss)
-        .filter(|v| v.is_finite())
-        .fold(0.0f64, f64::max)
-        .max(1e-12);
-    let px = |it: usize| x0 + ((x1 - x0) as f64 * it as f64 / n).round() as i64;
-    let py = |v: f64, max: f64| y0 - ((y0 - y1) as f64 * (v / max).clamp(0.0, 1.0)).round() as i64;
-    let names: Vec<&String> = last.parts.keys().collect();
-    let mut series: Vec<(Rgb, Vec<(usize, f64)>)> =
-        vec![(BLACK, log.iter().map(|e| (e.iteration, e.loss)).collect())];
-    for (i, name) in names.iter().enumerate() {
-        series.push((
-            PART_COLOURS[i % PART_COLOURS.len()],
+/// One curve: its legend name, colour and points.
+type Series = (String, plotters::style::RGBColor, Vec<(f64, f64)>);
+
+/// The loss axis of [`loss_curves`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LossScale {
+    /// From 0 to the largest total loss.
+    #[default]
+    Linear,
+    /// Decades, for long runs whose loss falls by orders of magnitude.
+    Log,
+}
+
+fn plot_err(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Other(format!("drawing a plot: {e}"))
+}
+
+/// Loss curves against iterations, with a legend and axis titles: the
+/// total in black, each part in its colour (left axis), and validation Dice
+/// in green with markers (right axis, 0..1).
+pub fn loss_curves(log: &[IterationLog], path: &Path, scale: LossScale) -> Result<()> {
+    use plotters::prelude::*;
+    register_font()?;
+    let (w, h) = (900u32, 420u32);
+    let mut pixels = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let n = log.last().map_or(1, |e| e.iteration.max(1)) as f64;
+        let value = |v: f64| match scale {
+            LossScale::Linear => v,
+            LossScale::Log => v.max(1e-12).log10(),
+        };
+        let finite = || {
             log.iter()
-                .filter_map(|e| e.parts.get(*name).map(|v| (e.iteration, *v)))
-                .collect(),
-        ));
-    }
-    for (colour, points) in &series {
-        for pair in points.windows(2) {
-            c.line(
-                (px(pair[0].0), py(pair[0].1, ymax)),
-                (px(pair[1].0), py(pair[1].1, ymax)),
-                *colour,
-            );
-        }
-    }
-    let dice: Vec<(usize, f64)> = log
-        .iter()
-        .filter_map(|e| e.validation_dice.map(|d| (e.iteration, d)))
-        .collect();
-    for pair in dice.windows(2) {
-        c.line(
-            (px(pair[0].0), py(pair[0].1, 1.0)),
-            (px(pair[1].0), py(pair[1].1, 1.0)),
-            DICE_COLOUR,
-        );
-    }
-    for (it, d) in &dice {
-        for dx in -2..=2 {
-            for dy in -2..=2 {
-                c.set(px(*it) + dx, py(*d, 1.0) + dy, DICE_COLOUR);
+                .map(|e| e.loss)
+                .filter(|v| v.is_finite() && *v > 0.0)
+        };
+        let (lo, hi) = match scale {
+            // Headroom above the largest total, so the curve clears the frame.
+            LossScale::Linear => (0.0, 1.08 * finite().fold(0.0f64, f64::max).max(1e-12)),
+            LossScale::Log => {
+                let parts = log.iter().flat_map(|e| e.parts.values().copied());
+                let all: Vec<f64> = finite().chain(parts.filter(|v| *v > 0.0)).collect();
+                let min = all.iter().copied().fold(f64::INFINITY, f64::min);
+                let max = all.iter().copied().fold(0.0f64, f64::max);
+                if all.is_empty() {
+                    (-1.0, 0.0)
+                } else {
+                    (
+                        value(min).floor(),
+                        value(max).ceil().max(value(min).floor() + 1.0),
+                    )
+                }
+            }
+        };
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .right_y_label_area_size(55)
+            .build_cartesian_2d(0f64..n, lo..hi)
+            .map_err(plot_err)?
+            .set_secondary_coord(0f64..n, 0f64..1f64);
+        let decade = |v: &f64| format!("1e{v:.0}");
+        let plain = |v: &f64| format!("{v:.3}");
+        chart
+            .configure_mesh()
+            .x_desc("iteration")
+            .y_desc(match scale {
+                LossScale::Linear => "loss",
+                LossScale::Log => "loss (log scale)",
+            })
+            .y_label_formatter(match scale {
+                LossScale::Linear => &plain,
+                LossScale::Log => &decade,
+            })
+            .light_line_style(WHITE)
+            .draw()
+            .map_err(plot_err)?;
+        chart
+            .configure_secondary_axes()
+            .y_desc("validation Dice")
+            .draw()
+            .map_err(plot_err)?;
+        let points = |f: &dyn Fn(&IterationLog) -> Option<f64>| -> Vec<(f64, f64)> {
+            log.iter()
+                .filter_map(|e| f(e).map(|v| (e.iteration as f64, value(v))))
+                .filter(|(_, v)| v.is_finite())
+                .collect()
+        };
+        let mut series: Vec<Series> = vec![("total".into(), BLACK, points(&|e| Some(e.loss)))];
+        if let Some(last) = log.last() {
+            for (i, name) in last.parts.keys().enumerate() {
+                let [r, g, b] = PART_COLOURS[i % PART_COLOURS.len()];
+                series.push((
+                    name.clone(),
+                    RGBColor(r, g, b),
+                    points(&|e| e.parts.get(name).copied()),
+                ));
             }
         }
+        for (name, colour, pts) in series {
+            chart
+                .draw_series(LineSeries::new(pts, colour.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                });
+        }
+        let [r, g, b] = DICE_COLOUR;
+        let green = RGBColor(r, g, b);
+        let dice: Vec<(f64, f64)> = log
+            .iter()
+            .filter_map(|e| e.validation_dice.map(|d| (e.iteration as f64, d)))
+            .collect();
+        chart
+            .draw_secondary_series(LineSeries::new(dice.clone(), green.stroke_width(2)))
+            .map_err(plot_err)?
+            .label("validation Dice")
+            .legend(move |(x, y)| Circle::new((x + 9, y), 4, green.filled()));
+        chart
+            .draw_secondary_series(dice.into_iter().map(|p| Circle::new(p, 4, green.filled())))
+            .map_err(plot_err)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
     }
-    c.text(4, y1, &format!("{ymax:.3}"), 2, BLACK);
-    c.text(4, y0 - 10, "0", 2, BLACK);
-    c.text(x1 - 40, y0 + 8, &format!("{}", last.iteration), 2, BLACK);
-    c.text(x1 + 6, y1, "1", 2, DICE_COLOUR);
-    c.save(path)
+    Canvas {
+        width: w as usize,
+        height: h as usize,
+        pixels,
+    }
+    .save(path)
 }
 
 /// Mid-z-slice panels, left to right: the image, the image with the label
@@ -268,11 +295,18 @@ mod tests {
                 validation_dice: (i % 5 == 0).then_some(i as f64 / 20.0),
             })
             .collect();
-        let p = dir.path().join("curves.png");
-        loss_curves(&log, &p).unwrap();
-        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
-        let reader = dec.read_info().unwrap();
-        assert_eq!((reader.info().width, reader.info().height), (900, 420));
+        for scale in [LossScale::Linear, LossScale::Log] {
+            let p = dir.path().join("curves.png");
+            loss_curves(&log, &p, scale).unwrap();
+            let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
+            let mut reader = dec.read_info().unwrap();
+            assert_eq!((reader.info().width, reader.info().height), (900, 420));
+            let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+            reader.next_frame(&mut buf).unwrap();
+            // The total is drawn in black, the Dice markers in green.
+            let has = |c: [u8; 3]| buf.chunks(3).any(|p| p == c);
+            assert!(has([0, 0, 0]) && has(DICE_COLOUR), "{scale:?}");
+        }
 
         let shape = [16, 12, 4];
         let n = 16 * 12 * 4;

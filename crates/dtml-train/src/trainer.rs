@@ -385,7 +385,11 @@ impl Session<'_> {
         if finished || (cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every)) {
             let state = TrainerState::new(done, cfg.clone(), self.req.data.dir.clone(), *best);
             checkpoint::save(run_dir, self.nets, &sgd.state()?, &state)?;
-            crate::plot::loss_curves(&read_log(run_dir)?, &run_dir.join(CURVES_FILE))?;
+            crate::plot::loss_curves(
+                &read_log(run_dir)?,
+                &run_dir.join(CURVES_FILE),
+                crate::plot::LossScale::Linear,
+            )?;
             on_event(Event::Checkpoint { iteration: done });
         }
         Ok(entry)
