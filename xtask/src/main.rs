@@ -341,11 +341,10 @@ fn torch_python() -> Option<PathBuf> {
     })
 }
 
-/// The number after `"key":` in a one-line JSON object.
+/// The number under `key` in a one-line JSON object (None for anything
+/// else, a line that is not JSON included).
 fn json_number(line: &str, key: &str) -> Option<f64> {
-    let rest = &line[line.find(&format!("\"{key}\":"))? + key.len() + 3..];
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    rest[..end].trim().parse().ok()
+    serde_json::from_str::<serde_json::Value>(line).ok()?[key].as_f64()
 }
 
 /// Runs a command and returns the last line of its standard output.

@@ -14,36 +14,47 @@ use dtml_infer::infer::{Ensemble, InferenceOptions, Students, predict_volume};
 use dtml_model::{VNet, VNetConfig};
 use std::time::Instant;
 
-fn triple(s: &str) -> [usize; 3] {
+/// Three sizes `x,y,z`.
+fn triple(s: &str) -> Result<[usize; 3], String> {
     let v: Vec<usize> = s
-        .split([',', 'x'])
-        .map(|p| p.trim().parse().expect("a number"))
-        .collect();
-    v.try_into().expect("three values x,y,z")
+        .split(',')
+        .map(|p| p.trim().parse().map_err(|_| format!("{s:?}: not a number")))
+        .collect::<Result<_, _>>()?;
+    v.try_into()
+        .map_err(|_| format!("{s:?}: give three values x,y,z"))
+}
+
+#[derive(clap::Parser)]
+struct Args {
+    /// Volume size x,y,z.
+    #[arg(long, value_parser = triple, default_value = "144,144,88")]
+    size: [usize; 3],
+    /// Window x,y,z [default: the paper's].
+    #[arg(long, value_parser = triple)]
+    patch: Option<[usize; 3]>,
+    /// Window step x,y,z [default: the reference's].
+    #[arg(long, value_parser = triple)]
+    stride: Option<[usize; 3]>,
+    /// V-Net width.
+    #[arg(long, default_value_t = 16)]
+    width: usize,
+    /// Windows per forward pass [default: as `dtml predict`].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Runs; the best time is printed.
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
 }
 
 fn main() {
     // SAFETY: first statement of main; no other thread exists yet.
     unsafe { dtml_model::runtime::prepare_process() };
-    let mut size = [144, 144, 88];
-    let mut patch = [112, 112, 80];
-    let mut stride = [18, 18, 4];
-    let (mut width, mut batch, mut repeats) = (16, 2, 1);
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let [flag, value] = pair else {
-            panic!("flags come with a value: {args:?}")
-        };
-        match flag.as_str() {
-            "--size" => size = triple(value),
-            "--patch" => patch = triple(value),
-            "--stride" => stride = triple(value),
-            "--width" => width = value.parse().expect("width"),
-            "--batch" => batch = value.parse().expect("batch"),
-            "--repeats" => repeats = value.parse().expect("repeats"),
-            other => panic!("unknown flag {other}"),
-        }
-    }
+    let args = <Args as clap::Parser>::parse();
+    let defaults = InferenceOptions::default();
+    let (size, width, repeats) = (args.size, args.width, args.repeats);
+    let patch = args.patch.unwrap_or(defaults.patch);
+    let stride = args.stride.unwrap_or(defaults.stride);
+    let batch = args.batch.unwrap_or(defaults.batch);
     let config = VNetConfig {
         width,
         ..Default::default()

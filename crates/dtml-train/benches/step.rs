@@ -21,6 +21,23 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
 
+/// The bench's command line (after cargo's own `--bench`).
+#[derive(clap::Parser)]
+struct Args {
+    /// demo or paper.
+    #[arg(default_value = "demo", value_parser = ["demo", "paper"])]
+    size: String,
+    /// Timed steps [default: 15 demo, 3 paper].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Untimed steps first [default: 3 demo, 1 paper].
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -32,24 +49,8 @@ fn peak_rss_mb() -> Option<f64> {
 fn main() {
     // SAFETY: first statement of main; no other thread exists yet.
     unsafe { dtml_model::runtime::prepare_process() };
-    let mut size = "demo".to_string();
-    let mut steps = None;
-    let mut warmup = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--bench" => {}
-            "--steps" => steps = args.next().and_then(|v| v.parse().ok()),
-            "--warmup" => warmup = args.next().and_then(|v| v.parse().ok()),
-            "demo" | "paper" => size = a,
-            other => {
-                eprintln!(
-                    "step bench: unknown argument {other}; usage: [demo|paper] [--steps N] [--warmup N]"
-                );
-                std::process::exit(2);
-            }
-        }
-    }
+    let args = <Args as clap::Parser>::parse();
+    let (size, steps, warmup) = (args.size, args.steps, args.warmup);
     let tier = dtml_model::simd::init().expect("DTML_CPU");
     eprintln!(
         "step bench: {tier} kernels (CPU has {:?})",
