@@ -1,6 +1,7 @@
 //! `cargo xtask`: project chores that are not the product: the test suite
 //! with its Python peers, the demo data, and side-by-side benchmarks.
 
+mod graph;
 mod study;
 
 use anyhow::{Context, Result, bail};
@@ -56,6 +57,9 @@ enum Task {
         #[arg(long, value_delimiter = ',', default_value = "supervised,dtml")]
         reference: Vec<String>,
     },
+    /// Print each crate's workspace dependencies and module import graph;
+    /// fail on import circles (also run by `test`).
+    Graph,
     /// Run benchmarks side by side with Python peers when installed.
     Bench {
         /// What to measure.
@@ -131,6 +135,7 @@ fn has_nextest() -> bool {
 fn test(no_lint: bool) -> Result<()> {
     let python = python_env(&root().join("xtask/requirements-test.txt"))?;
     if !no_lint {
+        graph::run(&root())?;
         run(cargo().args(["fmt", "--all", "--check"]))?;
         run(cargo().args([
             "clippy",
@@ -717,6 +722,7 @@ fn main() -> Result<()> {
             if no_cuda_check { Ok(()) } else { cuda_check() }
         }
         Task::Prepare { out } => prepare(&out),
+        Task::Graph => graph::run(&root()),
         Task::Study {
             out,
             iterations,
