@@ -76,6 +76,24 @@ fn tiny_train<'a>(prepared: &'a Path, run: &'a Path, extra: &[&'a str]) -> Vec<&
     args
 }
 
+/// `dtml generate` of a small synthetic dataset (16^3, seed 3) into `out`.
+fn generate_small(out: &Path, train: usize, test: usize) {
+    let (train, test) = (train.to_string(), test.to_string());
+    dtml_ok(&[
+        "generate",
+        "--out",
+        s(out),
+        "--shape",
+        "16,16,16",
+        "--train-cases",
+        &train,
+        "--test-cases",
+        &test,
+        "--seed",
+        "3",
+    ]);
+}
+
 fn mask_volume(shape: [usize; 3], geometry: Geometry, fill: impl Fn(usize) -> u8) -> Volume {
     let n = shape.iter().product();
     Volume::new(VoxelData::U8((0..n).map(fill).collect()), shape, geometry).unwrap()
@@ -151,19 +169,7 @@ fn devices_fifos_and_oversized_data_files_are_not_read() {
 fn dataset_files_that_resolve_outside_the_dataset_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    dtml_ok(&[
-        "generate",
-        "--out",
-        s(&data),
-        "--shape",
-        "16,16,16",
-        "--train-cases",
-        "3",
-        "--test-cases",
-        "1",
-        "--seed",
-        "3",
-    ]);
+    generate_small(&data, 3, 1);
     // Swap one image for a symlink to a copy outside the dataset.
     let image = data.join("imagesTr/synth_001_0000.nii.gz");
     let elsewhere = dir.path().join("elsewhere.nii.gz");
@@ -501,19 +507,7 @@ fn label_values_left_out_and_unusable_spacings_are_warned() {
     );
     // Label values other than the foreground count as background, loudly.
     let data = dir.path().join("data");
-    dtml_ok(&[
-        "generate",
-        "--out",
-        s(&data),
-        "--shape",
-        "16,16,16",
-        "--train-cases",
-        "2",
-        "--test-cases",
-        "0",
-        "--seed",
-        "3",
-    ]);
+    generate_small(&data, 2, 0);
     let label_path = data.join("labelsTr/synth_000.nii.gz");
     let mut label = dtml_volume::read_volume(&label_path).unwrap();
     if let VoxelData::U8(v) = &mut label.data {
