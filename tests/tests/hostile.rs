@@ -163,6 +163,24 @@ fn devices_fifos_and_oversized_data_files_are_not_read() {
         err.contains("more than") && err.contains("big.raw"),
         "{err}"
     );
+    // Attached data far beyond the sizes, and a "header" that never ends:
+    // refused from a bounded prefix, not read whole.
+    let mut attached =
+        b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 2 2\nencoding: raw\n\n".to_vec();
+    attached.resize(attached.len() + (4 << 20), 0);
+    std::fs::write(d.join("attached.nrrd"), &attached).unwrap();
+    let err = dtml_err(&["info", s(&d.join("attached.nrrd"))]);
+    assert!(err.contains("after its header, more than"), "{err}");
+    let mut endless = b"NRRD0004\n".to_vec();
+    endless.extend(std::iter::repeat_n(b"# comment\n".as_slice(), 300_000).flatten());
+    std::fs::write(d.join("endless.nrrd"), &endless).unwrap();
+    let err = dtml_err(&["info", s(&d.join("endless.nrrd"))]);
+    assert!(err.contains("no blank line ends the header"), "{err}");
+    let err = dtml_err(&["info", s(&h)]);
+    assert!(
+        err.contains("more than") && err.contains("big.raw"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -86,17 +86,55 @@ fn unsupported(path: &Path, reason: impl Into<String>) -> VolumeError {
     }
 }
 
+/// The most bytes a header may take before its blank line (ITK's are a
+/// few hundred).
+const HEADER_MAX: usize = 1 << 20;
+
+/// The first `n` bytes of `path` (fewer if it is shorter).
+fn read_prefix(path: &Path, n: usize) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| VolumeError::io(path, e))?;
+    let mut out = Vec::new();
+    file.take(n as u64)
+        .read_to_end(&mut out)
+        .map_err(|e| VolumeError::io(path, e))?;
+    Ok(out)
+}
+
 /// Reads an NRRD volume (see the module documentation for what is
 /// supported).
 pub fn read_nrrd(path: &Path) -> Result<Volume> {
-    // No header plus data can use more than the largest volume allowed,
-    // 8 bytes a sample, plus room for the header and encodings' overhead.
-    let most = (confine::max_voxels()? as u64)
-        .saturating_mul(8)
-        .saturating_add(1 << 20);
-    let bytes = confine::read_bounded(path, most, "NRRD file")?;
-    let header = parse_header(path, &bytes)?;
+    // The header is read from a bounded prefix; attached data only once the
+    // header has said how much there can be.
+    confine::regular_file(path, "NRRD file", path)?;
+    let file_len = std::fs::metadata(path)
+        .map_err(|e| VolumeError::io(path, e))?
+        .len();
+    let prefix = read_prefix(path, HEADER_MAX)?;
+    let header = parse_header(path, &prefix)?;
+    if header.data_start.is_none() && file_len > prefix.len() as u64 {
+        return Err(format_err(
+            path,
+            format!("no blank line ends the header within its first {HEADER_MAX} bytes"),
+        ));
+    }
     let layout = Layout::from_header(path, &header)?;
+    let bytes = match header.data_start {
+        Some(start) if layout.data_file.is_none() && file_len > prefix.len() as u64 => {
+            let most = (start as u64).saturating_add(layout.most_stored_bytes());
+            if file_len > most {
+                return Err(format_err(
+                    path,
+                    format!(
+                        "holds {} bytes after its header, more than the {} its sizes and encoding can use (wrong sizes, or not the file meant)",
+                        file_len - start as u64,
+                        most - start as u64
+                    ),
+                ));
+            }
+            confine::read_bounded(path, most, "NRRD file")?
+        }
+        _ => prefix,
+    };
 
     // The bytes holding the (possibly encoded) data, before line skip.
     let detached;
