@@ -94,12 +94,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     settings["foreground"] = serde_json::json!(a.foreground);
     settings["test_list"] = serde_json::json!(a.test_list);
     settings["channel"] = serde_json::json!(a.channel);
-    let record = Record {
-        command: "evaluate".into(),
-        model: a.model.paths().to_vec(),
-        input: a.data.clone(),
-        settings,
-    };
+    let record = Record::new("evaluate", a.model.paths(), &a.data, settings);
     let keep = record
         .claim(&a.out, shard, a.overwrite)
         .with_context(|| format!("--out {}", a.out.display()))?;

@@ -60,12 +60,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
     settings["channel"] = serde_json::json!(a.channel);
     settings["probability"] = serde_json::json!(a.probability);
     settings["disagreement"] = serde_json::json!(a.disagreement);
-    let record = Record {
-        command: "predict".into(),
-        model: a.model.paths().to_vec(),
-        input: a.input.clone(),
-        settings,
-    };
+    let record = Record::new("predict", a.model.paths(), &a.input, settings);
     let keep = record
         .claim(&a.out, shard, a.overwrite)
         .with_context(|| format!("--out {}", a.out.display()))?;

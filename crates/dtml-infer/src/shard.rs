@@ -124,6 +124,24 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record of a job, its paths made absolute and resolved (symlinks
+    /// followed) where they exist, so `run/`, `./run` and `/abs/run` are
+    /// the same job.
+    pub fn new(
+        command: &str,
+        model: &[PathBuf],
+        input: &Path,
+        settings: serde_json::Value,
+    ) -> Record {
+        let real = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        Record {
+            command: command.into(),
+            model: model.iter().map(|p| real(p)).collect(),
+            input: real(input),
+            settings,
+        }
+    }
+
     /// Checks `out` may take this job's files and writes the record: a
     /// folder with no record (new, or from before records) or the same
     /// record is fine, and its complete outputs count as done; another
@@ -217,6 +235,13 @@ mod tests {
         assert!(
             !r("a").claim(dir.path(), Shard::WHOLE, false).unwrap(),
             "a whole job starts over"
+        );
+        // Spellings of the same paths are the same job.
+        std::fs::create_dir(dir.path().join("run")).unwrap();
+        let spelled = |m: PathBuf| Record::new("predict", &[m], dir.path(), serde_json::json!({}));
+        assert_eq!(
+            spelled(dir.path().join("run")),
+            spelled(dir.path().join(".").join("run"))
         );
     }
 }
