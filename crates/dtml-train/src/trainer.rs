@@ -136,9 +136,14 @@ pub fn optimizer(cfg: &TrainConfig, nets: &[&VNet]) -> Sgd {
 }
 
 /// Bytes of training memory per voxel of a patch, per sample, per unit of
-/// width and per network: measured peak RSS of the step bench (demo and
-/// paper size both give about 90) with some headroom.
-const BYTES_PER_VOXEL_SAMPLE_WIDTH_NET: f64 = 96.0;
+/// width and per network: the measured peak RSS of the step bench (demo and
+/// paper size both give about 90).
+const BYTES_PER_VOXEL_SAMPLE_WIDTH_NET: f64 = 90.0;
+
+/// How far the estimate may exceed the available memory before a run is
+/// refused: the estimate is a measurement of two sizes, not a bound, and a
+/// run that would fit must not be turned away.
+const MEMORY_TOLERANCE: f64 = 1.25;
 
 /// Refuses, before anything is allocated, a patch that would be mostly
 /// zero padding (over twice the largest prepared case on an axis) or a
@@ -165,7 +170,7 @@ fn check_patch(cfg: &TrainConfig, set: &TrainingSet) -> Result<()> {
         * cfg.method.networks() as f64
         * BYTES_PER_VOXEL_SAMPLE_WIDTH_NET;
     if let Some(avail) = dtml_volume::confine::available_memory()
-        && need > avail as f64
+        && need > MEMORY_TOLERANCE * avail as f64
     {
         let gib = |b: f64| b / (1u64 << 30) as f64;
         return Err(TrainError::Config(format!(
@@ -235,7 +240,9 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
         nets: &refs,
         validation: &validation,
     };
-    let mut log = open_log(req.run_dir, first)?;
+    // Opened after the first step succeeds: a run that fails at once (a
+    // non-finite loss, say) leaves nothing behind.
+    let mut log = None;
     on_event(Event::Started {
         first,
         iterations: cfg.iterations,
@@ -269,7 +276,11 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
             seconds: start.elapsed().as_secs_f64(),
             validation_dice: None,
         };
-        last = Some(run.after_step(entry, &sgd, &mut best, &mut log, on_event)?);
+        if log.is_none() {
+            log = Some(open_log(req.run_dir, first)?);
+        }
+        let log = log.as_mut().expect("opened above");
+        last = Some(run.after_step(entry, &sgd, &mut best, log, on_event)?);
     }
     run.finish(best, last)
 }
