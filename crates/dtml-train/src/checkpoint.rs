@@ -36,6 +36,14 @@ pub struct TrainerState {
     pub dataset: PathBuf,
     /// Best validation Dice so far and its iteration.
     pub best: Option<(usize, f64)>,
+    /// Ranks of the data-parallel group that trained it (a resume needs as
+    /// many: each rank's batches depend on its rank).
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl TrainerState {
@@ -44,6 +52,7 @@ impl TrainerState {
         config: TrainConfig,
         dataset: PathBuf,
         best: Option<(usize, f64)>,
+        world_size: usize,
     ) -> Self {
         TrainerState {
             format: STATE_FORMAT.into(),
@@ -52,6 +61,7 @@ impl TrainerState {
             config,
             dataset,
             best,
+            world_size,
         }
     }
 }

@@ -27,6 +27,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 pub mod error;
 pub mod log;

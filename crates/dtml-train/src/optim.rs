@@ -29,6 +29,54 @@ impl Sgd {
         }
     }
 
+    /// Replaces every gradient in `grads` by its mean over the ranks of
+    /// `group`, all in one flat buffer in parameter order (a single
+    /// all-reduce per step). Nothing to do for a group of one.
+    pub fn average_gradients(
+        &self,
+        grads: &mut GradStore,
+        group: &dyn crate::collective::Collective,
+    ) -> Result<()> {
+        if group.size() == 1 {
+            return Ok(());
+        }
+        let mut flat: Vec<f32> = Vec::new();
+        let mut present = Vec::with_capacity(self.params.len());
+        for (_, var) in &self.params {
+            let t = var.as_tensor();
+            match grads.get(t) {
+                Some(g) => {
+                    flat.extend(
+                        g.detach()
+                            .to_dtype(candle_core::DType::F32)?
+                            .flatten_all()?
+                            .to_vec1::<f32>()?,
+                    );
+                    present.push(true);
+                }
+                // Every rank runs the same graph, so a parameter without a
+                // gradient has none anywhere; its slot keeps the layout.
+                None => {
+                    flat.extend(std::iter::repeat_n(0.0, t.elem_count()));
+                    present.push(false);
+                }
+            }
+        }
+        group.all_reduce_mean(&mut flat)?;
+        let mut at = 0;
+        for ((_, var), has) in self.params.iter().zip(present) {
+            let t = var.as_tensor();
+            let n = t.elem_count();
+            if has {
+                let g = Tensor::from_slice(&flat[at..at + n], t.shape(), t.device())?
+                    .to_dtype(t.dtype())?;
+                grads.insert(t, g);
+            }
+            at += n;
+        }
+        Ok(())
+    }
+
     /// One update with learning rate `lr`. Parameters without a gradient
     /// are left alone, as PyTorch does.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {

@@ -5,6 +5,7 @@
 
 use crate::batch::{HostBatch, Stream, TrainingSet, batch_for, rng_for};
 use crate::checkpoint::{self, TrainerState};
+use crate::collective::{Collective, Solo, rank_seed};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::log::{IterationLog, LOG_FILE, open_log, read_log};
@@ -58,8 +59,13 @@ pub enum Event<'a> {
 #[derive(Debug, Clone)]
 pub struct TrainOutcome {
     pub run: RunInfo,
+    /// This rank's last iteration (every rank's loss is its own batch's).
     pub last: Option<IterationLog>,
     pub best: Option<(usize, f64)>,
+    /// A hash of the bits of the final trained weights (not the BatchNorm
+    /// statistics, which are each rank's own): equal on every rank of a
+    /// data-parallel run.
+    pub weights_digest: u64,
 }
 
 fn network_config(cfg: &TrainConfig) -> VNetConfig {
@@ -213,7 +219,24 @@ fn check_resume(saved: &TrainerState, req: &TrainRequest) -> Result<()> {
 
 /// Trains as `req` says; returns when the run is complete.
 pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<TrainOutcome> {
-    let (loaded, cfg) = open_run(&req)?;
+    train_in_group(req, &Solo, on_event)
+}
+
+/// [`train`] as one rank of a data-parallel `group`
+/// ([`crate::collective`]): every rank calls it with the same request.
+pub fn train_in_group(
+    req: TrainRequest,
+    group: &dyn Collective,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<TrainOutcome> {
+    let (loaded, cfg) = open_run(&req, group)?;
+    // No rank writes before every rank has looked at the run directory.
+    group.barrier()?;
+    // This rank's batches and dropout; the initial weights come from `cfg`.
+    let rank_cfg = TrainConfig {
+        seed: rank_seed(cfg.seed, group.rank()),
+        ..cfg.clone()
+    };
     let (set, validation) = training_cases(req.data, &cfg)?;
     check_patch(&cfg, &set)?;
     let device = req.device.clone();
@@ -239,6 +262,7 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
         cfg: &cfg,
         nets: &refs,
         validation: &validation,
+        group,
     };
     // Opened after the first step succeeds: a run that fails at once (a
     // non-finite loss, say) leaves nothing behind.
@@ -249,7 +273,7 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
     });
     let mut last = None;
     let mut next = if first < cfg.iterations {
-        Some(batch_for(first, &cfg, &set)?)
+        Some(batch_for(first, &rank_cfg, &set)?)
     } else {
         None
     };
@@ -260,8 +284,9 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
             .ok_or_else(|| TrainError::Other("batch pipeline stalled".into()))?;
         // The next batch is assembled on another thread during this step.
         let (step, prefetched) = std::thread::scope(|s| {
-            let ahead = (t + 1 < cfg.iterations).then(|| s.spawn(|| batch_for(t + 1, &cfg, &set)));
-            let step = train_step(&cfg, &refs, &mut sgd, &batch, &device);
+            let ahead =
+                (t + 1 < cfg.iterations).then(|| s.spawn(|| batch_for(t + 1, &rank_cfg, &set)));
+            let step = step_in_group(&rank_cfg, &refs, &mut sgd, &batch, &device, None, group);
             let prefetched = ahead.map(|h| h.join().expect("batch worker panicked"));
             (step, prefetched)
         });
@@ -276,6 +301,10 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
             seconds: start.elapsed().as_secs_f64(),
             validation_dice: None,
         };
+        if group.rank() != 0 {
+            last = Some(entry);
+            continue;
+        }
         if log.is_none() {
             log = Some(open_log(req.run_dir, first)?);
         }
@@ -287,7 +316,10 @@ pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<Train
 
 /// Finds the run's checkpoint as `--resume` asks (or its absence) and
 /// settles the configuration: the checkpoint's on resume.
-fn open_run(req: &TrainRequest) -> Result<(Option<checkpoint::Loaded>, TrainConfig)> {
+fn open_run(
+    req: &TrainRequest,
+    group: &dyn Collective,
+) -> Result<(Option<checkpoint::Loaded>, TrainConfig)> {
     let run_dir = req.run_dir;
     std::fs::create_dir_all(run_dir).map_err(|e| TrainError::file(run_dir, e))?;
     let loaded = match (req.resume, checkpoint::find(run_dir)) {
@@ -309,6 +341,14 @@ fn open_run(req: &TrainRequest) -> Result<(Option<checkpoint::Loaded>, TrainConf
     let cfg = match &loaded {
         Some(l) => {
             check_resume(&l.trainer, req)?;
+            if l.trainer.world_size != group.size() {
+                return Err(TrainError::Config(format!(
+                    "--resume: the run in {} was trained by {} rank(s), this job has {}; resume it with as many (each rank's batches depend on its rank)",
+                    run_dir.display(),
+                    l.trainer.world_size,
+                    group.size()
+                )));
+            }
             TrainConfig {
                 checkpoint_every: req.config.checkpoint_every,
                 threads: req.config.threads,
@@ -355,6 +395,7 @@ struct Session<'a> {
     cfg: &'a TrainConfig,
     nets: &'a [&'a VNet],
     validation: &'a [&'a CaseRecord],
+    group: &'a dyn Collective,
 }
 
 impl Session<'_> {
@@ -394,7 +435,13 @@ impl Session<'_> {
         log.flush().map_err(|e| TrainError::file(&log_path, e))?;
         on_event(Event::Iteration(&entry));
         if finished || (cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every)) {
-            let state = TrainerState::new(done, cfg.clone(), self.req.data.dir.clone(), *best);
+            let state = TrainerState::new(
+                done,
+                cfg.clone(),
+                self.req.data.dir.clone(),
+                *best,
+                self.group.size(),
+            );
             checkpoint::save(run_dir, self.nets, &sgd.state()?, &state)?;
             crate::plot::loss_curves(
                 &read_log(run_dir)?,
@@ -406,19 +453,35 @@ impl Session<'_> {
         Ok(entry)
     }
 
-    /// The run's end: exports the last students unless validation chose
-    /// the best, and draws the overlay of a validation (or labelled) case.
+    /// The run's end: rank 0 exports the last students unless validation
+    /// chose the best, and draws the overlay of a validation (or labelled)
+    /// case; the other ranks wait for it and read what it wrote.
     fn finish(
         &self,
         best: Option<(usize, f64)>,
         last: Option<IterationLog>,
     ) -> Result<TrainOutcome> {
         let (cfg, run_dir) = (self.cfg, self.req.run_dir);
+        let weights_digest = digest(self.nets)?;
+        if self.group.rank() != 0 {
+            self.group.barrier()?;
+            let run = RunInfo::read(run_dir)?;
+            return Ok(TrainOutcome {
+                run,
+                last,
+                best,
+                weights_digest,
+            });
+        }
         let run = if best.is_none() {
-            export(run_dir, cfg, self.nets, cfg.iterations, self.foreground())?
+            export(run_dir, cfg, self.nets, cfg.iterations, self.foreground())
         } else {
-            RunInfo::read(run_dir)?
+            RunInfo::read(run_dir).map_err(Into::into)
         };
+        // Released before an error returns too: the other ranks must not
+        // wait for ever on a rank that failed.
+        self.group.barrier()?;
+        let run = run?;
         let shown = self
             .validation
             .first()
@@ -433,7 +496,12 @@ impl Session<'_> {
                 &run_dir.join(OVERLAY_FILE),
             )?;
         }
-        Ok(TrainOutcome { run, last, best })
+        Ok(TrainOutcome {
+            run,
+            last,
+            best,
+            weights_digest,
+        })
     }
 
     fn foreground(&self) -> &[i64] {
@@ -467,6 +535,21 @@ pub fn train_step_with_masks(
     batch: &HostBatch,
     device: &Device,
     masks: Option<&[(Tensor, Tensor)]>,
+) -> Result<(f64, BTreeMap<String, f64>)> {
+    step_in_group(cfg, nets, sgd, batch, device, masks, &Solo)
+}
+
+/// One step as one rank of `group`: the gradients are averaged over the
+/// ranks before the update.
+#[allow(clippy::too_many_arguments)]
+fn step_in_group(
+    cfg: &TrainConfig,
+    nets: &[&VNet],
+    sgd: &mut Sgd,
+    batch: &HostBatch,
+    device: &Device,
+    masks: Option<&[(Tensor, Tensor)]>,
+    group: &dyn Collective,
 ) -> Result<(f64, BTreeMap<String, f64>)> {
     let t = batch.iteration;
     let dtype = nets[0].dtype();
@@ -504,7 +587,8 @@ pub fn train_step_with_masks(
             parts: format!("{parts:?}"),
         });
     }
-    let grads = obj.total.backward()?;
+    let mut grads = obj.total.backward()?;
+    sgd.average_gradients(&mut grads, group)?;
     sgd.step(&grads, cfg.lr_at(t))?;
     Ok((loss, parts))
 }
@@ -615,4 +699,25 @@ fn export(
     };
     info.write(run_dir)?;
     Ok(info)
+}
+
+/// FNV-1a over the bits of every trained weight of `nets`, in name order.
+fn digest(nets: &[&VNet]) -> Result<u64> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for net in nets {
+        for (name, var) in net.named_trainable_vars() {
+            let values = var
+                .as_tensor()
+                .to_dtype(DType::F64)?
+                .flatten_all()?
+                .to_vec1::<f64>()?;
+            for b in name
+                .bytes()
+                .chain(values.iter().flat_map(|v| v.to_bits().to_le_bytes()))
+            {
+                h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+    }
+    Ok(h)
 }

@@ -1,0 +1,149 @@
+//! What data-parallel training needs of a group of processes (ranks):
+//! their number, this one's rank, the mean of a flat buffer over all of
+//! them, and a barrier. The trainer averages every step's gradients in one
+//! buffer (one call per step, not one per tensor), so every rank applies
+//! the same update to the same weights.
+//!
+//! Semantics, as PyTorch DDP's defaults: identical initial weights on every
+//! rank (the same seed); each rank draws its own batches and dropout masks
+//! from `(seed, rank, iteration)` ([`rank_seed`]); BatchNorm statistics are
+//! each rank's own; rank 0 alone logs, validates and writes checkpoints.
+//! [`Solo`] is the group of one (every run that is not data-parallel);
+//! [`LocalGroup`] runs ranks as threads of one process, for tests.
+//!
+//! ```
+//! use dtml_train::collective::{Collective, LocalGroup};
+//! let ranks = LocalGroup::new(2);
+//! let handles: Vec<_> = ranks
+//!     .into_iter()
+//!     .map(|g| std::thread::spawn(move || {
+//!         let mut buf = vec![g.rank() as f32; 3];
+//!         g.all_reduce_mean(&mut buf).unwrap();
+//!         buf
+//!     }))
+//!     .collect();
+//! for h in handles {
+//!     assert_eq!(h.join().unwrap(), vec![0.5; 3]);
+//! }
+//! ```
+
+use crate::error::{Result, TrainError};
+use std::sync::{Arc, Barrier, Mutex};
+
+/// A group of ranks training one model together.
+pub trait Collective {
+    /// This rank, from 0.
+    fn rank(&self) -> usize;
+    /// The number of ranks.
+    fn size(&self) -> usize;
+    /// Replaces `buf` on every rank by the element-wise mean over all
+    /// ranks' `buf` (the same length everywhere).
+    fn all_reduce_mean(&self, buf: &mut [f32]) -> Result<()>;
+    /// Returns once every rank has called it.
+    fn barrier(&self) -> Result<()>;
+}
+
+/// The group of one process.
+pub struct Solo;
+
+impl Collective for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_reduce_mean(&self, _buf: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The seed of rank `rank`'s batches and dropout: the run's own seed on
+/// rank 0 (so one rank trains exactly as a run that is not parallel),
+/// distinct streams on the others.
+pub fn rank_seed(seed: u64, rank: usize) -> u64 {
+    if rank == 0 {
+        seed
+    } else {
+        seed ^ (rank as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
+    }
+}
+
+struct Shared {
+    size: usize,
+    barrier: Barrier,
+    sum: Mutex<Vec<f32>>,
+}
+
+/// Ranks as threads of one process (tests, and a reference for the
+/// semantics a multi-process backend must match).
+pub struct LocalGroup {
+    rank: usize,
+    shared: Arc<Shared>,
+}
+
+impl LocalGroup {
+    /// The `size` members of a new group; give each to its own thread.
+    pub fn new(size: usize) -> Vec<LocalGroup> {
+        let shared = Arc::new(Shared {
+            size,
+            barrier: Barrier::new(size),
+            sum: Mutex::new(Vec::new()),
+        });
+        (0..size)
+            .map(|rank| LocalGroup {
+                rank,
+                shared: shared.clone(),
+            })
+            .collect()
+    }
+}
+
+impl Collective for LocalGroup {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.shared.size
+    }
+    fn all_reduce_mean(&self, buf: &mut [f32]) -> Result<()> {
+        let poisoned = |_| TrainError::Other("a rank of the local group panicked".into());
+        let s = &self.shared;
+        s.barrier.wait();
+        if self.rank == 0 {
+            *s.sum.lock().map_err(poisoned)? = vec![0.0; buf.len()];
+        }
+        s.barrier.wait();
+        {
+            let mut sum = s.sum.lock().map_err(poisoned)?;
+            if sum.len() != buf.len() {
+                return Err(TrainError::Other(format!(
+                    "all-reduce of {} values on rank {} but {} on rank 0",
+                    buf.len(),
+                    self.rank,
+                    sum.len()
+                )));
+            }
+            for (a, b) in sum.iter_mut().zip(buf.iter()) {
+                *a += *b;
+            }
+        }
+        s.barrier.wait();
+        {
+            let sum = s.sum.lock().map_err(poisoned)?;
+            let n = s.size as f32;
+            for (b, a) in buf.iter_mut().zip(sum.iter()) {
+                *b = *a / n;
+            }
+        }
+        s.barrier.wait();
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        self.shared.barrier.wait();
+        Ok(())
+    }
+}
