@@ -147,3 +147,61 @@ impl Collective for LocalGroup {
         Ok(())
     }
 }
+
+/// The ranks of an MPI job (`mpirun`, `srun`): MPI through rsmpi and the
+/// system's Open MPI or MPICH (cargo feature `mpi`). A rank that dies ends
+/// the job: the MPI launcher tears the others down, no rank waits for ever.
+#[cfg(feature = "mpi")]
+pub struct MpiGroup {
+    // Finalises MPI when dropped, after the communicator.
+    world: mpi::topology::SimpleCommunicator,
+    _universe: mpi::environment::Universe,
+}
+
+#[cfg(feature = "mpi")]
+impl MpiGroup {
+    /// Initialises MPI (once per process) and joins the world.
+    pub fn init() -> Result<MpiGroup> {
+        let universe = mpi::initialize().ok_or_else(|| {
+            TrainError::Other("MPI is already initialised in this process".into())
+        })?;
+        Ok(MpiGroup {
+            world: universe.world(),
+            _universe: universe,
+        })
+    }
+
+    /// Whether this process was started by an MPI launcher (Open MPI,
+    /// MPICH / Hydra, Slurm's PMI): then [`MpiGroup::init`] joins its job.
+    pub fn launched() -> bool {
+        ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some())
+    }
+}
+
+#[cfg(feature = "mpi")]
+impl Collective for MpiGroup {
+    fn rank(&self) -> usize {
+        use mpi::traits::Communicator;
+        self.world.rank() as usize
+    }
+    fn size(&self) -> usize {
+        use mpi::traits::Communicator;
+        self.world.size() as usize
+    }
+    fn all_reduce_mean(&self, buf: &mut [f32]) -> Result<()> {
+        use mpi::traits::CommunicatorCollectives;
+        let send = buf.to_vec();
+        self.world
+            .all_reduce_into(&send[..], buf, mpi::collective::SystemOperation::sum());
+        let n = self.size() as f32;
+        buf.iter_mut().for_each(|v| *v /= n);
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        use mpi::traits::CommunicatorCollectives;
+        self.world.barrier();
+        Ok(())
+    }
+}
