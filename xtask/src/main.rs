@@ -162,6 +162,7 @@ fn test(no_lint: bool) -> Result<()> {
             .envs(envs))?;
     }
     run(cargo().args(["test", "--workspace", "--doc"]).envs(envs))?;
+    mpi_tests()?;
     // The kernels' golden and finite-difference tests once more under every
     // other tier this CPU supports, so an AVX-512 machine also checks the
     // AVX2 and portable code (`DTML_CPU` picks the tier per process).
@@ -239,6 +240,62 @@ fn cuda_check() -> Result<()> {
         .current_dir(root())
         .args(["-c", check, "cuda-check"])
         .arg(&script))
+}
+
+/// Debian's packages for the MPI tests: Open MPI (`mpirun`, `mpicc`) and
+/// libclang, which rsmpi's bindings are generated with.
+const MPI_PACKAGES: [&str; 3] = ["openmpi-bin", "libopenmpi-dev", "libclang-dev"];
+
+/// Data-parallel training over MPI: clippy on the `mpi` feature and the
+/// test that runs `mpirun -np 2` (`crates/dtml-train/tests/mpi_ranks.rs`).
+/// Installs Open MPI with apt-get where it is missing (CI runs as root);
+/// elsewhere, without it, the step says so and is skipped, but under
+/// `CI=true` a missing MPI is an error.
+fn mpi_tests() -> Result<()> {
+    let has = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    if !(has("mpirun") && has("mpicc")) {
+        if ci {
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-qq"])
+                .args(MPI_PACKAGES)
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        } else {
+            eprintln!(
+                "skipped the MPI tests: no mpirun/mpicc here (apt-get install {})",
+                MPI_PACKAGES.join(" ")
+            );
+            return Ok(());
+        }
+    }
+    run(cargo().args([
+        "clippy",
+        "-p",
+        "dtml-train",
+        "-p",
+        "dtml-cli",
+        "--features",
+        "dtml-train/mpi,dtml-cli/mpi",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args([
+        "test",
+        "-p",
+        "dtml-train",
+        "--features",
+        "mpi",
+        "--test",
+        "mpi_ranks",
+    ]))
 }
 
 /// The target of the NEON tier's compile check.

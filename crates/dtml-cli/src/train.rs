@@ -4,6 +4,7 @@
 use crate::args::triple;
 use anyhow::{Context, Result, bail};
 use dtml_infer::students::{DeviceKind, select_device};
+use dtml_train::collective::{Collective, Solo};
 use dtml_train::config::{DiceName, SdmLossName};
 use dtml_train::{Event, Method, TrainConfig, TrainRequest};
 use dtml_volume::PreparedDataset;
@@ -198,7 +199,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
         crate::set_threads(n)?;
     }
     let device = select_device(a.device)?;
+    let group = process_group()?;
     let demo = a.data.is_none();
+    if demo && group.size() > 1 {
+        bail!(
+            "a data-parallel job needs --data (a prepared cache every rank can read); prepare it once before `mpirun`"
+        );
+    }
     let (data_dir, base) = match &a.data {
         Some(d) => (d.clone(), TrainConfig::default()),
         None => (prepare_demo_data(&a.out, a.resume)?, TrainConfig::demo()),
@@ -217,7 +224,17 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let config = build_config(&a, base)?;
     let data = PreparedDataset::open(&data_dir)
         .with_context(|| format!("opening the prepared dataset {}", data_dir.display()))?;
-    let outcome = train_with_progress(&data, &run_dir, config, device.clone(), a.resume)?;
+    let outcome = train_with_progress(
+        &data,
+        &run_dir,
+        config,
+        device.clone(),
+        a.resume,
+        group.as_ref(),
+    )?;
+    if group.rank() != 0 {
+        return Ok(());
+    }
     if let Some(last) = &outcome.last {
         tracing::info!(
             "trained {} iterations ({}), last loss {:.4}; students in {}",
@@ -294,12 +311,30 @@ fn prepare_demo_data(out: &Path, resume: bool) -> Result<PathBuf> {
     Ok(prepared)
 }
 
+/// The data-parallel group this process belongs to: the MPI job that
+/// launched it (`mpirun`, `srun`; a build with `--features mpi`), else a
+/// group of one.
+fn process_group() -> Result<Box<dyn Collective>> {
+    #[cfg(feature = "mpi")]
+    if dtml_train::collective::MpiGroup::launched() {
+        let group = dtml_train::collective::MpiGroup::init()?;
+        tracing::info!(
+            "data-parallel rank {} of {} (MPI); rank 0 logs and writes",
+            group.rank(),
+            group.size()
+        );
+        return Ok(Box::new(group));
+    }
+    Ok(Box::new(Solo))
+}
+
 fn train_with_progress(
     data: &PreparedDataset,
     run_dir: &Path,
     config: TrainConfig,
     device: candle_core::Device,
     resume: bool,
+    group: &dyn Collective,
 ) -> Result<dtml_train::TrainOutcome> {
     let pb = ProgressBar::hidden();
     pb.set_style(
@@ -310,7 +345,9 @@ fn train_with_progress(
     pb.set_prefix(config.method.name());
     let mut on_event = |e: Event| match e {
         Event::Started { first, iterations } => {
-            pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            if group.rank() == 0 {
+                pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
             pb.set_length(iterations as u64);
             pb.set_position(first as u64);
             pb.reset_eta();
@@ -339,7 +376,7 @@ fn train_with_progress(
             pb.suspend(|| tracing::debug!("checkpoint at iteration {iteration}"))
         }
     };
-    let outcome = dtml_train::train(
+    let outcome = dtml_train::trainer::train_in_group(
         TrainRequest {
             data,
             run_dir,
@@ -347,6 +384,7 @@ fn train_with_progress(
             device,
             resume,
         },
+        group,
         &mut on_event,
     )
     .with_context(|| format!("training into {}", run_dir.display()))?;

@@ -174,9 +174,14 @@ impl MpiGroup {
     /// Whether this process was started by an MPI launcher (Open MPI,
     /// MPICH / Hydra, Slurm's PMI): then [`MpiGroup::init`] joins its job.
     pub fn launched() -> bool {
-        ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"]
-            .iter()
-            .any(|v| std::env::var_os(v).is_some())
+        [
+            "OMPI_COMM_WORLD_SIZE",
+            "PMI_SIZE",
+            "PMIX_RANK",
+            "MPI_LOCALNRANKS",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
     }
 }
 

@@ -79,8 +79,15 @@ fn prepared(dir: &Path) {
         margin: [Some(2), Some(2), None],
         ..Default::default()
     };
-    dtml_volume::prepare(&ds.root, ds.layout, &split, &dir.join("prepared"), &options, &|_| {})
-        .unwrap();
+    dtml_volume::prepare(
+        &ds.root,
+        ds.layout,
+        &split,
+        &dir.join("prepared"),
+        &options,
+        &|_| {},
+    )
+    .unwrap();
 }
 
 /// `mpirun -np 2` of this binary's `rank` test into `run`.
@@ -122,7 +129,11 @@ fn mpirun_two_ranks_agree_and_a_killed_job_resumes_exactly() {
     // Uninterrupted: both ranks end with the same weights.
     let whole = dir.path().join("whole");
     let out = mpirun(dir.path(), &whole, &[]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let digest = |r: usize| std::fs::read_to_string(whole.join(format!("digest.{r}"))).unwrap();
     assert_eq!(digest(0), digest(1), "ranks hold bit-identical weights");
     let reference = losses(&whole);
@@ -136,13 +147,26 @@ fn mpirun_two_ranks_agree_and_a_killed_job_resumes_exactly() {
         .unwrap();
     let start = Instant::now();
     while !killed.join("log.jsonl").is_file()
-        || std::fs::read_to_string(killed.join("log.jsonl")).unwrap().lines().count() < 4
+        || std::fs::read_to_string(killed.join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+            < 4
     {
-        assert!(start.elapsed() < Duration::from_secs(120), "the job never got going");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the job never got going"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let pid = std::fs::read_to_string(dir.path().join("pid.1")).unwrap();
-    assert!(Command::new("kill").args(["-9", pid.trim()]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(s) = job.try_wait().unwrap() {
@@ -161,7 +185,11 @@ fn mpirun_two_ranks_agree_and_a_killed_job_resumes_exactly() {
     let out = mpirun(dir.path(), &killed, &[("DTML_MPI_TEST_RESUME", "1")])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(losses(&killed), reference, "resume continues exactly");
     assert_eq!(
         std::fs::read_to_string(killed.join("digest.0")).unwrap(),
