@@ -728,7 +728,7 @@ fn oversized_patches_negative_values_and_bad_folders_are_clear_errors() {
         Duration::from_secs(60),
     );
     assert!(
-        !ok && err.contains("over twice the largest prepared case"),
+        !ok && err.contains("over 4 times the largest prepared case"),
         "{err}"
     );
     let err = dtml_err(&[

@@ -152,7 +152,7 @@ const BYTES_PER_VOXEL_SAMPLE_WIDTH_NET: f64 = 90.0;
 const MEMORY_TOLERANCE: f64 = 1.25;
 
 /// Refuses, before anything is allocated, a patch that would be mostly
-/// zero padding (over twice the largest prepared case on an axis) or a
+/// zero padding (over 4 times the largest prepared case on an axis) or a
 /// step that needs more memory than the machine has available.
 fn check_patch(cfg: &TrainConfig, set: &TrainingSet) -> Result<()> {
     let mut largest = [0usize; 3];
@@ -161,9 +161,9 @@ fn check_patch(cfg: &TrainConfig, set: &TrainingSet) -> Result<()> {
             largest[a] = largest[a].max(case.shape[a]);
         }
     }
-    if let Some(a) = (0..3).find(|&a| cfg.patch[a] > 2 * largest[a].max(16)) {
+    if let Some(a) = (0..3).find(|&a| cfg.patch[a] > 4 * largest[a].max(16)) {
         return Err(TrainError::Config(format!(
-            "patch {:?} is over twice the largest prepared case {largest:?} along {}: training would see mostly zero padding; choose a patch near the case size",
+            "patch {:?} is over 4 times the largest prepared case {largest:?} along {}: training would see mostly zero padding; choose a patch near the case size",
             cfg.patch,
             ["x", "y", "z"][a]
         )));
