@@ -63,7 +63,7 @@ enum Task {
     /// Run benchmarks side by side with Python peers when installed.
     Bench {
         /// What to measure.
-        #[arg(value_parser = ["edt", "infer", "model", "train", "all"], default_value = "all")]
+        #[arg(value_parser = ["edt", "infer", "model", "train", "scale", "all"], default_value = "all")]
         what: String,
         /// Tiny sizes (a smoke test of the bench itself, not a measurement).
         #[arg(long)]
@@ -742,6 +742,106 @@ fn bench_train(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// Trainable parameters in a run's exported students (the values a
+/// data-parallel step all-reduces), from the safetensors headers.
+fn trained_parameters(run: &Path) -> Result<u64> {
+    let mut total = 0u64;
+    for file in ["student_a.safetensors", "student_b.safetensors"] {
+        let path = run.join(file);
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let n = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])?;
+        for (name, t) in header.as_object().into_iter().flatten() {
+            if name.contains("running_")
+                || name.contains("num_batches_tracked")
+                || name == "__metadata__"
+            {
+                continue;
+            }
+            total += t["shape"]
+                .as_array()
+                .map_or(0, |s| s.iter().filter_map(|d| d.as_u64()).product());
+        }
+    }
+    Ok(total)
+}
+
+/// One process with 2 threads against 2 MPI ranks with 1 thread each, at
+/// the demo and the paper size: samples per second (each rank trains on
+/// the per-rank batch, so 2 ranks see twice the samples per step) and the
+/// bytes all-reduced per step.
+fn bench_scale(quick: bool) -> Result<()> {
+    prepare(Path::new("target/dtml-bench"))?;
+    run(cargo().args(["build", "--release", "-p", "dtml-cli", "--features", "mpi"]))?;
+    let dtml = root().join("target/release/dtml");
+    let data = root().join("target/dtml-bench/prepared");
+    for (size, width, nl, nu, patch) in STEP_SIZES {
+        if quick && size == "paper" {
+            continue;
+        }
+        let iterations = match (quick, size) {
+            (true, _) => 2,
+            (false, "paper") => 4,
+            _ => 12,
+        };
+        let mut per_second = Vec::new();
+        for ranks in [1usize, 2] {
+            let out = root().join(format!("target/dtml-bench/scale-{size}-{ranks}"));
+            let _ = std::fs::remove_dir_all(&out);
+            let threads = (2 / ranks).to_string();
+            let mut cmd = if ranks == 1 {
+                Command::new(&dtml)
+            } else {
+                let mut c = Command::new("mpirun");
+                c.args(["-np", "2", "--oversubscribe", "--allow-run-as-root"])
+                    .arg(&dtml);
+                c
+            };
+            run(cmd
+                .args(["train", "--data"])
+                .arg(&data)
+                .arg("--out")
+                .arg(&out)
+                .args(["--patch", patch, "--width", &width.to_string()])
+                .args([
+                    "--labelled-batch",
+                    &nl.to_string(),
+                    "--unlabelled-batch",
+                    &nu.to_string(),
+                ])
+                .args([
+                    "--iterations",
+                    &iterations.to_string(),
+                    "--threads",
+                    &threads,
+                ])
+                .env("DTML_LOG", "warn"))?;
+            let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap_or_default();
+            let mut secs: Vec<f64> = log
+                .lines()
+                .filter_map(|l| json_number(l, "seconds"))
+                .skip(1)
+                .collect();
+            secs.sort_by(f64::total_cmp);
+            let median = secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN);
+            let samples = (ranks * (nl + nu)) as f64 / median;
+            let bytes = 4 * trained_parameters(&out)?;
+            println!(
+                "{{\"size\": \"{size}\", \"processes\": {ranks}, \"threads_each\": {threads}, \"median_step_s\": {median:.4}, \"samples_per_s\": {samples:.3}, \"allreduce_bytes_per_step\": {}}}",
+                if ranks > 1 { bytes } else { 0 }
+            );
+            per_second.push(samples);
+        }
+        println!(
+            "{size}: 2 MPI ranks x 1 thread / 1 process x 2 threads = {:.2}x the samples per second",
+            per_second[1] / per_second[0]
+        );
+    }
+    Ok(())
+}
+
 fn bench(what: &str, quick: bool, tiers: &[String]) -> Result<()> {
     if matches!(what, "infer" | "all") {
         bench_infer(quick)?;
@@ -751,6 +851,9 @@ fn bench(what: &str, quick: bool, tiers: &[String]) -> Result<()> {
     }
     if matches!(what, "train" | "all") {
         bench_train(quick)?;
+    }
+    if matches!(what, "scale" | "all") {
+        bench_scale(quick)?;
     }
     if matches!(what, "edt" | "all") {
         run(cargo().args(["bench", "-p", "dtml-edt"]))?;
