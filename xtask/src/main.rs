@@ -215,7 +215,8 @@ fn json_strings(v: &serde_json::Value) -> Vec<String> {
 }
 
 /// Compile-checks the model crate with `cudnn` (which implies `cuda`) and
-/// the training crate and the CLI with `cuda` (`--device cuda`)
+/// the training crate and the CLI with `cuda` (`--device cuda`), then with
+/// `nccl` (clippy, warnings as errors),
 /// against the build-only CUDA toolchain from `../shared/cuda-toolchain.sh`,
 /// cached in `~/.cache/cuda-toolchain` so a warm machine skips the download.
 fn cuda_check() -> Result<()> {
@@ -239,6 +240,26 @@ fn cuda_check() -> Result<()> {
     run(Command::new("bash")
         .current_dir(root())
         .args(["-c", check, "cuda-check"])
+        .arg(&script))?;
+    // NCCL data parallelism: MPI carries NCCL's id, so it builds against
+    // the MPI the test step installed.
+    let has_mpi = Command::new("mpicc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_mpi {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!("mpicc is missing: CI must compile-check the NCCL path");
+        }
+        eprintln!("skipped the NCCL compile check: no mpicc here");
+        return Ok(());
+    }
+    let nccl = "exports=$(bash \"$1\") && eval \"$exports\" && \
+        cargo clippy -p dtml-train -p dtml-cli \
+        --features dtml-model/cudnn,dtml-train/nccl,dtml-cli/nccl --all-targets --target-dir target/cuda-check -- -D warnings";
+    run(Command::new("bash")
+        .current_dir(root())
+        .args(["-c", nccl, "nccl-check"])
         .arg(&script))
 }
 

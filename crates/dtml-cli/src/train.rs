@@ -198,8 +198,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if let Some(n) = threads {
         crate::set_threads(n)?;
     }
-    let device = select_device(a.device)?;
-    let group = process_group()?;
+    let (group, device) = process_group(a.device)?;
     let demo = a.data.is_none();
     if demo && group.size() > 1 {
         bail!(
@@ -311,21 +310,40 @@ fn prepare_demo_data(out: &Path, resume: bool) -> Result<PathBuf> {
     Ok(prepared)
 }
 
-/// The data-parallel group this process belongs to: the MPI job that
-/// launched it (`mpirun`, `srun`; a build with `--features mpi`), else a
-/// group of one.
-fn process_group() -> Result<Box<dyn Collective>> {
+/// The data-parallel group this process belongs to and its device: the MPI
+/// job that launched it (`mpirun`, `srun`; a build with `--features mpi`),
+/// over NCCL with one GPU per rank for `--device cuda` in a build with
+/// `--features nccl`; else a group of one.
+fn process_group(kind: DeviceKind) -> Result<(Box<dyn Collective>, candle_core::Device)> {
     #[cfg(feature = "mpi")]
     if dtml_train::collective::MpiGroup::launched() {
-        let group = dtml_train::collective::MpiGroup::init()?;
+        let mpi = dtml_train::collective::MpiGroup::init()?;
         tracing::info!(
             "data-parallel rank {} of {} (MPI); rank 0 logs and writes",
-            group.rank(),
-            group.size()
+            mpi.rank(),
+            mpi.size()
         );
-        return Ok(Box::new(group));
+        #[cfg(feature = "nccl")]
+        if kind == DeviceKind::Cuda {
+            // The rank's GPU: its index among the ranks of its node.
+            let local = [
+                "OMPI_COMM_WORLD_LOCAL_RANK",
+                "MPI_LOCALRANKID",
+                "SLURM_LOCALID",
+            ]
+            .iter()
+            .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
+            .unwrap_or(0);
+            let device = candle_core::Device::new_cuda(local)?;
+            let candle_core::Device::Cuda(cuda) = &device else {
+                bail!("GPU {local} is not a CUDA device");
+            };
+            let group = dtml_train::collective::NcclGroup::init(cuda, mpi)?;
+            return Ok((Box::new(group), device));
+        }
+        return Ok((Box::new(mpi), select_device(kind)?));
     }
-    Ok(Box::new(Solo))
+    Ok((Box::new(Solo), select_device(kind)?))
 }
 
 fn train_with_progress(

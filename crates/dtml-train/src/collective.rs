@@ -210,3 +210,80 @@ impl Collective for MpiGroup {
         Ok(())
     }
 }
+
+#[cfg(feature = "mpi")]
+impl MpiGroup {
+    /// Rank 0's `buf` on every rank.
+    pub fn broadcast(&self, buf: &mut [i8]) -> Result<()> {
+        use mpi::traits::{Communicator, Root};
+        self.world.process_at_rank(0).broadcast_into(buf);
+        Ok(())
+    }
+}
+
+/// One rank per GPU over NCCL (cargo feature `nccl`), started by an MPI
+/// launcher: MPI gives the rank and world and carries NCCL's unique id from
+/// rank 0 to the others (no rendezvous server of our own). Gradients come
+/// to the host to be flattened, as on the CPU; an on-device bucket would
+/// save two copies per step.
+#[cfg(feature = "nccl")]
+pub struct NcclGroup {
+    comm: cudarc::nccl::Comm,
+    stream: std::sync::Arc<cudarc::driver::CudaStream>,
+    mpi: MpiGroup,
+}
+
+#[cfg(feature = "nccl")]
+impl NcclGroup {
+    /// Joins the NCCL communicator of the MPI job on `device`'s stream.
+    pub fn init(device: &candle_core::CudaDevice, mpi: MpiGroup) -> Result<NcclGroup> {
+        let nccl = |e: cudarc::nccl::result::NcclError| TrainError::Other(format!("NCCL: {e:?}"));
+        let mut bytes = [0 as std::ffi::c_char; 128];
+        if mpi.rank() == 0 {
+            bytes = *cudarc::nccl::Id::new().map_err(nccl)?.internal();
+        }
+        // `c_char` is i8 on x86 and u8 on aarch64: the casts are real there.
+        #[allow(clippy::unnecessary_cast)]
+        let mut wire: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
+        mpi.broadcast(&mut wire)?;
+        for (b, w) in bytes.iter_mut().zip(&wire) {
+            #[allow(clippy::unnecessary_cast)]
+            {
+                *b = *w as std::ffi::c_char;
+            }
+        }
+        let stream = device.cuda_stream();
+        let comm = cudarc::nccl::Comm::from_rank(
+            stream.clone(),
+            mpi.rank(),
+            mpi.size(),
+            cudarc::nccl::Id::uninit(bytes),
+        )
+        .map_err(nccl)?;
+        Ok(NcclGroup { comm, stream, mpi })
+    }
+}
+
+#[cfg(feature = "nccl")]
+impl Collective for NcclGroup {
+    fn rank(&self) -> usize {
+        self.mpi.rank()
+    }
+    fn size(&self) -> usize {
+        self.mpi.size()
+    }
+    fn all_reduce_mean(&self, buf: &mut [f32]) -> Result<()> {
+        let cuda = |e: cudarc::driver::DriverError| TrainError::Other(format!("CUDA: {e:?}"));
+        let mut dev = self.stream.clone_htod(buf).map_err(cuda)?;
+        self.comm
+            .all_reduce_in_place(&mut dev, &cudarc::nccl::ReduceOp::Sum)
+            .map_err(|e| TrainError::Other(format!("NCCL all-reduce: {e:?}")))?;
+        self.stream.memcpy_dtoh(&dev, buf).map_err(cuda)?;
+        let n = self.size() as f32;
+        buf.iter_mut().for_each(|v| *v /= n);
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        self.mpi.barrier()
+    }
+}
