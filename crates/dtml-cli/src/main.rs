@@ -72,7 +72,14 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+    // In a data-parallel job rank 0 alone reports; the other ranks say
+    // only what goes wrong.
+    let rank = ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let level = if rank == 0 { cli.log.as_str() } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

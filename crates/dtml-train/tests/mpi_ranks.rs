@@ -41,6 +41,10 @@ fn rank() {
     };
     let group = MpiGroup::init().unwrap();
     let r = group.rank();
+    // The all-reduce is a mean: rank r sends r + 1 and gets the mean of all.
+    let mut probe = vec![(r + 1) as f32; 4];
+    group.all_reduce_mean(&mut probe).unwrap();
+    std::fs::write(dir.join(format!("mean.{r}")), format!("{:?}", probe)).unwrap();
     std::fs::write(dir.join(format!("pid.{r}")), std::process::id().to_string()).unwrap();
     let data = PreparedDataset::open(&dir.join("prepared")).unwrap();
     let run = PathBuf::from(std::env::var_os("DTML_MPI_TEST_RUN").unwrap());
@@ -136,6 +140,13 @@ fn mpirun_two_ranks_agree_and_a_killed_job_resumes_exactly() {
     );
     let digest = |r: usize| std::fs::read_to_string(whole.join(format!("digest.{r}"))).unwrap();
     assert_eq!(digest(0), digest(1), "ranks hold bit-identical weights");
+    for r in 0..2 {
+        let mean = std::fs::read_to_string(dir.path().join(format!("mean.{r}"))).unwrap();
+        assert_eq!(
+            mean, "[1.5, 1.5, 1.5, 1.5]",
+            "rank {r}: the mean of 1 and 2"
+        );
+    }
     let reference = losses(&whole);
     assert_eq!(reference.len(), ITERATIONS);
 
