@@ -689,6 +689,35 @@ fn bench_model(quick: bool, tiers: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The `dtml train` flags of one of [`STEP_SIZES`].
+fn step_size_args(width: usize, nl: usize, nu: usize, patch: &str) -> Vec<String> {
+    [
+        "--patch",
+        patch,
+        "--width",
+        &width.to_string(),
+        "--labelled-batch",
+        &nl.to_string(),
+        "--unlabelled-batch",
+        &nu.to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Median wall time of a run's iterations from its log (the first, which
+/// warms up, left out).
+fn median_iteration_seconds(run: &Path) -> f64 {
+    let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap_or_default();
+    let mut secs: Vec<f64> = log
+        .lines()
+        .filter_map(|l| json_number(l, "seconds"))
+        .skip(1)
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// Iterations per second of the release `dtml train` binary on generated
 /// data at the demo and the paper configuration (batch 2 at the paper
 /// size), beside the PyTorch step peer.
@@ -716,24 +745,10 @@ fn bench_train(quick: bool) -> Result<()> {
             .arg(&data)
             .arg("--out")
             .arg(&out)
-            .args(["--patch", patch, "--width", &width.to_string()])
-            .args([
-                "--labelled-batch",
-                &nl.to_string(),
-                "--unlabelled-batch",
-                &nu.to_string(),
-            ])
+            .args(step_size_args(width, nl, nu, patch))
             .args(["--iterations", &iterations.to_string()]))?;
         let total = start.elapsed().as_secs_f64();
-        // Per-iteration wall times from the run's log (the first one warms up).
-        let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap_or_default();
-        let mut secs: Vec<f64> = log
-            .lines()
-            .filter_map(|l| json_number(l, "seconds"))
-            .skip(1)
-            .collect();
-        secs.sort_by(f64::total_cmp);
-        let median = secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN);
+        let median = median_iteration_seconds(&out);
         println!(
             "dtml train, {size} (width {width}, batch {}, patch {patch}): {iterations} iterations in {total:.1} s, median iteration {median:.3} s = {:.3} it/s",
             nl + nu,
@@ -825,13 +840,7 @@ fn bench_scale(quick: bool) -> Result<()> {
                 .arg(&data)
                 .arg("--out")
                 .arg(&out)
-                .args(["--patch", patch, "--width", &width.to_string()])
-                .args([
-                    "--labelled-batch",
-                    &nl.to_string(),
-                    "--unlabelled-batch",
-                    &nu.to_string(),
-                ])
+                .args(step_size_args(width, nl, nu, patch))
                 .args([
                     "--iterations",
                     &iterations.to_string(),
@@ -839,14 +848,7 @@ fn bench_scale(quick: bool) -> Result<()> {
                     &threads,
                 ])
                 .env("DTML_LOG", "warn"))?;
-            let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap_or_default();
-            let mut secs: Vec<f64> = log
-                .lines()
-                .filter_map(|l| json_number(l, "seconds"))
-                .skip(1)
-                .collect();
-            secs.sort_by(f64::total_cmp);
-            let median = secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN);
+            let median = median_iteration_seconds(&out);
             let samples = (ranks * (nl + nu)) as f64 / median;
             let bytes = 4 * trained_parameters(&out)?;
             println!(
