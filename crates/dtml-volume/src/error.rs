@@ -59,6 +59,32 @@ impl VolumeError {
         }
     }
 
+    /// A file that is not valid `format`.
+    pub(crate) fn format(
+        path: impl Into<PathBuf>,
+        format: &'static str,
+        reason: impl Into<String>,
+    ) -> Self {
+        VolumeError::Format {
+            path: path.into(),
+            format,
+            reason: reason.into(),
+        }
+    }
+
+    /// A valid `format` file using a feature dtml does not read.
+    pub(crate) fn unsupported(
+        path: impl Into<PathBuf>,
+        format: &'static str,
+        reason: impl Into<String>,
+    ) -> Self {
+        VolumeError::Unsupported {
+            path: path.into(),
+            format,
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn invalid(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         VolumeError::Invalid {
             path: path.into(),

@@ -26,19 +26,11 @@ pub struct ReadOptions {
 }
 
 fn format_err(path: &Path, reason: impl Into<String>) -> VolumeError {
-    VolumeError::Format {
-        path: path.to_path_buf(),
-        format: FORMAT,
-        reason: reason.into(),
-    }
+    VolumeError::format(path, FORMAT, reason)
 }
 
 fn unsupported(path: &Path, reason: impl Into<String>) -> VolumeError {
-    VolumeError::Unsupported {
-        path: path.to_path_buf(),
-        format: FORMAT,
-        reason: reason.into(),
-    }
+    VolumeError::unsupported(path, FORMAT, reason)
 }
 
 /// Reads at most `limit` bytes of a file, transparently un-gzipping names
@@ -77,21 +69,22 @@ fn read_maybe_gz(path: &Path, limit: usize) -> Result<Vec<u8>> {
 
 fn gunzip(path: &Path, raw: &[u8], limit: usize) -> Result<Vec<u8>> {
     if raw.len() < 2 || raw[0] != 0x1f || raw[1] != 0x8b {
-        return Err(VolumeError::Format {
-            path: path.to_path_buf(),
-            format: "gzip",
-            reason: "the file name ends in .gz but the content is not gzip (bad magic bytes)"
-                .into(),
-        });
+        return Err(VolumeError::format(
+            path,
+            "gzip",
+            "the file name ends in .gz but the content is not gzip (bad magic bytes)",
+        ));
     }
     let mut out = Vec::with_capacity(limit.min(raw.len().saturating_mul(4)));
     MultiGzDecoder::new(raw)
         .take(limit as u64)
         .read_to_end(&mut out)
-        .map_err(|e| VolumeError::Format {
-            path: path.to_path_buf(),
-            format: "gzip",
-            reason: format!("corrupt or truncated gzip stream: {e}"),
+        .map_err(|e| {
+            VolumeError::format(
+                path,
+                "gzip",
+                format!("corrupt or truncated gzip stream: {e}"),
+            )
         })?;
     Ok(out)
 }

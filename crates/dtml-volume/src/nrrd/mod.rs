@@ -71,19 +71,11 @@ const KNOWN_FIELDS: &[&str] = &[
 ];
 
 fn format_err(path: &Path, reason: impl Into<String>) -> VolumeError {
-    VolumeError::Format {
-        path: path.to_path_buf(),
-        format: FORMAT,
-        reason: reason.into(),
-    }
+    VolumeError::format(path, FORMAT, reason)
 }
 
 fn unsupported(path: &Path, reason: impl Into<String>) -> VolumeError {
-    VolumeError::Unsupported {
-        path: path.to_path_buf(),
-        format: FORMAT,
-        reason: reason.into(),
-    }
+    VolumeError::unsupported(path, FORMAT, reason)
 }
 
 /// The most bytes a header may take before its blank line (ITK's are a
