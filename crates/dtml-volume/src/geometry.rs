@@ -5,6 +5,7 @@
 //! affine" (x flipped, origin at the volume centre). Writing copies the
 //! header fields unchanged, so a mask overlays its scan in any viewer.
 
+use crate::axes::Xyz;
 use serde::{Deserialize, Serialize};
 
 /// A 4x4 voxel-to-world matrix (RAS+, mm), row-major.
@@ -39,13 +40,13 @@ pub struct NiftiGeometry {
 pub struct Geometry {
     pub affine: Affine,
     /// (sx, sy, sz) in mm, always positive.
-    pub spacing: [f64; 3],
+    pub spacing: Xyz<f64>,
     pub header: NiftiGeometry,
 }
 
 impl Geometry {
     /// Geometry from NIfTI header fields, by nibabel's affine priority.
-    pub fn from_header(header: NiftiGeometry, shape: [usize; 3]) -> Geometry {
+    pub fn from_header(header: NiftiGeometry, shape: Xyz<usize>) -> Geometry {
         let spacing = spacing_from_pixdim(&header.pixdim);
         let affine = if header.sform_code > 0 {
             sform_affine(&header.srow)
@@ -93,15 +94,15 @@ impl Geometry {
         };
         Geometry {
             affine,
-            spacing: zooms,
+            spacing: Xyz::from_xyz(zooms),
             header,
         }
     }
 
     /// Axis-aligned geometry with the given spacing and the origin at 0.
-    pub fn from_spacing(spacing: [f64; 3]) -> Geometry {
+    pub fn from_spacing(spacing: Xyz<f64>) -> Geometry {
         let mut affine = identity();
-        for (a, &s) in spacing.iter().enumerate() {
+        for (a, s) in spacing.xyz().into_iter().enumerate() {
             affine[a][a] = s;
         }
         Geometry::from_affine(affine)
@@ -158,7 +159,7 @@ impl Geometry {
             .filter(|&c| {
                 (0..3).any(|r| !close(a[r][c] / self.spacing[c], b[r][c] / other.spacing[c]))
             })
-            .map(|c| ["x", "y", "z"][c])
+            .map(|c| crate::axes::AXIS_NAMES[c])
             .collect();
         if !axes.is_empty() {
             parts.push(format!(
@@ -179,7 +180,7 @@ pub fn identity() -> Affine {
     m
 }
 
-fn spacing_from_pixdim(pixdim: &[f32; 8]) -> [f64; 3] {
+fn spacing_from_pixdim(pixdim: &[f32; 8]) -> Xyz<f64> {
     let mut s = [1.0; 3];
     for a in 0..3 {
         let v = (pixdim[a + 1] as f64).abs();
@@ -193,7 +194,7 @@ fn spacing_from_pixdim(pixdim: &[f32; 8]) -> [f64; 3] {
             );
         }
     }
-    s
+    Xyz::from_xyz(s)
 }
 
 fn sform_affine(srow: &[[f32; 4]; 3]) -> Affine {
@@ -242,7 +243,7 @@ pub fn qform_affine(h: &NiftiGeometry) -> Affine {
 
 /// nibabel's fallback affine when neither form is set: x flipped, the
 /// volume centre at the world origin.
-pub fn base_affine(shape: [usize; 3], spacing: [f64; 3]) -> Affine {
+pub fn base_affine(shape: Xyz<usize>, spacing: Xyz<f64>) -> Affine {
     let mut m = identity();
     let signs = [-1.0, 1.0, 1.0];
     for a in 0..3 {
@@ -353,7 +354,7 @@ mod tests {
 
     #[test]
     fn shifted_moves_origin_along_axes() {
-        let g = Geometry::from_spacing([0.5, 1.0, 2.0]);
+        let g = Geometry::from_spacing(Xyz::new(0.5, 1.0, 2.0));
         let s = g.shifted([2, -1, 3]);
         assert_eq!(s.affine[0][3], 1.0);
         assert_eq!(s.affine[1][3], -1.0);
@@ -364,7 +365,7 @@ mod tests {
 
     #[test]
     fn base_affine_matches_nibabel_convention() {
-        let m = base_affine([4, 5, 6], [2.0, 1.0, 3.0]);
+        let m = base_affine(Xyz::new(4, 5, 6), Xyz::new(2.0, 1.0, 3.0));
         assert_eq!(m[0][0], -2.0);
         assert_eq!(m[0][3], 3.0);
         assert_eq!(m[1][3], -2.0);

@@ -3,17 +3,16 @@
 //! scan, read datasets in the Decathlon / nnU-Net and LA layouts and prepare
 //! them into a fast cache for training.
 //!
-//! Axis convention: a [`Volume`] has shape `[nx, ny, nz]` (NIfTI voxel
-//! order) and x varies fastest in memory, as in the file; read as a
-//! row-major tensor the same memory is `(Z, Y, X)`. Sizes, strides and
-//! spacings given by users are in `(x, y, z)` order. No other crate
-//! reorders axes.
+//! Axis convention: sizes, indices, strides and spacings are [`Xyz`]
+//! values in NIfTI order `(x, y, z)`, and x varies fastest in memory, as in
+//! the file; read as a row-major tensor the same memory is `(Z, Y, X)`.
+//! [`axes`] holds the only conversions between the two orders.
 //!
 //! ```
-//! use dtml_volume::{Geometry, Volume, VoxelData, read_volume, write_nifti};
+//! use dtml_volume::{Geometry, Volume, VoxelData, Xyz, read_volume, write_nifti};
 //! let dir = tempfile::tempdir().unwrap();
 //! let path = dir.path().join("mask.nii.gz");
-//! let vol = Volume::new(VoxelData::U8(vec![0, 1, 1, 0]), [2, 2, 1], Geometry::from_spacing([0.5, 0.5, 2.0])).unwrap();
+//! let vol = Volume::new(VoxelData::U8(vec![0, 1, 1, 0]), Xyz::new(2, 2, 1), Geometry::from_spacing(Xyz::new(0.5, 0.5, 2.0))).unwrap();
 //! write_nifti(&path, &vol).unwrap();
 //! assert_eq!(read_volume(&path).unwrap(), vol);
 //! ```
@@ -33,6 +32,7 @@ pub mod volume;
 
 use std::path::Path;
 
+pub use axes::Xyz;
 pub use dataset::{CaseFiles, Dataset, LabelledSpec, Layout, Role, Split};
 pub use error::{Result, VolumeError};
 pub use geometry::{Affine, Geometry, NiftiGeometry};

@@ -2,6 +2,7 @@
 //! and writing (`.nii`, `.nii.gz`) with the source geometry kept.
 
 use crate::atomic::write_atomic;
+use crate::axes::Xyz;
 use crate::confine;
 use crate::error::{Result, VolumeError};
 use crate::geometry::{Geometry, NiftiGeometry};
@@ -156,7 +157,7 @@ pub fn read_nifti(path: &Path, options: ReadOptions) -> Result<Volume> {
 /// Where and what the voxel data are, from the header alone.
 struct DataLayout {
     dims: Vec<usize>,
-    shape: [usize; 3],
+    shape: Xyz<usize>,
     channel: usize,
     dtype: DataType,
     offset: usize,
@@ -250,6 +251,7 @@ impl DataLayout {
         for (a, s) in shape.iter_mut().enumerate().take(ndim.min(3)) {
             *s = dims[a];
         }
+        let shape = Xyz::from_xyz(shape);
         let volumes: usize = dims.iter().skip(3).product();
         let channel = match (volumes, options.channel) {
             (1, None) | (1, Some(0)) => 0,
@@ -287,7 +289,7 @@ impl DataLayout {
         } else {
             data_offset(hdr_path, h.vox_offset, SINGLE_FILE_OFFSET)?
         };
-        let nvox = shape.iter().product::<usize>();
+        let nvox = shape.voxels();
         let total = nvox
             .checked_mul(volumes)
             .and_then(|n| n.checked_mul(dtype.size()))
@@ -318,7 +320,7 @@ fn decode(data_path: &Path, h: &NiftiHeader, layout: &DataLayout, bytes: &[u8]) 
         offset,
         total,
     } = *layout;
-    let nvox = shape.iter().product::<usize>();
+    let nvox = shape.voxels();
     let available = bytes.len().saturating_sub(offset);
     if available < total {
         return Err(format_err(

@@ -1,5 +1,6 @@
 //! The in-memory volume: voxels, their element type and their geometry.
 
+use crate::axes::Xyz;
 use crate::error::{Result, VolumeError};
 use crate::geometry::Geometry;
 use std::path::Path;
@@ -154,22 +155,20 @@ impl VoxelData {
 
 /// A 3D scan or label map with its geometry.
 ///
-/// Axis convention (the one place it is written down): shape is
-/// `[nx, ny, nz]` in NIfTI voxel-index order, memory is x fastest, then y,
-/// then z, exactly as NIfTI stores it; the same memory read as a row-major
-/// tensor is `(Z, Y, X)`. Spacing is `(sx, sy, sz)` in mm and the affine
-/// maps voxel indices `(i, j, k, 1)` to RAS+ world millimetres.
+/// Memory is x fastest, then y, then z, exactly as NIfTI stores it (see
+/// [`crate::axes`]); spacing is in mm and the affine maps voxel indices
+/// `(i, j, k, 1)` to RAS+ world millimetres.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Volume {
     pub data: VoxelData,
-    pub shape: [usize; 3],
+    pub shape: Xyz<usize>,
     pub geometry: Geometry,
 }
 
 impl Volume {
     /// A volume from parts; fails when the data length does not match the shape.
-    pub fn new(data: VoxelData, shape: [usize; 3], geometry: Geometry) -> Result<Volume> {
-        let expected = shape.iter().product::<usize>();
+    pub fn new(data: VoxelData, shape: Xyz<usize>, geometry: Geometry) -> Result<Volume> {
+        let expected = shape.voxels();
         if data.len() != expected || expected == 0 {
             return Err(VolumeError::invalid(
                 "<memory>",
@@ -199,7 +198,7 @@ impl Volume {
     }
 
     /// Voxel spacing in mm, (sx, sy, sz).
-    pub fn spacing(&self) -> [f64; 3] {
+    pub fn spacing(&self) -> Xyz<f64> {
         self.geometry.spacing
     }
 
@@ -208,17 +207,11 @@ impl Volume {
         self.geometry.affine
     }
 
-    /// Linear index of voxel (x, y, z).
-    pub fn index(&self, x: usize, y: usize, z: usize) -> usize {
-        x + self.shape[0] * (y + self.shape[1] * z)
-    }
 
     /// Fails with the file name when an intensity is NaN or infinite.
     pub fn check_finite(&self, path: &Path) -> Result<()> {
         if let Some((i, v)) = self.data.first_non_finite() {
-            let x = i % self.shape[0];
-            let y = (i / self.shape[0]) % self.shape[1];
-            let z = i / (self.shape[0] * self.shape[1]);
+            let [x, y, z] = self.shape.position(i).xyz();
             return Err(VolumeError::invalid(
                 path,
                 format!(

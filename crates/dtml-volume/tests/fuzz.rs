@@ -11,6 +11,7 @@
 //! prints the most frequent error messages (to see what the inputs reach). Inputs that panic are kept
 //! under `target/fuzz-findings/` and the test fails listing them.
 
+use dtml_volume::Xyz;
 use dtml_volume::{Geometry, Volume, VoxelData, read_volume, write_nifti};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -353,20 +354,20 @@ fn seed_volumes() -> Vec<Volume> {
     vec![
         Volume::new(
             VoxelData::U8((0..24).map(|i| if i % 3 == 0 { 1 } else { 0 }).collect()),
-            [4, 3, 2],
+            Xyz::new(4, 3, 2),
             g.clone(),
         )
         .unwrap(),
         Volume::new(
             VoxelData::I16((0..30).map(|i| i * 97 - 1000).collect()),
-            [5, 3, 2],
+            Xyz::new(5, 3, 2),
             g.clone(),
         )
         .unwrap(),
         Volume::new(
             VoxelData::F32((0..12).map(|i| i as f32 * 0.25).collect()),
-            [2, 3, 2],
-            Geometry::from_spacing([1.0, 2.0, 3.0]),
+            Xyz::new(2, 3, 2),
+            Geometry::from_spacing(Xyz::new(1.0, 2.0, 3.0)),
         )
         .unwrap(),
     ]
@@ -495,14 +496,14 @@ impl Harness {
                 self.ok += 1;
                 assert_eq!(
                     v.data.len(),
-                    v.shape.iter().product::<usize>(),
+                    v.shape.voxels(),
                     "{format}: a read volume's data do not match its shape"
                 );
-                assert!(v.shape.iter().all(|&s| s > 0));
+                assert!(v.shape.all(|s| s > 0));
                 if format.starts_with("nrrd") || format == "nhdr" {
                     // NRRD geometry is checked on reading: finite, non-degenerate.
                     let finite = v.affine().iter().flatten().all(|x| x.is_finite());
-                    let spacing = v.spacing().iter().all(|s| s.is_finite() && *s > 0.0);
+                    let spacing = v.spacing().all(|s| s.is_finite() && s > 0.0);
                     assert!(
                         finite && spacing,
                         "{format}: {} read with affine {:?}, spacing {:?}",

@@ -1,6 +1,7 @@
 //! The LA challenge layout: a folder per case with `lgemri.nrrd` and
 //! `laendo.nrrd` (255 = left atrium), optional `train.list` / `test.list`.
 
+use dtml_volume::Xyz;
 use dtml_volume::dataset::{self, OpenOptions};
 use dtml_volume::{
     Dataset, LabelledSpec, Layout, PrepareOptions, PreparedDataset, Role, prepare, read_volume,
@@ -74,8 +75,8 @@ fn la_folders_with_lists_prepare_with_foreground_255() {
     let split = dataset::split(&ds, &LabelledSpec::Count(2), None, None).unwrap();
     let out = dir.path().join("prep");
     let options = PrepareOptions {
-        patch: [8, 8, 8],
-        margin: [Some(2), Some(2), None],
+        patch: Xyz::new(8, 8, 8),
+        margin: Xyz::new(Some(2), Some(2), None),
         foreground: vec![255],
         ..Default::default()
     };
@@ -91,7 +92,7 @@ fn la_folders_with_lists_prepare_with_foreground_255() {
     }
     // The NRRD geometry arrives in RAS: LPS x and y negated.
     let v = read_volume(&root.join("0RZDK210BSMWAA6467LU/lgemri.nrrd")).unwrap();
-    assert_eq!(v.spacing(), [0.625; 3]);
+    assert_eq!(v.spacing(), Xyz::splat(0.625));
     assert_eq!(v.affine()[0], [-0.625, 0.0, 0.0, 50.5]);
     assert_eq!(v.affine()[1], [0.0, -0.625, 0.0, 40.25]);
     assert_eq!(v.affine()[2], [0.0, 0.0, 0.625, 10.0]);

@@ -7,6 +7,7 @@ mod common;
 use dtml_volume::{
     DataType, Geometry, Volume, VoxelData, read_volume, read_volume_with, write_nifti,
 };
+use dtml_volume::Xyz;
 use serde_json::Value;
 
 const WRITE_WITH_NIBABEL: &str = r#"
@@ -137,7 +138,7 @@ fn files_written_by_nibabel_read_identically() {
             .iter()
             .map(|v| v.as_u64().unwrap() as usize)
             .collect();
-        assert_eq!(v.shape.to_vec(), shape, "{what}");
+        assert_eq!(v.shape.xyz().to_vec(), shape, "{what}");
         assert_eq!(
             dtype_name(v.data.dtype()),
             c["dtype"].as_str().unwrap(),
@@ -173,7 +174,7 @@ fn files_written_here_read_identically_in_nibabel() {
     let mut paths = Vec::new();
     let mut vols = Vec::new();
     for (i, d) in datas.into_iter().enumerate() {
-        let vol = Volume::new(d, [4, 3, 2], Geometry::from_affine(affine)).unwrap();
+        let vol = Volume::new(d, Xyz::new(4, 3, 2), Geometry::from_affine(affine)).unwrap();
         let p = dir.path().join(format!(
             "ours_{i}.{}",
             if i % 2 == 0 { "nii.gz" } else { "nii" }

@@ -5,6 +5,7 @@ use dtml_volume::{
     Geometry, ReadOptions, Volume, VolumeError, VoxelData, read_volume, read_volume_with,
     write_nifti,
 };
+use dtml_volume::Xyz;
 use std::io::Write;
 use std::path::Path;
 
@@ -164,13 +165,13 @@ fn every_type_round_trips_through_nii_and_nii_gz() {
         [0.0, 0.0, 0.0, 1.0],
     ];
     for data in sample_data() {
-        let vol = Volume::new(data.clone(), [2, 3, 4], Geometry::from_affine(affine)).unwrap();
+        let vol = Volume::new(data.clone(), Xyz::new(2, 3, 4), Geometry::from_affine(affine)).unwrap();
         for ext in ["nii", "nii.gz"] {
             let p = dir.path().join(format!("v_{:?}.{ext}", data.dtype()));
             write_nifti(&p, &vol).unwrap();
             let back = read_volume(&p).unwrap();
             assert_eq!(back.data, data, "{p:?}");
-            assert_eq!(back.shape, [2, 3, 4]);
+            assert_eq!(back.shape.xyz(), [2, 3, 4]);
             assert_eq!(back.geometry.header, vol.geometry.header);
             for r in 0..4 {
                 for c in 0..4 {
@@ -204,7 +205,7 @@ fn big_endian_files_read_like_little_endian() {
     assert_eq!(be.data, VoxelData::I16(values));
     assert_eq!(be, le);
     assert_eq!(be.affine()[0], [-0.5, 0.0, 0.0, 10.0]);
-    assert_eq!(be.spacing(), [0.5, 0.75, 2.0]);
+    assert_eq!(be.spacing().xyz(), [0.5, 0.75, 2.0]);
 }
 
 #[test]
@@ -327,7 +328,7 @@ fn four_d_files_need_a_channel() {
     // A 4D file with one volume is just 3D.
     let h = RawHeader::new(&[2, 2, 1, 1], 2, 8);
     write_file(&p, &single_file(&h, &[5; 4], false));
-    assert_eq!(read_volume(&p).unwrap().shape, [2, 2, 1]);
+    assert_eq!(read_volume(&p).unwrap().shape.xyz(), [2, 2, 1]);
 }
 
 fn expect_error(path: &Path, needle: &str) -> VolumeError {
@@ -408,8 +409,8 @@ fn bad_inputs_give_clear_errors() {
 fn nan_intensities_are_reported_with_the_voxel() {
     let vol = Volume::new(
         VoxelData::F32(vec![0.0, 1.0, f32::NAN, 2.0]),
-        [2, 2, 1],
-        Geometry::from_spacing([1.0; 3]),
+        Xyz::new(2, 2, 1),
+        Geometry::from_spacing(Xyz::splat(1.0)),
     )
     .unwrap();
     let e = vol
@@ -427,8 +428,8 @@ fn writing_is_atomic_and_refuses_unknown_extensions() {
     let dir = tempfile::tempdir().unwrap();
     let vol = Volume::new(
         VoxelData::U8(vec![1; 8]),
-        [2, 2, 2],
-        Geometry::from_spacing([1.0; 3]),
+        Xyz::new(2, 2, 2),
+        Geometry::from_spacing(Xyz::splat(1.0)),
     )
     .unwrap();
     assert!(write_nifti(&dir.path().join("x.mha"), &vol).is_err());

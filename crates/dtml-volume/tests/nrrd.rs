@@ -81,9 +81,9 @@ fn itk_label_gzip_lps() {
         ),
     );
     let v = read_volume(&p).unwrap();
-    assert_eq!(v.shape, [4, 3, 2]);
+    assert_eq!(v.shape.xyz(), [4, 3, 2]);
     assert_eq!(v.data, VoxelData::U8(data));
-    assert_eq!(v.spacing(), [0.625, 0.625, 2.5]);
+    assert_eq!(v.spacing().xyz(), [0.625, 0.625, 2.5]);
     assert_affine(v.affine(), ITK_RAS);
     // The header written back describes the same affine.
     assert_eq!(v.geometry.header.sform_code, 1);
@@ -101,7 +101,7 @@ fn itk_image_raw_short() {
         &nrrd_file(&itk_header("short", "raw", [5, 4, 3]), &raw),
     );
     let v = read_volume(&p).unwrap();
-    assert_eq!(v.shape, [5, 4, 3]);
+    assert_eq!(v.shape.xyz(), [5, 4, 3]);
     assert_eq!(v.data.dtype(), DataType::I16);
     assert_eq!(v.data, VoxelData::I16(values));
     assert_affine(v.affine(), ITK_RAS);
@@ -150,7 +150,7 @@ fn big_endian_float_las() {
             [0.0, 0.0, 0.0, 1.0],
         ],
     );
-    assert_eq!(v.spacing(), [1.0, 1.5, 1.0]);
+    assert_eq!(v.spacing().xyz(), [1.0, 1.5, 1.0]);
 }
 
 #[test]
@@ -163,7 +163,7 @@ fn spacings_only() {
     let p = write(dir.path(), "sp.nrrd", &nrrd_file(header, &raw));
     let v = read_volume(&p).unwrap();
     assert_eq!(v.data, VoxelData::U16(values));
-    assert_eq!(v.spacing(), [0.5, 1.0, 2.0]);
+    assert_eq!(v.spacing().xyz(), [0.5, 1.0, 2.0]);
     assert_affine(
         v.affine(),
         [
@@ -270,14 +270,14 @@ fn dimension_4_with_leading_list_axis_and_2d() {
         &nrrd_file(header, &[0, 1, 2, 3, 4, 5, 6, 7]),
     );
     let v = read_volume(&p).unwrap();
-    assert_eq!(v.shape, [2, 2, 2]);
-    assert_eq!(v.spacing(), [2.0, 2.0, 2.0]);
+    assert_eq!(v.shape.xyz(), [2, 2, 2]);
+    assert_eq!(v.spacing().xyz(), [2.0, 2.0, 2.0]);
     assert_eq!(v.affine()[0][3], -1.0);
 
     // Without directions, a 4D file's first axis is the non-spatial one.
     let header = "NRRD0004\ntype: uint8\ndimension: 4\nsizes: 1 2 2 2\nencoding: raw\n";
     let p = write(dir.path(), "d4b.nrrd", &nrrd_file(header, &[0; 8]));
-    assert_eq!(read_volume(&p).unwrap().shape, [2, 2, 2]);
+    assert_eq!(read_volume(&p).unwrap().shape.xyz(), [2, 2, 2]);
 
     // A 3-component vector axis is refused, naming the problem.
     let header = "NRRD0004\ntype: uint8\ndimension: 4\nsizes: 3 2 2 2\nencoding: raw\n";
@@ -294,8 +294,8 @@ fn dimension_4_with_leading_list_axis_and_2d() {
         &nrrd_file(header, &[1, 2, 3, 4, 5, 6]),
     );
     let v = read_volume(&p).unwrap();
-    assert_eq!(v.shape, [3, 2, 1]);
-    assert_eq!(v.spacing(), [0.5, 0.5, 1.0]);
+    assert_eq!(v.shape.xyz(), [3, 2, 1]);
+    assert_eq!(v.spacing().xyz(), [0.5, 0.5, 1.0]);
 }
 
 fn expect_err(dir: &Path, name: &str, bytes: &[u8], needle: &str) -> VolumeError {
@@ -642,7 +642,7 @@ fn live_pynrrd_interop() {
             .iter()
             .map(|x| x.as_u64().unwrap() as usize)
             .collect();
-        assert_eq!(v.shape.to_vec(), shape, "{name}");
+        assert_eq!(v.shape.xyz().to_vec(), shape, "{name}");
         let dtype = serde_json::to_value(v.data.dtype()).unwrap();
         assert_eq!(dtype, case["dtype"], "{name}");
         let hex = case["data"].as_str().unwrap().as_bytes();

@@ -1,6 +1,7 @@
 //! Dataset layouts, splits and the preparation cache, including the bad
 //! inputs a user's folder may hold.
 
+use dtml_volume::Xyz;
 use dtml_volume::dataset::{self, OpenOptions};
 use dtml_volume::{
     Dataset, Geometry, LabelledSpec, Layout, PrepareOptions, PreparedDataset, Role, ScanCrop,
@@ -8,7 +9,7 @@ use dtml_volume::{
 };
 use std::path::Path;
 
-const SHAPE: [usize; 3] = [20, 18, 10];
+const SHAPE: Xyz<usize> = Xyz::new(20, 18, 10);
 
 fn geometry() -> Geometry {
     Geometry::from_affine([
@@ -21,7 +22,7 @@ fn geometry() -> Geometry {
 
 /// A scan with a bright box (label `value`) at `at`, zeros outside a border.
 fn case(at: [usize; 3], value: u8) -> (Volume, Volume) {
-    let n: usize = SHAPE.iter().product();
+    let n: usize = SHAPE.voxels();
     let mut img = vec![0i16; n];
     let mut lab = vec![0u8; n];
     for z in 0..SHAPE[2] {
@@ -80,8 +81,8 @@ fn msd(root: &Path, train: usize, test: usize) {
 
 fn options() -> PrepareOptions {
     PrepareOptions {
-        patch: [8, 8, 6],
-        margin: [Some(1), Some(1), None],
+        patch: Xyz::new(8, 8, 6),
+        margin: Xyz::new(Some(1), Some(1), None),
         ..PrepareOptions::default()
     }
 }
@@ -118,7 +119,7 @@ fn msd_layout_prepares_into_a_cache_that_maps_back() {
     for rec in &m.cases {
         let c = prep.load(rec).unwrap();
         assert!(
-            c.shape.iter().zip([8, 8, 6]).all(|(s, p)| *s >= p),
+            c.shape.into_iter().zip([8, 8, 6]).all(|(s, p)| s >= p),
             "{:?}",
             c.shape
         );
@@ -152,8 +153,8 @@ fn msd_layout_prepares_into_a_cache_that_maps_back() {
         }
         // Unlabelled and test: non-zero box (2..18, 2..16) plus margin 1.
         if rec.role != Role::Labelled {
-            assert_eq!(rec.crop_start, [1, 1, 0]);
-            assert_eq!(rec.crop_end, [19, 17, SHAPE[2]]);
+            assert_eq!(rec.crop_start.xyz(), [1, 1, 0]);
+            assert_eq!(rec.crop_end.xyz(), [19, 17, SHAPE.z()]);
         }
         // z-score over the whole original volume.
         let img = read_volume(&rec.image_source).unwrap().data.to_f64();
@@ -179,13 +180,13 @@ fn padding_reaches_the_patch_and_is_undone() {
     let (root, out) = (dir.path().join("ds"), dir.path().join("prep"));
     msd(&root, 2, 0);
     let opts = PrepareOptions {
-        patch: [24, 20, 12],
+        patch: Xyz::new(24, 20, 12),
         ..options()
     };
     let prep = prepare_msd(&root, &out, 1, &opts).unwrap();
     let rec = prep.cases(Role::Labelled).next().unwrap();
-    assert_eq!(rec.shape, [24, 20, 12]);
-    assert_eq!(rec.pad_before, [2, 1, 1]);
+    assert_eq!(rec.shape.xyz(), [24, 20, 12]);
+    assert_eq!(rec.pad_before.xyz(), [2, 1, 1]);
     let c = prep.load(rec).unwrap();
     let back = rec.to_original(c.label.as_ref().unwrap()).unwrap();
     assert_eq!(
@@ -221,7 +222,7 @@ fn reference_crop_uses_label_boxes_for_every_case() {
     };
     let prep = prepare_msd(&root, &dir.path().join("p2"), 1, &none).unwrap();
     let rec = prep.cases(Role::Unlabelled).next().unwrap();
-    assert_eq!((rec.crop_start, rec.crop_end), ([0, 0, 0], SHAPE));
+    assert_eq!((rec.crop_start, rec.crop_end), (Xyz::splat(0), SHAPE));
 }
 
 #[test]
@@ -338,9 +339,9 @@ fn bad_datasets_give_clear_errors() {
     // Image/label shape and affine mismatches.
     let root = dir.path().join("mismatch");
     msd(&root, 3, 0);
-    let small = Volume::new(VoxelData::U8(vec![0; 8]), [2, 2, 2], geometry()).unwrap();
+    let small = Volume::new(VoxelData::U8(vec![0; 8]), Xyz::new(2, 2, 2), geometry()).unwrap();
     write_nifti(&root.join("labelsTr/c_001.nii.gz"), &small).unwrap();
-    expect_prepare_error(&root, &out, "label shape [2, 2, 2] differs");
+    expect_prepare_error(&root, &out, "label shape (x 2, y 2, z 2) differs");
     let (_, lab) = case([4, 5, 3], 1);
     let moved = Volume::new(lab.data.clone(), SHAPE, geometry().shifted([1, 0, 0])).unwrap();
     write_nifti(&root.join("labelsTr/c_001.nii.gz"), &moved).unwrap();
@@ -357,7 +358,7 @@ fn bad_datasets_give_clear_errors() {
     // NaN intensities.
     let root = dir.path().join("nan");
     msd(&root, 3, 0);
-    let mut v = vec![1.0f32; SHAPE.iter().product()];
+    let mut v = vec![1.0f32; SHAPE.voxels()];
     v[17] = f32::NAN;
     write_nifti(
         &root.join("imagesTr/c_000_0000.nii.gz"),
@@ -386,14 +387,14 @@ fn empty_and_full_labels_are_allowed_with_warnings() {
     let (root, out) = (dir.path().join("ds"), dir.path().join("prep"));
     msd(&root, 3, 0);
     let full = Volume::new(
-        VoxelData::U8(vec![1; SHAPE.iter().product()]),
+        VoxelData::U8(vec![1; SHAPE.voxels()]),
         SHAPE,
         geometry(),
     )
     .unwrap();
     write_nifti(&root.join("labelsTr/c_000.nii.gz"), &full).unwrap();
     let empty = Volume::new(
-        VoxelData::U8(vec![0; SHAPE.iter().product()]),
+        VoxelData::U8(vec![0; SHAPE.voxels()]),
         SHAPE,
         geometry(),
     )

@@ -1,6 +1,7 @@
 //! The synthetic dataset generator: determinism, plausible and hard data,
 //! the Decathlon layout on disk, and the committed tiny fixture.
 
+use dtml_volume::Xyz;
 use dtml_volume::dataset::{Dataset, OpenOptions};
 use dtml_volume::synthetic::{SyntheticConfig, generate_case, write_dataset};
 use dtml_volume::{DataType, Volume, VoxelData, read_volume};
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 fn small(seed: u64) -> SyntheticConfig {
     SyntheticConfig {
-        shape: [32, 32, 24],
+        shape: Xyz::new(32, 32, 24),
         train_cases: 3,
         test_cases: 1,
         seed,
@@ -155,7 +156,7 @@ fn check_case(image: &Volume, label: &Volume) -> (f64, f64, f64) {
     assert!(lab.iter().all(|&v| v <= 1));
     let fg = lab.iter().filter(|&&v| v != 0).count();
     let fraction = fg as f64 / lab.len() as f64;
-    let connected = largest_component(lab, label.shape) as f64 / fg.max(1) as f64;
+    let connected = largest_component(lab, label.shape.xyz()) as f64 / fg.max(1) as f64;
     let (threshold, band) = best_threshold_dice(img, lab);
     // Learnable: the target is brighter than the tissue around it on average.
     let mean = |sel: &dyn Fn(usize) -> bool| {
@@ -200,7 +201,7 @@ fn small_cases_are_plausible_and_threshold_fails() {
 fn default_size_case_is_plausible_and_threshold_fails() {
     let config = SyntheticConfig::default();
     let (image, label) = generate_case(&config, 0).unwrap();
-    assert_eq!(image.shape, [64, 64, 48]);
+    assert_eq!(image.shape.xyz(), [64, 64, 48]);
     let spacing = image.spacing();
     for a in 0..3 {
         let rel = spacing[a] / config.spacing[a];
@@ -231,7 +232,7 @@ fn writes_decathlon_layout() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("synth");
     let config = SyntheticConfig {
-        shape: [32, 24, 16],
+        shape: Xyz::new(32, 24, 16),
         train_cases: 2,
         test_cases: 1,
         seed: 5,
@@ -285,8 +286,8 @@ fn writes_decathlon_layout() {
         let lab = read_volume(&out.join(label)).unwrap();
         assert_eq!(img.data.dtype(), DataType::I16);
         assert_eq!(lab.data.dtype(), DataType::U8);
-        assert_eq!(img.shape, [32, 24, 16]);
-        assert_eq!(lab.shape, [32, 24, 16]);
+        assert_eq!(img.shape.xyz(), [32, 24, 16]);
+        assert_eq!(lab.shape.xyz(), [32, 24, 16]);
         let (mem_img, mem_lab) = generate_case(&config, index).unwrap();
         assert_eq!(img.data, mem_img.data);
         assert_eq!(lab.data, mem_lab.data);
@@ -311,7 +312,7 @@ fn writes_decathlon_layout() {
 #[test]
 fn write_dataset_refuses_bad_shapes() {
     let dir = tempfile::tempdir().unwrap();
-    for shape in [[8, 32, 32], [32, 32, 600]] {
+    for shape in [Xyz::new(8, 32, 32), Xyz::new(32, 32, 600)] {
         let config = SyntheticConfig {
             shape,
             ..SyntheticConfig::default()
@@ -328,7 +329,7 @@ fn fixture_dir() -> PathBuf {
 
 fn fixture_config() -> SyntheticConfig {
     SyntheticConfig {
-        shape: [32, 32, 16],
+        shape: Xyz::new(32, 32, 16),
         train_cases: 3,
         test_cases: 1,
         seed: 7,
@@ -390,7 +391,7 @@ fn statistics() {
             let (image, label) = generate_case(&config, index).unwrap();
             let lab = label_values(&label);
             let fg = lab.iter().filter(|&&v| v != 0).count();
-            conn = conn.min(largest_component(lab, label.shape) as f64 / fg.max(1) as f64);
+            conn = conn.min(largest_component(lab, label.shape.xyz()) as f64 / fg.max(1) as f64);
             let (t, b) = best_threshold_dice(image_values(&image), lab);
             band = band.max(b);
             fr.push(fg as f64 / lab.len() as f64);

@@ -145,7 +145,7 @@ pub(super) fn kind_is_spatial(kind: &str) -> bool {
 }
 
 /// Shape and RAS+ affine from the header's geometry fields.
-pub(super) fn geometry(path: &Path, h: &Header, sizes: &[usize]) -> Result<([usize; 3], Affine)> {
+pub(super) fn geometry(path: &Path, h: &Header, sizes: &[usize]) -> Result<(Xyz<usize>, Affine)> {
     let dimension = sizes.len();
     let space = space_flips(path, h)?;
     let directions: Option<Vec<Option<Vec<f64>>>> = match (h.get("spacedirections"), space) {
@@ -345,5 +345,5 @@ pub(super) fn geometry(path: &Path, h: &Header, sizes: &[usize]) -> Result<([usi
             }
         }
     }
-    Ok((shape, affine))
+    Ok((Xyz::from_xyz(shape), affine))
 }

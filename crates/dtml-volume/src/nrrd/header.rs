@@ -154,7 +154,7 @@ pub(super) struct Layout {
     pub(super) data_file: Option<PathBuf>,
     /// Number of samples: the product of all `sizes`.
     pub(super) count: usize,
-    pub(super) shape: [usize; 3],
+    pub(super) shape: Xyz<usize>,
     pub(super) affine: Affine,
 }
 

@@ -27,6 +27,7 @@
 //! Every malformed input is a [`VolumeError`] naming the file; data lengths
 //! are checked against `sizes` before any voxel buffer is allocated.
 
+use crate::axes::Xyz;
 use crate::confine;
 use crate::error::{Result, VolumeError};
 use crate::geometry::{Affine, Geometry, identity};
@@ -158,7 +159,7 @@ pub fn read_nrrd(path: &Path) -> Result<Volume> {
     };
     let region = skip_lines(path, region, layout.line_skip, &source)?;
     let data = decode_data(path, region, &layout, &source)?;
-    debug_assert_eq!(data.len(), layout.shape.iter().product::<usize>());
+    debug_assert_eq!(data.len(), layout.shape.voxels());
     Ok(Volume {
         data,
         shape: layout.shape,

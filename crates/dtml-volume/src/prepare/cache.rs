@@ -16,22 +16,22 @@ pub struct CaseRecord {
     pub role: Role,
     /// The safetensors file, relative to the prepared folder.
     pub file: String,
-    /// Prepared grid (x, y, z).
-    pub shape: [usize; 3],
+    /// Prepared grid.
+    pub shape: Xyz<usize>,
     /// Whether the cache holds a label for this case.
     pub has_label: bool,
     pub image_source: PathBuf,
     pub channel: Option<usize>,
     pub label_source: Option<PathBuf>,
-    pub original_shape: [usize; 3],
+    pub original_shape: Xyz<usize>,
     pub original_dtype: DataType,
     pub original_geometry: Geometry,
-    /// First voxel of the crop box in the original grid (x, y, z).
-    pub crop_start: [usize; 3],
+    /// First voxel of the crop box in the original grid.
+    pub crop_start: Xyz<usize>,
     /// One past the last voxel of the crop box in the original grid.
-    pub crop_end: [usize; 3],
+    pub crop_end: Xyz<usize>,
     /// Zero voxels added before the crop box on each axis.
-    pub pad_before: [usize; 3],
+    pub pad_before: Xyz<usize>,
     /// Mean and standard deviation used for the z-score.
     pub intensity_mean: f64,
     pub intensity_std: f64,
@@ -43,20 +43,20 @@ impl CaseRecord {
     /// Pastes a mask on the prepared grid back into the original grid
     /// (zeros outside the crop box, padding dropped).
     pub fn to_original(&self, prepared: &[u8]) -> Result<Vec<u8>> {
-        let [px, py, pz] = self.shape;
-        if prepared.len() != px * py * pz {
+        if prepared.len() != self.shape.voxels() {
             return Err(VolumeError::invalid(
                 &self.file,
                 format!(
                     "mask has {} voxels, prepared grid {:?} needs {}",
                     prepared.len(),
                     self.shape,
-                    px * py * pz
+                    self.shape.voxels()
                 ),
             ));
         }
-        let [ox, oy, _] = self.original_shape;
-        let mut out = vec![0u8; self.original_shape.iter().product()];
+        let (ox, oy) = (self.original_shape.x(), self.original_shape.y());
+        let (px, py) = (self.shape.x(), self.shape.y());
+        let mut out = vec![0u8; self.original_shape.voxels()];
         for z in self.crop_start[2]..self.crop_end[2] {
             let qz = z - self.crop_start[2] + self.pad_before[2];
             for y in self.crop_start[1]..self.crop_end[1] {
@@ -94,7 +94,7 @@ pub struct Manifest {
 pub struct PreparedCase {
     pub image: Vec<f32>,
     pub label: Option<Vec<u8>>,
-    pub shape: [usize; 3],
+    pub shape: Xyz<usize>,
 }
 
 /// A prepared folder: its manifest and where it lives.
@@ -177,15 +177,14 @@ impl PreparedDataset {
             &format!("file of case {}", record.id),
             &self.dir.join(MANIFEST),
         )?;
-        let [x, y, z] = record.shape;
         // image f32 + label u8 per voxel, plus the safetensors header.
-        let most = (x as u64 * y as u64 * z as u64)
+        let most = (record.shape.voxels() as u64)
             .saturating_mul(5)
             .saturating_add(1 << 16);
         let bytes = crate::confine::read_bounded(&path, most, "cache file")?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| VolumeError::dataset(&path, format!("corrupt safetensors: {e}")))?;
-        let want = crate::axes::zyx(record.shape).to_vec();
+        let want = record.shape.zyx().to_vec();
         let image = st
             .tensor("image")
             .map_err(|e| VolumeError::dataset(&path, format!("no image tensor: {e}")))?;

@@ -55,8 +55,8 @@ pub fn binarize(
     let mut dropped = std::collections::BTreeMap::new();
     let integer = volume.data.dtype().is_integer();
     let where_ = |i: usize| {
-        let [nx, ny, _] = volume.shape;
-        format!("({}, {}, {})", i % nx, (i / nx) % ny, i / (nx * ny))
+        let [x, y, z] = volume.shape.position(i).xyz();
+        format!("({x}, {y}, {z})")
     };
     for i in 0..volume.len() {
         let v = volume.data.get_f64(i);

@@ -11,6 +11,7 @@
 //! cases that have a label file, for comparison with published tables.
 
 use crate::atomic::write_bytes_atomic;
+use crate::axes::Xyz;
 use crate::dataset::{CaseFiles, Role, Split};
 use crate::error::{Result, VolumeError};
 use crate::geometry::Geometry;
@@ -29,7 +30,7 @@ pub use label::{binarize, read_label};
 
 /// The paper's training patch (x, y, z): the default of preparation,
 /// training and inference.
-pub const PAPER_PATCH: [usize; 3] = [112, 112, 80];
+pub const PAPER_PATCH: Xyz<usize> = Xyz::new(112, 112, 80);
 
 /// How unlabelled and test scans are cropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,11 +100,11 @@ impl ZScore {
 /// Options of [`prepare`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PrepareOptions {
-    /// Patch size (x, y, z): every case is padded to at least this.
-    pub patch: [usize; 3],
-    /// Margin in voxels around a crop box per axis (x, y, z); `None` keeps
-    /// that axis whole (the reference keeps z whole).
-    pub margin: [Option<usize>; 3],
+    /// Patch size: every case is padded to at least this.
+    pub patch: Xyz<usize>,
+    /// Margin in voxels around a crop box per axis; `None` keeps that axis
+    /// whole (the reference keeps z whole).
+    pub margin: Xyz<Option<usize>>,
     /// Label values that make the foreground (binarised to 1).
     pub foreground: Vec<i64>,
     /// Crop of scans without a usable label.
@@ -116,7 +117,7 @@ impl Default for PrepareOptions {
     fn default() -> Self {
         PrepareOptions {
             patch: PAPER_PATCH,
-            margin: [Some(15), Some(15), None],
+            margin: Xyz::new(Some(15), Some(15), None),
             foreground: vec![1],
             scan_crop: ScanCrop::NonZero,
             reference_crop: false,
@@ -147,7 +148,7 @@ pub fn prepare(
     options: &PrepareOptions,
     tick: &(dyn Fn(&str) + Sync),
 ) -> Result<PrepareReport> {
-    if options.patch.contains(&0) {
+    if options.patch.any(|p| p == 0) {
         return Err(VolumeError::invalid(
             out,
             "patch size must be positive on every axis",
@@ -310,11 +311,12 @@ fn build(
     Ok(report)
 }
 
+/// The box `[lo, hi)` of the voxels where `inside(linear index)` holds.
 fn bounding_box(
-    shape: [usize; 3],
+    shape: Xyz<usize>,
     inside: impl Fn(usize) -> bool,
-) -> Option<([usize; 3], [usize; 3])> {
-    let [nx, ny, nz] = shape;
+) -> Option<(Xyz<usize>, Xyz<usize>)> {
+    let [nx, ny, nz] = shape.xyz();
     let mut lo = [usize::MAX; 3];
     let mut hi = [0usize; 3];
     let mut any = false;
@@ -331,18 +333,18 @@ fn bounding_box(
             }
         }
     }
-    any.then_some((lo, hi))
+    any.then_some((Xyz::from_xyz(lo), Xyz::from_xyz(hi)))
 }
 
 /// Crop box from a content box: margin added, axes with no margin kept
 /// whole, then grown to the patch size where the volume allows.
 fn crop_box(
-    shape: [usize; 3],
-    content: Option<([usize; 3], [usize; 3])>,
+    shape: Xyz<usize>,
+    content: Option<(Xyz<usize>, Xyz<usize>)>,
     options: &PrepareOptions,
-) -> ([usize; 3], [usize; 3]) {
+) -> (Xyz<usize>, Xyz<usize>) {
     let mut lo = [0; 3];
-    let mut hi = shape;
+    let mut hi = shape.xyz();
     if let Some((clo, chi)) = content {
         for a in 0..3 {
             if let Some(m) = options.margin[a] {
@@ -362,7 +364,7 @@ fn crop_box(
             }
         }
     }
-    (lo, hi)
+    (Xyz::from_xyz(lo), Xyz::from_xyz(hi))
 }
 
 fn prepare_case(
@@ -428,11 +430,11 @@ fn prepare_case(
         (_, ScanCrop::None) => None,
     };
     let (lo, hi) = crop_box(image.shape, content, options);
-    let crop = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
-    let shape: [usize; 3] = std::array::from_fn(|a| crop[a].max(options.patch[a]));
-    let pad_before: [usize; 3] = std::array::from_fn(|a| (shape[a] - crop[a]) / 2);
-    let [nx, ny, _] = image.shape;
-    let count = shape.iter().product::<usize>();
+    let crop = hi.zip_with(lo, |h, l| h - l);
+    let shape = crop.zip_with(options.patch, usize::max);
+    let pad_before = shape.zip_with(crop, |s, c| (s - c) / 2);
+    let (nx, ny) = (image.shape.x(), image.shape.y());
+    let count = shape.voxels();
     let mut img = vec![0f32; count];
     let mut lab = keeps_label
         .then(|| vec![0u8; count])
@@ -484,9 +486,9 @@ fn prepare_case(
 }
 
 /// Writes one case's arrays as safetensors, atomically.
-fn write_case(path: &Path, shape: [usize; 3], image: &[f32], label: Option<&[u8]>) -> Result<()> {
+fn write_case(path: &Path, shape: Xyz<usize>, image: &[f32], label: Option<&[u8]>) -> Result<()> {
     use safetensors::tensor::TensorView;
-    let dims = crate::axes::zyx(shape).to_vec();
+    let dims = shape.zyx().to_vec();
     let image_bytes: &[u8] = bytemuck::cast_slice(image);
     let mut views = vec![(
         "image".to_string(),

@@ -64,7 +64,7 @@ impl Case {
         config: &SyntheticConfig,
     ) -> Case {
         let hardness = Hardness::draw(hard, config.difficulty, config.shape[2]);
-        let shape = config.shape;
+        let shape = config.shape.xyz();
         let spacing: Vec3 = std::array::from_fn(|a| {
             let s = config.spacing[a] * uniform(rng, 0.95, 1.05);
             // Round to 0.01 mm (keeping it positive) so headers read back cleanly.

@@ -51,14 +51,16 @@
 //! cases and come with labels (`labelsTs/`) so evaluation is possible.
 //!
 //! ```
+//! use dtml_volume::Xyz;
 //! use dtml_volume::synthetic::{SyntheticConfig, generate_case};
-//! let config = SyntheticConfig { shape: [32, 32, 24], ..SyntheticConfig::default() };
+//! let config = SyntheticConfig { shape: Xyz::new(32, 32, 24), ..SyntheticConfig::default() };
 //! let (image, label) = generate_case(&config, 0).unwrap();
-//! assert_eq!(image.shape, [32, 32, 24]);
+//! assert_eq!(image.shape, Xyz::new(32, 32, 24));
 //! assert_eq!(label.shape, image.shape);
 //! ```
 
 use crate::atomic::write_bytes_atomic;
+use crate::axes::Xyz;
 use crate::error::{Result, VolumeError};
 use crate::geometry::{Geometry, identity};
 use crate::nii::write_nifti;
@@ -92,11 +94,11 @@ const INTENSITY_SCALE: f64 = 800.0;
 /// Distractors are kept at least this far (mm) from the target.
 const GAP_MM: f64 = 2.5;
 
-/// What to generate. Sizes and spacings are in (x, y, z) order.
+/// What to generate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyntheticConfig {
     /// Voxels along x, y, z; each in 16..=512.
-    pub shape: [usize; 3],
+    pub shape: Xyz<usize>,
     /// Number of training cases (at least 1).
     pub train_cases: usize,
     /// Number of test cases (with labels in `labelsTs/`).
@@ -104,7 +106,7 @@ pub struct SyntheticConfig {
     /// Seed of the whole dataset; each case derives its own stream from it.
     pub seed: u64,
     /// Nominal spacing in mm; each case varies it by up to ±5%.
-    pub spacing: [f64; 3],
+    pub spacing: Xyz<f64>,
     /// How hard the task is, 0 (the default data) to 1: see the module doc.
     pub difficulty: f64,
 }
@@ -112,11 +114,11 @@ pub struct SyntheticConfig {
 impl Default for SyntheticConfig {
     fn default() -> Self {
         SyntheticConfig {
-            shape: [64, 64, 48],
+            shape: Xyz::new(64, 64, 48),
             train_cases: 20,
             test_cases: 5,
             seed: 1337,
-            spacing: [1.0, 1.0, 2.0],
+            spacing: Xyz::new(1.0, 1.0, 2.0),
             difficulty: 0.0,
         }
     }
@@ -126,22 +128,21 @@ impl SyntheticConfig {
     /// Checks sizes, spacing and case counts; `path` names the output in
     /// the error.
     pub fn validate(&self, path: &Path) -> Result<()> {
-        for (a, &n) in self.shape.iter().enumerate() {
+        for (a, n) in self.shape.into_iter().enumerate() {
             if !(MIN_SIZE..=MAX_SIZE).contains(&n) {
                 return Err(VolumeError::invalid(
                     path,
                     format!(
                         "synthetic shape {:?}: axis {} has {n} voxels; each axis must have {MIN_SIZE} to {MAX_SIZE}",
                         self.shape,
-                        ["x", "y", "z"][a]
+                        crate::axes::AXIS_NAMES[a]
                     ),
                 ));
             }
         }
         if self
             .spacing
-            .iter()
-            .any(|&s| !s.is_finite() || s <= 0.0 || s > 100.0)
+            .any(|s| !s.is_finite() || s <= 0.0 || s > 100.0)
         {
             return Err(VolumeError::invalid(
                 path,
@@ -321,7 +322,7 @@ struct DatasetJson {
 }
 
 fn dataset_json(config: &SyntheticConfig) -> DatasetJson {
-    let [nx, ny, nz] = config.shape;
+    let [nx, ny, nz] = config.shape.xyz();
     DatasetJson {
         name: "synthetic".into(),
         description: "Synthetic MR-like volumes: an irregular blob with attached tubes (target) \
@@ -330,7 +331,8 @@ fn dataset_json(config: &SyntheticConfig) -> DatasetJson {
             .into(),
         reference: format!(
             "{REFERENCE_PREFIX}, seed {}, shape {nx}x{ny}x{nz}, spacing {:?} mm",
-            config.seed, config.spacing
+            config.seed,
+            config.spacing.xyz()
         ),
         tensor_image_size: "3D".into(),
         modality: BTreeMap::from([("0".into(), "MRI".into())]),
@@ -361,19 +363,19 @@ mod tests {
         let out = Path::new("/nonexistent/synthetic");
         let bad = [
             SyntheticConfig {
-                shape: [15, 32, 32],
+                shape: Xyz::new(15, 32, 32),
                 ..Default::default()
             },
             SyntheticConfig {
-                shape: [32, 513, 32],
+                shape: Xyz::new(32, 513, 32),
                 ..Default::default()
             },
             SyntheticConfig {
-                spacing: [1.0, f64::NAN, 2.0],
+                spacing: Xyz::new(1.0, f64::NAN, 2.0),
                 ..Default::default()
             },
             SyntheticConfig {
-                spacing: [1.0, 0.0, 2.0],
+                spacing: Xyz::new(1.0, 0.0, 2.0),
                 ..Default::default()
             },
             SyntheticConfig {
@@ -392,7 +394,7 @@ mod tests {
         assert!(
             generate_case(
                 &SyntheticConfig {
-                    shape: [8, 32, 32],
+                    shape: Xyz::new(8, 32, 32),
                     ..Default::default()
                 },
                 0
@@ -400,7 +402,7 @@ mod tests {
             .is_err()
         );
         let err = SyntheticConfig {
-            shape: [15, 32, 32],
+            shape: Xyz::new(15, 32, 32),
             ..Default::default()
         }
         .validate(out)
