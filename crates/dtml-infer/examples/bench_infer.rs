@@ -12,29 +12,20 @@
 use candle_core::{DType, Device};
 use dtml_infer::infer::{Ensemble, InferenceOptions, Students, predict_volume};
 use dtml_model::{VNet, VNetConfig};
+use dtml_volume::Xyz;
 use std::time::Instant;
-
-/// Three sizes `x,y,z`.
-fn triple(s: &str) -> Result<[usize; 3], String> {
-    let v: Vec<usize> = s
-        .split(',')
-        .map(|p| p.trim().parse().map_err(|_| format!("{s:?}: not a number")))
-        .collect::<Result<_, _>>()?;
-    v.try_into()
-        .map_err(|_| format!("{s:?}: give three values x,y,z"))
-}
 
 #[derive(clap::Parser)]
 struct Args {
     /// Volume size x,y,z.
-    #[arg(long, value_parser = triple, default_value = "144,144,88")]
-    size: [usize; 3],
+    #[arg(long, default_value = "144,144,88")]
+    size: Xyz<usize>,
     /// Window x,y,z [default: the paper's].
-    #[arg(long, value_parser = triple)]
-    patch: Option<[usize; 3]>,
+    #[arg(long)]
+    patch: Option<Xyz<usize>>,
     /// Window step x,y,z [default: the reference's].
-    #[arg(long, value_parser = triple)]
-    stride: Option<[usize; 3]>,
+    #[arg(long)]
+    stride: Option<Xyz<usize>>,
     /// V-Net width.
     #[arg(long, default_value_t = 16)]
     width: usize,
@@ -60,15 +51,11 @@ fn main() {
         ..Default::default()
     };
     let net = VNet::new(config, 1337, DType::F32, &Device::Cpu).expect("V-Net");
-    let n: usize = size.iter().product();
+    let n = size.voxels();
     // A smooth pattern plus a hash, z-scored: content does not change the time.
     let mut image: Vec<f32> = (0..n)
         .map(|i| {
-            let (x, y, z) = (
-                i % size[0],
-                (i / size[0]) % size[1],
-                i / (size[0] * size[1]),
-            );
+            let [x, y, z] = size.position(i).xyz();
             ((x as f32 * 0.1).sin() + (y as f32 * 0.07).cos() + z as f32 * 0.01)
                 + ((i.wrapping_mul(2654435761) % 1000) as f32 / 5000.0)
         })
@@ -102,7 +89,10 @@ fn main() {
         foreground = p.mask.iter().map(|&v| v as usize).sum::<usize>();
     }
     println!(
-        "{{\"impl\": \"dtml\", \"seconds\": {best:.4}, \"windows\": {windows}, \"size\": {size:?}, \"patch\": {patch:?}, \"stride\": {stride:?}, \"width\": {width}, \"batch\": {batch}, \"threads\": {}, \"foreground\": {foreground}}}",
+        "{{\"impl\": \"dtml\", \"seconds\": {best:.4}, \"windows\": {windows}, \"size\": {:?}, \"patch\": {:?}, \"stride\": {:?}, \"width\": {width}, \"batch\": {batch}, \"threads\": {}, \"foreground\": {foreground}}}",
+        size.xyz(),
+        patch.xyz(),
+        stride.xyz(),
         rayon::current_num_threads()
     );
 }

@@ -16,6 +16,7 @@ use dtml_edt::{SegmentationMetrics, Units, surface_metrics};
 use dtml_volume::dataset::read_list;
 use dtml_volume::prepare::read_label;
 use dtml_volume::{
+    Xyz,
     CaseFiles, CaseRecord, Dataset, Geometry, PreparedDataset, Role, Volume, VoxelData,
 };
 use std::path::Path;
@@ -36,8 +37,8 @@ pub struct CaseEvaluation {
     pub result: CaseResult,
     /// Predicted mask on the original grid (x fastest).
     pub mask: Vec<u8>,
-    /// The original grid (x, y, z).
-    pub shape: [usize; 3],
+    /// The original grid.
+    pub shape: Xyz<usize>,
     /// The original image's geometry (for writing the mask).
     pub geometry: Geometry,
 }
@@ -45,15 +46,15 @@ pub struct CaseEvaluation {
 fn metrics_of(
     mask: &[u8],
     reference: &[u8],
-    shape: [usize; 3],
-    spacing: [f64; 3],
+    shape: Xyz<usize>,
+    spacing: Xyz<f64>,
     units: Units,
 ) -> Result<SegmentationMetrics> {
     Ok(surface_metrics(
         mask,
         reference,
-        &dtml_volume::axes::zyx(shape),
-        &dtml_volume::axes::zyx(spacing),
+        &shape.zyx(),
+        &spacing.zyx(),
         units,
     )?)
 }

@@ -11,19 +11,20 @@
 //! use candle_core::{DType, Device};
 //! use dtml_infer::{Ensemble, InferenceOptions, Students, predict_volume};
 //! use dtml_model::{VNet, VNetConfig};
+//! use dtml_volume::Xyz;
 //!
 //! // An untrained width-2 V-Net stands in for a trained region student
 //! // (`dtml_infer::students::load_models` reads real ones).
 //! let net = VNet::new(VNetConfig { width: 2, ..Default::default() }, 1, DType::F32, &Device::Cpu).unwrap();
 //! let students = Students { region: Some(&net), boundary: None };
 //! let opts = InferenceOptions {
-//!     patch: [16, 16, 16],
-//!     stride: [8, 8, 8],
+//!     patch: Xyz::new(16, 16, 16),
+//!     stride: Xyz::new(8, 8, 8),
 //!     ensemble: Ensemble::Region,
 //!     ..Default::default()
 //! };
-//! let shape = [20, 18, 16]; // (x, y, z), x fastest in memory
-//! let image = vec![0.0f32; 20 * 18 * 16]; // z-scored intensities
+//! let shape = Xyz::new(20, 18, 16); // x fastest in memory
+//! let image = vec![0.0f32; shape.voxels()]; // z-scored intensities
 //! let prediction = predict_volume(&students, &image, shape, &opts).unwrap();
 //! assert_eq!(prediction.mask.len(), image.len());
 //! ```

@@ -7,6 +7,7 @@
 
 use crate::error::{InferError, Result};
 use dtml_model::VNetConfig;
+use dtml_volume::Xyz;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -43,8 +44,8 @@ pub struct RunInfo {
     /// The training objective.
     pub method: crate::method::Method,
     pub network: VNetConfig,
-    /// Training patch size (x, y, z); the default sliding window.
-    pub patch: [usize; 3],
+    /// Training patch size; the default sliding window.
+    pub patch: Xyz<usize>,
     /// Label values that were foreground.
     pub foreground: Vec<i64>,
     pub students: Vec<StudentFile>,

@@ -8,6 +8,7 @@ use crate::infer::{Ensemble, InferenceOptions, Students};
 use crate::run::{RUN_FILE, RunInfo, StudentRole};
 use candle_core::{DType, Device, Tensor};
 use dtml_model::{VNet, VNetConfig};
+use dtml_volume::Xyz;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -93,7 +94,7 @@ impl LoadedStudents {
     }
 
     /// The training patch of a run, if known.
-    pub fn patch(&self) -> Option<[usize; 3]> {
+    pub fn patch(&self) -> Option<Xyz<usize>> {
         self.run.as_ref().map(|r| r.patch)
     }
 

@@ -4,6 +4,7 @@
 //! give the same probabilities and masks. Also: loading students from run
 //! directories and weight files, and evaluation of prepared cases.
 
+use dtml_volume::Xyz;
 use candle_core::{DType, Device};
 use dtml_infer::evaluate::{evaluate_case, evaluate_prepared};
 use dtml_infer::infer::{Ensemble, InferenceOptions, Students, predict_volume, read_scan};
@@ -37,8 +38,8 @@ fn dice(a: &[u8], b: &[u8]) -> f64 {
 
 fn golden_options() -> InferenceOptions {
     InferenceOptions {
-        patch: [32, 32, 16],
-        stride: [8, 8, 4],
+        patch: Xyz::new(32, 32, 16),
+        stride: Xyz::new(8, 8, 4),
         batch: 2,
         ensemble: Ensemble::Region,
         threshold: 0.5,
@@ -67,7 +68,7 @@ fn check(name: &str, got: &[u8], max_diff: usize) {
 #[test]
 fn matches_pytorch_sliding_window() {
     let (volume, image) = read_scan(&fixtures().join("infer/scan.nii.gz"), None).unwrap();
-    assert_eq!(volume.shape, [40, 28, 20]);
+    assert_eq!(volume.shape, Xyz::new(40, 28, 20));
     let net = w4();
     let region = Students {
         region: Some(&net),
@@ -166,7 +167,7 @@ fn run_dir(dir: &Path, students: &[(StudentRole, &VNet, &str)]) {
         version: RUN_VERSION,
         method: dtml_infer::Method::Dtml,
         network: students[0].1.config().clone(),
-        patch: [16, 16, 16],
+        patch: Xyz::new(16, 16, 16),
         foreground: vec![1],
         students: students
             .iter()
@@ -194,18 +195,18 @@ fn students_load_from_run_directories_and_weight_files() {
         ],
     );
     let loaded = load_run(dir.path(), &Device::Cpu).unwrap();
-    assert_eq!(loaded.patch(), Some([16, 16, 16]));
+    assert_eq!(loaded.patch(), Some(Xyz::new(16, 16, 16)));
     let s = loaded.students();
     assert!(s.region.is_some() && s.boundary.is_some());
     // The loaded students predict what the originals predict.
-    let shape = [20, 18, 17];
-    let mut image: Vec<f32> = (0..shape.iter().product::<usize>())
+    let shape = Xyz::new(20, 18, 17);
+    let mut image: Vec<f32> = (0..shape.voxels())
         .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
         .collect();
     dtml_infer::zscore(&mut image);
     let mut o = InferenceOptions {
-        patch: [16, 16, 16],
-        stride: [4, 4, 4],
+        patch: Xyz::new(16, 16, 16),
+        stride: Xyz::new(4, 4, 4),
         ..Default::default()
     };
     o.disagreement = true;
@@ -275,7 +276,7 @@ fn bad_students_are_clear_errors() {
             width: 4,
             ..Default::default()
         },
-        patch: [16, 16, 16],
+        patch: Xyz::new(16, 16, 16),
         foreground: vec![1],
         students: vec![StudentFile {
             role: StudentRole::Region,
@@ -364,8 +365,8 @@ fn bad_students_are_clear_errors() {
         &flat,
         &dtml_volume::Volume::new(
             VoxelData::I16(vec![1; 40 * 28]),
-            [40, 28, 1],
-            dtml_volume::Geometry::from_spacing([1.0; 3]),
+            Xyz::new(40, 28, 1),
+            dtml_volume::Geometry::from_spacing(Xyz::splat(1.0)),
         )
         .unwrap(),
     )
@@ -382,8 +383,8 @@ fn evaluation_scores_prepared_cases_on_the_original_grid() {
         dtml_volume::dataset::split(&ds, &dtml_volume::LabelledSpec::Count(1), None, None).unwrap();
     let out = tempfile::tempdir().unwrap();
     let options = dtml_volume::PrepareOptions {
-        patch: [16, 16, 16],
-        margin: [Some(2), Some(2), None],
+        patch: Xyz::new(16, 16, 16),
+        margin: Xyz::new(Some(2), Some(2), None),
         ..Default::default()
     };
     dtml_volume::prepare(&ds.root, ds.layout, &split, out.path(), &options, &|_| {}).unwrap();
@@ -396,8 +397,8 @@ fn evaluation_scores_prepared_cases_on_the_original_grid() {
         boundary: None,
     };
     let opts = InferenceOptions {
-        patch: [16, 16, 16],
-        stride: [8, 8, 8],
+        patch: Xyz::new(16, 16, 16),
+        stride: Xyz::new(8, 8, 8),
         ensemble: Ensemble::Region,
         // A low threshold so the random network predicts some foreground.
         threshold: 0.3,
@@ -426,8 +427,8 @@ fn evaluation_scores_prepared_cases_on_the_original_grid() {
         .iter()
         .map(|&v| (v == 1.0) as u8)
         .collect();
-    let [nx, ny, nz] = label.shape;
-    let [sx, sy, sz] = label.spacing();
+    let [nx, ny, nz] = label.shape.xyz();
+    let [sx, sy, sz] = label.spacing().xyz();
     let direct = dtml_edt::surface_metrics(
         &e.mask,
         &reference,

@@ -20,7 +20,7 @@
 use crate::error::{InferError, Result};
 use candle_core::{DType, Device, Tensor};
 use dtml_model::VNet;
-use dtml_volume::{ReadOptions, Volume, ZScore};
+use dtml_volume::{ReadOptions, Volume, Xyz, ZScore};
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -50,14 +50,14 @@ pub enum Ensemble {
     Boundary,
 }
 
-/// Settings of [`predict_volume`]. Sizes and strides are (x, y, z).
+/// Settings of [`predict_volume`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct InferenceOptions {
     /// Window size; a multiple of 16 on every axis (the V-Net halves the
     /// resolution four times).
-    pub patch: [usize; 3],
+    pub patch: Xyz<usize>,
     /// Window step; between 1 and the patch size on every axis.
-    pub stride: [usize; 3],
+    pub stride: Xyz<usize>,
     /// Windows per forward pass.
     pub batch: usize,
     pub ensemble: Ensemble,
@@ -76,7 +76,7 @@ impl Default for InferenceOptions {
     fn default() -> Self {
         InferenceOptions {
             patch: dtml_volume::prepare::PAPER_PATCH,
-            stride: [18, 18, 4],
+            stride: Xyz::new(18, 18, 4),
             batch: 2,
             ensemble: Ensemble::Both,
             threshold: 0.5,
@@ -136,8 +136,8 @@ impl InferenceOptions {
 /// A prediction on the input grid (x fastest).
 #[derive(Debug, Clone)]
 pub struct Prediction {
-    /// (x, y, z), the input's shape.
-    pub shape: [usize; 3],
+    /// The input's shape.
+    pub shape: Xyz<usize>,
     /// Overlap-averaged foreground probability of the chosen ensemble.
     pub probability: Vec<f32>,
     /// 1 where `probability > threshold` (after the largest-component
@@ -214,11 +214,11 @@ pub fn zscore(image: &mut [f32]) {
 /// stored type exactly as preparation does.
 pub fn read_scan(path: &Path, channel: Option<usize>) -> Result<(Volume, Vec<f32>)> {
     let volume = dtml_volume::read_volume_with(path, ReadOptions { channel })?;
-    if volume.shape.contains(&1) {
+    if volume.shape.any(|s| s == 1) {
         return Err(InferError::file(
             path,
             format!(
-                "shape {:?} (x, y, z) has an axis of length 1: a 2D image, but dtml segments 3D volumes",
+                "shape {:?} has an axis of length 1: a 2D image, but dtml segments 3D volumes",
                 volume.shape
             ),
         ));
@@ -261,12 +261,12 @@ fn check_network(net: &VNet, which: &str) -> Result<()> {
 fn validate(
     students: &Students,
     image: &[f32],
-    shape: [usize; 3],
+    shape: Xyz<usize>,
     opts: &InferenceOptions,
 ) -> Result<()> {
     let voxels = shape
-        .iter()
-        .try_fold(1usize, |n, &s| n.checked_mul(s))
+        .into_iter()
+        .try_fold(1usize, |n, s| n.checked_mul(s))
         .filter(|&n| n > 0)
         .ok_or_else(|| {
             InferError::Config(format!(
@@ -338,10 +338,10 @@ fn what_needs(opts: &InferenceOptions, region: bool) -> &'static str {
     }
 }
 
-/// Copies window `w` (start (x, y, z) in the padded volume `dims`) into `dst`.
-fn extract(padded: &[f32], dims: [usize; 3], w: [usize; 3], patch: [usize; 3], dst: &mut [f32]) {
-    let [px, py, _] = dims;
-    let [wx, wy, _] = patch;
+/// Copies window `w` (its first voxel in the padded volume `dims`) into `dst`.
+fn extract(padded: &[f32], dims: Xyz<usize>, w: Xyz<usize>, patch: Xyz<usize>, dst: &mut [f32]) {
+    let (px, py) = (dims.x(), dims.y());
+    let (wx, wy) = (patch.x(), patch.y());
     for (zz, plane) in dst.chunks_mut(wx * wy).enumerate() {
         for (yy, row) in plane.chunks_mut(wx).enumerate() {
             let src = ((w[2] + zz) * py + w[1] + yy) * px + w[0];
@@ -351,9 +351,9 @@ fn extract(padded: &[f32], dims: [usize; 3], w: [usize; 3], patch: [usize; 3], d
 }
 
 /// Adds a window's values into the padded accumulator, planes in parallel.
-fn accumulate(acc: &mut [f32], dims: [usize; 3], w: [usize; 3], patch: [usize; 3], src: &[f32]) {
-    let [px, py, _] = dims;
-    let [wx, wy, wz] = patch;
+fn accumulate(acc: &mut [f32], dims: Xyz<usize>, w: Xyz<usize>, patch: Xyz<usize>, src: &[f32]) {
+    let (px, py) = (dims.x(), dims.y());
+    let [wx, wy, wz] = patch.xyz();
     acc.par_chunks_mut(px * py)
         .skip(w[2])
         .take(wz)
@@ -388,11 +388,11 @@ fn probabilities(t: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Result<Vec<f32>> 
 }
 
 /// Whole-volume sliding-window inference of `image` (z-scored, x fastest,
-/// `shape` (x, y, z)). See the module documentation for the procedure.
+/// of size `shape`). See the module documentation for the procedure.
 pub fn predict_volume(
     students: &Students,
     image: &[f32],
-    shape: [usize; 3],
+    shape: Xyz<usize>,
     opts: &InferenceOptions,
 ) -> Result<Prediction> {
     validate(students, image, shape, opts)?;
@@ -407,11 +407,7 @@ pub fn predict_volume(
         .get("out_conv2.weight")
         .map_or(DType::F32, |v| v.dtype());
     sliding_window(image, shape, opts, |input, n| {
-        let x = Tensor::from_vec(
-            input,
-            dtml_volume::axes::batch_dims(n, 1, opts.patch),
-            &device,
-        )?
+        let x = Tensor::from_vec(input, opts.patch.batch_dims(n, 1), &device)?
         .to_dtype(dtype)?;
         let p_a = match region {
             Some(r) => Some(probabilities(&r.predict(&x)?.seg_logits, sigmoid)?),
@@ -432,23 +428,23 @@ pub fn predict_volume(
 /// region and boundary probabilities of those the options need.
 pub(crate) fn sliding_window(
     image: &[f32],
-    shape: [usize; 3],
+    shape: Xyz<usize>,
     opts: &InferenceOptions,
     mut forward: impl FnMut(Vec<f32>, usize) -> Result<(Option<Vec<f32>>, Option<Vec<f32>>)>,
 ) -> Result<Prediction> {
     let axes: [AxisWindows; 3] =
         std::array::from_fn(|a| AxisWindows::new(shape[a], opts.patch[a], opts.stride[a]));
-    let dims = [axes[0].padded, axes[1].padded, axes[2].padded];
-    let pad = [axes[0].pad_before, axes[1].pad_before, axes[2].pad_before];
-    let [nx, ny, _] = shape;
-    let [px, py, pz] = dims;
+    let dims = Xyz::from_fn(|a| axes[a].padded);
+    let pad = Xyz::from_fn(|a| axes[a].pad_before);
+    let (nx, ny) = (shape.x(), shape.y());
+    let [px, py, pz] = dims.xyz();
 
     // The zero-padded volume.
     let mut padded = vec![0f32; px * py * pz];
     padded
         .par_chunks_mut(px * py)
         .skip(pad[2])
-        .take(shape[2])
+        .take(shape.z())
         .enumerate()
         .for_each(|(z, plane)| {
             for y in 0..ny {
@@ -463,11 +459,11 @@ pub(crate) fn sliding_window(
     for &x in &axes[0].starts {
         for &y in &axes[1].starts {
             for &z in &axes[2].starts {
-                windows.push([x, y, z]);
+                windows.push(Xyz::new(x, y, z));
             }
         }
     }
-    let wvox = opts.patch.iter().product::<usize>();
+    let wvox = opts.patch.voxels();
     tracing::debug!(
         "sliding window: {} windows of {:?} over padded {:?}, batch {}",
         windows.len(),
@@ -564,7 +560,7 @@ pub(crate) fn sliding_window(
     if opts.largest_component {
         let keep = dtml_edt::largest_connected_component(
             &mask,
-            &dtml_volume::axes::zyx(shape),
+            &shape.zyx(),
             dtml_edt::Connectivity::Full,
         )?;
         mask = keep.into_iter().map(u8::from).collect();

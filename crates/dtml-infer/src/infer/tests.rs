@@ -54,13 +54,13 @@ fn zscore_matches_preparation() {
 
 #[test]
 fn extract_and_accumulate_are_inverse_placements() {
-    let dims = [5, 4, 3];
+    let dims = Xyz::new(5, 4, 3);
     let padded: Vec<f32> = (0..60).map(|i| i as f32).collect();
     let mut win = vec![0f32; 2 * 2 * 2];
-    extract(&padded, dims, [3, 1, 1], [2, 2, 2], &mut win);
+    extract(&padded, dims, Xyz::new(3, 1, 1), Xyz::new(2, 2, 2), &mut win);
     assert_eq!(win, vec![28.0, 29.0, 33.0, 34.0, 48.0, 49.0, 53.0, 54.0]);
     let mut acc = vec![0f32; 60];
-    accumulate(&mut acc, dims, [3, 1, 1], [2, 2, 2], &win);
+    accumulate(&mut acc, dims, Xyz::new(3, 1, 1), Xyz::new(2, 2, 2), &win);
     for (i, &v) in acc.iter().enumerate() {
         assert_eq!(
             v,
@@ -73,7 +73,7 @@ fn extract_and_accumulate_are_inverse_placements() {
     }
 }
 
-fn options(patch: [usize; 3], stride: [usize; 3], batch: usize) -> InferenceOptions {
+fn options(patch: Xyz<usize>, stride: Xyz<usize>, batch: usize) -> InferenceOptions {
     InferenceOptions {
         patch,
         stride,
@@ -87,15 +87,15 @@ fn options(patch: [usize; 3], stride: [usize; 3], batch: usize) -> InferenceOpti
 }
 
 /// Dyadic values in [0, 1): sums of equal copies divide back exactly.
-fn ramp(shape: [usize; 3]) -> Vec<f32> {
-    let n = shape.iter().product::<usize>();
+fn ramp(shape: Xyz<usize>) -> Vec<f32> {
+    let n = shape.voxels();
     (0..n).map(|i| ((i * 37) % 64) as f32 / 64.0).collect()
 }
 
 #[test]
 fn identity_windows_average_back_to_the_input_exactly() {
-    let patch = [32, 32, 16];
-    for shape in [[40, 28, 20], [32, 32, 16], [20, 13, 9], [33, 50, 17]] {
+    let patch = Xyz::new(32, 32, 16);
+    for shape in [Xyz::new(40, 28, 20), Xyz::new(32, 32, 16), Xyz::new(20, 13, 9), Xyz::new(33, 50, 17)] {
         let windows: usize = (0..3)
             .map(|a| {
                 AxisWindows::new(shape[a], patch[a], [8, 8, 4][a])
@@ -105,7 +105,7 @@ fn identity_windows_average_back_to_the_input_exactly() {
             .product();
         for batch in [1, 3] {
             let image = ramp(shape);
-            let o = options(patch, [8, 8, 4], batch);
+            let o = options(patch, Xyz::new(8, 8, 4), batch);
             let (mut calls, mut seen) = (0, 0);
             let p = sliding_window(&image, shape, &o, |w, n| {
                 calls += 1;
@@ -130,9 +130,9 @@ fn identity_windows_average_back_to_the_input_exactly() {
 
 #[test]
 fn ensemble_and_disagreement_average_per_window() {
-    let shape = [40, 28, 20];
+    let shape = Xyz::new(40, 28, 20);
     let image = ramp(shape);
-    let mut o = options([32, 32, 16], [8, 8, 4], 2);
+    let mut o = options(Xyz::new(32, 32, 16), Xyz::new(8, 8, 4), 2);
     o.ensemble = Ensemble::Both;
     o.disagreement = true;
     o.threshold = 0.4;
@@ -161,9 +161,9 @@ fn ensemble_and_disagreement_average_per_window() {
 #[test]
 fn each_voxel_averages_exactly_the_windows_that_cover_it() {
     // Window i (in visiting order) predicts the constant i everywhere.
-    let shape = [41, 20, 18];
-    let (patch, stride) = ([32, 16, 16], [8, 16, 4]);
-    let image = vec![0f32; shape.iter().product()];
+    let shape = Xyz::new(41, 20, 18);
+    let (patch, stride) = (Xyz::new(32, 16, 16), Xyz::new(8, 16, 4));
+    let image = vec![0f32; shape.voxels()];
     let mut next = 0f32;
     let p = sliding_window(&image, shape, &options(patch, stride, 2), |_, n| {
         let mut v = Vec::new();
@@ -211,13 +211,13 @@ fn each_voxel_averages_exactly_the_windows_that_cover_it() {
 fn largest_component_uses_26_connectivity() {
     // Two diagonal voxels touch by a corner (one 26-component) and a
     // separate single voxel: the pair is kept.
-    let shape = [20, 20, 20];
+    let shape = Xyz::new(20, 20, 20);
     let mut image = vec![0f32; 8000];
     let at = |x: usize, y: usize, z: usize| (z * 20 + y) * 20 + x;
     image[at(2, 2, 2)] = 1.0;
     image[at(3, 3, 3)] = 1.0;
     image[at(15, 15, 15)] = 1.0;
-    let mut o = options([16, 16, 16], [4, 4, 4], 4);
+    let mut o = options(Xyz::new(16, 16, 16), Xyz::new(4, 4, 4), 4);
     o.largest_component = true;
     let p = sliding_window(&image, shape, &o, |w, _| Ok((Some(w), None))).unwrap();
     assert_eq!(p.mask.iter().map(|&v| v as usize).sum::<usize>(), 2);
@@ -227,24 +227,24 @@ fn largest_component_uses_26_connectivity() {
 
 #[test]
 fn bad_options_and_inputs_are_errors() {
-    let shape = [20, 20, 20];
+    let shape = Xyz::new(20, 20, 20);
     let image = vec![0f32; 8000];
     let none = Students::default();
-    let base = options([16, 16, 16], [4, 4, 4], 1);
-    let err = |o: &InferenceOptions, image: &[f32], shape: [usize; 3]| {
+    let base = options(Xyz::new(16, 16, 16), Xyz::new(4, 4, 4), 1);
+    let err = |o: &InferenceOptions, image: &[f32], shape: Xyz<usize>| {
         predict_volume(&none, image, shape, o)
             .unwrap_err()
             .to_string()
     };
     let mut o = base.clone();
-    o.patch = [24, 16, 16];
+    o.patch = Xyz::new(24, 16, 16);
     assert!(err(&o, &image, shape).contains("multiple of 16"));
-    o.patch = [0, 16, 16];
+    o.patch = Xyz::new(0, 16, 16);
     assert!(err(&o, &image, shape).contains("multiple of 16"));
     let mut o = base.clone();
-    o.stride = [0, 4, 4];
+    o.stride = Xyz::new(0, 4, 4);
     assert!(err(&o, &image, shape).contains("stride"));
-    o.stride = [17, 4, 4];
+    o.stride = Xyz::new(17, 4, 4);
     assert!(err(&o, &image, shape).contains("stride"));
     let mut o = base.clone();
     o.batch = 0;
@@ -253,7 +253,7 @@ fn bad_options_and_inputs_are_errors() {
     o.threshold = f32::NAN;
     assert!(err(&o, &image, shape).contains("threshold"));
     assert!(err(&base, &image[1..], shape).contains("voxels"));
-    assert!(err(&base, &[], [0, 20, 20]).contains("positive"));
+    assert!(err(&base, &[], Xyz::new(0, 20, 20)).contains("positive"));
     assert!(err(&base, &image, shape).contains("region student"));
     let mut o = base.clone();
     o.ensemble = Ensemble::Both;
