@@ -1,4 +1,5 @@
-"""PyTorch CUDA peer of dtml's GPU DTML step (crates/dtml-model/benches/cuda_step.rs).
+"""PyTorch CUDA peer of dtml's DTML step on a GPU (crates/dtml-train/benches/step.rs
+with --cuda 0, the training loop's own step).
 
 One step = two V-Nets of the UA-MT / DTC / DTML family forward on the whole
 batch (labelled half first, channel dropout on), the paper's joint objective

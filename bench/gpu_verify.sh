@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gpu_verify.sh — build here, verify on a GPU machine: the CUDA tests of
-# dtml-model (every op and the V-Net, GPU vs CPU) and the DTML-step
-# benchmark beside its PyTorch peer on the same GPU.
+# dtml-model (every op and the V-Net, GPU vs CPU) and the training loop's
+# own DTML step (crates/dtml-train/benches/step.rs, `--cuda 0`) beside its
+# PyTorch peer on the same GPU.
 #
 #   bench/gpu_verify.sh build   # here (no GPU needed): builds with the
 #                               # build-only CUDA toolchain, strips and packs
@@ -47,18 +48,18 @@ for line in sys.stdin:
   local t b n
   t=$(cargo test -p dtml-model --features cudnn --release --no-run --test cuda \
         --target-dir "$TD" --message-format=json | exe_of cuda)
-  b=$(cargo bench -p dtml-model --features cudnn --bench cuda_step --no-run \
-        --target-dir "$TD" --message-format=json | exe_of cuda_step)
+  b=$(cargo bench -p dtml-train --features cudnn --bench step --no-run \
+        --target-dir "$TD" --message-format=json | exe_of step)
   # The same tests with `cuda` alone: the candle-composed convolution.
   n=$(cargo test -p dtml-model --features cuda --release --no-run --test cuda \
         --target-dir "$TD" --message-format=json | exe_of cuda)
   [[ -x "$t" && -x "$b" && -x "$n" ]] || { echo "gpu_verify: a build produced no executable" >&2; exit 1; }
   strip -o "$CARRY/cuda_tests" "$t"
-  strip -o "$CARRY/cuda_step" "$b"
+  strip -o "$CARRY/dtml_step" "$b"
   strip -o "$CARRY/cuda_tests_no_cudnn" "$n"
-  (cd "$CARRY" && xz -T2 -6 cuda_tests cuda_step cuda_tests_no_cudnn)
+  (cd "$CARRY" && xz -T2 -6 cuda_tests dtml_step cuda_tests_no_cudnn)
   git rev-parse HEAD > "$CARRY/commit"
-  git status --short -- crates/dtml-model >> "$CARRY/commit"
+  git status --short -- crates >> "$CARRY/commit"
   ls -la "$CARRY"
   du -sh "$CARRY"
   echo "gpu_verify: built; carry $CARRY (limit 64 MiB with the working tree)"
@@ -71,7 +72,7 @@ run() {
   [[ -d "$CARRY" ]] || { echo "gpu_verify: $CARRY missing: run 'bench/gpu_verify.sh build' here and carry it" >&2; exit 2; }
   local bin=/tmp/dtml-gpu
   mkdir -p "$bin"
-  for f in cuda_tests cuda_step cuda_tests_no_cudnn; do
+  for f in cuda_tests dtml_step cuda_tests_no_cudnn; do
     # Python's lzma, not xz(1): the GPU image is not known to have xz.
     if [[ -f "$CARRY/$f.xz" ]]; then
       "$py" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
@@ -120,7 +121,8 @@ EOF
   local flags
   for flags in "" "--tf32 --cudnn-benchmark"; do
     # shellcheck disable=SC2086
-    "$bin/cuda_step" --steps "$steps" --warmup "$warmup" $flags 2>&1 | tee -a "$out/bench.jsonl" || rc=1
+    "$bin/dtml_step" paper --labelled 2 --unlabelled 2 --cuda 0 --steps "$steps" --warmup "$warmup" $flags 2>&1 \
+      | tee -a "$out/bench.jsonl" || rc=1
     if [[ -z "${SKIP_PEER:-}" ]]; then
       # shellcheck disable=SC2086
       PYTHONUNBUFFERED=1 "$py" bench/dtml_step_cuda_peer.py --steps "$steps" --warmup "$warmup" $flags 2>&1 \

@@ -2,6 +2,7 @@
 
 mod common;
 use common::{dtml_err, dtml_ok, s};
+use dtml_volume::Xyz;
 use dtml_volume::{Geometry, Volume, VoxelData, read_volume, write_nifti};
 
 const N: usize = 12;
@@ -21,7 +22,7 @@ fn cube_mask(lo: usize, hi: usize, value: u8) -> Volume {
         [0.0, 0.0, 2.0, 1.0],
         [0.0, 0.0, 0.0, 1.0],
     ]);
-    Volume::new(VoxelData::U8(m), [N, N, N], geometry).unwrap()
+    Volume::new(VoxelData::U8(m), Xyz::new(N, N, N), geometry).unwrap()
 }
 
 #[test]

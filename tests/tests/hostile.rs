@@ -6,6 +6,7 @@
 
 mod common;
 use common::{dtml, dtml_bin, dtml_err, dtml_ok, s, tiny_prepared};
+use dtml_volume::Xyz;
 use dtml_volume::{Geometry, Volume, VoxelData, write_nifti};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -94,8 +95,8 @@ fn generate_small(out: &Path, train: usize, test: usize) {
     ]);
 }
 
-fn mask_volume(shape: [usize; 3], geometry: Geometry, fill: impl Fn(usize) -> u8) -> Volume {
-    let n = shape.iter().product();
+fn mask_volume(shape: Xyz<usize>, geometry: Geometry, fill: impl Fn(usize) -> u8) -> Volume {
+    let n = shape.voxels();
     Volume::new(VoxelData::U8((0..n).map(fill).collect()), shape, geometry).unwrap()
 }
 
@@ -252,7 +253,11 @@ fn cache_manifests_naming_files_outside_the_cache_are_refused() {
 fn volumes_over_the_voxel_limit_are_refused_before_allocation() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("big.nii.gz");
-    let v = mask_volume([64, 64, 64], Geometry::from_spacing([1.0; 3]), |_| 0);
+    let v = mask_volume(
+        Xyz::new(64, 64, 64),
+        Geometry::from_spacing(Xyz::splat(1.0)),
+        |_| 0,
+    );
     write_nifti(&p, &v).unwrap();
     let out = Command::new(dtml_bin())
         .args(["info", s(&p)])
@@ -312,17 +317,17 @@ fn volumes_over_the_voxel_limit_are_refused_before_allocation() {
 #[test]
 fn metrics_refuse_masks_on_different_grids_unless_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let shape = [16, 16, 8];
+    let shape = Xyz::new(16, 16, 8);
     let blob =
         |i: usize| ((i % 16) > 4 && (i % 16) < 11 && (i / 16) % 16 > 4 && (i / 16) % 16 < 11) as u8;
     let reference = dir.path().join("ref.nii.gz");
     write_nifti(
         &reference,
-        &mask_volume(shape, Geometry::from_spacing([1.0; 3]), blob),
+        &mask_volume(shape, Geometry::from_spacing(Xyz::splat(1.0)), blob),
     )
     .unwrap();
-    let moved = Geometry::from_spacing([1.0; 3]).shifted([50, 0, 0]);
-    let mut flipped_affine = Geometry::from_spacing([1.0; 3]).affine;
+    let moved = Geometry::from_spacing(Xyz::splat(1.0)).shifted([50, 0, 0]);
+    let mut flipped_affine = Geometry::from_spacing(Xyz::splat(1.0)).affine;
     flipped_affine[1][1] = -1.0;
     for (name, geometry, needle) in [
         ("moved.nii.gz", moved, "origin"),
@@ -333,7 +338,7 @@ fn metrics_refuse_masks_on_different_grids_unless_asked() {
         ),
         (
             "spacing.nii.gz",
-            Geometry::from_spacing([1.0, 1.0, 2.0]),
+            Geometry::from_spacing(Xyz::new(1.0, 1.0, 2.0)),
             "spacing",
         ),
     ] {
@@ -556,7 +561,11 @@ fn label_values_left_out_and_unusable_spacings_are_warned() {
     let empty = dir.path().join("empty.nii.gz");
     write_nifti(
         &empty,
-        &mask_volume([8, 8, 8], Geometry::from_spacing([1.0; 3]), |_| 0),
+        &mask_volume(
+            Xyz::new(8, 8, 8),
+            Geometry::from_spacing(Xyz::splat(1.0)),
+            |_| 0,
+        ),
     )
     .unwrap();
     let d = dir.path().join("d.nii.gz");
@@ -782,7 +791,11 @@ fn nifti_header_errors_name_the_real_field() {
     let p = dir.path().join("m.nii");
     write_nifti(
         &p,
-        &mask_volume([4, 4, 4], Geometry::from_spacing([1.0; 3]), |_| 0),
+        &mask_volume(
+            Xyz::new(4, 4, 4),
+            Geometry::from_spacing(Xyz::splat(1.0)),
+            |_| 0,
+        ),
     )
     .unwrap();
     let good = std::fs::read(&p).unwrap();

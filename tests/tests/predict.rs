@@ -5,6 +5,7 @@
 
 mod common;
 use common::{dtml_err, dtml_ok, s};
+use dtml_volume::Xyz;
 use dtml_volume::{Geometry, Volume, VoxelData, read_volume, write_nifti};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -150,8 +151,8 @@ fn a_folder_of_scans_with_two_students_and_the_disagreement_map() {
     let src = read_volume(scan()).unwrap();
     let small = Volume::new(
         VoxelData::I16((0..24 * 20 * 18).map(|i| ((i * 31) % 200) as i16).collect()),
-        [24, 20, 18],
-        Geometry::from_spacing([1.2, 1.2, 2.0]),
+        Xyz::new(24, 20, 18),
+        Geometry::from_spacing(Xyz::new(1.2, 1.2, 2.0)),
     )
     .unwrap();
     write_nifti(&input.join("case_b.nii"), &small).unwrap();
@@ -204,7 +205,7 @@ fn a_folder_of_scans_with_two_students_and_the_disagreement_map() {
         "the two heads disagree somewhere"
     );
     let b = read_volume(&out.join("case_b.nii.gz")).unwrap();
-    assert_eq!(b.shape, [24, 20, 18]);
+    assert_eq!(b.shape.xyz(), [24, 20, 18]);
     assert_eq!(
         b.geometry,
         read_volume(&input.join("case_b.nii")).unwrap().geometry
@@ -212,7 +213,7 @@ fn a_folder_of_scans_with_two_students_and_the_disagreement_map() {
 }
 
 /// A fake run directory: run.json and safetensors of seeded width-2 V-Nets.
-fn fake_run(dir: &Path, patch: [usize; 3], width_in_json: usize) {
+fn fake_run(dir: &Path, patch: Xyz<usize>, width_in_json: usize) {
     use dtml_infer::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
     std::fs::create_dir_all(dir).unwrap();
     let mut students = Vec::new();
@@ -322,7 +323,7 @@ fn evaluate_a_run_on_prepared_and_raw_test_sets() {
     let dir = tempfile::tempdir().unwrap();
     let (data, prepared) = tiny_dataset(dir.path());
     let run = dir.path().join("run");
-    fake_run(&run, [16, 16, 16], 2);
+    fake_run(&run, Xyz::splat(16), 2);
 
     let out = dir.path().join("eval");
     let table = dtml_ok(&[
@@ -474,8 +475,8 @@ fn bad_inputs_are_clear_errors() {
         &flat,
         &Volume::new(
             VoxelData::I16(vec![3; 40 * 28]),
-            [40, 28, 1],
-            Geometry::from_spacing([1.0; 3]),
+            Xyz::new(40, 28, 1),
+            Geometry::from_spacing(Xyz::splat(1.0)),
         )
         .unwrap(),
     )
@@ -504,7 +505,7 @@ fn bad_inputs_are_clear_errors() {
         "{err}"
     );
     let run = dir.path().join("run");
-    fake_run(&run, [16, 16, 16], 4);
+    fake_run(&run, Xyz::splat(16), 4);
     let err = predict(&run, scan(), &[]);
     assert!(
         err.contains("student_a.safetensors") && err.contains("shape"),

@@ -214,9 +214,9 @@ fn json_strings(v: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Compile-checks the model crate with `cudnn` (which implies `cuda`) and
-/// the training crate and the CLI with `cuda` (`--device cuda`), then with
-/// `nccl` (clippy, warnings as errors),
+/// Compile-checks the model, inference and training crates and the CLI
+/// with `cudnn` (which implies `cuda`: `--device cuda`, the GPU step bench),
+/// then with `nccl` (clippy, warnings as errors),
 /// against the build-only CUDA toolchain from `../shared/cuda-toolchain.sh`,
 /// cached in `~/.cache/cuda-toolchain` so a warm machine skips the download.
 fn cuda_check() -> Result<()> {
@@ -236,7 +236,7 @@ fn cuda_check() -> Result<()> {
     }
     let check = "exports=$(bash \"$1\") && eval \"$exports\" && \
         cargo check -p dtml-model -p dtml-infer -p dtml-train -p dtml-cli \
-        --features dtml-model/cudnn,dtml-infer/cuda,dtml-train/cuda,dtml-cli/cuda --all-targets --target-dir target/cuda-check";
+        --features dtml-infer/cuda,dtml-train/cudnn,dtml-cli/cudnn --all-targets --target-dir target/cuda-check";
     run(Command::new("bash")
         .current_dir(root())
         .args(["-c", check, "cuda-check"])

@@ -1,24 +1,10 @@
-//! Parsers for flag values given in (x, y, z) order.
+//! Parsers for flag values that are not a library type's `FromStr` (sizes
+//! and strides parse as [`dtml_volume::Xyz`] directly).
 
-/// Parses `A,B,C` (or `AxBxC`) into three values.
-pub fn triple<T: std::str::FromStr>(s: &str) -> Result<[T; 3], String> {
-    let parts: Vec<&str> = s.split([',', 'x']).map(str::trim).collect();
-    if parts.len() != 3 {
-        return Err(format!("expected three values x,y,z, got {s:?}"));
-    }
-    let mut out = Vec::with_capacity(3);
-    for p in parts {
-        out.push(
-            p.parse::<T>()
-                .map_err(|_| format!("{p:?} is not a valid number"))?,
-        );
-    }
-    out.try_into()
-        .map_err(|_| "expected three values".to_string())
-}
+use dtml_volume::Xyz;
 
-/// Parses a margin triple where `full` keeps an axis whole.
-pub fn margin(s: &str) -> Result<[Option<usize>; 3], String> {
+/// Parses a margin `x,y,z` where `full` keeps an axis whole.
+pub fn margin(s: &str) -> Result<Xyz<Option<usize>>, String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
     if parts.len() != 3 {
         return Err(format!(
@@ -35,7 +21,7 @@ pub fn margin(s: &str) -> Result<[Option<usize>; 3], String> {
             ),
         };
     }
-    Ok(out)
+    Ok(Xyz::from_xyz(out))
 }
 
 /// Parses a comma-separated list of integers. A flag using it must be
@@ -57,11 +43,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_triples_and_margins() {
-        assert_eq!(triple::<usize>("112,112,80").unwrap(), [112, 112, 80]);
-        assert_eq!(triple::<usize>("4x5x6").unwrap(), [4, 5, 6]);
-        assert!(triple::<usize>("1,2").is_err());
-        assert_eq!(margin("10,12,full").unwrap(), [Some(10), Some(12), None]);
+    fn parses_margins_and_lists() {
+        assert_eq!(
+            margin("10,12,full").unwrap(),
+            Xyz::new(Some(10), Some(12), None)
+        );
         assert!(margin("a,1,2").is_err());
         assert_eq!(int_list("1, 2,255").unwrap(), vec![1, 2, 255]);
     }

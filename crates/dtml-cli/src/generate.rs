@@ -1,7 +1,7 @@
 //! `dtml generate`: the built-in synthetic dataset.
 
-use crate::args::triple;
 use anyhow::{Context, Result};
+use dtml_volume::Xyz;
 use dtml_volume::synthetic::{SyntheticConfig, write_dataset};
 use std::path::PathBuf;
 
@@ -11,8 +11,8 @@ pub struct GenerateArgs {
     #[arg(long)]
     out: PathBuf,
     /// Volume size x,y,z.
-    #[arg(long, value_parser = triple::<usize>)]
-    shape: Option<[usize; 3]>,
+    #[arg(long)]
+    shape: Option<Xyz<usize>>,
     /// Number of training cases (all labelled on disk; the split decides).
     #[arg(long)]
     train_cases: Option<usize>,

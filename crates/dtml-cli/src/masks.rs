@@ -21,8 +21,5 @@ pub fn read_mask(path: &Path, foreground: Option<&[i64]>) -> Result<Mask> {
 /// `[nz, ny, nx]` and `[sz, sy, sx]`: the order the distance crate takes
 /// (last axis contiguous) for a volume stored x fastest.
 pub fn zyx(volume: &Volume) -> ([usize; 3], [f64; 3]) {
-    (
-        dtml_volume::axes::zyx(volume.shape),
-        dtml_volume::axes::zyx(volume.spacing()),
-    )
+    (volume.shape.zyx(), volume.spacing().zyx())
 }

@@ -1,10 +1,10 @@
 //! Flags shared by `dtml predict` and `dtml evaluate`: which trained
 //! students to load, on which device, and how to slide the window.
 
-use crate::args::triple;
 use anyhow::{Context, Result, bail};
 use dtml_infer::students::{DeviceKind, LoadedStudents, load_models, select_device};
 use dtml_infer::{Ensemble, InferenceOptions, StudentRole};
+use dtml_volume::Xyz;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -16,11 +16,11 @@ pub struct ModelArgs {
     model: Vec<PathBuf>,
     /// Sliding-window patch x,y,z, multiples of 16 [default: the run's
     /// training patch, else 112,112,80].
-    #[arg(long, value_parser = triple::<usize>)]
-    patch: Option<[usize; 3]>,
+    #[arg(long)]
+    patch: Option<Xyz<usize>>,
     /// Sliding-window strides x,y,z in voxels.
-    #[arg(long, value_parser = triple::<usize>, default_value = "18,18,4")]
-    stride: [usize; 3],
+    #[arg(long, default_value_t = InferenceOptions::default().stride)]
+    stride: Xyz<usize>,
     /// Windows per forward pass.
     #[arg(long, default_value_t = 2)]
     batch: usize,

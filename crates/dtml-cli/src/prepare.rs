@@ -1,11 +1,16 @@
 //! `dtml prepare`: dataset folder in, training cache out.
 
-use crate::args::{int_list, margin, triple};
+use crate::args::{int_list, margin};
 use crate::progress::bar;
 use anyhow::{Context, Result, bail};
 use dtml_volume::dataset::{self, OpenOptions};
-use dtml_volume::{Dataset, LabelledSpec, PrepareOptions, Role, ScanCrop, prepare};
+use dtml_volume::prepare::PAPER_PATCH;
+use dtml_volume::{Dataset, LabelledSpec, PrepareOptions, Role, ScanCrop, Xyz, prepare};
 use std::path::{Path, PathBuf};
+
+/// `--margin`'s default as the flag spells it: `PrepareOptions::default()`'s
+/// margin (a test holds them equal).
+const MARGIN_DEFAULT: &str = "15,15,full";
 
 #[derive(clap::Args)]
 pub struct PrepareArgs {
@@ -34,11 +39,11 @@ pub struct PrepareArgs {
     #[arg(long, value_parser = int_list)]
     foreground: Option<::std::vec::Vec<i64>>,
     /// Patch size x,y,z: every case is padded to at least this.
-    #[arg(long, value_parser = triple::<usize>, default_value = "112,112,80")]
-    patch: [usize; 3],
+    #[arg(long, default_value_t = PAPER_PATCH)]
+    patch: Xyz<usize>,
     /// Crop margin x,y,z in voxels around the content box; 'full' keeps an axis whole.
-    #[arg(long, value_parser = margin, default_value = "15,15,full")]
-    margin: [Option<usize>; 3],
+    #[arg(long, value_parser = margin, default_value = MARGIN_DEFAULT)]
+    margin: Xyz<Option<usize>>,
     /// Crop of unlabelled and test scans.
     #[arg(long, value_enum, default_value_t = ScanCrop::NonZero)]
     scan_crop: ScanCrop,
@@ -87,8 +92,8 @@ pub fn run(a: PrepareArgs) -> Result<()> {
 pub fn prepare_folder(
     data: &Path,
     out: &Path,
-    patch: [usize; 3],
-    margin: [Option<usize>; 3],
+    patch: Xyz<usize>,
+    margin: Xyz<Option<usize>>,
 ) -> Result<()> {
     let ds = Dataset::open(data, OpenOptions { channel: 0 })?;
     let split = dataset::split(&ds, &LabelledSpec::Fraction(0.2), None, None)?;
@@ -132,4 +137,15 @@ fn prepare_split(
         report.warnings.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn margin_flag_default_is_the_library_default() {
+        assert_eq!(
+            crate::args::margin(super::MARGIN_DEFAULT).unwrap(),
+            dtml_volume::PrepareOptions::default().margin
+        );
+    }
 }

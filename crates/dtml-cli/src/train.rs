@@ -1,13 +1,12 @@
 //! `dtml train`: a prepared dataset in, a run directory of trained students
 //! out; with no dataset, the whole demo job on the built-in synthetic data.
 
-use crate::args::triple;
 use anyhow::{Context, Result, bail};
 use dtml_infer::students::{DeviceKind, select_device};
 use dtml_train::collective::{Collective, Solo};
 use dtml_train::config::{DiceName, SdmLossName};
 use dtml_train::{Event, Method, TrainConfig, TrainRequest};
-use dtml_volume::PreparedDataset;
+use dtml_volume::{PreparedDataset, Xyz};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
@@ -48,8 +47,8 @@ pub struct TrainArgs {
     #[arg(long, help_heading = "Schedule")]
     unlabelled_batch: Option<usize>,
     /// Patch size x,y,z (multiples of 16).
-    #[arg(long, value_parser = triple::<usize>, help_heading = "Schedule")]
-    patch: Option<[usize; 3]>,
+    #[arg(long, help_heading = "Schedule")]
+    patch: Option<Xyz<usize>>,
     /// Seed of every random stream (initialisation, batches, augmentation, dropout).
     #[arg(long, help_heading = "Schedule")]
     seed: Option<u64>,
@@ -110,8 +109,8 @@ pub struct TrainArgs {
     #[arg(long, help_heading = "Checkpoints and validation")]
     validate_every: Option<usize>,
     /// Sliding-window strides x,y,z of validation.
-    #[arg(long, value_parser = triple::<usize>, help_heading = "Checkpoints and validation")]
-    validation_stride: Option<[usize; 3]>,
+    #[arg(long, help_heading = "Checkpoints and validation")]
+    validation_stride: Option<Xyz<usize>>,
     /// Worker threads for the CPU [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -305,7 +304,7 @@ fn prepare_demo_data(out: &Path, resume: bool) -> Result<PathBuf> {
         &raw,
         &prepared,
         TrainConfig::demo().patch,
-        [Some(8), Some(8), Some(4)],
+        Xyz::new(Some(8), Some(8), Some(4)),
     )?;
     Ok(prepared)
 }

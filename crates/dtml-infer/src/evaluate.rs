@@ -16,8 +16,7 @@ use dtml_edt::{SegmentationMetrics, Units, surface_metrics};
 use dtml_volume::dataset::read_list;
 use dtml_volume::prepare::read_label;
 use dtml_volume::{
-    Xyz,
-    CaseFiles, CaseRecord, Dataset, Geometry, PreparedDataset, Role, Volume, VoxelData,
+    CaseFiles, CaseRecord, Dataset, Geometry, PreparedDataset, Role, Volume, VoxelData, Xyz,
 };
 use std::path::Path;
 use std::time::Instant;

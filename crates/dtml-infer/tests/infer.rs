@@ -4,13 +4,13 @@
 //! give the same probabilities and masks. Also: loading students from run
 //! directories and weight files, and evaluation of prepared cases.
 
-use dtml_volume::Xyz;
 use candle_core::{DType, Device};
 use dtml_infer::evaluate::{evaluate_case, evaluate_prepared};
 use dtml_infer::infer::{Ensemble, InferenceOptions, Students, predict_volume, read_scan};
 use dtml_infer::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
 use dtml_infer::students::{DeviceKind, load_models, load_run, load_weight_file, select_device};
 use dtml_model::{VNet, VNetConfig};
+use dtml_volume::Xyz;
 use dtml_volume::{VoxelData, read_volume};
 use std::path::{Path, PathBuf};
 

@@ -1,16 +1,23 @@
-//! One DTML training step on the CPU (two V-Nets forward on the whole batch
-//! with channel dropout, the paper's objective, one backward pass, SGD with
+//! One DTML training step (two V-Nets forward on the whole batch with
+//! channel dropout, the paper's objective, one backward pass, SGD with
 //! momentum and weight decay) through `dtml_train::trainer::train_step`,
-//! the function the training loop calls. The PyTorch peer is
-//! `bench/dtml_step_peer.py` (same sizes, same objective).
+//! the function the training loop calls, on the CPU or an NVIDIA GPU. The
+//! PyTorch peers use the same sizes and objective: `bench/dtml_step_peer.py`
+//! (CPU) and `bench/dtml_step_cuda_peer.py` (GPU).
 //!
 //! Run: `cargo bench -p dtml-train --bench step -- [demo|paper] [--steps N]
-//! [--warmup N]`
+//! [--warmup N] [--labelled N] [--unlabelled N]`
 //!   demo:  width 8,  batch 4 (2 labelled + 2 unlabelled), patch 48x48x32
 //!   paper: width 16, batch 2 (1 labelled + 1 unlabelled), patch 112x112x80
-//! Prints one JSON line: median step time, it/s and the peak resident set
-//! of this process (`VmHWM`). Run one size per process so the peak belongs
-//! to that size. `cargo xtask bench model` runs both beside the peer.
+//!
+//! On a GPU (build with `--features cudnn`, or `cuda` for candle's composed
+//! convolution): `-- paper --labelled 2 --unlabelled 2 --cuda 0 [--tf32]
+//! [--cudnn-benchmark]`, the size `bench/gpu_verify.sh` runs.
+//!
+//! Prints one JSON line: median and min step time, it/s, and the peak
+//! resident set of this process (`VmHWM`; run one size per process so the
+//! peak belongs to it) or, on a GPU, the device memory in use after the
+//! last step. `cargo xtask bench model` runs both CPU sizes beside the peer.
 
 use candle_core::{DType, Device};
 use dtml_model::{VNet, VNetConfig};
@@ -27,16 +34,33 @@ struct Args {
     /// demo or paper.
     #[arg(default_value = "demo", value_parser = ["demo", "paper"])]
     size: String,
-    /// Timed steps [default: 15 demo, 3 paper].
+    /// Timed steps [default: 15 demo, 3 paper on the CPU, 10 on a GPU].
     #[arg(long)]
     steps: Option<usize>,
-    /// Untimed steps first [default: 3 demo, 1 paper].
+    /// Untimed steps first [default: 3 demo, 1 paper on the CPU, 3 on a GPU].
     #[arg(long)]
     warmup: Option<usize>,
+    /// Labelled patches per step [default: the size's].
+    #[arg(long)]
+    labelled: Option<usize>,
+    /// Unlabelled patches per step [default: the size's].
+    #[arg(long)]
+    unlabelled: Option<usize>,
+    /// Run on CUDA GPU N (needs the `cuda` feature).
+    #[arg(long)]
+    cuda: Option<usize>,
+    /// Allow TF32 in convolutions and matmuls (GPU).
+    #[arg(long)]
+    tf32: bool,
+    /// Let cuDNN time its algorithms (GPU, `cudnn` feature).
+    #[arg(long)]
+    cudnn_benchmark: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
 }
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).
 fn peak_rss_mb() -> Option<f64> {
@@ -46,19 +70,112 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn main() {
+/// The device to time on, with the GPU settings applied, and the name of
+/// its convolution path.
+fn open_device(args: &Args) -> Res<(Device, &'static str)> {
+    let Some(index) = args.cuda else {
+        if args.tf32 || args.cudnn_benchmark {
+            return Err("--tf32 and --cudnn-benchmark apply to a GPU (--cuda N)".into());
+        }
+        return Ok((Device::Cpu, "cpu"));
+    };
+    #[cfg(feature = "cuda")]
+    {
+        let device = Device::new_cuda(index)
+            .map_err(|e| format!("step bench: CUDA device {index} could not be opened: {e}"))?;
+        #[cfg(feature = "cudnn")]
+        {
+            dtml_model::ops::cudnn::set_allow_tf32(args.tf32);
+            dtml_model::ops::cudnn::set_benchmark(args.cudnn_benchmark);
+        }
+        #[cfg(not(feature = "cudnn"))]
+        {
+            if args.cudnn_benchmark {
+                return Err("--cudnn-benchmark needs the `cudnn` feature".into());
+            }
+            candle_core::cuda_backend::set_gemm_reduced_precision_f32(args.tf32);
+        }
+        let conv = if dtml_model::ops::conv3d_is_native(&device) {
+            "cudnn"
+        } else {
+            "candle-composed"
+        };
+        Ok((device, conv))
+    }
+    #[cfg(not(feature = "cuda"))]
+    Err(format!("--cuda {index}: this bench was built without the `cuda` feature").into())
+}
+
+/// Device memory in use (total minus free, as the driver reports it), MiB.
+#[cfg(feature = "cuda")]
+fn gpu_memory_used_mb(device: &Device) -> Option<f64> {
+    let (free, total) = device
+        .as_cuda_device()
+        .ok()?
+        .cuda_stream()
+        .context()
+        .mem_get_info()
+        .ok()?;
+    Some((total - free) as f64 / (1 << 20) as f64)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_memory_used_mb(_: &Device) -> Option<f64> {
+    None
+}
+
+/// A batch like the loop's: a random image, a ball as every label, its
+/// clamped, scaled radial distance as the SDM target.
+fn synthetic_batch(cfg: &TrainConfig) -> HostBatch {
+    let (nl, nu) = (cfg.labelled_batch, cfg.unlabelled_batch);
+    let [px, py, pz] = cfg.patch.xyz();
+    let n = nl + nu;
+    let vox = cfg.patch.voxels();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let image: Vec<f32> = (0..n * vox)
+        .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+        .collect();
+    let radius = px.min(py).min(pz) as f32 / 3.0;
+    let mut label = Vec::with_capacity(nl * vox);
+    let mut sdm = Vec::with_capacity(nl * vox);
+    for _ in 0..nl {
+        for i in 0..vox {
+            let [x, y, z] = cfg.patch.position(i).xyz();
+            let d = [
+                x as f32 - px as f32 / 2.0,
+                y as f32 - py as f32 / 2.0,
+                z as f32 - pz as f32 / 2.0,
+            ];
+            let r = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+            label.push(u8::from(r < radius));
+            sdm.push(((r - radius) / (px.max(py).max(pz) as f32)).clamp(-1.0, 1.0));
+        }
+    }
+    HostBatch {
+        iteration: 0,
+        image,
+        label,
+        sdm: Some(sdm),
+        n,
+        labelled: nl,
+        cases: (0..n).collect(),
+    }
+}
+
+fn main() -> Res<()> {
     // SAFETY: first statement of main; no other thread exists yet.
     unsafe { dtml_model::runtime::prepare_process() };
     let args = <Args as clap::Parser>::parse();
-    let (size, steps, warmup) = (args.size, args.steps, args.warmup);
-    let tier = dtml_model::simd::init().expect("DTML_CPU");
+    let tier = dtml_model::simd::init()?;
     eprintln!(
         "step bench: {tier} kernels (CPU has {:?})",
         dtml_model::simd::cpu_features()
     );
-    // Paper: the recipe at batch 1 + 1; demo: what `dtml train` runs
-    // without --data.
-    let (cfg, default_warmup, default_steps) = match size.as_str() {
+    let (device, conv) = open_device(&args)?;
+    let gpu = args.cuda.is_some();
+    // Paper: the recipe at batch 1 + 1 on the CPU; demo: what `dtml train`
+    // runs without --data.
+    let (mut cfg, cpu_warmup, cpu_steps) = match args.size.as_str() {
         "paper" => (
             TrainConfig {
                 labelled_batch: 1,
@@ -70,72 +187,41 @@ fn main() {
         ),
         _ => (TrainConfig::demo(), 3, 15),
     };
+    cfg.labelled_batch = args.labelled.unwrap_or(cfg.labelled_batch);
+    cfg.unlabelled_batch = args.unlabelled.unwrap_or(cfg.unlabelled_batch);
+    if cfg.labelled_batch == 0 {
+        return Err("--labelled must be at least 1".into());
+    }
     assert_eq!(cfg.method, Method::Dtml);
-    let (width, nl, nu, patch) = (
-        cfg.width,
-        cfg.labelled_batch,
-        cfg.unlabelled_batch,
-        cfg.patch,
-    );
-    let warmup: usize = warmup.unwrap_or(default_warmup);
-    let steps: usize = steps.unwrap_or(default_steps).max(1);
-    let device = Device::Cpu;
+    let (default_warmup, default_steps) = if gpu {
+        (3, 10)
+    } else {
+        (cpu_warmup, cpu_steps)
+    };
+    let warmup = args.warmup.unwrap_or(default_warmup);
+    let steps = args.steps.unwrap_or(default_steps).max(1);
     let net_cfg = VNetConfig {
-        width,
+        width: cfg.width,
         dropout: cfg.dropout,
         ..VNetConfig::default()
     };
-    let nets: Vec<VNet> = (0..2)
-        .map(|i| VNet::new(net_cfg.clone(), 1337 + i, DType::F32, &device).unwrap())
-        .collect();
+    let nets = (0..2)
+        .map(|i| VNet::new(net_cfg.clone(), 1337 + i, DType::F32, &device))
+        .collect::<Result<Vec<_>, _>>()?;
     let refs: Vec<&VNet> = nets.iter().collect();
     let mut sgd = dtml_train::trainer::optimizer(&cfg, &refs);
-
-    // A batch like the loop's: random image, a ball as the label, its
-    // (clamped, scaled) radial distance as the SDM target.
-    let [px, py, pz] = patch;
-    let n = nl + nu;
-    let vox = px * py * pz;
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let image: Vec<f32> = (0..n * vox)
-        .map(|_| rng.random::<f32>() * 2.0 - 1.0)
-        .collect();
-    let radius = px.min(py).min(pz) as f32 / 3.0;
-    let mut label = Vec::with_capacity(nl * vox);
-    let mut sdm = Vec::with_capacity(nl * vox);
-    for _ in 0..nl {
-        for z in 0..pz {
-            for y in 0..py {
-                for x in 0..px {
-                    let d = [
-                        x as f32 - px as f32 / 2.0,
-                        y as f32 - py as f32 / 2.0,
-                        z as f32 - pz as f32 / 2.0,
-                    ];
-                    let r = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
-                    label.push(u8::from(r < radius));
-                    sdm.push(((r - radius) / (px.max(py).max(pz) as f32)).clamp(-1.0, 1.0));
-                }
-            }
-        }
-    }
-    let mut batch = HostBatch {
-        iteration: 0,
-        image,
-        label,
-        sdm: Some(sdm),
-        n,
-        labelled: nl,
-        cases: (0..n).collect(),
-    };
+    let mut batch = synthetic_batch(&cfg);
 
     let mut times = Vec::with_capacity(steps);
+    let mut last = f64::NAN;
     for t in 0..warmup + steps {
         batch.iteration = t;
         let start = Instant::now();
-        let (loss, _) = train_step(&cfg, &refs, &mut sgd, &batch, &device).unwrap();
+        let (loss, _) = train_step(&cfg, &refs, &mut sgd, &batch, &device)?;
+        // The loss is read on the host; wait for the parameter updates too.
+        device.synchronize()?;
         let s = start.elapsed().as_secs_f64();
-        assert!(loss.is_finite());
+        last = loss;
         if t >= warmup {
             times.push(s);
         }
@@ -146,11 +232,33 @@ fn main() {
     } else {
         0.5 * (times[times.len() / 2 - 1] + times[times.len() / 2])
     };
-    println!(
-        "{{\"impl\": \"dtml\", \"size\": \"{size}\", \"width\": {width}, \"batch\": {n}, \"patch\": [{px}, {py}, {pz}], \"threads\": {}, \"steps\": {steps}, \"median_s\": {median:.4}, \"min_s\": {:.4}, \"it_per_s\": {:.4}, \"peak_rss_mb\": {:.1}}}",
-        rayon::current_num_threads(),
-        times[0],
-        1.0 / median,
-        peak_rss_mb().unwrap_or(f64::NAN)
-    );
+    let round = |v: f64, digits: i32| {
+        let f = 10f64.powi(digits);
+        (v * f).round() / f
+    };
+    let mut line = serde_json::json!({
+        "impl": "dtml",
+        "size": args.size,
+        "device": match args.cuda { Some(i) => format!("cuda:{i}"), None => "cpu".into() },
+        "conv": conv,
+        "width": cfg.width,
+        "batch": batch.n,
+        "labelled": batch.labelled,
+        "patch": cfg.patch,
+        "threads": rayon::current_num_threads(),
+        "steps": steps,
+        "median_s": round(median, 4),
+        "min_s": round(times[0], 4),
+        "it_per_s": round(1.0 / median, 4),
+        "last_loss": round(last, 5),
+    });
+    if gpu {
+        line["tf32"] = args.tf32.into();
+        line["cudnn_benchmark"] = args.cudnn_benchmark.into();
+        line["gpu_mem_used_mb"] = gpu_memory_used_mb(&device).map(|v| v.round()).into();
+    } else {
+        line["peak_rss_mb"] = peak_rss_mb().map(|v| round(v, 1)).into();
+    }
+    println!("{line}");
+    Ok(())
 }

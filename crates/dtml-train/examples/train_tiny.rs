@@ -5,6 +5,7 @@
 //! Run: `cargo run --release -p dtml-train --example train_tiny [OUT_DIR]`
 
 use dtml_train::{Event, Method, TrainConfig, TrainRequest};
+use dtml_volume::Xyz;
 use dtml_volume::synthetic::{SyntheticConfig, write_dataset};
 use dtml_volume::{Dataset, LabelledSpec, PrepareOptions, PreparedDataset};
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A dataset of 6 training and 1 test case, 32x32x16 voxels.
     let data = out.join("data");
     let synthetic = SyntheticConfig {
-        shape: [32, 32, 16],
+        shape: Xyz::new(32, 32, 16),
         train_cases: 6,
         test_cases: 1,
         ..Default::default()
@@ -28,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let split = dtml_volume::dataset::split(&dataset, &LabelledSpec::Count(2), None, None)?;
     let prepared = out.join("prepared");
     let options = PrepareOptions {
-        patch: [32, 32, 16],
+        patch: Xyz::new(32, 32, 16),
         ..Default::default()
     };
     dtml_volume::prepare(
@@ -43,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = TrainConfig {
         method: Method::Dtml,
         iterations: 4,
-        patch: [32, 32, 16],
+        patch: Xyz::new(32, 32, 16),
         width: 2,
         labelled_batch: 1,
         unlabelled_batch: 1,

@@ -8,7 +8,7 @@
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use dtml_volume::PreparedCase;
+use dtml_volume::{PreparedCase, Xyz};
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -127,8 +127,7 @@ pub fn assemble(
             "batch plan: labelled patches must come first".into(),
         ));
     }
-    let [px, py, pz] = cfg.patch;
-    let voxels = px * py * pz;
+    let voxels = cfg.patch.voxels();
     let n = plan.len();
     let mut image = vec![0.0f32; n * voxels];
     let mut label = vec![0u8; nl * voxels];
@@ -170,7 +169,7 @@ pub fn assemble(
         Some(dtml_edt::normalized_sdm_batch(
             &label,
             nl,
-            &dtml_volume::axes::zyx(cfg.patch),
+            &cfg.patch.zyx(),
         )?)
     } else {
         None
@@ -195,17 +194,17 @@ pub struct Augmentation {
     pub quarter_turns: usize,
     /// Flip axis after the turn: 0 = x, 1 = y.
     pub flip_axis: usize,
-    /// Crop origin in the turned volume (x, y, z).
-    pub origin: [i64; 3],
+    /// Crop origin in the turned volume.
+    pub origin: Xyz<i64>,
 }
 
 impl Augmentation {
     /// Draws a transform for a volume of `shape` and a crop of `patch`.
-    pub fn draw(rng: &mut ChaCha8Rng, shape: [usize; 3], patch: [usize; 3]) -> Augmentation {
+    pub fn draw(rng: &mut ChaCha8Rng, shape: Xyz<usize>, patch: Xyz<usize>) -> Augmentation {
         let quarter_turns = rng.random_range(0..4usize);
         let flip_axis = rng.random_range(0..2usize);
         let turned = turned_shape(shape, quarter_turns);
-        let origin = std::array::from_fn(|a| {
+        let origin = Xyz::from_fn(|a| {
             let slack = turned[a] as i64 - patch[a] as i64;
             let (lo, hi) = if slack >= 0 { (0, slack) } else { (slack, 0) };
             rng.random_range(lo..=hi)
@@ -218,7 +217,7 @@ impl Augmentation {
     }
 
     /// Source voxel of turned-and-flipped coordinates `(i, j)` in x-y.
-    fn source_xy(&self, shape: [usize; 3], mut i: usize, mut j: usize) -> (usize, usize) {
+    fn source_xy(&self, shape: Xyz<usize>, mut i: usize, mut j: usize) -> (usize, usize) {
         let turned = turned_shape(shape, self.quarter_turns);
         if self.flip_axis == 0 {
             i = turned[0] - 1 - i;
@@ -241,14 +240,14 @@ impl Augmentation {
     pub fn extract<T: Copy + Send + Sync>(
         &self,
         src: &[T],
-        shape: [usize; 3],
-        patch: [usize; 3],
+        shape: Xyz<usize>,
+        patch: Xyz<usize>,
         out: &mut [T],
         fill: T,
     ) {
-        let [nx, ny, nz] = shape;
+        let [nx, ny, nz] = shape.xyz();
         let turned = turned_shape(shape, self.quarter_turns);
-        let [px, py, _] = patch;
+        let (px, py) = (patch.x(), patch.y());
         for (k, plane) in out.chunks_exact_mut(px * py).enumerate() {
             let z = self.origin[2] + k as i64;
             for (jj, row) in plane.chunks_exact_mut(px).enumerate() {
@@ -274,9 +273,9 @@ impl Augmentation {
 }
 
 /// Shape after `k` quarter turns in x-y.
-fn turned_shape(shape: [usize; 3], k: usize) -> [usize; 3] {
+fn turned_shape(shape: Xyz<usize>, k: usize) -> Xyz<usize> {
     if k % 2 == 1 {
-        [shape[1], shape[0], shape[2]]
+        Xyz::new(shape.y(), shape.x(), shape.z())
     } else {
         shape
     }
@@ -287,8 +286,8 @@ mod tests {
     use super::*;
 
     /// np.rot90 / np.flip on an (x, y) grid written out by hand.
-    fn reference(src: &[u32], shape: [usize; 3], a: &Augmentation) -> (Vec<u32>, [usize; 3]) {
-        let [mut nx, mut ny, nz] = shape;
+    fn reference(src: &[u32], shape: Xyz<usize>, a: &Augmentation) -> (Vec<u32>, Xyz<usize>) {
+        let [mut nx, mut ny, nz] = shape.xyz();
         let mut v = src.to_vec();
         for _ in 0..a.quarter_turns {
             // r[i, j] = m[j, ny - 1 - i], r has shape (ny, nx)
@@ -316,19 +315,19 @@ mod tests {
                 }
             }
         }
-        (f, [nx, ny, nz])
+        (f, Xyz::new(nx, ny, nz))
     }
 
     #[test]
     fn transforms_match_numpy_rot90_and_flip() {
-        let shape = [5, 3, 2];
+        let shape = Xyz::new(5, 3, 2);
         let src: Vec<u32> = (0..30).collect();
         for k in 0..4 {
             for flip in 0..2 {
                 let a = Augmentation {
                     quarter_turns: k,
                     flip_axis: flip,
-                    origin: [0, 0, 0],
+                    origin: Xyz::splat(0),
                 };
                 let (want, tshape) = reference(&src, shape, &a);
                 let mut got = vec![u32::MAX; 30];
@@ -340,15 +339,15 @@ mod tests {
 
     #[test]
     fn crops_outside_the_volume_are_filled() {
-        let shape = [2, 2, 1];
+        let shape = Xyz::new(2, 2, 1);
         let src = vec![1u8, 2, 3, 4];
         let a = Augmentation {
             quarter_turns: 0,
             flip_axis: 1,
-            origin: [-1, 0, 0],
+            origin: Xyz::new(-1, 0, 0),
         };
         let mut out = vec![9u8; 4 * 2];
-        a.extract(&src, shape, [4, 2, 1], &mut out, 0);
+        a.extract(&src, shape, Xyz::new(4, 2, 1), &mut out, 0);
         // y flipped: rows (3, 4) then (1, 2), shifted right by one.
         assert_eq!(out, vec![0, 3, 4, 0, 0, 1, 2, 0]);
     }
@@ -358,9 +357,9 @@ mod tests {
         let mut rng = rng_for(7, Stream::Augment, 0);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..400 {
-            let a = Augmentation::draw(&mut rng, [20, 12, 8], [16, 16, 8]);
+            let a = Augmentation::draw(&mut rng, Xyz::new(20, 12, 8), Xyz::new(16, 16, 8));
             seen.insert((a.quarter_turns, a.flip_axis));
-            let turned = turned_shape([20, 12, 8], a.quarter_turns);
+            let turned = turned_shape(Xyz::new(20, 12, 8), a.quarter_turns);
             for ax in 0..3 {
                 let slack = turned[ax] as i64 - [16, 16, 8][ax] as i64;
                 assert!(a.origin[ax] >= slack.min(0) && a.origin[ax] <= slack.max(0));

@@ -4,6 +4,7 @@
 use crate::error::{Result, TrainError};
 use crate::method::Method;
 use dtml_loss::{DiceVariant, SdmLoss};
+use dtml_volume::Xyz;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -17,7 +18,7 @@ pub struct TrainConfig {
     /// `labelled_batch + unlabelled_batch` labelled patches instead).
     pub labelled_batch: usize,
     pub unlabelled_batch: usize,
-    pub patch: [usize; 3],
+    pub patch: Xyz<usize>,
     /// Base width of the V-Nets (16 in the paper).
     pub width: usize,
     pub dropout: f64,
@@ -44,8 +45,8 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Validate every this many iterations (0: never).
     pub validate_every: usize,
-    /// Sliding-window strides (x, y, z) for validation.
-    pub validation_stride: [usize; 3],
+    /// Sliding-window strides for validation.
+    pub validation_stride: Xyz<usize>,
     /// Worker threads of the CPU (all cores when unset). Not part of what
     /// is trained: results are the same for any count, and a resume may
     /// change it.
@@ -136,7 +137,7 @@ impl Default for TrainConfig {
             seed: 1337,
             checkpoint_every: 500,
             validate_every: 0,
-            validation_stride: [18, 18, 4],
+            validation_stride: Xyz::new(18, 18, 4),
             threads: None,
         }
     }
@@ -155,7 +156,7 @@ impl TrainConfig {
     pub fn demo() -> TrainConfig {
         TrainConfig {
             iterations: 150,
-            patch: [48, 48, 32],
+            patch: Xyz::new(48, 48, 32),
             width: 8,
             checkpoint_every: 50,
             ..TrainConfig::default()
@@ -187,7 +188,7 @@ impl TrainConfig {
                 self.method.name()
             ));
         }
-        if let Err(why) = dtml_model::vnet::check_spatial_size(&self.patch) {
+        if let Err(why) = dtml_model::vnet::check_spatial_size(&self.patch.xyz()) {
             return bad(format!("patch: {why}"));
         }
         if self.width == 0 {
@@ -217,7 +218,7 @@ impl TrainConfig {
                 self.lr_steps
             ));
         }
-        if self.validation_stride.contains(&0) {
+        if self.validation_stride.any(|s| s == 0) {
             return bad("validation_stride must be positive".into());
         }
         Ok(())
@@ -289,7 +290,7 @@ mod tests {
         let e = TrainConfig::from_toml_file(&p).unwrap_err().to_string();
         assert!(e.contains("iteratons"), "{e}");
         let bad = TrainConfig {
-            patch: [30, 32, 16],
+            patch: Xyz::new(30, 32, 16),
             ..TrainConfig::default()
         };
         assert!(bad.validate().is_err());

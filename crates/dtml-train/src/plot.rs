@@ -5,6 +5,7 @@
 
 use crate::error::{Result, TrainError};
 use crate::log::IterationLog;
+use dtml_volume::Xyz;
 use std::path::Path;
 
 type Rgb = [u8; 3];
@@ -221,16 +222,16 @@ pub fn loss_curves(log: &[IterationLog], path: &Path, scale: LossScale) -> Resul
 
 /// Mid-z-slice panels, left to right: the image, the image with the label
 /// (green), with the prediction (red), and the disagreement `|p_A - q_B|`
-/// from black (0) to yellow (1). Arrays are x fastest, of `shape` (x, y, z).
+/// from black (0) to yellow (1). Arrays are x fastest, of `shape`.
 pub fn overlay(
     image: &[f32],
     label: Option<&[u8]>,
     prediction: &[u8],
     disagreement: Option<&[f32]>,
-    shape: [usize; 3],
+    shape: Xyz<usize>,
     path: &Path,
 ) -> Result<()> {
-    let [nx, ny, nz] = shape;
+    let [nx, ny, nz] = shape.xyz();
     let z = nz / 2;
     let slice = |k: usize| z * nx * ny + k;
     let mut values: Vec<f32> = (0..nx * ny).map(|k| image[slice(k)]).collect();
@@ -308,8 +309,8 @@ mod tests {
             assert!(has([0, 0, 0]) && has(DICE_COLOUR), "{scale:?}");
         }
 
-        let shape = [16, 12, 4];
-        let n = 16 * 12 * 4;
+        let shape = Xyz::new(16, 12, 4);
+        let n = shape.voxels();
         let image: Vec<f32> = (0..n).map(|i| i as f32).collect();
         let pred: Vec<u8> = (0..n).map(|i| (i % 3 == 0) as u8).collect();
         let p = dir.path().join("overlay.png");

@@ -14,8 +14,8 @@ use crate::optim::Sgd;
 use candle_core::{DType, Device, Tensor};
 use dtml_infer::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
 use dtml_model::{Dropout, VNet, VNetConfig};
-use dtml_volume::axes::batch_dims;
-use dtml_volume::{CaseRecord, PreparedDataset, Role};
+use dtml_volume::axes::AXIS_NAMES;
+use dtml_volume::{CaseRecord, PreparedDataset, Role, Xyz};
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -109,17 +109,17 @@ fn load_set(
 /// `(N,1,Z,Y,X)`, labels and SDM targets `(L,1,Z,Y,X)`.
 fn to_device(
     b: &HostBatch,
-    patch: [usize; 3],
+    patch: Xyz<usize>,
     device: &Device,
     dtype: DType,
 ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-    let image = Tensor::from_slice(&b.image, batch_dims(b.n, 1, patch), device)?.to_dtype(dtype)?;
+    let image = Tensor::from_slice(&b.image, patch.batch_dims(b.n, 1), device)?.to_dtype(dtype)?;
     let label: Vec<f32> = b.label.iter().map(|v| *v as f32).collect();
     let label =
-        Tensor::from_vec(label, batch_dims(b.labelled, 1, patch), device)?.to_dtype(dtype)?;
+        Tensor::from_vec(label, patch.batch_dims(b.labelled, 1), device)?.to_dtype(dtype)?;
     let sdm = match &b.sdm {
         Some(s) => {
-            Some(Tensor::from_slice(s, batch_dims(b.labelled, 1, patch), device)?.to_dtype(dtype)?)
+            Some(Tensor::from_slice(s, patch.batch_dims(b.labelled, 1), device)?.to_dtype(dtype)?)
         }
         None => None,
     };
@@ -155,20 +155,18 @@ const MEMORY_TOLERANCE: f64 = 1.25;
 /// zero padding (over 4 times the largest prepared case on an axis) or a
 /// step that needs more memory than the machine has available.
 fn check_patch(cfg: &TrainConfig, set: &TrainingSet) -> Result<()> {
-    let mut largest = [0usize; 3];
-    for case in set.labelled.iter().chain(&set.unlabelled) {
-        for a in 0..3 {
-            largest[a] = largest[a].max(case.shape[a]);
-        }
-    }
+    let largest = set
+        .labelled
+        .iter()
+        .chain(&set.unlabelled)
+        .fold(Xyz::splat(0), |m, case| m.zip_with(case.shape, usize::max));
     if let Some(a) = (0..3).find(|&a| cfg.patch[a] > 4 * largest[a].max(16)) {
         return Err(TrainError::Config(format!(
-            "patch {:?} is over 4 times the largest prepared case {largest:?} along {}: training would see mostly zero padding; choose a patch near the case size",
-            cfg.patch,
-            ["x", "y", "z"][a]
+            "patch {:?} is over 4 times the largest prepared case {:?} along {}: training would see mostly zero padding; choose a patch near the case size",
+            cfg.patch, largest, AXIS_NAMES[a]
         )));
     }
-    let voxels: f64 = cfg.patch.iter().map(|&p| p as f64).product();
+    let voxels = cfg.patch.voxels() as f64;
     let samples = (cfg.labelled_batch + cfg.unlabelled_batch) as f64;
     let need = voxels
         * samples

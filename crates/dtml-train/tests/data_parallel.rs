@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use dtml_train::collective::{Collective, LocalGroup, Solo};
 use dtml_train::optim::Sgd;
 use dtml_train::{Method, TrainConfig, TrainRequest};
+use dtml_volume::Xyz;
 use dtml_volume::{LabelledSpec, PrepareOptions, PreparedDataset};
 use std::path::{Path, PathBuf};
 
@@ -17,8 +18,8 @@ fn prepared(dir: &Path) -> PathBuf {
     let split = dtml_volume::dataset::split(&ds, &LabelledSpec::Count(2), None, None).unwrap();
     let out = dir.join("prepared");
     let options = PrepareOptions {
-        patch: [16, 16, 16],
-        margin: [Some(2), Some(2), None],
+        patch: Xyz::new(16, 16, 16),
+        margin: Xyz::new(Some(2), Some(2), None),
         ..Default::default()
     };
     dtml_volume::prepare(&ds.root, ds.layout, &split, &out, &options, &|_| {}).unwrap();
@@ -29,12 +30,12 @@ fn config(iterations: usize) -> TrainConfig {
     TrainConfig {
         method: Method::Dtml,
         iterations,
-        patch: [16, 16, 16],
+        patch: Xyz::new(16, 16, 16),
         width: 2,
         labelled_batch: 1,
         unlabelled_batch: 1,
         checkpoint_every: 2,
-        validation_stride: [8, 8, 8],
+        validation_stride: Xyz::new(8, 8, 8),
         ..Default::default()
     }
 }

@@ -24,6 +24,7 @@ use dtml_train::batch::{Augmentation, PatchSource, TrainingSet, assemble};
 use dtml_train::trainer::{optimizer, train_step_with_masks};
 use dtml_train::{Method, TrainConfig};
 use dtml_volume::PreparedCase;
+use dtml_volume::Xyz;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -41,7 +42,7 @@ const DTC_STATE_TOLERANCE: f64 = 1e-6;
 struct Fixture {
     iterations: usize,
     width: usize,
-    patch: [usize; 3],
+    patch: Xyz<usize>,
     labelled_batch: usize,
     unlabelled_batch: usize,
     cases: usize,
@@ -88,7 +89,7 @@ struct PlanEntry {
     case: usize,
     quarter_turns: usize,
     flip_axis: usize,
-    origin: [i64; 3],
+    origin: Xyz<i64>,
 }
 
 fn dir() -> PathBuf {
@@ -134,7 +135,7 @@ impl Golden {
                 PreparedCase {
                     image: zyx(image).to_vec1::<f32>().unwrap(),
                     label: Some(zyx(label).to_vec1::<u8>().unwrap()),
-                    shape: [nx, ny, nz],
+                    shape: Xyz::new(nx, ny, nz),
                 }
             })
             .collect();

@@ -10,6 +10,7 @@
 
 use dtml_train::collective::{Collective, MpiGroup};
 use dtml_train::{Method, TrainConfig, TrainRequest};
+use dtml_volume::Xyz;
 use dtml_volume::{LabelledSpec, PrepareOptions, PreparedDataset};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,12 +22,12 @@ fn config() -> TrainConfig {
     TrainConfig {
         method: Method::Dtml,
         iterations: ITERATIONS,
-        patch: [16, 16, 16],
+        patch: Xyz::new(16, 16, 16),
         width: 2,
         labelled_batch: 1,
         unlabelled_batch: 1,
         checkpoint_every: 2,
-        validation_stride: [8, 8, 8],
+        validation_stride: Xyz::new(8, 8, 8),
         threads: Some(1),
         ..Default::default()
     }
@@ -79,8 +80,8 @@ fn prepared(dir: &Path) {
     let ds = dtml_volume::Dataset::open(&data, Default::default()).unwrap();
     let split = dtml_volume::dataset::split(&ds, &LabelledSpec::Count(2), None, None).unwrap();
     let options = PrepareOptions {
-        patch: [16, 16, 16],
-        margin: [Some(2), Some(2), None],
+        patch: Xyz::new(16, 16, 16),
+        margin: Xyz::new(Some(2), Some(2), None),
         ..Default::default()
     };
     dtml_volume::prepare(

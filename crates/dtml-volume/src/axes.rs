@@ -180,13 +180,13 @@ where
 {
     type Err = ParseXyzError;
 
-    /// `x,y,z` (spaces around the commas allowed).
+    /// `x,y,z` or `XxYxZ` (spaces around the separators allowed).
     fn from_str(s: &str) -> Result<Xyz<T>, ParseXyzError> {
         let fail = |why: String| ParseXyzError {
             text: s.to_string(),
             why,
         };
-        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        let parts: Vec<&str> = s.split([',', 'x']).map(str::trim).collect();
         if parts.len() != 3 {
             return Err(fail(format!("{} values", parts.len())));
         }
@@ -206,6 +206,7 @@ mod tests {
     fn parses_and_prints_in_xyz_order() {
         let v: Xyz<usize> = " 112, 96 ,80".parse().unwrap();
         assert_eq!(v, Xyz::new(112, 96, 80));
+        assert_eq!("4x5x6".parse::<Xyz<usize>>().unwrap(), Xyz::new(4, 5, 6));
         assert_eq!(v.to_string(), "112,96,80");
         let s: Xyz<f64> = "0.625,0.625,2.5".parse().unwrap();
         assert_eq!(s.zyx(), [2.5, 0.625, 0.625]);

@@ -207,7 +207,6 @@ impl Volume {
         self.geometry.affine
     }
 
-
     /// Fails with the file name when an intensity is NaN or infinite.
     pub fn check_finite(&self, path: &Path) -> Result<()> {
         if let Some((i, v)) = self.data.first_non_finite() {

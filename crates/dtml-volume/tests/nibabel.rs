@@ -4,10 +4,10 @@
 
 mod common;
 
+use dtml_volume::Xyz;
 use dtml_volume::{
     DataType, Geometry, Volume, VoxelData, read_volume, read_volume_with, write_nifti,
 };
-use dtml_volume::Xyz;
 use serde_json::Value;
 
 const WRITE_WITH_NIBABEL: &str = r#"

@@ -1,11 +1,11 @@
 //! NIfTI-1 reading and writing: every data type, byte order, scaling,
 //! offsets, file pairs, 4D files, and the bad inputs users hit.
 
+use dtml_volume::Xyz;
 use dtml_volume::{
     Geometry, ReadOptions, Volume, VolumeError, VoxelData, read_volume, read_volume_with,
     write_nifti,
 };
-use dtml_volume::Xyz;
 use std::io::Write;
 use std::path::Path;
 
@@ -165,7 +165,12 @@ fn every_type_round_trips_through_nii_and_nii_gz() {
         [0.0, 0.0, 0.0, 1.0],
     ];
     for data in sample_data() {
-        let vol = Volume::new(data.clone(), Xyz::new(2, 3, 4), Geometry::from_affine(affine)).unwrap();
+        let vol = Volume::new(
+            data.clone(),
+            Xyz::new(2, 3, 4),
+            Geometry::from_affine(affine),
+        )
+        .unwrap();
         for ext in ["nii", "nii.gz"] {
             let p = dir.path().join(format!("v_{:?}.{ext}", data.dtype()));
             write_nifti(&p, &vol).unwrap();

@@ -386,19 +386,9 @@ fn empty_and_full_labels_are_allowed_with_warnings() {
     let dir = tempfile::tempdir().unwrap();
     let (root, out) = (dir.path().join("ds"), dir.path().join("prep"));
     msd(&root, 3, 0);
-    let full = Volume::new(
-        VoxelData::U8(vec![1; SHAPE.voxels()]),
-        SHAPE,
-        geometry(),
-    )
-    .unwrap();
+    let full = Volume::new(VoxelData::U8(vec![1; SHAPE.voxels()]), SHAPE, geometry()).unwrap();
     write_nifti(&root.join("labelsTr/c_000.nii.gz"), &full).unwrap();
-    let empty = Volume::new(
-        VoxelData::U8(vec![0; SHAPE.voxels()]),
-        SHAPE,
-        geometry(),
-    )
-    .unwrap();
+    let empty = Volume::new(VoxelData::U8(vec![0; SHAPE.voxels()]), SHAPE, geometry()).unwrap();
     write_nifti(&root.join("labelsTr/c_001.nii.gz"), &empty).unwrap();
     let ds = Dataset::open(&root, OpenOptions::default()).unwrap();
     let split = dataset::split(&ds, &LabelledSpec::Count(3), None, None).unwrap();

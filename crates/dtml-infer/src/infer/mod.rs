@@ -407,8 +407,7 @@ pub fn predict_volume(
         .get("out_conv2.weight")
         .map_or(DType::F32, |v| v.dtype());
     sliding_window(image, shape, opts, |input, n| {
-        let x = Tensor::from_vec(input, opts.patch.batch_dims(n, 1), &device)?
-        .to_dtype(dtype)?;
+        let x = Tensor::from_vec(input, opts.patch.batch_dims(n, 1), &device)?.to_dtype(dtype)?;
         let p_a = match region {
             Some(r) => Some(probabilities(&r.predict(&x)?.seg_logits, sigmoid)?),
             None => None,

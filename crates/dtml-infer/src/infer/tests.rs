@@ -57,7 +57,13 @@ fn extract_and_accumulate_are_inverse_placements() {
     let dims = Xyz::new(5, 4, 3);
     let padded: Vec<f32> = (0..60).map(|i| i as f32).collect();
     let mut win = vec![0f32; 2 * 2 * 2];
-    extract(&padded, dims, Xyz::new(3, 1, 1), Xyz::new(2, 2, 2), &mut win);
+    extract(
+        &padded,
+        dims,
+        Xyz::new(3, 1, 1),
+        Xyz::new(2, 2, 2),
+        &mut win,
+    );
     assert_eq!(win, vec![28.0, 29.0, 33.0, 34.0, 48.0, 49.0, 53.0, 54.0]);
     let mut acc = vec![0f32; 60];
     accumulate(&mut acc, dims, Xyz::new(3, 1, 1), Xyz::new(2, 2, 2), &win);
@@ -95,7 +101,12 @@ fn ramp(shape: Xyz<usize>) -> Vec<f32> {
 #[test]
 fn identity_windows_average_back_to_the_input_exactly() {
     let patch = Xyz::new(32, 32, 16);
-    for shape in [Xyz::new(40, 28, 20), Xyz::new(32, 32, 16), Xyz::new(20, 13, 9), Xyz::new(33, 50, 17)] {
+    for shape in [
+        Xyz::new(40, 28, 20),
+        Xyz::new(32, 32, 16),
+        Xyz::new(20, 13, 9),
+        Xyz::new(33, 50, 17),
+    ] {
         let windows: usize = (0..3)
             .map(|a| {
                 AxisWindows::new(shape[a], patch[a], [8, 8, 4][a])
