@@ -1,0 +1,175 @@
+//! What a run checks and loads before its first step: the run directory
+//! and the checkpoint a resume continues, the cases, and whether the patch
+//! and the step's memory fit.
+
+use super::*;
+
+pub(super) fn load_set(
+    data: &PreparedDataset,
+    role: Role,
+    need_label: bool,
+) -> Result<Vec<dtml_volume::PreparedCase>> {
+    let records: Vec<_> = data.cases(role).collect();
+    use rayon::prelude::*;
+    records
+        .par_iter()
+        .map(|r| {
+            if need_label && !r.has_label {
+                return Err(TrainError::file(
+                    &data.dir.join(&r.file),
+                    "labelled case has no label in the cache",
+                ));
+            }
+            Ok(data.load(r)?)
+        })
+        .collect()
+}
+
+/// Bytes of training memory per voxel of a patch, per sample, per unit of
+/// width and per network: the measured peak RSS of the step bench (demo and
+/// paper size both give about 90).
+pub(super) const BYTES_PER_VOXEL_SAMPLE_WIDTH_NET: f64 = 90.0;
+
+/// How far the estimate may exceed the available memory before a run is
+/// refused: the estimate is a measurement of two sizes, not a bound, and a
+/// run that would fit must not be turned away.
+pub(super) const MEMORY_TOLERANCE: f64 = 1.25;
+
+/// Refuses, before anything is allocated, a patch that would be mostly
+/// zero padding (over 4 times the largest prepared case on an axis) or a
+/// step that needs more memory than the machine has available.
+pub(super) fn check_patch(cfg: &TrainConfig, set: &TrainingSet) -> Result<()> {
+    let largest = set
+        .labelled
+        .iter()
+        .chain(&set.unlabelled)
+        .fold(Xyz::splat(0), |m, case| m.zip_with(case.shape, usize::max));
+    if let Some(a) = (0..3).find(|&a| cfg.patch[a] > 4 * largest[a].max(16)) {
+        return Err(TrainError::Config(format!(
+            "patch {:?} is over 4 times the largest prepared case {:?} along {}: training would see mostly zero padding; choose a patch near the case size",
+            cfg.patch, largest, AXIS_NAMES[a]
+        )));
+    }
+    let voxels = cfg.patch.voxels() as f64;
+    let samples = (cfg.labelled_batch + cfg.unlabelled_batch) as f64;
+    let need = voxels
+        * samples
+        * cfg.width as f64
+        * cfg.method.networks() as f64
+        * BYTES_PER_VOXEL_SAMPLE_WIDTH_NET;
+    if let Some(avail) = dtml_volume::confine::available_memory()
+        && need > MEMORY_TOLERANCE * avail as f64
+    {
+        let gib = |b: f64| b / (1u64 << 30) as f64;
+        return Err(TrainError::Config(format!(
+            "a training step at patch {:?}, batch {}, width {} needs about {:.1} GiB but {:.1} GiB are available; lower the patch, batch or width",
+            cfg.patch,
+            samples,
+            cfg.width,
+            gib(need),
+            gib(avail as f64)
+        )));
+    }
+    Ok(())
+}
+
+/// A resume continues the run it finds, on the same data with the same
+/// settings: anything else would be a different run under the old name.
+pub(super) fn check_resume(saved: &TrainerState, req: &TrainRequest) -> Result<()> {
+    let same_data = match (saved.dataset.canonicalize(), req.data.dir.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => saved.dataset == req.data.dir,
+    };
+    if !same_data {
+        return Err(TrainError::Config(format!(
+            "--resume: the run in {} trained on {}, not {}; resume it on its own data or start a new run in another folder",
+            req.run_dir.display(),
+            saved.dataset.display(),
+            req.data.dir.display()
+        )));
+    }
+    let changes = checkpoint::changes(&saved.config, &req.config);
+    if !changes.is_empty() {
+        return Err(TrainError::Config(format!(
+            "--resume would change the run in {}: {}; a resumed run continues with its own settings (drop those flags, or start a new run in another folder)",
+            req.run_dir.display(),
+            changes.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Finds the run's checkpoint as `--resume` asks (or its absence) and
+/// settles the configuration: the checkpoint's on resume.
+pub(super) fn open_run(
+    req: &TrainRequest,
+    group: &dyn Collective,
+) -> Result<(Option<checkpoint::Loaded>, TrainConfig)> {
+    let run_dir = req.run_dir;
+    std::fs::create_dir_all(run_dir).map_err(|e| TrainError::file(run_dir, e))?;
+    let loaded = match (req.resume, checkpoint::find(run_dir)) {
+        (true, Some(dir)) => Some(checkpoint::load(&dir)?),
+        (true, None) => {
+            return Err(TrainError::file(
+                run_dir,
+                "--resume: no checkpoint in this run directory",
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(TrainError::file(
+                run_dir,
+                "already holds a training checkpoint; pass --resume to continue it or choose another output folder",
+            ));
+        }
+        (false, None) => None,
+    };
+    let cfg = match &loaded {
+        Some(l) => {
+            check_resume(&l.trainer, req)?;
+            if l.trainer.world_size != group.size() {
+                return Err(TrainError::Config(format!(
+                    "--resume: the run in {} was trained by {} rank(s), this job has {}; resume it with as many (each rank's batches depend on its rank)",
+                    run_dir.display(),
+                    l.trainer.world_size,
+                    group.size()
+                )));
+            }
+            TrainConfig {
+                checkpoint_every: req.config.checkpoint_every,
+                threads: req.config.threads,
+                ..l.trainer.config.clone()
+            }
+        }
+        None => req.config.clone(),
+    };
+    cfg.validate()?;
+    Ok((loaded, cfg))
+}
+
+/// The cases a run trains on (loaded and checked) and validates on.
+pub(super) fn training_cases<'a>(
+    data: &'a PreparedDataset,
+    cfg: &TrainConfig,
+) -> Result<(TrainingSet, Vec<&'a CaseRecord>)> {
+    let set = TrainingSet {
+        labelled: load_set(data, Role::Labelled, true)?,
+        unlabelled: if cfg.method.uses_unlabelled() {
+            load_set(data, Role::Unlabelled, false)?
+        } else {
+            Vec::new()
+        },
+    };
+    let validation: Vec<_> = data
+        .cases(Role::Validation)
+        .filter(|c| c.has_label)
+        .collect();
+    tracing::info!(
+        "{}: {} labelled, {} unlabelled, {} validation cases; {} iterations",
+        cfg.method.name(),
+        set.labelled.len(),
+        set.unlabelled.len(),
+        validation.len(),
+        cfg.iterations
+    );
+    Ok((set, validation))
+}

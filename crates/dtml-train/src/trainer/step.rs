@@ -1,0 +1,125 @@
+//! One training step: the host batch on the device, the networks' forward
+//! passes, the method's objective, one backward pass, the gradients
+//! averaged over the ranks and SGD.
+
+use super::*;
+
+/// Host batch to device tensors of the networks' `dtype`: images
+/// `(N,1,Z,Y,X)`, labels and SDM targets `(L,1,Z,Y,X)`.
+pub(super) fn to_device(
+    b: &HostBatch,
+    patch: Xyz<usize>,
+    device: &Device,
+    dtype: DType,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let image = Tensor::from_slice(&b.image, patch.batch_dims(b.n, 1), device)?.to_dtype(dtype)?;
+    let label: Vec<f32> = b.label.iter().map(|v| *v as f32).collect();
+    let label =
+        Tensor::from_vec(label, patch.batch_dims(b.labelled, 1), device)?.to_dtype(dtype)?;
+    let sdm = match &b.sdm {
+        Some(s) => {
+            Some(Tensor::from_slice(s, patch.batch_dims(b.labelled, 1), device)?.to_dtype(dtype)?)
+        }
+        None => None,
+    };
+    Ok((image, label, sdm))
+}
+
+/// SGD over every trainable parameter of `nets`, keyed `"{net}/{name}"`
+/// (the keys of the checkpoint's momentum buffers).
+pub fn optimizer(cfg: &TrainConfig, nets: &[&VNet]) -> Sgd {
+    let params = nets
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| {
+            n.named_trainable_vars()
+                .into_iter()
+                .map(move |(name, v)| (format!("{i}/{name}"), v))
+        })
+        .collect();
+    Sgd::new(params, cfg.momentum, cfg.weight_decay)
+}
+
+/// Forward, objective, backward and update for one batch; returns the loss
+/// and its parts, or an error if any is not finite (nothing is updated then).
+///
+/// `nets` are the method's networks (student A first), `sgd` holds their
+/// trainable parameters. Public so `benches/step.rs` times exactly the step
+/// the training loop runs.
+pub fn train_step(
+    cfg: &TrainConfig,
+    nets: &[&VNet],
+    sgd: &mut Sgd,
+    batch: &HostBatch,
+    device: &Device,
+) -> Result<(f64, BTreeMap<String, f64>)> {
+    train_step_with_masks(cfg, nets, sgd, batch, device, None)
+}
+
+/// [`train_step`] with given channel-dropout keep-masks, one (bottleneck,
+/// last stage) pair of `(N, C)` tensors per network, in place of the
+/// seeded stream: how the lockstep test feeds PyTorch's masks.
+pub fn train_step_with_masks(
+    cfg: &TrainConfig,
+    nets: &[&VNet],
+    sgd: &mut Sgd,
+    batch: &HostBatch,
+    device: &Device,
+    masks: Option<&[(Tensor, Tensor)]>,
+) -> Result<(f64, BTreeMap<String, f64>)> {
+    step_in_group(cfg, nets, sgd, batch, device, masks, &Solo)
+}
+
+/// One step as one rank of `group`: the gradients are averaged over the
+/// ranks before the update.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn step_in_group(
+    cfg: &TrainConfig,
+    nets: &[&VNet],
+    sgd: &mut Sgd,
+    batch: &HostBatch,
+    device: &Device,
+    masks: Option<&[(Tensor, Tensor)]>,
+    group: &dyn Collective,
+) -> Result<(f64, BTreeMap<String, f64>)> {
+    let t = batch.iteration;
+    let dtype = nets[0].dtype();
+    let (image, label, sdm) = to_device(batch, cfg.patch, device, dtype)?;
+    let mut dropout_rng = rng_for(cfg.seed, Stream::Dropout, t as u64);
+    let outputs = nets
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let dropout = match masks {
+                Some(m) => Dropout::Masks(&m[i].0, &m[i].1),
+                None => Dropout::Seeded(&mut dropout_rng),
+            };
+            n.forward(&image, true, dropout)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let targets = Targets {
+        label: &label,
+        sdm: sdm.as_ref(),
+        labelled: batch.labelled,
+    };
+    let obj = objective(cfg.method, cfg, &outputs, &targets, cfg.lambda_at(t))?;
+    let loss = obj.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let mut parts = BTreeMap::new();
+    for (name, v) in &obj.parts {
+        parts.insert(
+            name.to_string(),
+            v.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+        );
+    }
+    if !loss.is_finite() {
+        return Err(TrainError::NonFinite {
+            iteration: t + 1,
+            loss,
+            parts: format!("{parts:?}"),
+        });
+    }
+    let mut grads = obj.total.backward()?;
+    sgd.average_gradients(&mut grads, group)?;
+    sgd.step(&grads, cfg.lr_at(t))?;
+    Ok((loss, parts))
+}
