@@ -2,8 +2,7 @@
 
 mod common;
 use common::{dtml_err, dtml_ok, s};
-use dtml_volume::Xyz;
-use dtml_volume::{Geometry, Volume, VoxelData, read_volume, write_nifti};
+use dtml_volume::{Geometry, Volume, VoxelData, Xyz, read_volume, write_nifti};
 
 const N: usize = 12;
 

@@ -3,11 +3,14 @@
 //! the behaviour we promise instead: files outside the folder a file
 //! governs are not read, reads are bounded, silent wrong answers are
 //! refused or warned, no data is lost, and errors name file and problem.
+//!
+//! One file over 600 lines on purpose: every file under `tests/` is a test
+//! binary of its own that links the whole stack, and CI's two cores pay
+//! for each link; the classes are sections of this file instead.
 
 mod common;
 use common::{dtml, dtml_bin, dtml_err, dtml_ok, s, tiny_prepared};
-use dtml_volume::Xyz;
-use dtml_volume::{Geometry, Volume, VoxelData, write_nifti};
+use dtml_volume::{Geometry, Volume, VoxelData, Xyz, write_nifti};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

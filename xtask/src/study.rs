@@ -13,7 +13,8 @@
 //! Runs that already have metrics are reused, so an interrupted study
 //! continues.
 
-use crate::{cargo, root, run, torch_python};
+use crate::bench::torch_python;
+use crate::{cargo, root, run};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -10,8 +10,7 @@ use dtml_infer::infer::{Ensemble, InferenceOptions, Students, predict_volume, re
 use dtml_infer::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
 use dtml_infer::students::{DeviceKind, load_models, load_run, load_weight_file, select_device};
 use dtml_model::{VNet, VNetConfig};
-use dtml_volume::Xyz;
-use dtml_volume::{VoxelData, read_volume};
+use dtml_volume::{VoxelData, Xyz, read_volume};
 use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {

@@ -5,9 +5,8 @@
 //! Run: `cargo run --release -p dtml-train --example train_tiny [OUT_DIR]`
 
 use dtml_train::{Event, Method, TrainConfig, TrainRequest};
-use dtml_volume::Xyz;
 use dtml_volume::synthetic::{SyntheticConfig, write_dataset};
-use dtml_volume::{Dataset, LabelledSpec, PrepareOptions, PreparedDataset};
+use dtml_volume::{Dataset, LabelledSpec, PrepareOptions, PreparedDataset, Xyz};
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,8 +8,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use dtml_train::collective::{Collective, LocalGroup, Solo};
 use dtml_train::optim::Sgd;
 use dtml_train::{Method, TrainConfig, TrainRequest};
-use dtml_volume::Xyz;
-use dtml_volume::{LabelledSpec, PrepareOptions, PreparedDataset};
+use dtml_volume::{LabelledSpec, PrepareOptions, PreparedDataset, Xyz};
 use std::path::{Path, PathBuf};
 
 fn prepared(dir: &Path) -> PathBuf {

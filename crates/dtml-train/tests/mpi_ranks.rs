@@ -10,8 +10,7 @@
 
 use dtml_train::collective::{Collective, MpiGroup};
 use dtml_train::{Method, TrainConfig, TrainRequest};
-use dtml_volume::Xyz;
-use dtml_volume::{LabelledSpec, PrepareOptions, PreparedDataset};
+use dtml_volume::{LabelledSpec, PrepareOptions, PreparedDataset, Xyz};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

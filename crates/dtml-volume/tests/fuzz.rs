@@ -10,9 +10,11 @@
 //! seconds); `DTML_FUZZ_SEED` changes the seed; `DTML_FUZZ_VERBOSE=1`
 //! prints the most frequent error messages (to see what the inputs reach). Inputs that panic are kept
 //! under `target/fuzz-findings/` and the test fails listing them.
+//!
+//! One file over 600 lines on purpose: the seed files, the mutators and
+//! the harness are one fuzzer, and each test file is a binary to link.
 
-use dtml_volume::Xyz;
-use dtml_volume::{Geometry, Volume, VoxelData, read_volume, write_nifti};
+use dtml_volume::{Geometry, Volume, VoxelData, Xyz, read_volume, write_nifti};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::io::Write;

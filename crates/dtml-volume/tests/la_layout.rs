@@ -1,10 +1,9 @@
 //! The LA challenge layout: a folder per case with `lgemri.nrrd` and
 //! `laendo.nrrd` (255 = left atrium), optional `train.list` / `test.list`.
 
-use dtml_volume::Xyz;
 use dtml_volume::dataset::{self, OpenOptions};
 use dtml_volume::{
-    Dataset, LabelledSpec, Layout, PrepareOptions, PreparedDataset, Role, prepare, read_volume,
+    Dataset, LabelledSpec, Layout, PrepareOptions, PreparedDataset, Role, Xyz, prepare, read_volume,
 };
 use std::io::Write;
 use std::path::Path;

@@ -4,9 +4,8 @@
 
 mod common;
 
-use dtml_volume::Xyz;
 use dtml_volume::{
-    DataType, Geometry, Volume, VoxelData, read_volume, read_volume_with, write_nifti,
+    DataType, Geometry, Volume, VoxelData, Xyz, read_volume, read_volume_with, write_nifti,
 };
 use serde_json::Value;
 

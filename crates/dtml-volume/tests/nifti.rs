@@ -1,9 +1,8 @@
 //! NIfTI-1 reading and writing: every data type, byte order, scaling,
 //! offsets, file pairs, 4D files, and the bad inputs users hit.
 
-use dtml_volume::Xyz;
 use dtml_volume::{
-    Geometry, ReadOptions, Volume, VolumeError, VoxelData, read_volume, read_volume_with,
+    Geometry, ReadOptions, Volume, VolumeError, VoxelData, Xyz, read_volume, read_volume_with,
     write_nifti,
 };
 use std::io::Write;

@@ -1,11 +1,10 @@
 //! Dataset layouts, splits and the preparation cache, including the bad
 //! inputs a user's folder may hold.
 
-use dtml_volume::Xyz;
 use dtml_volume::dataset::{self, OpenOptions};
 use dtml_volume::{
     Dataset, Geometry, LabelledSpec, Layout, PrepareOptions, PreparedDataset, Role, ScanCrop,
-    Volume, VoxelData, prepare, read_volume, write_nifti,
+    Volume, VoxelData, Xyz, prepare, read_volume, write_nifti,
 };
 use std::path::Path;
 

@@ -1,10 +1,9 @@
 //! The synthetic dataset generator: determinism, plausible and hard data,
 //! the Decathlon layout on disk, and the committed tiny fixture.
 
-use dtml_volume::Xyz;
 use dtml_volume::dataset::{Dataset, OpenOptions};
 use dtml_volume::synthetic::{SyntheticConfig, generate_case, write_dataset};
-use dtml_volume::{DataType, Volume, VoxelData, read_volume};
+use dtml_volume::{DataType, Volume, VoxelData, Xyz, read_volume};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,552 @@
+//! `cargo xtask bench`: side-by-side benchmarks against the PyTorch peers,
+//! each printing the CPU and kernel tier it ran on.
+
+use crate::*;
+
+/// `dtml info --system --json` with `DTML_CPU` unset: the CPU's model and
+/// features, the tier it picks and the tiers it supports, best first.
+pub(crate) fn system_info(dtml: &Path) -> Result<serde_json::Value> {
+    let out = Command::new(dtml)
+        .args(["info", "--system", "--json"])
+        .env_remove("DTML_CPU")
+        .output()
+        .with_context(|| format!("running {} info --system", dtml.display()))?;
+    if !out.status.success() {
+        bail!(
+            "dtml info --system failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The strings of a JSON array (none for anything else).
+pub(crate) fn json_strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) fn prepare(out: &Path) -> Result<()> {
+    // The demo's data: the hard synthetic mode, as `dtml train` without --data.
+    prepare_with(out, &["--difficulty", "1"])
+}
+
+/// Builds the release `dtml`, generates the synthetic data (with extra
+/// `generate` flags) into `out/data` and prepares it into `out/prepared`
+/// (20 % labelled, patch 48x48x32).
+pub(crate) fn prepare_with(out: &Path, generate_flags: &[&str]) -> Result<()> {
+    run(cargo().args(["build", "--release", "-p", "dtml-cli", "--bin", "dtml"]))?;
+    let dtml = root().join("target/release/dtml");
+    let out = root().join(out);
+    let data = out.join("data");
+    run(Command::new(&dtml)
+        .arg("generate")
+        .args(generate_flags)
+        .arg("--out")
+        .arg(&data))?;
+    run(Command::new(&dtml)
+        .args(["prepare", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(out.join("prepared"))
+        .args([
+            "--labelled-fraction",
+            "0.2",
+            "--patch",
+            "48,48,32",
+            "--margin",
+            "8,8,4",
+        ]))?;
+    eprintln!("prepared data in {}", out.join("prepared").display());
+    Ok(())
+}
+
+/// A Python that imports torch: `DTML_TORCH_PYTHON`, else the test venv,
+/// a `torchenv` beside the checkout, or `python3`.
+pub(crate) fn torch_python() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("DTML_TORCH_PYTHON") {
+        candidates.push(p.into());
+    }
+    candidates.push(root().join("target/pyenv/bin/python"));
+    candidates.push(root().join("../torchenv/bin/python"));
+    candidates.push("python3".into());
+    candidates.into_iter().find(|p| {
+        Command::new(p)
+            .args(["-c", "import torch, numpy"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// The number under `key` in a one-line JSON object (None for anything
+/// else, a line that is not JSON included).
+pub(crate) fn json_number(line: &str, key: &str) -> Option<f64> {
+    serde_json::from_str::<serde_json::Value>(line).ok()?[key].as_f64()
+}
+
+/// Runs a command and returns the last line of its standard output.
+pub(crate) fn last_line(cmd: &mut Command) -> Result<String> {
+    eprintln!("$ {cmd:?}");
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed with {}", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().last().unwrap_or_default().to_string())
+}
+
+/// Whole-volume sliding-window inference on the CPU: dtml beside the
+/// reference PyTorch loop (same V-Net family, size, window and strides).
+pub(crate) fn bench_infer(quick: bool) -> Result<()> {
+    let args: Vec<&str> = if quick {
+        vec![
+            "--size", "40,28,20", "--patch", "32,32,16", "--stride", "8,8,4", "--width", "4",
+        ]
+    } else {
+        vec![
+            "--size",
+            "144,144,88",
+            "--patch",
+            "112,112,80",
+            "--stride",
+            "18,18,4",
+            "--width",
+            "16",
+        ]
+    };
+    let ours = last_line(
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "dtml-infer",
+                "--example",
+                "bench_infer",
+                "--",
+            ])
+            .args(&args),
+    )?;
+    println!("{ours}");
+    let peer = root().join("crates/dtml-infer/bench/infer_peer.py");
+    let Some(python) = torch_python() else {
+        eprintln!("PyTorch peer not run: no Python with torch (set DTML_TORCH_PYTHON to one)");
+        return Ok(());
+    };
+    let theirs = last_line(Command::new(&python).arg(&peer).args(&args))?;
+    println!("{theirs}");
+    if let (Some(a), Some(b)) = (
+        json_number(&ours, "seconds"),
+        json_number(&theirs, "seconds"),
+    ) {
+        println!(
+            "inference of {} ({}): dtml {a:.2} s, PyTorch {b:.2} s, dtml / PyTorch = {:.2}",
+            args[1],
+            if quick {
+                "quick smoke run, not a measurement"
+            } else {
+                "paper size, width 16"
+            },
+            a / b
+        );
+    }
+    Ok(())
+}
+
+/// Sizes of the DTML step benches: (name, width, labelled, unlabelled, patch x,y,z).
+pub(crate) const STEP_SIZES: [(&str, usize, usize, usize, &str); 2] = [
+    ("demo", 8, 2, 2, "48,48,32"),
+    ("paper", 16, 1, 1, "112,112,80"),
+];
+
+/// Prints `ours` vs `theirs` (JSON lines with `median_s` and `peak_rss_mb`).
+pub(crate) fn print_ratio(what: &str, ours: &str, theirs: &str) {
+    if let (Some(a), Some(b)) = (
+        json_number(ours, "median_s"),
+        json_number(theirs, "median_s"),
+    ) {
+        println!(
+            "{what}: dtml {a:.3} s/step ({:.3} it/s), PyTorch {b:.3} s/step ({:.3} it/s), dtml / PyTorch = {:.2}; peak RSS dtml {} MB, PyTorch {} MB",
+            1.0 / a,
+            1.0 / b,
+            a / b,
+            json_number(ours, "peak_rss_mb").unwrap_or(f64::NAN),
+            json_number(theirs, "peak_rss_mb").unwrap_or(f64::NAN),
+        );
+    }
+}
+
+/// The environment that makes PyTorch's CPU kernels match our `tier`:
+/// ATen's dispatch level and oneDNN's ISA ceiling (both read at start-up).
+pub(crate) fn torch_tier_env(tier: &str) -> [(&'static str, &'static str); 2] {
+    match tier {
+        "avx512" => [
+            ("ATEN_CPU_CAPABILITY", "avx512"),
+            ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE"),
+        ],
+        "avx2" => [
+            ("ATEN_CPU_CAPABILITY", "avx2"),
+            ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+        ],
+        // NEON is aarch64's baseline: PyTorch's default level there.
+        _ => [
+            ("ATEN_CPU_CAPABILITY", "default"),
+            ("ONEDNN_MAX_CPU_ISA", "DEFAULT"),
+        ],
+    }
+}
+
+/// Median of a criterion benchmark's last run, in seconds.
+pub(crate) fn criterion_median_s(group: &str, name: &str) -> Option<f64> {
+    let path = root().join(format!(
+        "target/criterion/{group}/{name}/new/estimates.json"
+    ));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    v["median"]["point_estimate"].as_f64().map(|ns| ns * 1e-9)
+}
+
+/// `name ... median X ms` from the conv peer's output, in seconds.
+pub(crate) fn peer_median_s(text: &str, name: &str) -> Option<f64> {
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))?;
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "median")?;
+    words.next()?.parse::<f64>().ok().map(|ms| ms * 1e-3)
+}
+
+/// The conv3d criterion bench with its peer, then one DTML training step
+/// (`crates/dtml-train/benches/step.rs`) at the demo and the paper size
+/// (batch 2) beside `bench/dtml_step_peer.py`, one process per size so each
+/// peak RSS belongs to its size; all of it once per kernel tier this CPU
+/// supports (or those asked for), ours forced through `DTML_CPU` and
+/// PyTorch through `ATEN_CPU_CAPABILITY` / `ONEDNN_MAX_CPU_ISA`, then one
+/// table with the CPU named.
+pub(crate) fn bench_model(quick: bool, tiers: &[String]) -> Result<()> {
+    let python = torch_python();
+    run(cargo().args(["build", "--release", "-p", "dtml-cli"]))?;
+    let system = system_info(&root().join("target/release/dtml"))?;
+    let tiers = if tiers.is_empty() {
+        json_strings(&system["supported_tiers"])
+    } else {
+        tiers.to_vec()
+    };
+    let mut table: Vec<(String, Vec<TierRow>)> = Vec::new();
+    run(cargo().args(["bench", "-p", "dtml-train", "--bench", "step", "--no-run"]))?;
+    for tier in &tiers {
+        eprintln!("== kernel tier {tier} ==");
+        let mut rows: Vec<TierRow> = Vec::new();
+        if !quick {
+            run(cargo()
+                .args([
+                    "bench",
+                    "-p",
+                    "dtml-model",
+                    "--bench",
+                    "conv",
+                    "--",
+                    "--warm-up-time",
+                    "1",
+                ])
+                .args(["--measurement-time", "4"])
+                .env("DTML_CPU", tier))?;
+            let group = "conv3d_32x32_2x40x56x56";
+            let theirs = python.as_ref().map(|py| {
+                let out = Command::new(py)
+                    .arg(root().join("crates/dtml-model/bench/conv_peer.py"))
+                    .envs(torch_tier_env(tier))
+                    .output();
+                let text = out
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                println!("{text}");
+                text
+            });
+            for name in ["forward", "forward_backward"] {
+                rows.push((
+                    format!("conv3d 32->32, 2x40x56x56, {name}"),
+                    criterion_median_s(group, name),
+                    theirs.as_deref().and_then(|t| peer_median_s(t, name)),
+                ));
+            }
+        }
+        for (size, ..) in STEP_SIZES {
+            let steps: &[&str] = if quick {
+                &["--steps", "1", "--warmup", "0"]
+            } else {
+                &[]
+            };
+            if quick && size == "paper" {
+                continue;
+            }
+            let ours = last_line(
+                cargo()
+                    .args(["bench", "-p", "dtml-train", "--bench", "step", "--", size])
+                    .args(steps)
+                    .env("DTML_CPU", tier),
+            )?;
+            println!("{ours}");
+            let theirs = match &python {
+                Some(py) => last_line(
+                    Command::new(py)
+                        .arg(root().join("bench/dtml_step_peer.py"))
+                        .args(["--size", size])
+                        .args(steps)
+                        .envs(torch_tier_env(tier)),
+                )?,
+                None => {
+                    eprintln!(
+                        "PyTorch peer not run: no Python with torch (set DTML_TORCH_PYTHON to one)"
+                    );
+                    String::new()
+                }
+            };
+            println!("{theirs}");
+            print_ratio(&format!("DTML step, {size}, tier {tier}"), &ours, &theirs);
+            rows.push((
+                format!("DTML step, {size}"),
+                json_number(&ours, "median_s"),
+                json_number(&theirs, "median_s"),
+            ));
+        }
+        table.push((tier.clone(), rows));
+    }
+    println!(
+        "\nCPU: {}; SIMD features: {}; threads: {}",
+        system["cpu"].as_str().unwrap_or("?"),
+        json_strings(&system["features"]).join(" "),
+        system["threads"]
+    );
+    println!("| tier | task | dtml | PyTorch | dtml / PyTorch |");
+    println!("| --- | --- | --- | --- | --- |");
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.1} ms", s * 1e3));
+    for (tier, rows) in &table {
+        for (what, ours, theirs) in rows {
+            let ratio = match (ours, theirs) {
+                (Some(a), Some(b)) => format!("{:.2}", a / b),
+                _ => "-".into(),
+            };
+            println!(
+                "| {tier} | {what} | {} | {} | {ratio} |",
+                ms(*ours),
+                ms(*theirs)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The `dtml train` flags of one of [`STEP_SIZES`].
+pub(crate) fn step_size_args(width: usize, nl: usize, nu: usize, patch: &str) -> Vec<String> {
+    [
+        "--patch",
+        patch,
+        "--width",
+        &width.to_string(),
+        "--labelled-batch",
+        &nl.to_string(),
+        "--unlabelled-batch",
+        &nu.to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Median wall time of a run's iterations from its log (the first, which
+/// warms up, left out).
+pub(crate) fn median_iteration_seconds(run: &Path) -> f64 {
+    let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap_or_default();
+    let mut secs: Vec<f64> = log
+        .lines()
+        .filter_map(|l| json_number(l, "seconds"))
+        .skip(1)
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Iterations per second of the release `dtml train` binary on generated
+/// data at the demo and the paper configuration (batch 2 at the paper
+/// size), beside the PyTorch step peer.
+pub(crate) fn bench_train(quick: bool) -> Result<()> {
+    prepare(Path::new("target/dtml-bench"))?;
+    let dtml = root().join("target/release/dtml");
+    let data = root().join("target/dtml-bench/prepared");
+    let python = torch_python();
+    for (size, width, nl, nu, patch) in STEP_SIZES {
+        if quick && size == "paper" {
+            continue;
+        }
+        let iterations = if quick {
+            2
+        } else if size == "paper" {
+            4
+        } else {
+            12
+        };
+        let out = root().join(format!("target/dtml-bench/run-{size}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let start = std::time::Instant::now();
+        run(Command::new(&dtml)
+            .args(["train", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args(step_size_args(width, nl, nu, patch))
+            .args(["--iterations", &iterations.to_string()]))?;
+        let total = start.elapsed().as_secs_f64();
+        let median = median_iteration_seconds(&out);
+        println!(
+            "dtml train, {size} (width {width}, batch {}, patch {patch}): {iterations} iterations in {total:.1} s, median iteration {median:.3} s = {:.3} it/s",
+            nl + nu,
+            1.0 / median
+        );
+        if let Some(py) = &python {
+            let theirs = last_line(
+                Command::new(py)
+                    .arg(root().join("bench/dtml_step_peer.py"))
+                    .args(["--size", size])
+                    .args(if quick {
+                        &["--steps", "1", "--warmup", "0"][..]
+                    } else {
+                        &[][..]
+                    }),
+            )?;
+            println!("{theirs}");
+            if let Some(b) = json_number(&theirs, "median_s") {
+                println!(
+                    "  PyTorch step: {b:.3} s = {:.3} it/s; dtml / PyTorch = {:.2}",
+                    1.0 / b,
+                    median / b
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Trainable parameters in a run's exported students (the values a
+/// data-parallel step all-reduces), from the safetensors headers.
+pub(crate) fn trained_parameters(run: &Path) -> Result<u64> {
+    let mut total = 0u64;
+    for file in ["student_a.safetensors", "student_b.safetensors"] {
+        let path = run.join(file);
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let n = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])?;
+        for (name, t) in header.as_object().into_iter().flatten() {
+            if name.contains("running_")
+                || name.contains("num_batches_tracked")
+                || name == "__metadata__"
+            {
+                continue;
+            }
+            total += t["shape"]
+                .as_array()
+                .map_or(0, |s| s.iter().filter_map(|d| d.as_u64()).product());
+        }
+    }
+    Ok(total)
+}
+
+/// One process with 2 threads against 2 MPI ranks with 1 thread each, at
+/// the demo and the paper size: samples per second (each rank trains on
+/// the per-rank batch, so 2 ranks see twice the samples per step) and the
+/// bytes all-reduced per step.
+pub(crate) fn bench_scale(quick: bool) -> Result<()> {
+    prepare(Path::new("target/dtml-bench"))?;
+    run(cargo().args(["build", "--release", "-p", "dtml-cli", "--features", "mpi"]))?;
+    let dtml = root().join("target/release/dtml");
+    let data = root().join("target/dtml-bench/prepared");
+    for (size, width, nl, nu, patch) in STEP_SIZES {
+        if quick && size == "paper" {
+            continue;
+        }
+        let iterations = match (quick, size) {
+            (true, _) => 2,
+            (false, "paper") => 4,
+            _ => 12,
+        };
+        let mut per_second = Vec::new();
+        for ranks in [1usize, 2] {
+            let out = root().join(format!("target/dtml-bench/scale-{size}-{ranks}"));
+            let _ = std::fs::remove_dir_all(&out);
+            let threads = (2 / ranks).to_string();
+            let mut cmd = if ranks == 1 {
+                Command::new(&dtml)
+            } else {
+                let mut c = Command::new("mpirun");
+                c.args(["-np", "2", "--oversubscribe", "--allow-run-as-root"])
+                    .arg(&dtml);
+                c
+            };
+            run(cmd
+                .args(["train", "--data"])
+                .arg(&data)
+                .arg("--out")
+                .arg(&out)
+                .args(step_size_args(width, nl, nu, patch))
+                .args([
+                    "--iterations",
+                    &iterations.to_string(),
+                    "--threads",
+                    &threads,
+                ])
+                .env("DTML_LOG", "warn"))?;
+            let median = median_iteration_seconds(&out);
+            let samples = (ranks * (nl + nu)) as f64 / median;
+            let bytes = 4 * trained_parameters(&out)?;
+            println!(
+                "{{\"size\": \"{size}\", \"processes\": {ranks}, \"threads_each\": {threads}, \"median_step_s\": {median:.4}, \"samples_per_s\": {samples:.3}, \"allreduce_bytes_per_step\": {}}}",
+                if ranks > 1 { bytes } else { 0 }
+            );
+            per_second.push(samples);
+        }
+        println!(
+            "{size}: 2 MPI ranks x 1 thread / 1 process x 2 threads = {:.2}x the samples per second",
+            per_second[1] / per_second[0]
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn bench(what: &str, quick: bool, tiers: &[String]) -> Result<()> {
+    if matches!(what, "infer" | "all") {
+        bench_infer(quick)?;
+    }
+    if matches!(what, "model" | "all") {
+        bench_model(quick, tiers)?;
+    }
+    if matches!(what, "train" | "all") {
+        bench_train(quick)?;
+    }
+    if matches!(what, "scale" | "all") {
+        bench_scale(quick)?;
+    }
+    if matches!(what, "edt" | "all") {
+        run(cargo().args(["bench", "-p", "dtml-edt"]))?;
+        let peers = root().join("crates/dtml-edt/bench/peers.py");
+        let python = root().join("target/pyenv/bin/python");
+        if peers.exists() && python.exists() {
+            run(Command::new(&python).arg(&peers))?;
+        } else {
+            eprintln!(
+                "Python peers not run: need {} and target/pyenv (cargo xtask test creates it; pip install edt SimpleITK for all peers)",
+                peers.display()
+            );
+        }
+    }
+    Ok(())
+}
