@@ -508,10 +508,15 @@ pub(crate) fn bench_scale(quick: bool) -> Result<()> {
             let median = median_iteration_seconds(&out);
             let samples = (ranks * (nl + nu)) as f64 / median;
             let bytes = 4 * trained_parameters(&out)?;
-            println!(
-                "{{\"size\": \"{size}\", \"processes\": {ranks}, \"threads_each\": {threads}, \"median_step_s\": {median:.4}, \"samples_per_s\": {samples:.3}, \"allreduce_bytes_per_step\": {}}}",
-                if ranks > 1 { bytes } else { 0 }
-            );
+            let line = serde_json::json!({
+                "size": size,
+                "processes": ranks,
+                "threads_each": 2 / ranks,
+                "median_step_s": (median * 1e4).round() / 1e4,
+                "samples_per_s": (samples * 1e3).round() / 1e3,
+                "allreduce_bytes_per_step": if ranks > 1 { bytes } else { 0 },
+            });
+            println!("{line}");
             per_second.push(samples);
         }
         println!(

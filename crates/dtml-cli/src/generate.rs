@@ -10,39 +10,33 @@ pub struct GenerateArgs {
     /// Output folder (Decathlon layout).
     #[arg(long)]
     out: PathBuf,
-    /// Volume size x,y,z.
-    #[arg(long)]
-    shape: Option<Xyz<usize>>,
+    /// Volume size x,y,z (16 to 512 per axis).
+    #[arg(long, default_value_t = SyntheticConfig::default().shape)]
+    shape: Xyz<usize>,
     /// Number of training cases (all labelled on disk; the split decides).
-    #[arg(long)]
-    train_cases: Option<usize>,
+    #[arg(long, default_value_t = SyntheticConfig::default().train_cases)]
+    train_cases: usize,
     /// Number of test cases (with labels in labelsTs).
-    #[arg(long)]
-    test_cases: Option<usize>,
+    #[arg(long, default_value_t = SyntheticConfig::default().test_cases)]
+    test_cases: usize,
     /// Random seed; the same seed gives the same bytes.
-    #[arg(long)]
-    seed: Option<u64>,
+    #[arg(long, default_value_t = SyntheticConfig::default().seed)]
+    seed: u64,
     /// How hard the task is, 0 to 1: lower contrast, intensity drift, stronger
     /// bias field and noise, more distractors, thin attached tubes.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = SyntheticConfig::default().difficulty)]
     difficulty: f64,
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
-    let mut config = SyntheticConfig::default();
-    if let Some(s) = a.shape {
-        config.shape = s;
-    }
-    if let Some(n) = a.train_cases {
-        config.train_cases = n;
-    }
-    if let Some(n) = a.test_cases {
-        config.test_cases = n;
-    }
-    if let Some(s) = a.seed {
-        config.seed = s;
-    }
-    config.difficulty = a.difficulty;
+    let config = SyntheticConfig {
+        shape: a.shape,
+        train_cases: a.train_cases,
+        test_cases: a.test_cases,
+        seed: a.seed,
+        difficulty: a.difficulty,
+        ..SyntheticConfig::default()
+    };
     let start = std::time::Instant::now();
     write_dataset(&a.out, &config)
         .with_context(|| format!("generating into {}", a.out.display()))?;

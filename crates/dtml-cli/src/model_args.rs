@@ -5,6 +5,7 @@ use anyhow::{Context, Result, bail};
 use dtml_infer::students::{DeviceKind, LoadedStudents, load_models, select_device};
 use dtml_infer::{Ensemble, InferenceOptions, StudentRole};
 use dtml_volume::Xyz;
+use dtml_volume::prepare::PAPER_PATCH;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -14,15 +15,15 @@ pub struct ModelArgs {
     /// the two students (region, then boundary).
     #[arg(long, required = true, num_args = 1)]
     model: Vec<PathBuf>,
-    /// Sliding-window patch x,y,z, multiples of 16 [default: the run's
-    /// training patch, else 112,112,80].
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Sliding-window patch x,y,z, multiples of 16 [default: the run's training patch, else the paper's {PAPER_PATCH}]"
+    ))]
     patch: Option<Xyz<usize>>,
     /// Sliding-window strides x,y,z in voxels.
     #[arg(long, default_value_t = InferenceOptions::default().stride)]
     stride: Xyz<usize>,
     /// Windows per forward pass.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = InferenceOptions::default().batch)]
     batch: usize,
     /// Which students predict: the ensemble (mean of both), region or
     /// boundary [default: ensemble with two students, else the one given;
@@ -30,7 +31,7 @@ pub struct ModelArgs {
     #[arg(long, value_enum)]
     student: Option<Ensemble>,
     /// Foreground where the averaged probability is above this.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = InferenceOptions::default().threshold)]
     threshold: f32,
     /// Keep every connected component (by default only the largest,
     /// 26-connected, is kept).

@@ -23,9 +23,9 @@ pub struct PrepareArgs {
     /// Number of labelled training cases (the first N in the dataset's order).
     #[arg(long, conflicts_with_all = ["labelled_fraction", "labelled_list"])]
     labelled: Option<usize>,
-    /// Fraction of training cases that are labelled [default: 0.2].
-    #[arg(long, conflicts_with = "labelled_list")]
-    labelled_fraction: Option<f64>,
+    /// Fraction of training cases that are labelled.
+    #[arg(long, conflicts_with = "labelled_list", default_value_t = LabelledSpec::PAPER_FRACTION)]
+    labelled_fraction: f64,
     /// File listing the labelled case ids, one per line.
     #[arg(long)]
     labelled_list: Option<PathBuf>,
@@ -58,11 +58,10 @@ pub struct PrepareArgs {
 
 pub fn run(a: PrepareArgs) -> Result<()> {
     let ds = Dataset::open(&a.data, OpenOptions { channel: a.channel })?;
-    let labelled = match (a.labelled, a.labelled_fraction, &a.labelled_list) {
-        (Some(n), _, _) => LabelledSpec::Count(n),
-        (_, Some(f), _) => LabelledSpec::Fraction(f),
-        (_, _, Some(l)) => LabelledSpec::List(l.clone()),
-        _ => LabelledSpec::Fraction(0.2),
+    let labelled = match (a.labelled, &a.labelled_list) {
+        (Some(n), _) => LabelledSpec::Count(n),
+        (_, Some(l)) => LabelledSpec::List(l.clone()),
+        _ => LabelledSpec::Fraction(a.labelled_fraction),
     };
     let split = dataset::split(
         &ds,
@@ -87,7 +86,7 @@ pub fn run(a: PrepareArgs) -> Result<()> {
     prepare_split(&ds, &split, &a.data, &a.out, &options)
 }
 
-/// Prepares a dataset folder with the default split: the first 20 % of the
+/// Prepares a dataset folder with the default split: the first 20 % (the paper's) of the
 /// training cases labelled, the rest unlabelled, the test set as found.
 pub fn prepare_folder(
     data: &Path,
@@ -96,7 +95,12 @@ pub fn prepare_folder(
     margin: Xyz<Option<usize>>,
 ) -> Result<()> {
     let ds = Dataset::open(data, OpenOptions { channel: 0 })?;
-    let split = dataset::split(&ds, &LabelledSpec::Fraction(0.2), None, None)?;
+    let split = dataset::split(
+        &ds,
+        &LabelledSpec::Fraction(LabelledSpec::PAPER_FRACTION),
+        None,
+        None,
+    )?;
     let options = PrepareOptions {
         patch,
         margin,

@@ -1,5 +1,5 @@
 //! Whole-volume sliding-window inference timing, the Rust half of
-//! `cargo xtask bench infer` (the PyTorch half is `bench/infer_peer.py`).
+//! `cargo xtask bench infer` (the PyTorch half is `crates/dtml-infer/bench/infer_peer.py`).
 //!
 //! ```text
 //! cargo run --release -p dtml-infer --example bench_infer -- \
@@ -88,11 +88,17 @@ fn main() {
         best = best.min(t.elapsed().as_secs_f64());
         foreground = p.mask.iter().map(|&v| v as usize).sum::<usize>();
     }
-    println!(
-        "{{\"impl\": \"dtml\", \"seconds\": {best:.4}, \"windows\": {windows}, \"size\": {:?}, \"patch\": {:?}, \"stride\": {:?}, \"width\": {width}, \"batch\": {batch}, \"threads\": {}, \"foreground\": {foreground}}}",
-        size.xyz(),
-        patch.xyz(),
-        stride.xyz(),
-        rayon::current_num_threads()
-    );
+    let line = serde_json::json!({
+        "impl": "dtml",
+        "seconds": (best * 1e4).round() / 1e4,
+        "windows": windows,
+        "size": size,
+        "patch": patch,
+        "stride": stride,
+        "width": width,
+        "batch": batch,
+        "threads": rayon::current_num_threads(),
+        "foreground": foreground,
+    });
+    println!("{line}");
 }

@@ -13,6 +13,12 @@ pub enum LabelledSpec {
     List(PathBuf),
 }
 
+impl LabelledSpec {
+    /// The paper's labelled share (16 of 80 LA training cases): the default
+    /// of `dtml prepare`.
+    pub const PAPER_FRACTION: f64 = 0.2;
+}
+
 /// The role of a case in training and evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
