@@ -22,7 +22,7 @@
 //! `dy[co][q] * x[off(ci, tap) + q]`, with `dy` transposed position-major
 //! per block of rows so the reduction vectorises over output channels.
 
-use super::cpu::{Kernel2, SendPtr, apply2};
+use super::cpu::{Kernel2, SendPtr, apply2, linear_grads};
 use super::kernel::{CB, DW_ACC, Real, TILE};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -408,29 +408,16 @@ impl CustomOp2 for Conv3d {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
-        let dx = if x.track_op() {
-            Some(g.apply_op2_no_bwd(
-                w,
-                &Conv3dInputGrad {
-                    padding: self.padding,
-                },
-            )?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            let k = w.dim(2)?;
-            Some(x.apply_op2_no_bwd(
-                &g,
-                &Conv3dWeightGrad {
-                    padding: self.padding,
-                    k,
-                },
-            )?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
+        let padding = self.padding;
+        linear_grads(
+            x,
+            w,
+            || g.apply_op2_no_bwd(w, &Conv3dInputGrad { padding }),
+            || {
+                let k = w.dim(2)?;
+                x.apply_op2_no_bwd(&g, &Conv3dWeightGrad { padding, k })
+            },
+        )
     }
 }
 

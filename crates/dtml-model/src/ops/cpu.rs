@@ -4,7 +4,7 @@
 
 use super::kernel::Real;
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, Layout, Result, Shape, bail};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
 
 /// A two-input CPU computation generic over the float type.
 pub(crate) trait Kernel2 {
@@ -12,6 +12,21 @@ pub(crate) trait Kernel2 {
     fn op_name(&self) -> &'static str;
     /// Computes the output from contiguous inputs of the given shapes.
     fn run<T: Real>(&self, a: &[T], sa: &Shape, b: &[T], sb: &Shape) -> Result<(Vec<T>, Shape)>;
+}
+
+/// The backward pass of an op linear in each of its inputs `x` and `w`:
+/// each gradient is computed (by `dx`, `dw`) only when its input tracks
+/// gradients.
+pub(crate) fn linear_grads(
+    x: &Tensor,
+    w: &Tensor,
+    dx: impl FnOnce() -> Result<Tensor>,
+    dw: impl FnOnce() -> Result<Tensor>,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    Ok((
+        x.track_op().then(dx).transpose()?,
+        w.track_op().then(dw).transpose()?,
+    ))
 }
 
 /// The contiguous values of `s` described by `l`, or an error if strided.

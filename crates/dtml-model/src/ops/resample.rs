@@ -13,7 +13,7 @@
 //! `Down` and `Up` with the same `M` are adjoint, so each is the other's
 //! input gradient, and `PairWGrad` is both weight gradients.
 
-use super::cpu::{Kernel2, SendPtr, apply2};
+use super::cpu::{Kernel2, SendPtr, apply2, linear_grads};
 use super::kernel::Real;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -211,17 +211,12 @@ impl CustomOp2 for Down {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
-        let dx = if x.track_op() {
-            Some(g.apply_op2_no_bwd(w, &Up)?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            Some(g.apply_op2_no_bwd(x, &PairWGrad)?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
+        linear_grads(
+            x,
+            w,
+            || g.apply_op2_no_bwd(w, &Up),
+            || g.apply_op2_no_bwd(x, &PairWGrad),
+        )
     }
 }
 
@@ -293,17 +288,12 @@ impl CustomOp2 for Up {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
-        let dx = if x.track_op() {
-            Some(g.apply_op2_no_bwd(w, &Down)?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(&g, &PairWGrad)?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
+        linear_grads(
+            x,
+            w,
+            || g.apply_op2_no_bwd(w, &Down),
+            || x.apply_op2_no_bwd(&g, &PairWGrad),
+        )
     }
 }
 
@@ -455,17 +445,12 @@ impl CustomOp2 for Conv1x1 {
             bail!("conv1x1: the transposed form is only used inside backward");
         }
         let g = g.contiguous()?;
-        let dx = if x.track_op() {
-            Some(g.apply_op2_no_bwd(w, &Conv1x1 { transpose: true })?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            Some(g.apply_op2_no_bwd(x, &Conv1x1WGrad)?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
+        linear_grads(
+            x,
+            w,
+            || g.apply_op2_no_bwd(w, &Conv1x1 { transpose: true }),
+            || g.apply_op2_no_bwd(x, &Conv1x1WGrad),
+        )
     }
 }
 
