@@ -4,16 +4,16 @@
 //! peak near 5 bytes per voxel means no hidden full-size temporaries.
 use std::time::Instant;
 
+#[derive(clap::Parser)]
+struct Args {
+    /// Volume size x y z.
+    #[arg(num_args = 3, default_values_t = [512, 512, 512])]
+    size: Vec<usize>,
+}
+
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("sizes are integers"))
-        .collect();
-    let [nx, ny, nz] = match args.as_slice() {
-        [] => [512, 512, 512],
-        [x, y, z] => [*x, *y, *z],
-        _ => panic!("give three sizes x y z"),
-    };
+    let args = <Args as clap::Parser>::parse();
+    let [nx, ny, nz] = [args.size[0], args.size[1], args.size[2]];
     let mut mask = vec![0u8; nx * ny * nz];
     let r2 = (nx.min(ny).min(nz) as f64 * 0.35).powi(2);
     for z in 0..nz {

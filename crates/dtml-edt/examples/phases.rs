@@ -1,5 +1,13 @@
-//! Rough per-phase timings (development aid): `cargo run --release -p dtml-edt --example phases`.
+//! Rough per-phase timings (development aid): `cargo run --release -p
+//! dtml-edt --example phases [-- PREFIX]` (only the phases whose label
+//! starts with PREFIX).
 use std::time::Instant;
+
+#[derive(clap::Parser)]
+struct Args {
+    /// Time only the phases whose label starts with this.
+    only: Option<String>,
+}
 
 fn blob(shape: [usize; 3]) -> Vec<u8> {
     let [nz, ny, nx] = shape;
@@ -21,7 +29,7 @@ fn blob(shape: [usize; 3]) -> Vec<u8> {
 }
 
 fn time(label: &str, mut f: impl FnMut()) {
-    if let Some(only) = std::env::args().nth(1)
+    if let Some(only) = <Args as clap::Parser>::parse().only
         && !label.starts_with(&only)
     {
         return;

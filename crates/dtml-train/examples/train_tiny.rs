@@ -9,10 +9,16 @@ use dtml_volume::synthetic::{SyntheticConfig, write_dataset};
 use dtml_volume::{Dataset, LabelledSpec, PrepareOptions, PreparedDataset, Xyz};
 use std::path::PathBuf;
 
+#[derive(clap::Parser)]
+struct Args {
+    /// Folder for the data and the run [default: dtml-train-tiny in the
+    /// temporary folder].
+    out: Option<PathBuf>,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = std::env::args()
-        .nth(1)
-        .map(PathBuf::from)
+    let out = <Args as clap::Parser>::parse()
+        .out
         .unwrap_or_else(|| std::env::temp_dir().join("dtml-train-tiny"));
     // A dataset of 6 training and 1 test case, 32x32x16 voxels.
     let data = out.join("data");
