@@ -2,6 +2,10 @@
 //! PyTorch weights on a scan (golden masks from PyTorch's own sliding
 //! window, `data-fixtures/infer`), header geometry kept, run directories,
 //! prepared and raw test sets, and the bad inputs a user may give.
+//!
+//! One file over 600 lines on purpose: every file under `tests/` is a test
+//! binary of its own that links the whole stack; the two commands share
+//! their fixtures here.
 
 mod common;
 use common::{dtml_err, dtml_ok, s};
