@@ -294,6 +294,19 @@ fn help_shows_every_default_and_choices_are_typed() {
         let entry = &help[at..at + help[at..].find("\n\n").unwrap_or(help.len() - at)];
         assert!(entry.contains(default), "{flag}: {entry}");
     }
+    // Every hyper-parameter that is a flag shows its default.
+    let defaults = serde_json::to_value(dtml_train::TrainConfig::default()).unwrap();
+    let mut flags = 0;
+    for key in defaults.as_object().unwrap().keys() {
+        let flag = format!("--{} <", key.replace('_', "-"));
+        let Some(at) = help.find(&flag) else {
+            continue;
+        };
+        flags += 1;
+        let entry = &help[at..at + help[at..].find("\n\n").unwrap_or(help.len() - at)];
+        assert!(entry.contains("[default: "), "{flag}: {entry}");
+    }
+    assert!(flags >= 20, "only {flags} TrainConfig keys found as flags");
     // A choice outside the enum is refused by the parser, naming the choices
     // (it used to become L1 silently past a check elsewhere).
     let err = dtml_err(&["train", "--sdm-loss", "l2"]);

@@ -127,13 +127,10 @@ pub fn document_defaults(cmd: clap::Command) -> clap::Command {
     cmd.mut_subcommand("train", |mut train| {
         for (key, value) in &defaults {
             let shown = match value {
-                serde_json::Value::Array(items) => items
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                serde_json::Value::String(text) => text.clone(),
-                other => other.to_string(),
+                serde_json::Value::Array(items) => {
+                    items.iter().map(shown).collect::<Vec<_>>().join(",")
+                }
+                other => shown(other),
             };
             if train.get_arguments().any(|a| a.get_id() == key.as_str()) {
                 train = train.mut_arg(key.as_str(), |arg| {
@@ -144,6 +141,22 @@ pub fn document_defaults(cmd: clap::Command) -> clap::Command {
         }
         train
     })
+}
+
+/// A default as `--help` shows it: numbers with a long expansion (the LR
+/// steps 5/12 and 10/12) to six decimals, strings without quotes.
+fn shown(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(v) if n.is_f64() && v.to_string().len() > 8 => {
+                let text = format!("{v:.6}");
+                text.trim_end_matches('0').to_string()
+            }
+            _ => n.to_string(),
+        },
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn build_config(a: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
