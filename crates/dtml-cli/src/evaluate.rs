@@ -5,7 +5,7 @@ use crate::args::int_list;
 use crate::model_args::ModelArgs;
 use crate::progress::bar;
 use anyhow::{Context, Result, bail};
-use dtml_edt::Units;
+use dtml_edt::{EmptyScoring, Units};
 use dtml_infer::evaluate::{EvaluationJob, TestSet, run_evaluation};
 use dtml_infer::shard::{Record, Shard};
 use dtml_volume::dataset::OpenOptions;
@@ -61,6 +61,11 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     } else {
         Units::Millimetres
     };
+    let scoring = if a.reference_scoring {
+        EmptyScoring::Reference
+    } else {
+        EmptyScoring::Exclude
+    };
     let prepared = a.data.join(MANIFEST).is_file();
     if prepared && (a.foreground.is_some() || a.test_list.is_some() || a.channel.is_some()) {
         bail!(
@@ -89,8 +94,8 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     };
     let shard = Shard::resolve(a.shard)?;
     let mut settings = opts.describe();
-    settings["units"] = serde_json::json!(if a.voxels { "voxels" } else { "mm" });
-    settings["reference_scoring"] = serde_json::json!(a.reference_scoring);
+    settings["units"] = serde_json::json!(units);
+    settings["reference_scoring"] = serde_json::json!(scoring == EmptyScoring::Reference);
     settings["foreground"] = serde_json::json!(a.foreground);
     settings["test_list"] = serde_json::json!(a.test_list);
     settings["channel"] = serde_json::json!(a.channel);
@@ -103,7 +108,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         set: &set,
         opts: &opts,
         units,
-        reference_scoring: a.reference_scoring,
+        scoring,
         out: &a.out,
         about: serde_json::json!({
             "model": a.model.paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),

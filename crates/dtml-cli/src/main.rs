@@ -6,7 +6,6 @@ mod distance;
 mod evaluate;
 mod generate;
 mod info;
-mod masks;
 mod metrics;
 mod model_args;
 mod predict;

@@ -2,11 +2,10 @@
 //! references, per case and summarised.
 
 use crate::args::int_list;
-use crate::masks::{read_mask, zyx};
-use anyhow::{Result, bail};
-use dtml_edt::{Units, surface_metrics};
+use anyhow::Result;
+use dtml_edt::{EmptyScoring, Units};
+use dtml_infer::masks::{MaskScoring, score_mask_files};
 use dtml_infer::report::Report;
-use dtml_volume::files::{case_name, volume_files};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -38,72 +37,23 @@ pub struct MetricsArgs {
     foreground: Option<::std::vec::Vec<i64>>,
 }
 
-fn pairs(a: &MetricsArgs) -> Result<Vec<(String, PathBuf, PathBuf)>> {
-    if a.pred.is_file() && a.reference.is_file() {
-        let name = case_name(&a.reference).unwrap_or_else(|| "case".into());
-        return Ok(vec![(name, a.pred.clone(), a.reference.clone())]);
-    }
-    let preds = volume_files(&a.pred)?;
-    let mut out = Vec::new();
-    let mut missing = Vec::new();
-    for r in volume_files(&a.reference)? {
-        let name = case_name(&r).expect("listed volume files have a case name");
-        match preds
-            .iter()
-            .find(|p| case_name(p).as_deref() == Some(name.as_str()))
-        {
-            Some(p) => out.push((name, p.clone(), r)),
-            None => missing.push(name),
-        }
-    }
-    if !missing.is_empty() {
-        bail!(
-            "{}: no prediction for {} reference case(s): {missing:?}",
-            a.pred.display(),
-            missing.len()
-        );
-    }
-    if out.is_empty() {
-        bail!("{}: no reference volumes found", a.reference.display());
-    }
-    Ok(out)
-}
-
 pub fn run(a: MetricsArgs) -> Result<()> {
-    let units = if a.voxels {
-        Units::Voxels
-    } else {
-        Units::Millimetres
+    let how = MaskScoring {
+        foreground: a.foreground.clone(),
+        units: if a.voxels {
+            Units::Voxels
+        } else {
+            Units::Millimetres
+        },
+        voxel_grid: a.voxel_grid,
     };
-    let mut rows = Vec::new();
-    for (name, pred, reference) in pairs(&a)? {
-        let p = read_mask(&pred, a.foreground.as_deref())?;
-        let r = read_mask(&reference, a.foreground.as_deref())?;
-        if p.volume.shape != r.volume.shape {
-            bail!(
-                "{}: shape {:?} differs from reference {} shape {:?}",
-                pred.display(),
-                p.volume.shape,
-                reference.display(),
-                r.volume.shape
-            );
-        }
-        if let Some(how) = p.volume.geometry.difference(&r.volume.geometry)
-            && !a.voxel_grid
-        {
-            bail!(
-                "{}: not on the grid of reference {}: {how}; resample it, or pass --voxel-grid to compare voxel by voxel anyway",
-                pred.display(),
-                reference.display()
-            );
-        }
-        let (shape, spacing) = zyx(&r.volume);
-        rows.push((
-            name,
-            surface_metrics(&p.mask, &r.mask, &shape, &spacing, units)?,
-        ));
-    }
-    let report = Report::new(rows, a.voxels, a.reference_scoring);
+    let scoring = if a.reference_scoring {
+        EmptyScoring::Reference
+    } else {
+        EmptyScoring::Exclude
+    };
+    let rows = score_mask_files(&a.pred, &a.reference, &how)?;
+    let report = Report::new(rows, how.units, scoring);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {

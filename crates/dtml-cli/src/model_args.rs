@@ -91,7 +91,7 @@ impl ModelArgs {
                 shown.join(" + "),
                 c.width,
                 c.in_channels,
-                opts.describe()["student"].as_str().unwrap_or("?"),
+                opts.ensemble,
                 self.device,
                 patch,
                 self.stride

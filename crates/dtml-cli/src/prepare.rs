@@ -45,7 +45,7 @@ pub struct PrepareArgs {
     #[arg(long, value_parser = margin, default_value = MARGIN_DEFAULT)]
     margin: Xyz<Option<usize>>,
     /// Crop of unlabelled and test scans.
-    #[arg(long, value_enum, default_value_t = ScanCrop::NonZero)]
+    #[arg(long, value_enum, default_value_t = PrepareOptions::default().scan_crop)]
     scan_crop: ScanCrop,
     /// Crop every case with a label file to its label box, as the reference code does
     /// (uses labels a real unlabelled scan would not have; for comparison only).

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use dtml_infer::students::{DeviceKind, select_device};
 use dtml_train::collective::{Collective, Solo};
-use dtml_train::config::{DiceName, SdmLossName};
+use dtml_train::config::{DiceVariant, SdmLoss};
 use dtml_train::{Event, Method, TrainConfig, TrainRequest};
 use dtml_volume::{PreparedDataset, Xyz};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -90,10 +90,10 @@ pub struct TrainArgs {
     sdm_weight: Option<f64>,
     /// SDM regression loss of the boundary student.
     #[arg(long, value_enum, help_heading = "Objective")]
-    sdm_loss: Option<SdmLossName>,
+    sdm_loss: Option<SdmLoss>,
     /// Dice denominator.
     #[arg(long, value_enum, help_heading = "Objective")]
-    dice: Option<DiceName>,
+    dice: Option<DiceVariant>,
     /// k of the SDM-to-mask transform sigmoid(-k d); recorded for inference.
     #[arg(long, help_heading = "Objective")]
     sharpness: Option<f64>,
@@ -272,7 +272,7 @@ fn evaluate_demo(run: &Path, data: &Path, out: &Path, device: &candle_core::Devi
         set: &set,
         opts: &loaded.default_options(),
         units: dtml_edt::Units::Millimetres,
-        reference_scoring: false,
+        scoring: dtml_edt::EmptyScoring::Exclude,
         out,
         about: serde_json::json!({ "model": run, "data": data }),
         shard: dtml_infer::shard::Shard::WHOLE,

@@ -4,14 +4,29 @@ use crate::kernel::{self, Finish, Mode};
 use crate::{EdtError, Grid, MaskValue};
 use rayon::prelude::*;
 
-/// Units of the surface distances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Units of the surface distances, named `mm` / `voxels` in files.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::Display,
+    strum::EnumString,
+)]
 pub enum Units {
     /// Physical units of `spacing` (millimetres for medical volumes).
     #[default]
+    #[serde(rename = "mm")]
+    #[strum(to_string = "mm")]
     Millimetres,
     /// Voxel units (spacing ignored), as the published LA tables (medpy
     /// called without `voxelspacing`).
+    #[serde(rename = "voxels")]
+    #[strum(to_string = "voxels")]
     Voxels,
 }
 

@@ -9,8 +9,22 @@
 
 use crate::metrics::{SegmentationMetrics, SurfaceDistances};
 
-/// How cases with an empty prediction or reference enter the summary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How cases with an empty prediction or reference enter the summary,
+/// named `exclude` / `reference` in files.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::Display,
+    strum::EnumString,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum EmptyScoring {
     /// Counted; distances left out of the means (Dice/Jaccard of an empty
     /// prediction against a non-empty reference are 0 and stay in).

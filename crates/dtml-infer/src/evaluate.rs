@@ -12,7 +12,7 @@ use crate::error::{InferError, Result};
 use crate::infer::{InferenceOptions, Students, predict_volume, read_scan};
 use crate::report::Report;
 use crate::shard::Shard;
-use dtml_edt::{SegmentationMetrics, Units, surface_metrics};
+use dtml_edt::{EmptyScoring, SegmentationMetrics, Units, surface_metrics};
 use dtml_volume::dataset::read_list;
 use dtml_volume::prepare::read_label;
 use dtml_volume::{
@@ -279,19 +279,18 @@ impl TestSet {
             }
             _ => return Err(InferError::Other("case of another test set".into())),
         };
-        let mask = dtml_volume::read_volume(mask_path)?;
+        let mask = crate::masks::read_mask(mask_path, None)?;
         let (label, reference, _) = read_label(&label_path, &foreground, None)?;
-        if mask.shape != label.shape || mask.geometry.difference(&label.geometry).is_some() {
+        if mask.volume.shape != label.shape
+            || mask.volume.geometry.difference(&label.geometry).is_some()
+        {
             return Err(InferError::file(
                 mask_path,
                 format!("not on the grid of its label {}", label_path.display()),
             ));
         }
-        let predicted: Vec<u8> = (0..mask.len())
-            .map(|i| (mask.data.get_f64(i) != 0.0) as u8)
-            .collect();
         metrics_of(
-            &predicted,
+            &mask.mask,
             &reference,
             label.shape,
             label.geometry.spacing,
@@ -307,8 +306,8 @@ pub struct EvaluationJob<'a> {
     pub set: &'a TestSet,
     pub opts: &'a InferenceOptions,
     pub units: Units,
-    /// Score empty predictions (0, 0, 0, 0) as the reference script does.
-    pub reference_scoring: bool,
+    /// How empty predictions enter the summary.
+    pub scoring: EmptyScoring,
     pub out: &'a Path,
     /// Extra keys for `metrics.json` (the model, the data).
     pub about: serde_json::Value,
@@ -390,7 +389,7 @@ pub fn run_evaluation(job: &EvaluationJob, on_case: &mut dyn FnMut(&str)) -> Res
         };
         rows.push((id.to_string(), metrics));
     }
-    let report = Report::new(rows, job.units == Units::Voxels, job.reference_scoring);
+    let report = Report::new(rows, job.units, job.scoring);
     let mut json = report.to_json();
     json["inference"] = job.opts.describe();
     json["inference_seconds"] = serde_json::json!(seconds);

@@ -32,6 +32,7 @@
 pub mod error;
 pub mod evaluate;
 pub mod infer;
+pub mod masks;
 pub mod method;
 pub mod report;
 pub mod run;

@@ -6,9 +6,21 @@
 use serde::{Deserialize, Serialize};
 
 /// A training objective.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::IntoStaticStr,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Method {
     /// The paper: `L_A + L_B + lambda * consistency`, one backward pass;
     /// B regresses the SDM and fits `sigmoid(-k d)` to the label.
@@ -23,22 +35,6 @@ pub enum Method {
     Supervised,
 }
 
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Method {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Method, String> {
-        Method::parse(s).ok_or_else(|| {
-            let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
-            format!("unknown method {s:?}; one of {}", names.join(", "))
-        })
-    }
-}
-
 impl Method {
     /// All methods, for help texts.
     pub const ALL: [Method; 4] = [
@@ -48,19 +44,10 @@ impl Method {
         Method::Supervised,
     ];
 
-    /// The name used on the command line and in files.
+    /// The name used on the command line and in files (as `Display`
+    /// writes it and `FromStr` reads it).
     pub fn name(self) -> &'static str {
-        match self {
-            Method::Dtml => "dtml",
-            Method::DtmlReleased => "dtml-released",
-            Method::Dtc => "dtc",
-            Method::Supervised => "supervised",
-        }
-    }
-
-    /// Parses a name as [`Method::name`] writes it.
-    pub fn parse(name: &str) -> Option<Method> {
-        Method::ALL.into_iter().find(|m| m.name() == name)
+        self.into()
     }
 
     /// Number of networks trained: two students or one.

@@ -4,35 +4,31 @@
 //! through `comfy-table`.
 
 use crate::error::{InferError, Result};
-use dtml_edt::{EmptyScoring, MeanStd, SegmentationMetrics, Summary, SurfaceDistances, summarize};
+use dtml_edt::{
+    EmptyScoring, MeanStd, SegmentationMetrics, Summary, SurfaceDistances, Units, summarize,
+};
 use serde_json::{Value, json};
 
 /// Scored cases and their summary.
 pub struct Report {
     pub rows: Vec<(String, SegmentationMetrics)>,
     pub summary: Summary,
-    /// "mm" or "voxels".
-    pub unit: &'static str,
-    pub reference_scoring: bool,
+    pub units: Units,
+    pub scoring: EmptyScoring,
 }
 
 impl Report {
     pub fn new(
         rows: Vec<(String, SegmentationMetrics)>,
-        voxels: bool,
-        reference_scoring: bool,
+        units: Units,
+        scoring: EmptyScoring,
     ) -> Report {
-        let scoring = if reference_scoring {
-            EmptyScoring::Reference
-        } else {
-            EmptyScoring::Exclude
-        };
         let metrics: Vec<SegmentationMetrics> = rows.iter().map(|(_, m)| *m).collect();
         Report {
             summary: summarize(&metrics, scoring),
             rows,
-            unit: if voxels { "voxels" } else { "mm" },
-            reference_scoring,
+            units,
+            scoring,
         }
     }
 
@@ -53,8 +49,8 @@ impl Report {
             .collect();
         let ms = |m: MeanStd| json!({"mean": finite(m.mean), "std": finite(m.std), "n": m.n});
         json!({
-            "units": self.unit,
-            "empty_scoring": if self.reference_scoring { "reference" } else { "exclude" },
+            "units": self.units,
+            "empty_scoring": self.scoring,
             "cases": cases,
             "summary": {
                 "cases": s.cases, "dice": ms(s.dice), "jaccard": ms(s.jaccard), "hd95": ms(s.hd95),
@@ -78,7 +74,7 @@ impl Report {
     /// One row per case, then `mean` and `std` rows; empty fields where a
     /// metric is undefined.
     pub fn to_csv(&self) -> Result<String> {
-        let u = self.unit;
+        let u = self.units;
         let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
         let mut w = csv::Writer::from_writer(Vec::new());
         let csv_err = |e: csv::Error| InferError::Other(format!("writing CSV: {e}"));
@@ -124,7 +120,7 @@ impl Report {
     /// The table `dtml metrics` prints: a row per case, mean and std, and a
     /// line on empty masks when there were any.
     pub fn table(&self) -> String {
-        let unit = self.unit;
+        let unit = self.units;
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
         let mut t = comfy_table::Table::new();
         t.load_preset(comfy_table::presets::NOTHING)
@@ -168,10 +164,9 @@ impl Report {
                 s.empty_prediction,
                 s.empty_reference,
                 s.both_empty,
-                if self.reference_scoring {
-                    "empty predictions scored 0 (reference scoring)"
-                } else {
-                    "left out of the distance means"
+                match self.scoring {
+                    EmptyScoring::Reference => "empty predictions scored 0 (reference scoring)",
+                    EmptyScoring::Exclude => "left out of the distance means",
                 }
             );
         }
@@ -205,7 +200,11 @@ mod tests {
         let b: Vec<u8> = (0..64).map(|i| (i % 8 < 5 && i / 8 < 4) as u8).collect();
         let m = surface_metrics(&a, &b, &[1, 8, 8], &[1.0; 3], Units::Voxels).unwrap();
         let e = surface_metrics(&[0u8; 64], &b, &[1, 8, 8], &[1.0; 3], Units::Voxels).unwrap();
-        let r = Report::new(vec![("a,1".into(), m), ("e".into(), e)], true, false);
+        let r = Report::new(
+            vec![("a,1".into(), m), ("e".into(), e)],
+            Units::Voxels,
+            EmptyScoring::Exclude,
+        );
         let csv = r.to_csv().unwrap();
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 5);

@@ -13,24 +13,30 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Where the networks run (`--device`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::Display,
+    strum::EnumString,
+)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum DeviceKind {
     /// The CPU, with the kernels of `dtml_model::simd`'s tier.
     #[default]
     Cpu,
     /// NVIDIA GPU 0 (a build with `--features cuda`).
     #[cfg_attr(feature = "clap", value(alias = "gpu"))]
+    #[serde(alias = "gpu")]
+    #[strum(to_string = "cuda", serialize = "gpu")]
     Cuda,
-}
-
-impl std::fmt::Display for DeviceKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DeviceKind::Cpu => "cpu",
-            DeviceKind::Cuda => "cuda",
-        })
-    }
 }
 
 /// The candle device of a [`DeviceKind`]; CUDA fails with a reason when

@@ -45,7 +45,21 @@ pub enum LossError {
 }
 
 /// Denominator of the soft Dice loss; both exist in the DTC code family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Named `squared` / `linear` in flags and files.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::Display,
+    strum::EnumString,
+)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum DiceVariant {
     /// `sum(p^2) + sum(y^2)`: the reference `dice_loss`, used for training.
     Squared,
@@ -53,8 +67,21 @@ pub enum DiceVariant {
     Linear,
 }
 
-/// Kind of SDM regression loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Kind of SDM regression loss. Named `l1` / `mse` in flags and files.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::Display,
+    strum::EnumString,
+)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum SdmLoss {
     /// Mean absolute error: DTML's `loss_dis`.
     L1,

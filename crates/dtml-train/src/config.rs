@@ -3,7 +3,7 @@
 
 use crate::error::{Result, TrainError};
 use crate::method::Method;
-use dtml_loss::{DiceVariant, SdmLoss};
+pub use dtml_loss::{DiceVariant, SdmLoss};
 use dtml_volume::Xyz;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -36,8 +36,8 @@ pub struct TrainConfig {
     pub sdm_weight: f64,
     /// Weight of DTC's SDM MSE (`beta` of the DTC code, 0.3).
     pub dtc_beta: f64,
-    pub sdm_loss: SdmLossName,
-    pub dice: DiceName,
+    pub sdm_loss: SdmLoss,
+    pub dice: DiceVariant,
     /// Sharpness `k` of `sigmoid(-k d)`.
     pub sharpness: f64,
     pub seed: u64,
@@ -52,64 +52,6 @@ pub struct TrainConfig {
     /// change it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
-}
-
-/// SDM regression loss by name (`--sdm-loss`, the TOML key `sdm_loss`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
-pub enum SdmLossName {
-    /// Mean absolute error (the paper).
-    L1,
-    /// Mean squared error (DTC's SDM loss).
-    Mse,
-}
-
-/// Soft Dice denominator by name (`--dice`, the TOML key `dice`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
-pub enum DiceName {
-    /// `sum p^2 + sum y^2` (the reference code).
-    Squared,
-    /// `sum p + sum y`.
-    Linear,
-}
-
-impl std::fmt::Display for SdmLossName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SdmLossName::L1 => "l1",
-            SdmLossName::Mse => "mse",
-        })
-    }
-}
-
-impl std::fmt::Display for DiceName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DiceName::Squared => "squared",
-            DiceName::Linear => "linear",
-        })
-    }
-}
-
-impl From<SdmLossName> for SdmLoss {
-    fn from(n: SdmLossName) -> SdmLoss {
-        match n {
-            SdmLossName::L1 => SdmLoss::L1,
-            SdmLossName::Mse => SdmLoss::Mse,
-        }
-    }
-}
-
-impl From<DiceName> for DiceVariant {
-    fn from(n: DiceName) -> DiceVariant {
-        match n {
-            DiceName::Squared => DiceVariant::Squared,
-            DiceName::Linear => DiceVariant::Linear,
-        }
-    }
 }
 
 impl Default for TrainConfig {
@@ -131,8 +73,8 @@ impl Default for TrainConfig {
             consistency: 1.0,
             sdm_weight: 1.0,
             dtc_beta: 0.3,
-            sdm_loss: SdmLossName::L1,
-            dice: DiceName::Squared,
+            sdm_loss: SdmLoss::L1,
+            dice: DiceVariant::Squared,
             sharpness: dtml_loss::SDM_SHARPNESS,
             seed: 1337,
             checkpoint_every: 500,

@@ -5,9 +5,7 @@ use crate::config::TrainConfig;
 use crate::error::Result;
 use crate::method::Method;
 use candle_core::Tensor;
-use dtml_loss::{
-    DiceVariant, SdmLoss, bce_with_logits, consistency, dice_loss, sdm_regression, sdm_to_mask,
-};
+use dtml_loss::{SdmLoss, bce_with_logits, consistency, dice_loss, sdm_regression, sdm_to_mask};
 use dtml_model::VNetOutput;
 
 /// The device-side targets of a batch.
@@ -50,7 +48,7 @@ pub fn objective(
 ) -> Result<Objective> {
     let l = targets.labelled;
     let y = targets.label;
-    let dice_kind: DiceVariant = cfg.dice.into();
+    let dice_kind = cfg.dice;
     let k = cfg.sharpness;
     let region_loss = |seg: &Tensor| -> Result<Tensor> {
         let seg_l = head(seg, l)?;
@@ -72,7 +70,7 @@ pub fn objective(
                 let reg = sdm_regression(
                     &head(&b.sdm, l)?,
                     sdm_target(targets, method)?,
-                    cfg.sdm_loss.into(),
+                    cfg.sdm_loss,
                 )?;
                 parts.push(("sdm_b", reg.clone()));
                 (((reg * cfg.sdm_weight)? + dice_b)?, lambda)
@@ -201,8 +199,12 @@ mod tests {
     #[test]
     fn names_round_trip() {
         for m in Method::ALL {
-            assert_eq!(Method::parse(m.name()), Some(m));
+            assert_eq!(m.name().parse::<Method>(), Ok(m));
+            assert_eq!(m.to_string(), m.name());
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{}\"", m.name()));
         }
-        assert_eq!(Method::parse("mean-teacher"), None);
+        assert!("mean-teacher".parse::<Method>().is_err());
+        assert_eq!("dtml-released".parse(), Ok(Method::DtmlReleased));
     }
 }

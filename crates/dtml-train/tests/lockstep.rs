@@ -447,7 +447,7 @@ fn f32_trajectory() {
         .expect("DTML_LOCKSTEP_DIR: a folder written by make_lockstep_fixture.py --trajectory");
     let g = Golden::load(PathBuf::from(dir));
     for (name, runs) in &g.fixture.runs {
-        let method = Method::parse(name).expect("a method name");
+        let method: Method = name.parse().expect("a method name");
         let cfg = g.config(method);
         let nudged = &g.fixture.nudged[name];
         let mut ours: Vec<(f64, BTreeMap<String, f64>)> = Vec::new();

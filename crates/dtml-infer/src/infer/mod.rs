@@ -22,6 +22,7 @@ use candle_core::{DType, Device, Tensor};
 use dtml_model::VNet;
 use dtml_volume::{ReadOptions, Volume, Xyz, ZScore};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Sharpness `k` of the SDM-to-mask transform `sigmoid(-k d)`.
@@ -37,12 +38,27 @@ pub struct Students<'a> {
 }
 
 /// Which students' probabilities make the prediction (`--student`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Ensemble {
     /// The mean of `p_A` and `q_B` (the method's inference).
     #[default]
     #[cfg_attr(feature = "clap", value(name = "ensemble", alias = "both"))]
+    #[serde(rename = "ensemble", alias = "both")]
+    #[strum(to_string = "ensemble", serialize = "both")]
     Both,
     /// `p_A` alone (what the released test script does).
     Region,
@@ -93,11 +109,7 @@ impl InferenceOptions {
         serde_json::json!({
             "patch": self.patch,
             "stride": self.stride,
-            "student": match self.ensemble {
-                Ensemble::Both => "ensemble",
-                Ensemble::Region => "region",
-                Ensemble::Boundary => "boundary",
-            },
+            "student": self.ensemble,
             "threshold": self.threshold,
             "largest_component": self.largest_component,
             "sharpness": self.sharpness,

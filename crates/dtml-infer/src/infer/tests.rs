@@ -273,3 +273,28 @@ fn bad_options_and_inputs_are_errors() {
     o.ensemble = Ensemble::Boundary;
     assert!(err(&o, &image, shape).contains("boundary student"));
 }
+
+#[test]
+fn choices_read_and_write_one_name() {
+    use crate::students::DeviceKind;
+    for (text, e) in [
+        ("ensemble", Ensemble::Both),
+        ("region", Ensemble::Region),
+        ("boundary", Ensemble::Boundary),
+    ] {
+        assert_eq!(text.parse::<Ensemble>(), Ok(e));
+        assert_eq!(e.to_string(), text);
+        assert_eq!(serde_json::to_value(e).unwrap(), text);
+    }
+    assert_eq!("both".parse::<Ensemble>(), Ok(Ensemble::Both));
+    assert_eq!("gpu".parse::<DeviceKind>(), Ok(DeviceKind::Cuda));
+    assert_eq!(DeviceKind::Cuda.to_string(), "cuda");
+    assert!("tpu".parse::<DeviceKind>().is_err());
+    let units: dtml_edt::Units = "voxels".parse().unwrap();
+    assert_eq!(serde_json::to_value(units).unwrap(), "voxels");
+    assert_eq!(dtml_edt::Units::Millimetres.to_string(), "mm");
+    assert_eq!(dtml_edt::EmptyScoring::Reference.to_string(), "reference");
+    assert_eq!("nonzero".parse(), Ok(dtml_volume::ScanCrop::NonZero));
+    assert_eq!("mse".parse(), Ok(dtml_loss::SdmLoss::Mse));
+    assert_eq!(dtml_loss::DiceVariant::Squared.to_string(), "squared");
+}

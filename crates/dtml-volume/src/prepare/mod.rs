@@ -33,11 +33,24 @@ pub use label::{binarize, read_label};
 pub const PAPER_PATCH: Xyz<usize> = Xyz::new(112, 112, 80);
 
 /// How unlabelled and test scans are cropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ScanCrop {
     /// To the bounding box of non-zero intensities (plus the margin).
+    #[default]
     #[cfg_attr(feature = "clap", value(name = "nonzero"))]
     NonZero,
     /// Not cropped.
@@ -119,7 +132,7 @@ impl Default for PrepareOptions {
             patch: PAPER_PATCH,
             margin: Xyz::new(Some(15), Some(15), None),
             foreground: vec![1],
-            scan_crop: ScanCrop::NonZero,
+            scan_crop: ScanCrop::default(),
             reference_crop: false,
         }
     }
