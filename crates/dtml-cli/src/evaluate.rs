@@ -122,13 +122,11 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         .with_context(|| format!("evaluating {} into {}", a.data.display(), a.out.display()))?;
     pb.finish_and_clear();
     println!("{}", done.report.table());
+    let stem = dtml_infer::outputs::metrics_stem(done.complete, shard);
     let written = if done.complete {
-        "metrics.csv and metrics.json (all cases)".to_string()
+        format!("{stem}.csv and {stem}.json (all cases)")
     } else {
-        format!(
-            "metrics-shard-{}-of-{}.* (this shard; the last shard to finish writes metrics.csv)",
-            shard.index, shard.count
-        )
+        format!("{stem}.* (this shard; the last shard to finish writes the merged table)")
     };
     tracing::info!(
         "{} case(s) scored ({:.1} s of inference); masks and {written} in {}",

@@ -2,11 +2,10 @@
 
 use crate::model_args::ModelArgs;
 use crate::progress::bar;
-use anyhow::{Context, Result, bail};
-use dtml_infer::infer::{predict_volume, read_scan};
+use anyhow::{Context, Result};
+use dtml_infer::predict::{PredictionEvent, PredictionJob, run_prediction};
 use dtml_infer::shard::{Record, Shard};
-use dtml_volume::{Volume, VoxelData, write_mask, write_nifti};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct PredictArgs {
@@ -41,13 +40,6 @@ pub struct PredictArgs {
     overwrite: bool,
 }
 
-fn same_path(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
 pub fn run(a: PredictArgs) -> Result<()> {
     let shard = Shard::resolve(a.shard)?;
     let cases = shard.select(dtml_volume::files::scan_cases(&a.input)?);
@@ -55,7 +47,6 @@ pub fn run(a: PredictArgs) -> Result<()> {
     dtml_volume::atomic::check_writable(&a.out)
         .with_context(|| format!("--out {} is not writable", a.out.display()))?;
     let (loaded, opts) = a.model.load(a.disagreement)?;
-    let students = loaded.students();
     let mut settings = opts.describe();
     settings["channel"] = serde_json::json!(a.channel);
     settings["probability"] = serde_json::json!(a.probability);
@@ -64,75 +55,48 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let keep = record
         .claim(&a.out, shard, a.overwrite)
         .with_context(|| format!("--out {}", a.out.display()))?;
-    let outputs = |case: &str| -> Vec<PathBuf> {
-        let mut files = vec![a.out.join(format!("{case}.nii.gz"))];
-        if a.disagreement {
-            files.push(a.out.join(format!("{case}_disagreement.nii.gz")));
-        }
-        if a.probability {
-            files.push(a.out.join(format!("{case}_probability.nii.gz")));
-        }
-        files
+    let job = PredictionJob {
+        students: &loaded.students(),
+        opts: &opts,
+        cases,
+        channel: a.channel,
+        out: &a.out,
+        probability: a.probability,
+        keep,
     };
-    let (done, cases): (Vec<_>, Vec<_>) = cases
-        .into_iter()
-        .partition(|(case, _)| keep && outputs(case).iter().all(|p| p.is_file()));
-    if !done.is_empty() {
-        tracing::info!(
-            "shard {shard}: {} scan(s) already segmented in {} by this model, {} to go",
-            done.len(),
-            a.out.display(),
-            cases.len()
-        );
-    }
-    for (case, scan) in &cases {
-        let out = a.out.join(format!("{case}.nii.gz"));
-        if same_path(&out, scan) {
-            bail!(
-                "{}: the mask would overwrite its own scan; choose another --out",
-                scan.display()
-            );
-        }
-    }
-    let pb = bar(cases.len(), "predicting");
     let start = std::time::Instant::now();
-    for (case, scan) in &cases {
-        let t = std::time::Instant::now();
-        let (volume, image) = read_scan(scan, a.channel)?;
-        let p = predict_volume(&students, &image, volume.shape, &opts)
-            .with_context(|| format!("predicting {}", scan.display()))?;
-        let out = a.out.join(format!("{case}.nii.gz"));
-        let foreground = p.mask.iter().map(|&v| v as usize).sum::<usize>();
-        write_mask(&out, p.mask, &volume).with_context(|| format!("writing {}", out.display()))?;
-        let f32_map = |values: Vec<f32>, suffix: &str| -> Result<()> {
-            let path = a.out.join(format!("{case}_{suffix}.nii.gz"));
-            let v = Volume::new(
-                VoxelData::F32(values),
-                volume.shape,
-                volume.geometry.clone(),
-            )?;
-            write_nifti(&path, &v).with_context(|| format!("writing {}", path.display()))
-        };
-        if let Some(d) = p.disagreement {
-            f32_map(d, "disagreement")?;
+    let mut pb = None;
+    let segmented = run_prediction(&job, &mut |event| match event {
+        PredictionEvent::Started { done, to_do } => {
+            if done > 0 {
+                tracing::info!(
+                    "shard {shard}: {done} scan(s) already segmented in {} by this model, {to_do} to go",
+                    a.out.display()
+                );
+            }
+            pb = Some(bar(to_do, "predicting"));
         }
-        if a.probability {
-            f32_map(p.probability, "probability")?;
+        PredictionEvent::Case {
+            case,
+            shape,
+            foreground_voxels,
+            seconds,
+        } => {
+            let Some(pb) = &pb else { return };
+            pb.suspend(|| {
+                tracing::info!(
+                    "{case}: {shape:?} voxels, {foreground_voxels} foreground ({:.1} %), {seconds:.1} s",
+                    100.0 * foreground_voxels as f64 / shape.voxels() as f64
+                )
+            });
+            pb.inc(1);
         }
-        pb.suspend(|| {
-            tracing::info!(
-                "{case}: {:?} voxels, {foreground} foreground ({:.1} %), {:.1} s",
-                volume.shape,
-                100.0 * foreground as f64 / volume.len() as f64,
-                t.elapsed().as_secs_f64()
-            )
-        });
-        pb.inc(1);
+    })?;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
     }
-    pb.finish_and_clear();
     tracing::info!(
-        "predicted {} scan(s) into {} in {:.1} s",
-        cases.len(),
+        "predicted {segmented} scan(s) into {} in {:.1} s",
         a.out.display(),
         start.elapsed().as_secs_f64()
     );

@@ -342,7 +342,7 @@ pub fn run_evaluation(job: &EvaluationJob, on_case: &mut dyn FnMut(&str)) -> Res
         ));
     }
     dtml_volume::atomic::check_writable(job.out)?;
-    let mask_of = |id: &str| job.out.join(format!("{id}.nii.gz"));
+    let mask_of = |id: &str| crate::outputs::mask_file(job.out, id);
     let mut fresh = std::collections::HashMap::new();
     let mut seconds = 0.0;
     let mine: Vec<&Case> = job.shard.select(all.iter());
@@ -400,11 +400,7 @@ pub fn run_evaluation(job: &EvaluationJob, on_case: &mut dyn FnMut(&str)) -> Res
             json[k] = v.clone();
         }
     }
-    let stem = if complete {
-        "metrics".to_string()
-    } else {
-        format!("metrics-shard-{}-of-{}", job.shard.index, job.shard.count)
-    };
+    let stem = crate::outputs::metrics_stem(complete, job.shard);
     let text = serde_json::to_string_pretty(&json).map_err(|e| InferError::Other(e.to_string()))?;
     dtml_volume::atomic::write_bytes_atomic(
         &job.out.join(format!("{stem}.csv")),

@@ -1,11 +1,13 @@
 //! Inference with trained students, and nothing of training: sliding-window
 //! prediction of whole scans through one or both V-Nets, the two-student
-//! ensemble, threshold and largest component ([`infer`]); run directories
-//! (`run.json`) and weight files, ours or the authors' `.pth`
-//! ([`run`], [`students`]); and scoring predictions against label files
-//! over a dataset or a prepared cache, with the report as a table, CSV
-//! and JSON ([`evaluate`], [`report`]). A user who only
-//! predicts or scores depends on this crate, not on the trainer.
+//! ensemble, threshold and largest component ([`infer`]); segmenting a
+//! folder of scans into masks and maps ([`predict`], [`outputs`]); run
+//! directories (`run.json`) and weight files, ours or the authors' `.pth`
+//! ([`run`], [`students`]); scoring predictions against label files over a
+//! dataset or a prepared cache, with the report as a table, CSV and JSON
+//! ([`evaluate`], [`report`]); mask files scored against references and
+//! turned into distance maps ([`masks`]). A user who only predicts or
+//! scores depends on this crate, not on the trainer.
 //!
 //! ```
 //! use candle_core::{DType, Device};
@@ -34,6 +36,8 @@ pub mod evaluate;
 pub mod infer;
 pub mod masks;
 pub mod method;
+pub mod outputs;
+pub mod predict;
 pub mod report;
 pub mod run;
 pub mod shard;

@@ -1,0 +1,53 @@
+//! The names of the files `predict` and `evaluate` write into an output
+//! folder, defined once.
+
+use crate::shard::Shard;
+use std::path::{Path, PathBuf};
+
+/// The predicted mask of `case`: `<case>.nii.gz` (u8, 0/1).
+pub fn mask_file(out: &Path, case: &str) -> PathBuf {
+    out.join(format!("{case}.nii.gz"))
+}
+
+/// An f32 map written beside a mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display)]
+#[strum(serialize_all = "lowercase")]
+pub enum MapKind {
+    /// `|p_A - q_B|` averaged over the windows.
+    Disagreement,
+    /// The averaged foreground probability.
+    Probability,
+}
+
+/// `<case>_<kind>.nii.gz`.
+pub fn map_file(out: &Path, case: &str, kind: MapKind) -> PathBuf {
+    out.join(format!("{case}_{kind}.nii.gz"))
+}
+
+/// The stem of the metrics files (`.csv`, `.json`): `metrics` when they
+/// cover every case, else `metrics-shard-K-of-N` for one shard's cases.
+pub fn metrics_stem(complete: bool, shard: Shard) -> String {
+    if complete {
+        "metrics".into()
+    } else {
+        format!("metrics-shard-{}-of-{}", shard.index, shard.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let out = Path::new("o");
+        assert_eq!(mask_file(out, "la_001"), Path::new("o/la_001.nii.gz"));
+        assert_eq!(
+            map_file(out, "a", MapKind::Disagreement),
+            Path::new("o/a_disagreement.nii.gz")
+        );
+        let shard = Shard { index: 2, count: 8 };
+        assert_eq!(metrics_stem(false, shard), "metrics-shard-2-of-8");
+        assert_eq!(metrics_stem(true, shard), "metrics");
+    }
+}
