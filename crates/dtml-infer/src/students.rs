@@ -301,3 +301,15 @@ pub fn load_models(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DeviceKind;
+
+    #[test]
+    fn device_names() {
+        assert_eq!("gpu".parse::<DeviceKind>(), Ok(DeviceKind::Cuda));
+        assert_eq!(DeviceKind::Cuda.to_string(), "cuda");
+        assert!("tpu".parse::<DeviceKind>().is_err());
+    }
+}

@@ -276,7 +276,6 @@ fn bad_options_and_inputs_are_errors() {
 
 #[test]
 fn choices_read_and_write_one_name() {
-    use crate::students::DeviceKind;
     for (text, e) in [
         ("ensemble", Ensemble::Both),
         ("region", Ensemble::Region),
@@ -287,9 +286,6 @@ fn choices_read_and_write_one_name() {
         assert_eq!(serde_json::to_value(e).unwrap(), text);
     }
     assert_eq!("both".parse::<Ensemble>(), Ok(Ensemble::Both));
-    assert_eq!("gpu".parse::<DeviceKind>(), Ok(DeviceKind::Cuda));
-    assert_eq!(DeviceKind::Cuda.to_string(), "cuda");
-    assert!("tpu".parse::<DeviceKind>().is_err());
     let units: dtml_edt::Units = "voxels".parse().unwrap();
     assert_eq!(serde_json::to_value(units).unwrap(), "voxels");
     assert_eq!(dtml_edt::Units::Millimetres.to_string(), "mm");
