@@ -329,7 +329,7 @@ fn metrics_refuse_masks_on_different_grids_unless_asked() {
         &mask_volume(shape, Geometry::from_spacing(Xyz::splat(1.0)), blob),
     )
     .unwrap();
-    let moved = Geometry::from_spacing(Xyz::splat(1.0)).shifted([50, 0, 0]);
+    let moved = Geometry::from_spacing(Xyz::splat(1.0)).shifted(Xyz::new(50, 0, 0));
     let mut flipped_affine = Geometry::from_spacing(Xyz::splat(1.0)).affine;
     flipped_affine[1][1] = -1.0;
     for (name, geometry, needle) in [

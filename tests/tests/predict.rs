@@ -253,6 +253,7 @@ fn fake_run(dir: &Path, patch: Xyz<usize>, width_in_json: usize) {
         students,
         iteration: 100,
         sharpness: 1500.0,
+        channel: None,
     }
     .write(dir)
     .unwrap();
@@ -501,6 +502,27 @@ fn bad_inputs_are_clear_errors() {
     args.extend(WINDOW);
     dtml_ok(&args);
     assert!(out.join("four.nii.gz").is_file());
+    // A run that trained on channel 1 reads that channel by default.
+    let run = dir.path().join("run-channel");
+    fake_run(&run, Xyz::splat(16), 2);
+    let info = run.join("run.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
+    json["channel"] = serde_json::json!(1);
+    std::fs::write(&info, json.to_string()).unwrap();
+    let out4 = dir.path().join("out-channel");
+    let mut args = vec![
+        "predict",
+        "--model",
+        s(&run),
+        "--input",
+        s(&four),
+        "--out",
+        s(&out4),
+    ];
+    args.extend(WINDOW);
+    dtml_ok(&args);
+    assert!(out4.join("four.nii.gz").is_file());
     // Weights that are not a V-Net, and a run whose weights have the wrong shape.
     let err = predict(&fixtures().join("ops/ops.safetensors"), scan(), &[]);
     assert!(

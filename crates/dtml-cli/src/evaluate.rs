@@ -39,7 +39,8 @@ pub struct EvaluateArgs {
     /// imagesTs / test.list).
     #[arg(long)]
     test_list: Option<PathBuf>,
-    /// Image channel of a multi-channel dataset folder.
+    /// Image channel of a multi-channel dataset folder [default: the
+    /// channel the run trained on, else 0].
     #[arg(long)]
     channel: Option<usize>,
     /// Predict only part K of N of the test cases (sorted by id, round
@@ -80,7 +81,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         let ds = Dataset::open(
             &a.data,
             OpenOptions {
-                channel: a.channel.unwrap_or(0),
+                channel: a.channel.or(loaded.channel()).unwrap_or(0),
             },
         )?;
         // --foreground, else the run's, else the layout's.

@@ -13,7 +13,8 @@ pub struct InfoArgs {
     /// in use (DTML_CPU=avx512|avx2|neon|portable forces one) and threads.
     #[arg(long, conflicts_with = "channel")]
     system: bool,
-    /// Volume of a 4D file to read.
+    /// Volume of a 4D file to read (0-based) [default: none: a file of
+    /// several volumes is refused without it].
     #[arg(long)]
     channel: Option<usize>,
     /// Print JSON instead of text.

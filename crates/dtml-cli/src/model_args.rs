@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, bail};
 use dtml_infer::students::{DeviceKind, LoadedStudents, load_models, select_device};
 use dtml_infer::{Ensemble, InferenceOptions, StudentRole};
+use dtml_model::vnet::SIZE_MULTIPLE;
 use dtml_volume::Xyz;
 use dtml_volume::prepare::PAPER_PATCH;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ pub struct ModelArgs {
     #[arg(long, required = true, num_args = 1)]
     model: Vec<PathBuf>,
     #[arg(long, help = format!(
-        "Sliding-window patch x,y,z, multiples of 16 [default: the run's training patch, else the paper's {PAPER_PATCH}]"
+        "Sliding-window patch x,y,z, multiples of {SIZE_MULTIPLE} [default: the run's training patch, else the paper's {PAPER_PATCH}]"
     ))]
     patch: Option<Xyz<usize>>,
     /// Sliding-window strides x,y,z in voxels.

@@ -25,7 +25,8 @@ pub struct PredictArgs {
     /// Also write <case>_probability.nii.gz: the averaged foreground probability (f32).
     #[arg(long)]
     probability: bool,
-    /// Volume of a 4D scan to segment (0-based).
+    /// Volume of a 4D scan to segment (0-based) [default: the channel the
+    /// run trained on, else 0].
     #[arg(long)]
     channel: Option<usize>,
     /// Segment only part K of N of the sorted scans (round robin), e.g. 2/8
@@ -48,7 +49,8 @@ pub fn run(a: PredictArgs) -> Result<()> {
         .with_context(|| format!("--out {} is not writable", a.out.display()))?;
     let (loaded, opts) = a.model.load(a.disagreement)?;
     let mut settings = opts.describe();
-    settings["channel"] = serde_json::json!(a.channel);
+    let channel = a.channel.or(loaded.channel());
+    settings["channel"] = serde_json::json!(channel);
     settings["probability"] = serde_json::json!(a.probability);
     settings["disagreement"] = serde_json::json!(a.disagreement);
     let record = Record::new("predict", a.model.paths(), &a.input, settings);
@@ -59,7 +61,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         students: &loaded.students(),
         opts: &opts,
         cases,
-        channel: a.channel,
+        channel,
         out: &a.out,
         probability: a.probability,
         keep,

@@ -46,8 +46,7 @@ pub struct TrainArgs {
     /// Unlabelled patches per batch.
     #[arg(long, help_heading = "Schedule")]
     unlabelled_batch: Option<usize>,
-    /// Patch size x,y,z (multiples of 16).
-    #[arg(long, help_heading = "Schedule")]
+    #[arg(long, help_heading = "Schedule", help = format!("Patch size x,y,z (multiples of {})", dtml_model::vnet::SIZE_MULTIPLE))]
     patch: Option<Xyz<usize>>,
     /// Seed of every random stream (initialisation, batches, augmentation, dropout).
     #[arg(long, help_heading = "Schedule")]

@@ -56,6 +56,11 @@ pub struct RunInfo {
     /// the paper's 1500).
     #[serde(default = "paper_sharpness")]
     pub sharpness: f64,
+    /// The volume of multi-channel scans the students were trained on,
+    /// which prediction reads unless told otherwise (`None`: single-channel
+    /// scans, or a run written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<usize>,
 }
 
 fn paper_sharpness() -> f64 {

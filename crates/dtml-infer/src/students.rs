@@ -104,6 +104,11 @@ impl LoadedStudents {
         self.run.as_ref().map(|r| r.patch)
     }
 
+    /// The scan channel the run trained on, if it recorded one.
+    pub fn channel(&self) -> Option<usize> {
+        self.run.as_ref().and_then(|r| r.channel)
+    }
+
     /// Inference settings these students call for unless told otherwise:
     /// the run's training patch and SDM sharpness (else the defaults), the
     /// ensemble when there are two students, else the one there is.
@@ -116,11 +121,7 @@ impl LoadedStudents {
                 .run
                 .as_ref()
                 .map_or(defaults.sharpness, |r| r.sharpness as f32),
-            ensemble: match (s.region.is_some(), s.boundary.is_some()) {
-                (true, true) => Ensemble::Both,
-                (true, false) => Ensemble::Region,
-                _ => Ensemble::Boundary,
-            },
+            ensemble: Ensemble::of(&s),
             ..defaults
         }
     }

@@ -177,6 +177,7 @@ fn run_dir(dir: &Path, students: &[(StudentRole, &VNet, &str)]) {
             .collect(),
         iteration: 10,
         sharpness: 1500.0,
+        channel: None,
     }
     .write(dir)
     .unwrap();
@@ -283,6 +284,7 @@ fn bad_students_are_clear_errors() {
         }],
         iteration: 1,
         sharpness: 1500.0,
+        channel: None,
     };
     info.write(dir.path()).unwrap();
     let err = load_run(dir.path(), &Device::Cpu)

@@ -79,7 +79,7 @@ impl Default for TrainConfig {
             seed: 1337,
             checkpoint_every: 500,
             validate_every: 0,
-            validation_stride: Xyz::new(18, 18, 4),
+            validation_stride: dtml_infer::infer::PAPER_STRIDE,
             threads: None,
         }
     }

@@ -111,7 +111,7 @@ impl Geometry {
     /// The geometry of a sub-grid whose voxel (0, 0, 0) is voxel `offset` of
     /// this one (negative offsets describe padding). Header codes, spacing
     /// and orientation are kept; only the translations move.
-    pub fn shifted(&self, offset: [i64; 3]) -> Geometry {
+    pub fn shifted(&self, offset: Xyz<i64>) -> Geometry {
         let mut out = self.clone();
         let o = offset.map(|v| v as f64);
         for r in 0..3 {
@@ -355,7 +355,7 @@ mod tests {
     #[test]
     fn shifted_moves_origin_along_axes() {
         let g = Geometry::from_spacing(Xyz::new(0.5, 1.0, 2.0));
-        let s = g.shifted([2, -1, 3]);
+        let s = g.shifted(Xyz::new(2, -1, 3));
         assert_eq!(s.affine[0][3], 1.0);
         assert_eq!(s.affine[1][3], -1.0);
         assert_eq!(s.affine[2][3], 6.0);

@@ -342,7 +342,12 @@ fn bad_datasets_give_clear_errors() {
     write_nifti(&root.join("labelsTr/c_001.nii.gz"), &small).unwrap();
     expect_prepare_error(&root, &out, "label shape (x 2, y 2, z 2) differs");
     let (_, lab) = case([4, 5, 3], 1);
-    let moved = Volume::new(lab.data.clone(), SHAPE, geometry().shifted([1, 0, 0])).unwrap();
+    let moved = Volume::new(
+        lab.data.clone(),
+        SHAPE,
+        geometry().shifted(Xyz::new(1, 0, 0)),
+    )
+    .unwrap();
     write_nifti(&root.join("labelsTr/c_001.nii.gz"), &moved).unwrap();
     expect_prepare_error(&root, &out, "label affine");
     // Non-integer labels.

@@ -66,6 +66,22 @@ pub enum Ensemble {
     Boundary,
 }
 
+/// The reference test script's window step (x, y, z): the default of
+/// inference and of validation during training.
+pub const PAPER_STRIDE: Xyz<usize> = Xyz::new(18, 18, 4);
+
+impl Ensemble {
+    /// What a set of students predicts with unless told otherwise: both
+    /// when there are two, else the one there is.
+    pub fn of(students: &Students) -> Ensemble {
+        match (students.region.is_some(), students.boundary.is_some()) {
+            (true, true) => Ensemble::Both,
+            (true, false) => Ensemble::Region,
+            _ => Ensemble::Boundary,
+        }
+    }
+}
+
 /// Settings of [`predict_volume`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct InferenceOptions {
@@ -92,7 +108,7 @@ impl Default for InferenceOptions {
     fn default() -> Self {
         InferenceOptions {
             patch: dtml_volume::prepare::PAPER_PATCH,
-            stride: Xyz::new(18, 18, 4),
+            stride: PAPER_STRIDE,
             batch: 2,
             ensemble: Ensemble::Both,
             threshold: 0.5,

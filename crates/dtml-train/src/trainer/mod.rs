@@ -221,7 +221,7 @@ impl Session<'_> {
             let improved = best.is_none_or(|(_, d)| dice > d);
             if improved {
                 *best = Some((done, dice));
-                export(run_dir, cfg, self.nets, done, self.foreground())?;
+                export(run_dir, cfg, self.nets, done, self.req.data)?;
             }
             on_event(Event::Validated {
                 iteration: done,
@@ -274,7 +274,7 @@ impl Session<'_> {
             });
         }
         let run = if best.is_none() {
-            export(run_dir, cfg, self.nets, cfg.iterations, self.foreground())
+            export(run_dir, cfg, self.nets, cfg.iterations, self.req.data)
         } else {
             RunInfo::read(run_dir).map_err(Into::into)
         };
@@ -302,9 +302,5 @@ impl Session<'_> {
             best,
             weights_digest,
         })
-    }
-
-    fn foreground(&self) -> &[i64] {
-        &self.req.data.manifest.options.foreground
     }
 }

@@ -21,11 +21,7 @@ pub(super) fn inference_setup<'a>(
         patch: cfg.patch,
         stride: cfg.validation_stride,
         sharpness: cfg.sharpness as f32,
-        ensemble: if nets.len() == 2 {
-            Ensemble::Both
-        } else {
-            Ensemble::Region
-        },
+        ensemble: Ensemble::of(&students),
         ..InferenceOptions::default()
     };
     (students, opts)
@@ -82,7 +78,7 @@ pub(super) fn export(
     cfg: &TrainConfig,
     nets: &[&VNet],
     iteration: usize,
-    foreground: &[i64],
+    data: &PreparedDataset,
 ) -> Result<RunInfo> {
     let mut students = Vec::new();
     for (net, role) in nets.iter().zip(roles(cfg)) {
@@ -102,10 +98,11 @@ pub(super) fn export(
         method: cfg.method,
         network: nets[0].config().clone(),
         patch: cfg.patch,
-        foreground: foreground.to_vec(),
+        foreground: data.manifest.options.foreground.clone(),
         students,
         iteration,
         sharpness: cfg.sharpness,
+        channel: data.cases(Role::Labelled).find_map(|c| c.channel),
     };
     info.write(run_dir)?;
     Ok(info)

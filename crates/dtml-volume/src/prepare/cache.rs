@@ -72,8 +72,9 @@ impl CaseRecord {
 
     /// Geometry of the prepared grid (its voxel (0,0,0) in world space).
     pub fn prepared_geometry(&self) -> Geometry {
-        let off: [i64; 3] =
-            std::array::from_fn(|a| self.crop_start[a] as i64 - self.pad_before[a] as i64);
+        let off = self
+            .crop_start
+            .zip_with(self.pad_before, |c, p| c as i64 - p as i64);
         self.original_geometry.shifted(off)
     }
 }
