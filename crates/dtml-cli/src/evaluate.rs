@@ -25,34 +25,34 @@ pub struct EvaluateArgs {
     #[arg(long)]
     out: PathBuf,
     /// Distances in voxels (as published tables) instead of mm.
-    #[arg(long)]
+    #[arg(long, help_heading = "Scoring")]
     voxels: bool,
     /// Score an empty prediction as (0, 0, 0, 0) like the reference script
     /// (by default it is counted and left out of the distance means).
-    #[arg(long)]
+    #[arg(long, help_heading = "Scoring")]
     reference_scoring: bool,
     /// Foreground label value(s) of a dataset folder's labels [default: the
     /// run's, else 1; 255 for LA]. A prepared folder uses its manifest's.
-    #[arg(long, value_parser = int_list)]
+    #[arg(long, value_parser = int_list, help_heading = "Dataset folders")]
     foreground: Option<::std::vec::Vec<i64>>,
     /// File listing the test case ids of a dataset folder (instead of
     /// imagesTs / test.list).
-    #[arg(long)]
+    #[arg(long, help_heading = "Dataset folders")]
     test_list: Option<PathBuf>,
     /// Image channel of a multi-channel dataset folder [default: the
     /// channel the run trained on, else 0].
-    #[arg(long)]
+    #[arg(long, help_heading = "Dataset folders")]
     channel: Option<usize>,
     /// Predict only part K of N of the test cases (sorted by id, round
     /// robin), e.g. 2/8 [default: from a Slurm job array, else all]; masks
     /// already in --out from the same model and settings are kept. The
     /// shard that finds every mask present writes metrics.csv/json for all
     /// cases; the others write metrics-shard-K-of-N.*.
-    #[arg(long)]
+    #[arg(long, help_heading = "Cohorts and resumption")]
     shard: Option<Shard>,
     /// Redo every case even if --out holds finished ones, or ones of
     /// another model.
-    #[arg(long)]
+    #[arg(long, help_heading = "Cohorts and resumption")]
     overwrite: bool,
 }
 

@@ -14,33 +14,33 @@ pub struct ModelArgs {
     /// A run directory (run.json), or a weight file: our .safetensors or a
     /// PyTorch .pth of the UA-MT/DTC/DTML V-Net. Give two weight files for
     /// the two students (region, then boundary).
-    #[arg(long, required = true, num_args = 1)]
+    #[arg(long, required = true, num_args = 1, help_heading = "Model")]
     model: Vec<PathBuf>,
     #[arg(long, help = format!(
         "Sliding-window patch x,y,z, multiples of {SIZE_MULTIPLE} [default: the run's training patch, else the paper's {PAPER_PATCH}]"
-    ))]
+    ), help_heading = "Sliding window")]
     patch: Option<Xyz<usize>>,
     /// Sliding-window strides x,y,z in voxels.
-    #[arg(long, default_value_t = InferenceOptions::default().stride)]
+    #[arg(long, default_value_t = InferenceOptions::default().stride, help_heading = "Sliding window")]
     stride: Xyz<usize>,
     /// Windows per forward pass.
-    #[arg(long, default_value_t = InferenceOptions::default().batch)]
+    #[arg(long, default_value_t = InferenceOptions::default().batch, help_heading = "Sliding window")]
     batch: usize,
     /// Which students predict: the ensemble (mean of both), region or
     /// boundary [default: ensemble with two students, else the one given;
     /// a single weight file is the region student unless this says boundary].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help_heading = "Prediction")]
     student: Option<Ensemble>,
     /// Foreground where the averaged probability is above this.
-    #[arg(long, default_value_t = InferenceOptions::default().threshold)]
+    #[arg(long, default_value_t = InferenceOptions::default().threshold, help_heading = "Prediction")]
     threshold: f32,
     /// Keep every connected component (by default only the largest,
     /// 26-connected, is kept).
-    #[arg(long)]
+    #[arg(long, help_heading = "Prediction")]
     no_largest_component: bool,
     /// Device to run the networks on: cpu, or cuda (GPU 0; needs a build
     /// with --features cuda).
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu, help_heading = "Model")]
     device: DeviceKind,
 }
 

@@ -20,10 +20,10 @@ pub struct PredictArgs {
     out: PathBuf,
     /// Also write <case>_disagreement.nii.gz: |p_A - q_B| averaged over the
     /// windows (f32; needs two students).
-    #[arg(long)]
+    #[arg(long, help_heading = "Outputs")]
     disagreement: bool,
     /// Also write <case>_probability.nii.gz: the averaged foreground probability (f32).
-    #[arg(long)]
+    #[arg(long, help_heading = "Outputs")]
     probability: bool,
     /// Volume of a 4D scan to segment (0-based) [default: the channel the
     /// run trained on, else 0].
@@ -33,11 +33,11 @@ pub struct PredictArgs {
     /// [default: from SLURM_ARRAY_TASK_ID / _MIN / _COUNT in a Slurm job
     /// array, else all]. Masks already in --out from the same model and
     /// settings are kept, so a killed shard continues where it stopped.
-    #[arg(long)]
+    #[arg(long, help_heading = "Cohorts and resumption")]
     shard: Option<Shard>,
     /// Redo every mask even if --out holds finished ones, or masks of
     /// another model.
-    #[arg(long)]
+    #[arg(long, help_heading = "Cohorts and resumption")]
     overwrite: bool,
 }
 

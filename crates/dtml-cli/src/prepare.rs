@@ -21,35 +21,35 @@ pub struct PrepareArgs {
     #[arg(long)]
     out: PathBuf,
     /// Number of labelled training cases (the first N in the dataset's order).
-    #[arg(long, conflicts_with_all = ["labelled_fraction", "labelled_list"])]
+    #[arg(long, conflicts_with_all = ["labelled_fraction", "labelled_list"], help_heading = "Split")]
     labelled: Option<usize>,
     /// Fraction of training cases that are labelled.
-    #[arg(long, conflicts_with = "labelled_list", default_value_t = LabelledSpec::PAPER_FRACTION)]
+    #[arg(long, conflicts_with = "labelled_list", default_value_t = LabelledSpec::PAPER_FRACTION, help_heading = "Split")]
     labelled_fraction: f64,
     /// File listing the labelled case ids, one per line.
-    #[arg(long)]
+    #[arg(long, help_heading = "Split")]
     labelled_list: Option<PathBuf>,
     /// File listing validation case ids (held out of training).
-    #[arg(long)]
+    #[arg(long, help_heading = "Split")]
     validation_list: Option<PathBuf>,
     /// File listing test case ids (instead of imagesTs / test.list).
-    #[arg(long)]
+    #[arg(long, help_heading = "Split")]
     test_list: Option<PathBuf>,
     /// Foreground label value(s), comma-separated [default: 1; 255 for LA].
-    #[arg(long, value_parser = int_list)]
+    #[arg(long, value_parser = int_list, help_heading = "Labels and crop")]
     foreground: Option<::std::vec::Vec<i64>>,
     /// Patch size x,y,z: every case is padded to at least this.
-    #[arg(long, default_value_t = PAPER_PATCH)]
+    #[arg(long, default_value_t = PAPER_PATCH, help_heading = "Labels and crop")]
     patch: Xyz<usize>,
     /// Crop margin x,y,z in voxels around the content box; 'full' keeps an axis whole.
-    #[arg(long, value_parser = margin, default_value = MARGIN_DEFAULT)]
+    #[arg(long, value_parser = margin, default_value = MARGIN_DEFAULT, help_heading = "Labels and crop")]
     margin: Xyz<Option<usize>>,
     /// Crop of unlabelled and test scans.
-    #[arg(long, value_enum, default_value_t = PrepareOptions::default().scan_crop)]
+    #[arg(long, value_enum, default_value_t = PrepareOptions::default().scan_crop, help_heading = "Labels and crop")]
     scan_crop: ScanCrop,
     /// Crop every case with a label file to its label box, as the reference code does
     /// (uses labels a real unlabelled scan would not have; for comparison only).
-    #[arg(long)]
+    #[arg(long, help_heading = "Labels and crop")]
     reference_crop: bool,
     /// Image channel for multi-channel datasets.
     #[arg(long, default_value_t = 0)]
