@@ -211,9 +211,15 @@ pub fn study(s: &Study) -> Result<()> {
         bail!("the study lost its bound row");
     };
     let bound = mean_std(&dice_of(bound_index)).0;
-    let mut table = String::from(
-        "| method | mean Dice +- std over seeds | per seed | predicted / reference volume | share of the labelled -> all-labelled gap closed |\n| --- | --- | --- | --- | --- |\n",
-    );
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+    table.set_header([
+        "method",
+        "mean Dice +- std over seeds",
+        "per seed",
+        "predicted / reference volume",
+        "share of the labelled -> all-labelled gap closed",
+    ]);
     let mut results = serde_json::Map::new();
     for (i, row) in rows.iter().enumerate() {
         let dices = dice_of(i);
@@ -226,12 +232,13 @@ pub fn study(s: &Study) -> Result<()> {
             _ => None,
         };
         let per: Vec<String> = dices.iter().map(|d| format!("{d:.4}")).collect();
-        table += &format!(
-            "| {} | {m:.4} +- {sd:.4} | {} | {volume:.3} | {} |\n",
-            row.label,
+        table.add_row([
+            row.label.clone(),
+            format!("{m:.4} +- {sd:.4}"),
             per.join(", "),
-            closed.map_or("-".into(), |c| format!("{:.0} %", 100.0 * c))
-        );
+            format!("{volume:.3}"),
+            closed.map_or("-".into(), |c| format!("{:.0} %", 100.0 * c)),
+        ]);
         results.insert(
             row.label.clone(),
             serde_json::json!({"dice": dices, "mean": m, "std": sd, "volume_ratio": volume,
@@ -248,7 +255,8 @@ pub fn study(s: &Study) -> Result<()> {
         out.join("study.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
+    let table = format!("{table}\n");
     std::fs::write(out.join("study.md"), &table)?;
-    println!("{table}");
+    print!("{table}");
     Ok(())
 }
