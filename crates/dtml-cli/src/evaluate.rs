@@ -4,13 +4,10 @@
 use crate::args::int_list;
 use crate::model_args::ModelArgs;
 use crate::progress::bar;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use dtml_edt::{EmptyScoring, Units};
-use dtml_infer::evaluate::{EvaluationJob, TestSet, run_evaluation};
+use dtml_infer::evaluate::{DatasetChoices, EvaluationJob, TestSet, run_evaluation};
 use dtml_infer::shard::{Record, Shard};
-use dtml_volume::dataset::OpenOptions;
-use dtml_volume::prepare::MANIFEST;
-use dtml_volume::{Dataset, PreparedDataset};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -67,32 +64,14 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     } else {
         EmptyScoring::Exclude
     };
-    let prepared = a.data.join(MANIFEST).is_file();
-    if prepared && (a.foreground.is_some() || a.test_list.is_some() || a.channel.is_some()) {
-        bail!(
-            "{}: a prepared folder evaluates its manifest's test cases with its foreground values; --foreground, --test-list and --channel apply to dataset folders",
-            a.data.display()
-        );
-    }
-    let (loaded, opts) = a.model.load(false)?;
-    let set = if prepared {
-        TestSet::Prepared(PreparedDataset::open(&a.data)?)
-    } else {
-        let ds = Dataset::open(
-            &a.data,
-            OpenOptions {
-                channel: a.channel.or(loaded.channel()).unwrap_or(0),
-            },
-        )?;
-        // --foreground, else the run's, else the layout's.
-        let foreground = a
-            .foreground
-            .clone()
-            .or_else(|| loaded.run.as_ref().map(|r| r.foreground.clone()))
-            .filter(|f| !f.is_empty())
-            .unwrap_or_else(|| ds.layout.default_foreground());
-        TestSet::of_dataset(&ds, a.test_list.as_deref(), foreground)?
+    let choices = DatasetChoices {
+        foreground: a.foreground.clone(),
+        test_list: a.test_list.clone(),
+        channel: a.channel,
     };
+    choices.check_for(&a.data)?;
+    let (loaded, opts) = a.model.load(false)?;
+    let set = TestSet::open(&a.data, &choices, loaded.run.as_ref())?;
     let shard = Shard::resolve(a.shard)?;
     let mut settings = opts.describe();
     settings["units"] = serde_json::json!(units);

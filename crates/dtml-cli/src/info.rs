@@ -22,21 +22,8 @@ pub struct InfoArgs {
     json: bool,
 }
 
-/// The CPU's model name as the OS reports it.
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
-}
-
 fn system(json: bool) -> Result<()> {
-    use dtml_model::simd::{Tier, active, cpu_features};
+    use dtml_model::simd::{Tier, active, cpu_features, cpu_model};
     let tier = active();
     let supported: Vec<&str> = Tier::supported().iter().map(|t| t.name()).collect();
     let forced = std::env::var(dtml_model::simd::TIER_VAR).ok();
@@ -71,12 +58,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
         return system(a.json);
     };
     let v = read_volume_with(&file, ReadOptions { channel: a.channel })?;
-    let data = v.data.to_f64();
-    let (min, max) = data
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
-            (lo.min(x), hi.max(x))
-        });
+    let (min, max) = v.data.range();
     if a.json {
         let j = serde_json::json!({
             "file": file,

@@ -11,14 +11,16 @@
 use crate::error::{InferError, Result};
 use crate::infer::{InferenceOptions, Students, predict_volume, read_scan};
 use crate::report::Report;
+use crate::run::RunInfo;
 use crate::shard::Shard;
 use dtml_edt::{EmptyScoring, SegmentationMetrics, Units, surface_metrics};
-use dtml_volume::dataset::read_list;
+use dtml_volume::dataset::{OpenOptions, read_list};
+use dtml_volume::prepare::MANIFEST;
 use dtml_volume::prepare::read_label;
 use dtml_volume::{
     CaseFiles, CaseRecord, Dataset, Geometry, PreparedDataset, Role, Volume, VoxelData, Xyz,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Scores of one case.
@@ -176,7 +178,55 @@ pub enum TestSet {
     },
 }
 
+/// What a user may choose about a dataset folder's test set (a prepared
+/// folder has all of it in its manifest).
+#[derive(Debug, Clone, Default)]
+pub struct DatasetChoices {
+    /// Label values that are foreground [default: the run's, else the
+    /// layout's].
+    pub foreground: Option<Vec<i64>>,
+    /// A file of test case ids [default: the layout's test set].
+    pub test_list: Option<PathBuf>,
+    /// Image channel [default: the run's, else 0].
+    pub channel: Option<usize>,
+}
+
+impl DatasetChoices {
+    /// Refuses choices made for a prepared folder (cheap: call it before
+    /// loading models).
+    pub fn check_for(&self, folder: &Path) -> Result<()> {
+        let any = self.foreground.is_some() || self.test_list.is_some() || self.channel.is_some();
+        if any && folder.join(MANIFEST).is_file() {
+            return Err(InferError::file(
+                folder,
+                "a prepared folder evaluates its manifest's test cases with its foreground values; --foreground, --test-list and --channel apply to dataset folders",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl TestSet {
+    /// The test set of `folder`: a prepared folder's test cases, or a
+    /// dataset folder's with `choices`, which fill in from the trained
+    /// `run` (foreground values, channel), else the layout's defaults.
+    /// Choices given for a prepared folder are refused.
+    pub fn open(folder: &Path, choices: &DatasetChoices, run: Option<&RunInfo>) -> Result<TestSet> {
+        choices.check_for(folder)?;
+        if folder.join(MANIFEST).is_file() {
+            return Ok(TestSet::Prepared(PreparedDataset::open(folder)?));
+        }
+        let channel = choices.channel.or(run.and_then(|r| r.channel)).unwrap_or(0);
+        let ds = Dataset::open(folder, OpenOptions { channel })?;
+        let foreground = choices
+            .foreground
+            .clone()
+            .or_else(|| run.map(|r| r.foreground.clone()))
+            .filter(|f| !f.is_empty())
+            .unwrap_or_else(|| ds.layout.default_foreground());
+        TestSet::of_dataset(&ds, choices.test_list.as_deref(), foreground)
+    }
+
     /// The test cases of a dataset folder that have labels: `test_list`'s
     /// ids when given, else the layout's test set; unlabelled ones are
     /// left out with a warning.

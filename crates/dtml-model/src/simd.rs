@@ -96,6 +96,20 @@ impl std::fmt::Display for Tier {
     }
 }
 
+/// The CPU's model name as the OS reports it (`/proc/cpuinfo`), else the
+/// architecture, for reports.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 /// The SIMD features of this CPU that the tiers use, for reports.
 pub fn cpu_features() -> Vec<&'static str> {
     let mut out = Vec::new();

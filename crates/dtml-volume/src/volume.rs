@@ -130,6 +130,15 @@ impl VoxelData {
         each_variant!(self, v => v.iter().map(|&x| x as f64).collect())
     }
 
+    /// The smallest and largest value (NaN ignored; `(inf, -inf)` when
+    /// there is none).
+    pub fn range(&self) -> (f64, f64) {
+        each_variant!(self, v => v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            let x = x as f64;
+            (lo.min(x), hi.max(x))
+        }))
+    }
+
     /// Value of voxel `i` as f64.
     pub fn get_f64(&self, i: usize) -> f64 {
         each_variant!(self, v => v[i] as f64)
