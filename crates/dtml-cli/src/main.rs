@@ -73,10 +73,7 @@ fn main() -> std::process::ExitCode {
     };
     // In a data-parallel job rank 0 alone reports; the other ranks say
     // only what goes wrong.
-    let rank = ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
-        .unwrap_or(0);
+    let rank = dtml_train::collective::launcher_rank();
     let level = if rank == 0 { cli.log.as_str() } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -86,31 +86,6 @@ pub fn run(a: PrepareArgs) -> Result<()> {
     prepare_split(&ds, &split, &a.data, &a.out, &options)
 }
 
-/// Prepares a dataset folder with the default split: the first 20 % (the paper's) of the
-/// training cases labelled, the rest unlabelled, the test set as found.
-pub fn prepare_folder(
-    data: &Path,
-    out: &Path,
-    patch: Xyz<usize>,
-    margin: Xyz<Option<usize>>,
-) -> Result<()> {
-    let ds = Dataset::open(data, OpenOptions { channel: 0 })?;
-    let split = dataset::split(
-        &ds,
-        &LabelledSpec::Fraction(LabelledSpec::PAPER_FRACTION),
-        None,
-        None,
-    )?;
-    let options = PrepareOptions {
-        patch,
-        margin,
-        foreground: vec![1],
-        scan_crop: ScanCrop::NonZero,
-        reference_crop: false,
-    };
-    prepare_split(&ds, &split, data, out, &options)
-}
-
 fn prepare_split(
     ds: &Dataset,
     split: &dataset::Split,

@@ -2,9 +2,10 @@
 //! out; with no dataset, the whole demo job on the built-in synthetic data.
 
 use anyhow::{Context, Result, bail};
-use dtml_infer::students::{DeviceKind, select_device};
-use dtml_train::collective::{Collective, Solo};
+use dtml_infer::students::DeviceKind;
+use dtml_train::collective::{Collective, launched_group};
 use dtml_train::config::{DiceVariant, SdmLoss};
+use dtml_train::demo::{DemoFolders, evaluate_demo, prepare_demo_data};
 use dtml_train::{Event, Method, TrainConfig, TrainRequest};
 use dtml_volume::{PreparedDataset, Xyz};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -209,24 +210,27 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if let Some(n) = threads {
         crate::set_threads(n)?;
     }
-    let (group, device) = process_group(a.device)?;
+    let (group, device) = launched_group(a.device)?;
     let demo = a.data.is_none();
     if demo && group.size() > 1 {
         bail!(
             "a data-parallel job needs --data (a prepared cache every rank can read); prepare it once before `mpirun`"
         );
     }
-    let (data_dir, base) = match &a.data {
-        Some(d) => (d.clone(), TrainConfig::default()),
-        None => (prepare_demo_data(&a.out, a.resume)?, TrainConfig::demo()),
+    let folders = DemoFolders::under(&a.out);
+    let (data_dir, run_dir, base) = match &a.data {
+        Some(d) => (d.clone(), a.out.clone(), TrainConfig::default()),
+        None => {
+            prepare_demo_data(&folders, a.resume)?;
+            (
+                folders.prepared.clone(),
+                folders.run.clone(),
+                TrainConfig::demo(),
+            )
+        }
     };
     // A resume starts from the run's own settings; flags that change them
     // are refused by the trainer.
-    let run_dir = if demo {
-        a.out.join("run")
-    } else {
-        a.out.clone()
-    };
     let base = match (a.resume, dtml_train::checkpoint::state_of_run(&run_dir)?) {
         (true, Some(state)) => state.config,
         _ => base,
@@ -255,106 +259,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
         );
     }
     if demo {
-        evaluate_demo(&run_dir, &data_dir, &a.out.join("evaluation"), &device)?;
-    }
-    Ok(())
-}
-
-/// Evaluates the demo's students on its test cases (what `dtml evaluate`
-/// does), table on screen.
-fn evaluate_demo(run: &Path, data: &Path, out: &Path, device: &candle_core::Device) -> Result<()> {
-    tracing::info!("evaluating the trained students on the test cases");
-    let loaded = dtml_infer::students::load_run(run, device)?;
-    let set = dtml_infer::evaluate::TestSet::Prepared(PreparedDataset::open(data)?);
-    let job = dtml_infer::evaluate::EvaluationJob {
-        students: &loaded.students(),
-        set: &set,
-        opts: &loaded.default_options(),
-        units: dtml_edt::Units::Millimetres,
-        scoring: dtml_edt::EmptyScoring::Exclude,
-        out,
-        about: serde_json::json!({ "model": run, "data": data }),
-        shard: dtml_infer::shard::Shard::WHOLE,
-        keep: false,
-    };
-    let done = dtml_infer::evaluate::run_evaluation(&job, &mut |_| {})?;
-    println!("{}", done.report.table());
-    tracing::info!("masks, metrics.csv and metrics.json in {}", out.display());
-    Ok(())
-}
-
-/// Difficulty of the demo's synthetic data (`dtml generate --difficulty`).
-pub const DEMO_DIFFICULTY: f64 = 1.0;
-
-/// Generates and prepares the synthetic data under `out` unless a previous
-/// demo run already did.
-fn prepare_demo_data(out: &Path, resume: bool) -> Result<PathBuf> {
-    let raw = out.join("data");
-    let prepared = out.join("prepared");
-    if prepared.join("manifest.json").is_file() {
-        tracing::info!("using the prepared demo data in {}", prepared.display());
-        return Ok(prepared);
-    }
-    if resume {
-        bail!("--resume: no prepared demo data in {}", out.display());
-    }
-    // The hard, LA-like mode: at difficulty 0 a few labelled cases already
-    // come close to the all-labelled result, so the methods look alike.
-    let config = dtml_volume::synthetic::SyntheticConfig {
-        difficulty: DEMO_DIFFICULTY,
-        ..Default::default()
-    };
-    tracing::info!(
-        "generating {} synthetic training and {} test cases into {}",
-        config.train_cases,
-        config.test_cases,
-        raw.display()
-    );
-    dtml_volume::synthetic::write_dataset(&raw, &config)
-        .with_context(|| format!("generating into {}", raw.display()))?;
-    crate::prepare::prepare_folder(
-        &raw,
-        &prepared,
-        TrainConfig::demo().patch,
-        Xyz::new(Some(8), Some(8), Some(4)),
-    )?;
-    Ok(prepared)
-}
-
-/// The data-parallel group this process belongs to and its device: the MPI
-/// job that launched it (`mpirun`, `srun`; a build with `--features mpi`),
-/// over NCCL with one GPU per rank for `--device cuda` in a build with
-/// `--features nccl`; else a group of one.
-fn process_group(kind: DeviceKind) -> Result<(Box<dyn Collective>, candle_core::Device)> {
-    #[cfg(feature = "mpi")]
-    if dtml_train::collective::MpiGroup::launched() {
-        let mpi = dtml_train::collective::MpiGroup::init()?;
+        tracing::info!("evaluating the trained students on the test cases");
+        let done = evaluate_demo(&folders, &device)?;
+        println!("{}", done.report.table());
         tracing::info!(
-            "data-parallel rank {} of {} (MPI); rank 0 logs and writes",
-            mpi.rank(),
-            mpi.size()
+            "masks, metrics.csv and metrics.json in {}",
+            folders.evaluation.display()
         );
-        #[cfg(feature = "nccl")]
-        if kind == DeviceKind::Cuda {
-            // The rank's GPU: its index among the ranks of its node.
-            let local = [
-                "OMPI_COMM_WORLD_LOCAL_RANK",
-                "MPI_LOCALRANKID",
-                "SLURM_LOCALID",
-            ]
-            .iter()
-            .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
-            .unwrap_or(0);
-            let device = candle_core::Device::new_cuda(local)?;
-            let candle_core::Device::Cuda(cuda) = &device else {
-                bail!("GPU {local} is not a CUDA device");
-            };
-            let group = dtml_train::collective::NcclGroup::init(cuda, mpi)?;
-            return Ok((Box::new(group), device));
-        }
-        return Ok((Box::new(mpi), select_device(kind)?));
     }
-    Ok((Box::new(Solo), select_device(kind)?))
+    Ok(())
 }
 
 fn train_with_progress(

@@ -287,3 +287,60 @@ impl Collective for NcclGroup {
         self.mpi.barrier()
     }
 }
+
+/// The first of `vars` holding a number.
+fn env_index(vars: &[&str]) -> Option<usize> {
+    vars.iter()
+        .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
+}
+
+/// This process's rank as its MPI launcher (Open MPI, MPICH / Hydra, PMIx)
+/// announced it, before MPI is initialised (0 outside a launch): how the
+/// CLI lets rank 0 alone report.
+pub fn launcher_rank() -> usize {
+    env_index(&["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]).unwrap_or(0)
+}
+
+/// This process's rank among the ranks on its node (0 outside a launch):
+/// the GPU it takes.
+pub fn node_local_rank() -> usize {
+    env_index(&[
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ])
+    .unwrap_or(0)
+}
+
+/// The data-parallel group this process belongs to and its device: the MPI
+/// job that launched it (`mpirun`, `srun`; cargo feature `mpi`), over NCCL
+/// with one GPU per rank (the node-local rank's) for a CUDA device with the
+/// feature `nccl`; else a group of one on the device `kind` names.
+pub fn launched_group(
+    kind: dtml_infer::students::DeviceKind,
+) -> Result<(Box<dyn Collective>, candle_core::Device)> {
+    use dtml_infer::students::select_device;
+    #[cfg(feature = "mpi")]
+    if MpiGroup::launched() {
+        let mpi = MpiGroup::init()?;
+        tracing::info!(
+            "data-parallel rank {} of {} (MPI); rank 0 logs and writes",
+            mpi.rank(),
+            mpi.size()
+        );
+        #[cfg(feature = "nccl")]
+        if kind == dtml_infer::students::DeviceKind::Cuda {
+            let local = node_local_rank();
+            let device = candle_core::Device::new_cuda(local)?;
+            let candle_core::Device::Cuda(cuda) = &device else {
+                return Err(TrainError::Other(format!(
+                    "GPU {local} is not a CUDA device"
+                )));
+            };
+            let group = NcclGroup::init(cuda, mpi)?;
+            return Ok((Box::new(group), device));
+        }
+        return Ok((Box::new(mpi), select_device(kind)?));
+    }
+    Ok((Box::new(Solo), select_device(kind)?))
+}

@@ -29,6 +29,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod collective;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod log;
 pub mod objective;
