@@ -82,8 +82,9 @@ impl Ensemble {
     }
 }
 
-/// Settings of [`predict_volume`].
-#[derive(Debug, Clone, PartialEq)]
+/// Settings of [`predict_volume`]. Serialised ([`InferenceOptions::describe`])
+/// with what decides the mask, not the batch size or the extra map.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InferenceOptions {
     /// Window size; a multiple of 16 on every axis (the V-Net halves the
     /// resolution four times).
@@ -91,13 +92,16 @@ pub struct InferenceOptions {
     /// Window step; between 1 and the patch size on every axis.
     pub stride: Xyz<usize>,
     /// Windows per forward pass.
+    #[serde(skip)]
     pub batch: usize,
+    #[serde(rename = "student")]
     pub ensemble: Ensemble,
     /// A voxel is foreground when its averaged probability is above this.
     pub threshold: f32,
     /// Keep only the largest 26-connected component of the mask.
     pub largest_component: bool,
     /// Also compute the averaged `|p_A - q_B|` (needs both students).
+    #[serde(skip)]
     pub disagreement: bool,
     /// `k` of the boundary student's `q_B = sigmoid(-k d_B)`: the value the
     /// run was trained with (`run.json`), [`SHARPNESS`] for the paper.
@@ -120,16 +124,10 @@ impl Default for InferenceOptions {
 }
 
 impl InferenceOptions {
-    /// The settings as JSON, for reports (`metrics.json`).
+    /// The settings as JSON, for reports (`metrics.json`) and the record
+    /// of a prediction job.
     pub fn describe(&self) -> serde_json::Value {
-        serde_json::json!({
-            "patch": self.patch,
-            "stride": self.stride,
-            "student": self.ensemble,
-            "threshold": self.threshold,
-            "largest_component": self.largest_component,
-            "sharpness": self.sharpness,
-        })
+        serde_json::to_value(self).expect("plain fields serialise")
     }
 
     /// Checks the window, batch and threshold (also done by
