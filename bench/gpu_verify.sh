@@ -121,8 +121,8 @@ EOF
   local flags
   for flags in "" "--tf32 --cudnn-benchmark"; do
     # shellcheck disable=SC2086
-    "$bin/dtml_step" paper --labelled 2 --unlabelled 2 --cuda 0 --steps "$steps" --warmup "$warmup" $flags 2>&1 \
-      | tee -a "$out/bench.jsonl" || rc=1
+    "$bin/dtml_step" paper --labelled 2 --unlabelled 2 --cuda 0 --steps "$steps" --warmup "$warmup" $flags \
+      2>>"$out/bench-stderr.log" | tee -a "$out/bench.jsonl" || rc=1
     if [[ -z "${SKIP_PEER:-}" ]]; then
       # shellcheck disable=SC2086
       PYTHONUNBUFFERED=1 "$py" bench/dtml_step_cuda_peer.py --steps "$steps" --warmup "$warmup" $flags 2>&1 \

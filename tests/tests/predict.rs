@@ -523,6 +523,21 @@ fn bad_inputs_are_clear_errors() {
     args.extend(WINDOW);
     dtml_ok(&args);
     assert!(out4.join("four.nii.gz").is_file());
+    // ... and a single-volume scan (one file per channel) as it is.
+    let mut args = vec![
+        "predict",
+        "--model",
+        s(&run),
+        "--input",
+        s(scan()),
+        "--out",
+        s(&out4),
+    ];
+    args.extend(WINDOW);
+    dtml_ok(&args);
+    // A channel the user names is strict: a single-volume scan has no volume 1.
+    let err = predict(pth(), scan(), &["--channel", "1"]);
+    assert!(err.contains("channel 1"), "{err}");
     // Weights that are not a V-Net, and a run whose weights have the wrong shape.
     let err = predict(&fixtures().join("ops/ops.safetensors"), scan(), &[]);
     assert!(

@@ -236,6 +236,8 @@ fn validation_keeps_the_best_students_config_file_and_nan_stops_cleanly() {
         best.0,
         "exported students are the best"
     );
+    // The image channel the cache was prepared with travels to inference.
+    assert_eq!(info["channel"], 0, "{info}");
     assert!(run.join("curves.png").is_file() && run.join("overlay.png").is_file());
 
     // A diverging run stops with a clear error and keeps its last good checkpoint.

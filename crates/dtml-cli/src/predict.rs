@@ -26,7 +26,7 @@ pub struct PredictArgs {
     #[arg(long, help_heading = "Outputs")]
     probability: bool,
     /// Volume of a 4D scan to segment (0-based) [default: the channel the
-    /// run trained on, else 0].
+    /// run trained on; without one, a scan of several volumes is refused].
     #[arg(long)]
     channel: Option<usize>,
     /// Segment only part K of N of the sorted scans (round robin), e.g. 2/8
@@ -49,8 +49,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         .with_context(|| format!("--out {} is not writable", a.out.display()))?;
     let (loaded, opts) = a.model.load(a.disagreement)?;
     let mut settings = opts.describe();
-    let channel = a.channel.or(loaded.channel());
-    settings["channel"] = serde_json::json!(channel);
+    settings["channel"] = serde_json::json!(a.channel.or(loaded.channel()));
     settings["probability"] = serde_json::json!(a.probability);
     settings["disagreement"] = serde_json::json!(a.disagreement);
     let record = Record::new("predict", a.model.paths(), &a.input, settings);
@@ -61,7 +60,8 @@ pub fn run(a: PredictArgs) -> Result<()> {
         students: &loaded.students(),
         opts: &opts,
         cases,
-        channel,
+        channel: a.channel,
+        trained_channel: loaded.channel(),
         out: &a.out,
         probability: a.probability,
         keep,

@@ -82,6 +82,7 @@ pub fn run(a: PrepareArgs) -> Result<()> {
         foreground,
         scan_crop: a.scan_crop,
         reference_crop: a.reference_crop,
+        channel: a.channel,
     };
     prepare_split(&ds, &split, &a.data, &a.out, &options)
 }

@@ -15,8 +15,12 @@ pub struct PredictionJob<'a> {
     pub opts: &'a InferenceOptions,
     /// `(case, scan)` pairs (this shard's).
     pub cases: Vec<(String, PathBuf)>,
-    /// Volume of a 4D scan to segment.
+    /// Volume of a 4D scan to segment, as the user chose it.
     pub channel: Option<usize>,
+    /// The channel the students were trained on (`run.json`): without a
+    /// choice, that volume of a scan of several volumes; a single-volume
+    /// scan is read as it is (nnU-Net keeps one file per channel).
+    pub trained_channel: Option<usize>,
     pub out: &'a Path,
     /// Also write the probability map (the disagreement map is written
     /// when `opts.disagreement` asks for it).
@@ -86,7 +90,12 @@ pub fn run_prediction(
     });
     for (case, scan) in &to_do {
         let start = Instant::now();
-        let (volume, image) = read_scan(scan, job.channel)?;
+        let (volume, image) = match (job.channel, job.trained_channel) {
+            (Some(c), _) => read_scan(scan, Some(c))?,
+            (None, Some(c)) => read_scan(scan, Some(c))
+                .or_else(|first| read_scan(scan, None).map_err(|_| first))?,
+            (None, None) => read_scan(scan, None)?,
+        };
         let p = predict_volume(job.students, &image, volume.shape, job.opts)
             .map_err(|e| InferError::file(scan, format!("predicting: {e}")))?;
         let foreground_voxels = p.mask.iter().map(|&v| v as usize).sum::<usize>();

@@ -56,9 +56,10 @@ pub struct RunInfo {
     /// the paper's 1500).
     #[serde(default = "paper_sharpness")]
     pub sharpness: f64,
-    /// The volume of multi-channel scans the students were trained on,
-    /// which prediction reads unless told otherwise (`None`: single-channel
-    /// scans, or a run written before it was recorded).
+    /// The image channel (modality) the students were trained on
+    /// (`dtml prepare --channel`): evaluation on a dataset folder reads it,
+    /// prediction reads that volume of a scan of several volumes. `None`
+    /// in runs written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<usize>,
 }

@@ -72,7 +72,8 @@ pub fn prepare_demo_data(folders: &DemoFolders, resume: bool) -> Result<()> {
         config.test_cases,
         folders.data.display()
     );
-    write_dataset(&folders.data, &config)?;
+    write_dataset(&folders.data, &config)
+        .map_err(|e| TrainError::file(&folders.data, format!("generating the demo data: {e}")))?;
     let ds = Dataset::open(&folders.data, OpenOptions { channel: 0 })?;
     let split = dataset::split(
         &ds,
@@ -92,7 +93,8 @@ pub fn prepare_demo_data(folders: &DemoFolders, resume: bool) -> Result<()> {
         &folders.prepared,
         &options,
         &|_| {},
-    )?;
+    )
+    .map_err(|e| TrainError::file(&folders.prepared, format!("preparing the demo data: {e}")))?;
     tracing::info!(
         "prepared {} cases into {} ({} warnings)",
         report.cases,

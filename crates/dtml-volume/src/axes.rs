@@ -5,8 +5,8 @@
 //! [`Xyz::zyx`], [`Xyz::from_zyx`] and [`Xyz::batch_dims`] are the only
 //! places that turn one order into the other, at those edges.
 //!
-//! Flags and TOML keys parse into it (`112,112,80` is x = 112, y = 112,
-//! z = 80) and JSON files store it as the array `[x, y, z]`.
+//! Flags parse into it (`112,112,80` is x = 112, y = 112, z = 80); TOML
+//! and JSON files store it as the array `[x, y, z]`.
 //!
 //! ```
 //! use dtml_volume::axes::Xyz;

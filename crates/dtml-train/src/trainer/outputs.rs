@@ -102,7 +102,7 @@ pub(super) fn export(
         students,
         iteration,
         sharpness: cfg.sharpness,
-        channel: data.cases(Role::Labelled).find_map(|c| c.channel),
+        channel: Some(data.manifest.options.channel),
     };
     info.write(run_dir)?;
     Ok(info)

@@ -124,6 +124,11 @@ pub struct PrepareOptions {
     pub scan_crop: ScanCrop,
     /// Crop every case that has a label file to its label box (reference).
     pub reference_crop: bool,
+    /// The image channel (modality) of a multi-channel dataset the cases
+    /// were read with: a 4D file's volume, or nnU-Net's `_000C` files.
+    /// Recorded so a trained run reads the same modality.
+    #[serde(default)]
+    pub channel: usize,
 }
 
 impl Default for PrepareOptions {
@@ -134,6 +139,7 @@ impl Default for PrepareOptions {
             foreground: vec![1],
             scan_crop: ScanCrop::default(),
             reference_crop: false,
+            channel: 0,
         }
     }
 }
