@@ -3,19 +3,12 @@
 use crate::kernel::{self, Finish, Mode};
 use crate::{EdtError, Grid, MaskValue};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString};
 
 /// Units of the surface distances, named `mm` / `voxels` in files.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-    strum::EnumString,
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Display, EnumString,
 )]
 pub enum Units {
     /// Physical units of `spacing` (millimetres for medical volumes).

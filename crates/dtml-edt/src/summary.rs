@@ -8,20 +8,13 @@
 //! [`EmptyScoring::Reference`] reproduces the reference's scoring.
 
 use crate::metrics::{SegmentationMetrics, SurfaceDistances};
+use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString};
 
 /// How cases with an empty prediction or reference enter the summary,
 /// named `exclude` / `reference` in files.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-    strum::EnumString,
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Display, EnumString,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]

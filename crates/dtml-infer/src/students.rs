@@ -9,21 +9,14 @@ use crate::run::{RUN_FILE, RunInfo, StudentRole};
 use candle_core::{DType, Device, Tensor};
 use dtml_model::{VNet, VNetConfig};
 use dtml_volume::Xyz;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use strum::{Display, EnumString};
 
 /// Where the networks run (`--device`).
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-    strum::EnumString,
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Display, EnumString,
 )]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]

@@ -17,6 +17,8 @@
 //! ```
 
 use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString};
 
 /// The `k` of `sigmoid(-k d)`: the authors' value, "as large as possible to
 /// approximate the transform" from a signed distance to a mask.
@@ -46,17 +48,7 @@ pub enum LossError {
 
 /// Denominator of the soft Dice loss; both exist in the DTC code family.
 /// Named `squared` / `linear` in flags and files.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-    strum::EnumString,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Display, EnumString)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
@@ -68,17 +60,7 @@ pub enum DiceVariant {
 }
 
 /// Kind of SDM regression loss. Named `l1` / `mse` in flags and files.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-    strum::EnumString,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Display, EnumString)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]

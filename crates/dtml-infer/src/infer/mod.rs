@@ -24,6 +24,7 @@ use dtml_volume::{ReadOptions, Volume, Xyz, ZScore};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use strum::{Display, EnumString};
 
 /// Sharpness `k` of the SDM-to-mask transform `sigmoid(-k d)`.
 pub const SHARPNESS: f32 = dtml_loss::SDM_SHARPNESS as f32;
@@ -39,16 +40,7 @@ pub struct Students<'a> {
 
 /// Which students' probabilities make the prediction (`--student`).
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    Serialize,
-    Deserialize,
-    strum::Display,
-    strum::EnumString,
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Display, EnumString,
 )]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
