@@ -318,6 +318,11 @@ fn help_shows_every_default_and_choices_are_typed() {
     );
     let err = dtml_err(&["train", "--method", "mean-teacher"]);
     assert!(err.contains("dtml-released"), "{err}");
+    // Sizes are three values x,y,z, refused with the reason otherwise.
+    let err = dtml_err(&["train", "--patch", "112,112"]);
+    assert!(err.contains("x,y,z") && err.contains("2 values"), "{err}");
+    let err = dtml_err(&["train", "--validation-stride", "8,a,4"]);
+    assert!(err.contains("\"a\""), "{err}");
     // The TOML key takes the same names.
     let dir = tempfile::tempdir().unwrap();
     let toml = dir.path().join("c.toml");
