@@ -5,6 +5,7 @@
 use crate::error::{InferError, Result};
 use crate::infer::{InferenceOptions, Students, predict_volume, read_scan};
 use crate::outputs::{MapKind, map_file, mask_file};
+use dtml_volume::files::same_file;
 use dtml_volume::{Volume, VoxelData, Xyz, write_mask, write_nifti};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -57,13 +58,6 @@ impl PredictionJob<'_> {
     }
 }
 
-fn same_path(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
 /// Segments the job's scans that are not done yet, writing each scan's
 /// files atomically; returns how many were segmented. A mask that would
 /// replace its own scan is refused before any inference.
@@ -77,7 +71,7 @@ pub fn run_prediction(
         .iter()
         .partition(|(case, _)| job.keep && job.outputs(case).iter().all(|p| p.is_file()));
     for (case, scan) in &to_do {
-        if same_path(&mask_file(job.out, case), scan) {
+        if same_file(&mask_file(job.out, case), scan) {
             return Err(InferError::file(
                 scan,
                 "the mask would overwrite its own scan; choose another --out",

@@ -9,6 +9,7 @@ use crate::run::{RUN_FILE, RunInfo, StudentRole};
 use candle_core::{DType, Device, Tensor};
 use dtml_model::{VNet, VNetConfig};
 use dtml_volume::Xyz;
+use dtml_volume::files::same_file;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -181,13 +182,6 @@ fn load_with_config(path: &Path, config: &VNetConfig, device: &Device) -> Result
     let net = VNet::new(config.clone(), 0, DType::F32, device)?;
     net.load_weights(path)?;
     Ok(net)
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
 }
 
 /// Loads the students of a run directory (`run.json` and its weights).

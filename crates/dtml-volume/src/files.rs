@@ -11,6 +11,15 @@ pub const NIFTI_EXTENSIONS: [&str; 6] = [".nii.gz", ".nii", ".hdr.gz", ".hdr", "
 /// NRRD names: attached data, and detached headers.
 pub const NRRD_EXTENSIONS: [&str; 2] = [".nrrd", ".nhdr"];
 
+/// Whether two paths name the same file or folder: equal once resolved
+/// (`run/`, `./run` and a symlink to it are one), else equal as written.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// Whether `path` names a NIfTI-1 file (either half of a pair included).
 pub fn is_nifti_path(path: &Path) -> bool {
     extension_of(path, &NIFTI_EXTENSIONS).is_some()

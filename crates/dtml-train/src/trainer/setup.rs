@@ -76,11 +76,7 @@ pub(super) fn check_patch(cfg: &TrainConfig, set: &TrainingSet) -> Result<()> {
 /// A resume continues the run it finds, on the same data with the same
 /// settings: anything else would be a different run under the old name.
 pub(super) fn check_resume(saved: &TrainerState, req: &TrainRequest) -> Result<()> {
-    let same_data = match (saved.dataset.canonicalize(), req.data.dir.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => saved.dataset == req.data.dir,
-    };
-    if !same_data {
+    if !dtml_volume::files::same_file(&saved.dataset, &req.data.dir) {
         return Err(TrainError::Config(format!(
             "--resume: the run in {} trained on {}, not {}; resume it on its own data or start a new run in another folder",
             req.run_dir.display(),
