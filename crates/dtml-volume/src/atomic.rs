@@ -1,38 +1,57 @@
-//! Atomic file writes: write a temporary file beside the target, flush it
-//! to disk, then rename, so a crash never leaves a half-written file.
+//! Atomic, durable file writes: a temporary file beside the target
+//! (`.dtml-<pid>-<random>.tmp`, short whatever the target's name, so a
+//! legal 255-byte name stays writable), flushed to disk, renamed over the
+//! target, then the folder flushed, so a crash or power cut leaves the
+//! old file or the new one, never neither. Temporary files of processes
+//! that died are removed by [`crate::output::remove_debris`].
 
 use crate::error::{Result, VolumeError};
+use crate::output::{TEMP_PREFIX, TEMP_SUFFIX};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// The folder a file path lives in (`.` for a bare name).
+fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// A new temporary file in `dir` named as [`crate::output`] recognises.
+pub fn temporary_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+        .suffix(TEMP_SUFFIX)
+        .rand_bytes(6)
+        .tempfile_in(dir)
+}
+
+/// Flushes a folder's entries (a rename into it) to disk.
+pub fn sync_folder(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
 
 /// Writes `path` atomically with whatever `fill` writes.
 pub fn write_atomic(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = folder_of(path);
     std::fs::create_dir_all(&dir).map_err(|e| VolumeError::io(&dir, e))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| VolumeError::invalid(path, "not a file path"))?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let file = std::fs::File::create(&tmp)?;
-        let mut buf = std::io::BufWriter::new(file);
-        fill(&mut buf)?;
-        let file = buf.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(VolumeError::io(path, e));
+    if path.file_name().is_none() {
+        return Err(VolumeError::invalid(path, "not a file path"));
     }
-    Ok(())
+    let result = (|| -> std::io::Result<()> {
+        let tmp = temporary_in(&dir)?;
+        let mut buf = std::io::BufWriter::new(tmp);
+        fill(&mut buf)?;
+        let tmp = buf.into_inner().map_err(|e| e.into_error())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        sync_folder(&dir)
+    })();
+    result.map_err(|e| VolumeError::io(path, e))
 }
 
 /// Writes bytes to `path` atomically.
@@ -45,7 +64,30 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// after its work is done.
 pub fn check_writable(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| VolumeError::io(dir, e))?;
-    let probe = dir.join(format!(".dtml-write-check-{}", std::process::id()));
-    std::fs::File::create(&probe).map_err(|e| VolumeError::io(dir, e))?;
-    std::fs::remove_file(&probe).map_err(|e| VolumeError::io(&probe, e))
+    temporary_in(dir)
+        .and_then(|t| t.close())
+        .map_err(|e| VolumeError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_are_written_and_nothing_is_left_beside_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("{}.nii.gz", "a".repeat(248));
+        let path = dir.path().join(&name);
+        write_bytes_atomic(&path, b"new").unwrap();
+        write_bytes_atomic(&path, b"newer").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"newer");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from(name)]);
+        let failed = write_atomic(&dir.path().join("b"), |_| Err(std::io::Error::other("no")));
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 }

@@ -182,6 +182,33 @@ pub fn available_memory() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// How far a memory estimate may exceed the available memory before work
+/// is refused: the estimates are measurements at two sizes, not bounds,
+/// and a job that would fit must not be turned away.
+pub const MEMORY_TOLERANCE: f64 = 1.25;
+
+/// Refuses work that needs about `bytes` of memory when the machine has
+/// far less available, before anything is allocated: the one size check
+/// `prepare`, `train`, `predict` and `evaluate` share. `what` says what
+/// the memory is for, in words a user can act on.
+pub fn check_memory(path: &Path, what: &str, bytes: f64) -> Result<()> {
+    let Some(avail) = available_memory() else {
+        return Ok(());
+    };
+    if !bytes.is_finite() || bytes > MEMORY_TOLERANCE * avail as f64 {
+        let gib = |b: f64| b / (1u64 << 30) as f64;
+        return Err(VolumeError::invalid(
+            path,
+            format!(
+                "{what} needs about {:.1} GiB but {:.1} GiB are available; lower the patch, batch or width",
+                gib(bytes),
+                gib(avail as f64)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a volume of `shape` (all its axes, any dimension) when it holds
 /// more than [`max_voxels`], naming the size, before anything is allocated.
 pub fn check_voxels(path: &Path, shape: &[usize], bytes_per_voxel: usize) -> Result<()> {

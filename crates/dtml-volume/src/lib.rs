@@ -26,6 +26,7 @@ pub mod files;
 pub mod geometry;
 pub mod nii;
 pub mod nrrd;
+pub mod output;
 pub mod prepare;
 pub mod synthetic;
 pub mod volume;

@@ -17,6 +17,7 @@ use crate::error::{Result, VolumeError};
 use crate::geometry::Geometry;
 use crate::nii::ReadOptions;
 use crate::volume::{DataType, Volume, VoxelData};
+use crate::output::{self, Kind, LockMode};
 use crate::{Layout, read_volume_with};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -171,41 +172,110 @@ pub fn prepare(
             "no foreground label value chosen",
         ));
     }
+    check_case_memory(out, options)?;
     // Built beside `out` and swapped in only when complete: a failed or
     // killed run leaves the old cache (if any) as it was.
-    check_replaceable(out)?;
+    let mut lock = output::claim(out, &CACHE_KIND, &[dataset_root], LockMode::Exclusive, "--out")?;
+    check_cases_owned(out)?;
     let staging = sibling(out, "preparing")?;
     remove_leftover(&staging)?;
+    // The new cache carries its own lock, taken before it is swapped in,
+    // so no other writer gets between the swap and the end of this run.
+    let staged = output::claim(&staging, &CACHE_KIND, &[], LockMode::Exclusive, "--out")?;
     let stage_cases = staging.join("cases");
     std::fs::create_dir_all(&stage_cases).map_err(|e| VolumeError::io(&stage_cases, e))?;
     let built = build(dataset_root, layout, split, &staging, options, tick);
     match built {
         Ok(report) => {
             swap_in(&staging, out)?;
+            lock.keep();
+            drop(staged);
             Ok(report)
         }
         Err(e) => {
+            drop(staged);
             let _ = std::fs::remove_dir_all(&staging);
             Err(e)
         }
     }
 }
 
-/// `out` must be new, empty, or a prepared cache: `prepare` replaces it
-/// whole, so a folder of anything else is refused rather than deleted.
-fn check_replaceable(out: &Path) -> Result<()> {
-    let mut entries = match std::fs::read_dir(out) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(VolumeError::io(out, e)),
+/// A prepared cache: `manifest.json` and `cases/`, nothing else.
+pub const CACHE_KIND: Kind = Kind {
+    name: "prepared cache",
+    records: &[MANIFEST],
+    recognise: is_manifest,
+    only: Some(&["cases"]),
+};
+
+fn is_manifest(path: &Path) -> bool {
+    crate::confine::read_bounded(path, 1 << 30, "manifest")
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .is_some()
+}
+
+/// An existing cache's `cases/` holds only the files its manifest names:
+/// anything else is not dtml's to delete.
+fn check_cases_owned(out: &Path) -> Result<()> {
+    let cases = out.join("cases");
+    let Ok(entries) = std::fs::read_dir(&cases) else {
+        return Ok(());
     };
-    if entries.next().is_none() || out.join(MANIFEST).is_file() || out.join("cases").is_dir() {
+    let named: BTreeSet<String> = crate::confine::read_bounded(&out.join(MANIFEST), 1 << 30, "manifest")
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .map(|m| m.cases.into_iter().map(|c| c.file).collect())
+        .unwrap_or_default();
+    let mut foreign: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !named.contains(&format!("cases/{n}")) && !n.starts_with(".dtml-"))
+        .collect();
+    if foreign.is_empty() {
         return Ok(());
     }
+    foreign.sort();
     Err(VolumeError::invalid(
         out,
-        "the output folder is not empty and holds no prepared cache (no manifest.json or cases/); refusing to replace it (choose a new or empty folder)",
+        format!(
+            "--out is a prepared cache but its cases/ also holds files its manifest does not name ({}); refusing to delete them: move them away or choose another folder",
+            foreign.join(", ")
+        ),
     ))
+}
+
+/// Bytes `prepare` holds per voxel of a case while building it: the
+/// original intensities in f64, the padded f32 image and u8 label, and
+/// the serialised copy written to disk.
+const PREPARE_BYTES_PER_VOXEL: f64 = 8.0 + 5.0 + 5.0;
+
+/// Refuses a patch whose padded cases cannot be held, before any case is
+/// read: each case grows to at least the patch, and the cases are built in
+/// parallel, one per thread.
+fn check_case_memory(out: &Path, options: &PrepareOptions) -> Result<()> {
+    let voxels = options.patch.voxels();
+    crate::confine::check_voxels(out, &options.patch.xyz(), 4).map_err(|_| {
+        VolumeError::invalid(
+            out,
+            format!(
+                "--patch {} pads every case to {voxels} voxels, more than one volume may hold ({} voxels; set {} to change it)",
+                options.patch,
+                crate::confine::max_voxels().unwrap_or(0),
+                crate::confine::MAX_VOXELS_VAR
+            ),
+        )
+    })?;
+    let need = voxels as f64 * PREPARE_BYTES_PER_VOXEL * rayon::current_num_threads() as f64;
+    crate::confine::check_memory(
+        out,
+        &format!(
+            "preparing cases padded to --patch {} on {} threads",
+            options.patch,
+            rayon::current_num_threads()
+        ),
+        need,
+    )
 }
 
 /// `.<name>.<tag>` beside `out` (same file system, so renames are atomic).
@@ -221,26 +291,32 @@ fn sibling(out: &Path, tag: &str) -> Result<PathBuf> {
     Ok(parent.join(format!(".{}.{tag}", name.to_string_lossy())))
 }
 
-/// Removes what an interrupted earlier run left at `path`.
+/// Removes what an interrupted earlier run left at `path`, if it is
+/// dtml's (it holds dtml's lock file); anything else there is refused.
 fn remove_leftover(path: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(VolumeError::io(path, e)),
-        _ => Ok(()),
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
     }
+    if !path.join(output::LOCK_FILE).is_file() {
+        return Err(VolumeError::invalid(
+            path,
+            "is in the way of preparation (dtml stages a cache there) but is not dtml's; move it away",
+        ));
+    }
+    tracing::debug!("removing {} left by an interrupted run", path.display());
+    std::fs::remove_dir_all(path).map_err(|e| VolumeError::io(path, e))
 }
 
 /// Puts the complete cache `staging` at `out`, the old one moved aside
 /// first and deleted last.
 fn swap_in(staging: &Path, out: &Path) -> Result<()> {
-    if out.exists() {
-        let old = sibling(out, "replaced")?;
-        remove_leftover(&old)?;
-        std::fs::rename(out, &old).map_err(|e| VolumeError::io(out, e))?;
-        std::fs::rename(staging, out).map_err(|e| VolumeError::io(out, e))?;
-        remove_leftover(&old)
-    } else {
-        std::fs::rename(staging, out).map_err(|e| VolumeError::io(out, e))
-    }
+    let old = sibling(out, "replaced")?;
+    remove_leftover(&old)?;
+    std::fs::rename(out, &old).map_err(|e| VolumeError::io(out, e))?;
+    std::fs::rename(staging, out).map_err(|e| VolumeError::io(out, e))?;
+    let parent = old.parent().unwrap_or(Path::new("."));
+    crate::atomic::sync_folder(parent).map_err(|e| VolumeError::io(parent, e))?;
+    remove_leftover(&old)
 }
 
 /// Prepares every case into `out` (a fresh folder with `cases/`) and
