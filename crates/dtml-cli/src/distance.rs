@@ -31,6 +31,12 @@ pub fn run(a: DistanceArgs) -> Result<()> {
         (false, true) => DistanceMap::Signed,
         (false, false) => DistanceMap::Plain,
     };
+    dtml_volume::output::check_file(
+        &a.out,
+        &[&a.mask],
+        "--out",
+        dtml_volume::nii::written_by_dtml,
+    )?;
     let mask = read_mask(&a.mask, a.foreground.as_deref())?;
     let map = distance_map(&mask, kind, &a.mask)?;
     write_nifti(&a.out, &map).with_context(|| format!("writing {}", a.out.display()))?;

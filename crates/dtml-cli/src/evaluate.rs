@@ -80,9 +80,24 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     settings["test_list"] = serde_json::json!(a.test_list);
     settings["channel"] = serde_json::json!(a.channel);
     let record = Record::new("evaluate", a.model.paths(), &a.data, settings);
-    let keep = record
-        .claim(&a.out, shard, a.overwrite)
+    // A cache is read unchanged to the end; its cases' labels are read
+    // from the dataset it was prepared from.
+    let (_cache_lock, source) = match &set {
+        TestSet::Prepared(p) => (
+            dtml_volume::output::lock_input(&p.dir)?,
+            Some(p.manifest.dataset.as_path()),
+        ),
+        _ => (None, None),
+    };
+    let inputs: Vec<&std::path::Path> = std::iter::once(a.data.as_path())
+        .chain(source)
+        .chain(a.model.paths().iter().map(|p| p.as_path()))
+        .chain(a.test_list.as_deref())
+        .collect();
+    let claim = record
+        .claim(&a.out, shard, a.overwrite, &inputs)
         .with_context(|| format!("--out {}", a.out.display()))?;
+    let keep = claim.keep;
     let job = EvaluationJob {
         students: &loaded.students(),
         set: &set,

@@ -87,6 +87,12 @@ impl ModelArgs {
         };
         opts.check()?;
         if let Some(c) = loaded.config() {
+            let networks = if loaded.shared {
+                1
+            } else {
+                usize::from(students.region.is_some()) + usize::from(students.boundary.is_some())
+            };
+            opts.check_memory(c, networks)?;
             tracing::info!(
                 "{} (V-Net width {}, {} input channel(s)): {} on {}, patch {:?}, strides {:?}",
                 shown.join(" + "),

@@ -44,18 +44,21 @@ pub struct PredictArgs {
 pub fn run(a: PredictArgs) -> Result<()> {
     let shard = Shard::resolve(a.shard)?;
     let cases = shard.select(dtml_volume::files::scan_cases(&a.input)?);
-    // Before any inference: an unwritable --out fails now, not at the end.
-    dtml_volume::atomic::check_writable(&a.out)
-        .with_context(|| format!("--out {} is not writable", a.out.display()))?;
     let (loaded, opts) = a.model.load(a.disagreement)?;
     let mut settings = opts.describe();
     settings["channel"] = serde_json::json!(a.channel.or(loaded.channel()));
     settings["probability"] = serde_json::json!(a.probability);
     settings["disagreement"] = serde_json::json!(a.disagreement);
     let record = Record::new("predict", a.model.paths(), &a.input, settings);
-    let keep = record
-        .claim(&a.out, shard, a.overwrite)
+    // Before any inference: a folder that is not dtml's, lies on the
+    // inputs, is unwritable or in use fails now, not at the end.
+    let inputs: Vec<&std::path::Path> = std::iter::once(a.input.as_path())
+        .chain(a.model.paths().iter().map(|p| p.as_path()))
+        .collect();
+    let claim = record
+        .claim(&a.out, shard, a.overwrite, &inputs)
         .with_context(|| format!("--out {}", a.out.display()))?;
+    let keep = claim.keep;
     let job = PredictionJob {
         students: &loaded.students(),
         opts: &opts,

@@ -24,13 +24,16 @@ pub fn map_file(out: &Path, case: &str, kind: MapKind) -> PathBuf {
     out.join(format!("{case}_{kind}.nii.gz"))
 }
 
+/// The stem every metrics file's name starts with.
+pub const METRICS_STEM: &str = "metrics";
+
 /// The stem of the metrics files (`.csv`, `.json`): `metrics` when they
 /// cover every case, else `metrics-shard-K-of-N` for one shard's cases.
 pub fn metrics_stem(complete: bool, shard: Shard) -> String {
     if complete {
-        "metrics".into()
+        METRICS_STEM.into()
     } else {
-        format!("metrics-shard-{}-of-{}", shard.index, shard.count)
+        format!("{METRICS_STEM}-shard-{}-of-{}", shard.index, shard.count)
     }
 }
 

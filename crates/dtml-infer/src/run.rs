@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub const RUN_FILE: &str = "run.json";
 /// Format tag written into `run.json`.
 pub const RUN_FORMAT: &str = "dtml-run";
+/// The largest `run.json` read.
+const RUN_FILE_MAX_BYTES: u64 = 1 << 20;
 /// Version of the `run.json` layout.
 pub const RUN_VERSION: u32 = 1;
 
@@ -69,11 +71,12 @@ fn paper_sharpness() -> f64 {
 }
 
 impl RunInfo {
-    /// Reads `dir/run.json`.
+    /// Reads `dir/run.json`, checked as strictly as the flags that wrote
+    /// it ([`RunInfo::validate`]).
     pub fn read(dir: &Path) -> Result<RunInfo> {
         let path = dir.join(RUN_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| InferError::file(&path, e))?;
-        let info: RunInfo = serde_json::from_str(&text)
+        let text = dtml_volume::confine::read_bounded(&path, RUN_FILE_MAX_BYTES, "run description")?;
+        let info: RunInfo = serde_json::from_slice(&text)
             .map_err(|e| InferError::file(&path, format!("not a dtml run description: {e}")))?;
         if info.format != RUN_FORMAT || info.version != RUN_VERSION {
             return Err(InferError::file(
@@ -84,7 +87,45 @@ impl RunInfo {
                 ),
             ));
         }
+        info.validate(dir)
+            .map_err(|why| InferError::file(&path, format!("{why} (train would refuse it)")))?;
         Ok(info)
+    }
+
+    /// The rules `train` applies to the same settings: the network, the
+    /// patch, the boundary student's sharpness, the foreground values,
+    /// and student files that are plain names inside the run folder.
+    pub fn validate(&self, dir: &Path) -> std::result::Result<(), String> {
+        self.network.validate().map_err(|e| e.to_string())?;
+        dtml_model::vnet::check_spatial_size(&self.patch.xyz()).map_err(|why| format!("patch: {why}"))?;
+        dtml_loss::check_sharpness(self.sharpness)?;
+        if self.foreground.is_empty() {
+            return Err("no foreground label value".into());
+        }
+        if self.students.is_empty() {
+            return Err("the run lists no student weights".into());
+        }
+        for s in &self.students {
+            let plain = Path::new(&s.file)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !plain || s.file.is_empty() {
+                return Err(format!(
+                    "student file {:?} is not a file name inside the run folder",
+                    s.file
+                ));
+            }
+            if let Ok(real) = dir.join(&s.file).canonicalize()
+                && dir.canonicalize().is_ok_and(|d| !real.starts_with(d))
+            {
+                return Err(format!(
+                    "student file {:?} resolves outside the run folder (to {})",
+                    s.file,
+                    real.display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Writes `dir/run.json` atomically.

@@ -13,6 +13,7 @@
 //! ```
 
 use crate::error::{InferError, Result};
+use dtml_volume::output::{self, LockMode};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -142,45 +143,116 @@ impl Record {
         }
     }
 
-    /// Checks `out` may take this job's files and writes the record: a
-    /// folder with no record (new, or from before records) or the same
-    /// record is fine, and its complete outputs count as done; another
-    /// record is refused for a shard (its siblings may be writing the
-    /// other settings' files) unless `overwrite`, and a whole job or
-    /// `overwrite` starts over. Returns whether existing outputs may be
-    /// kept.
-    pub fn claim(&self, out: &Path, shard: Shard, overwrite: bool) -> Result<bool> {
+    /// Claims `out` for this job's files and writes the record, holding
+    /// the folder's lock until the returned [`Claim`] is dropped: the
+    /// folder must be new, empty or a dtml prediction folder, apart from
+    /// `inputs`. The same record lets the job keep its finished outputs
+    /// (unless `overwrite`) and, for a shard, share the folder with its
+    /// sibling shards; another record is refused unless `overwrite`, which
+    /// removes the other job's outputs first. A job never mixes its files
+    /// with a running job of other settings: that is refused at once.
+    pub fn claim(
+        &self,
+        out: &Path,
+        shard: Shard,
+        overwrite: bool,
+        inputs: &[&Path],
+    ) -> Result<Claim> {
+        let folder = output::open(out, &PREDICTIONS_KIND, inputs, "--out")?;
         dtml_volume::atomic::check_writable(out)?;
+        let mode = if shard == Shard::WHOLE {
+            LockMode::Exclusive
+        } else {
+            LockMode::Shared
+        };
         let path = out.join(RECORD_FILE);
-        let existing =
-            match std::fs::read(&path) {
-                Ok(bytes) => Some(serde_json::from_slice::<Record>(&bytes).map_err(|e| {
-                    InferError::file(&path, format!("not a dtml output record: {e}"))
-                })?),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(InferError::file(&path, e)),
-            };
-        let keep = match &existing {
-            Some(r) if r == self => !overwrite,
-            Some(_) if !overwrite && shard != Shard::WHOLE => {
+        folder.while_claiming(|| -> Result<Claim> {
+            let existing = read_record(&path)?;
+            if existing.as_ref() == Some(self) {
+                let mut lock = folder.lock(mode)?;
+                lock.keep();
+                return Ok(Claim {
+                    keep: !overwrite,
+                    _lock: lock,
+                });
+            }
+            if existing.is_some() && !overwrite {
                 return Err(InferError::file(
                     &path,
-                    "this folder holds outputs of another model, input or settings; a shard cannot mix them in: choose another --out, or pass --overwrite to replace them",
+                    "this folder holds outputs of another model, input or settings: choose another --out, or pass --overwrite to replace them",
                 ));
             }
-            Some(_) => {
+            // Alone in the folder while the record changes hands.
+            let alone = folder.lock(LockMode::Exclusive)?;
+            if let Some(old) = &existing {
                 tracing::warn!(
-                    "{}: replacing the outputs of another model, input or settings",
-                    out.display()
+                    "{}: removing the outputs of another {} job (--overwrite)",
+                    out.display(),
+                    old.command
                 );
-                false
+                remove_outputs(out)?;
             }
-            _ => false,
-        };
-        let text = serde_json::to_vec_pretty(self).map_err(|e| InferError::Other(e.to_string()))?;
-        dtml_volume::atomic::write_bytes_atomic(&path, &text)?;
-        Ok(keep)
+            let text =
+                serde_json::to_vec_pretty(self).map_err(|e| InferError::Other(e.to_string()))?;
+            dtml_volume::atomic::write_bytes_atomic(&path, &text)?;
+            let mut lock = if mode == LockMode::Exclusive {
+                alone
+            } else {
+                drop(alone);
+                folder.lock(mode)?
+            };
+            lock.keep();
+            Ok(Claim {
+                keep: false,
+                _lock: lock,
+            })
+        })?
     }
+}
+
+/// A claimed output folder: whether its finished outputs count as done,
+/// and its lock, held while the value lives.
+#[derive(Debug)]
+pub struct Claim {
+    pub keep: bool,
+    _lock: output::FolderLock,
+}
+
+/// A prediction or evaluation folder, marked by its [`RECORD_FILE`].
+pub const PREDICTIONS_KIND: output::Kind = output::Kind {
+    name: "prediction folder",
+    records: &[RECORD_FILE],
+    recognise: |p| read_record(p).is_ok_and(|r| r.is_some()),
+    only: None,
+};
+
+/// The largest record read.
+const RECORD_MAX_BYTES: u64 = 1 << 24;
+
+fn read_record(path: &Path) -> Result<Option<Record>> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(None);
+    }
+    let bytes = dtml_volume::confine::read_bounded(path, RECORD_MAX_BYTES, "output record")?;
+    serde_json::from_slice::<Record>(&bytes)
+        .map(Some)
+        .map_err(|e| InferError::file(path, format!("not a dtml output record: {e}")))
+}
+
+/// Removes the files a prediction or evaluation job writes (masks, maps,
+/// metrics) from a folder of dtml's, before another job takes it over.
+fn remove_outputs(out: &Path) -> Result<()> {
+    for e in std::fs::read_dir(out).map_err(|e| InferError::file(out, e))? {
+        let e = e.map_err(|e| InferError::file(out, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name.ends_with(".nii.gz")
+            || (name.starts_with(crate::outputs::METRICS_STEM)
+                && (name.ends_with(".csv") || name.ends_with(".json")));
+        if ours && e.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(e.path()).map_err(|err| InferError::file(&e.path(), err))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -211,31 +283,34 @@ mod tests {
             settings: serde_json::json!({"patch": [16, 16, 16]}),
         };
         let half = Shard { index: 1, count: 2 };
+        let keep = |m: &str, shard: Shard, overwrite: bool| {
+            r(m).claim(dir.path(), shard, overwrite, &[]).map(|c| c.keep)
+        };
+        assert!(!keep("a", half, false).unwrap(), "new folder: nothing to keep");
+        assert!(keep("a", half, false).unwrap(), "same job: keep its outputs");
+        std::fs::write(dir.path().join("case.nii.gz"), "a's mask").unwrap();
+        for shard in [half, Shard::WHOLE] {
+            let e = keep("b", shard, false).unwrap_err().to_string();
+            assert!(e.contains("another model") && e.contains("--overwrite"), "{e}");
+        }
+        assert!(!keep("b", half, true).unwrap(), "overwrite starts over");
         assert!(
-            !r("a").claim(dir.path(), half, false).unwrap(),
-            "new folder: nothing to keep"
+            !dir.path().join("case.nii.gz").exists(),
+            "the other job's outputs are gone"
         );
-        assert!(
-            r("a").claim(dir.path(), half, false).unwrap(),
-            "same job: keep its outputs"
-        );
+        assert!(keep("b", half, false).unwrap());
+        // Shards of one job share the folder; another job cannot join.
+        let sibling = r("b").claim(dir.path(), half, false, &[]).unwrap();
+        let e = r("c").claim(dir.path(), half, true, &[]).unwrap_err().to_string();
+        assert!(e.contains("in use by another dtml process"), "{e}");
         let e = r("b")
-            .claim(dir.path(), half, false)
+            .claim(dir.path(), Shard::WHOLE, false, &[])
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("another model") && e.contains("--overwrite"),
-            "{e}"
-        );
-        assert!(
-            !r("b").claim(dir.path(), half, true).unwrap(),
-            "overwrite starts over"
-        );
-        assert!(r("b").claim(dir.path(), half, false).unwrap());
-        assert!(
-            !r("a").claim(dir.path(), Shard::WHOLE, false).unwrap(),
-            "a whole job starts over"
-        );
+        assert!(e.contains("in use"), "{e}");
+        let again = r("b").claim(dir.path(), Shard { index: 2, count: 2 }, false, &[]);
+        assert!(again.is_ok());
+        drop((sibling, again));
         // Spellings of the same paths are the same job.
         std::fs::create_dir(dir.path().join("run")).unwrap();
         let spelled = |m: PathBuf| Record::new("predict", &[m], dir.path(), serde_json::json!({}));

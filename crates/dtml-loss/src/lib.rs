@@ -24,6 +24,17 @@ use strum::{Display, EnumString};
 /// approximate the transform" from a signed distance to a mask.
 pub const SDM_SHARPNESS: f64 = 1500.0;
 
+/// Checks a sharpness `k` of `sigmoid(-k d)`: finite and positive (at 0
+/// every voxel is 0.5; below, inside and outside swap). Training and the
+/// `run.json` inference reads share this rule.
+pub fn check_sharpness(k: f64) -> std::result::Result<(), String> {
+    if k.is_finite() && k > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("sharpness {k} must be finite and positive"))
+    }
+}
+
 /// Smoothing term of the reference Dice loss (numerator and denominator).
 pub const DICE_SMOOTH: f64 = 1e-5;
 

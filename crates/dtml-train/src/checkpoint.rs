@@ -40,6 +40,11 @@ pub struct TrainerState {
     /// many: each rank's batches depend on its rank).
     #[serde(default = "one")]
     pub world_size: usize,
+    /// Digest of the cache's `manifest.json` the run started on: a resume
+    /// continues only on the same prepared data, not on a cache `prepare`
+    /// rewrote meanwhile (absent in checkpoints written before it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
 }
 
 fn one() -> usize {
@@ -53,6 +58,7 @@ impl TrainerState {
         dataset: PathBuf,
         best: Option<(usize, f64)>,
         world_size: usize,
+        manifest_digest: String,
     ) -> Self {
         TrainerState {
             format: STATE_FORMAT.into(),
@@ -62,6 +68,7 @@ impl TrainerState {
             dataset,
             best,
             world_size,
+            manifest_digest: Some(manifest_digest),
         }
     }
 }
@@ -77,11 +84,12 @@ pub fn save(
     optimizer: &HashMap<String, Tensor>,
     trainer: &TrainerState,
 ) -> Result<()> {
-    let tmp = run_dir.join(format!(".{CHECKPOINT_DIR}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::file(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::file(&tmp, e))?;
+    // A temporary folder named as `dtml_volume::output` cleans up after a
+    // killed process.
+    let tmp = dtml_volume::atomic::temporary_dir_in(run_dir)
+        .map_err(|e| TrainError::file(run_dir, e))?;
+    let tmp_path = tmp.path().to_path_buf();
+    let tmp = &tmp_path;
     for (i, net) in networks.iter().enumerate() {
         let path = tmp.join(network_file(i));
         candle_core::safetensors::save(&net.state_dict()?, &path)
@@ -93,7 +101,13 @@ pub fn save(
         serde_json::to_string_pretty(trainer).map_err(|e| TrainError::Other(e.to_string()))?;
     let path = tmp.join(STATE_FILE);
     std::fs::write(&path, text).map_err(|e| TrainError::file(&path, e))?;
-    sync_dir(&tmp);
+    for name in [STATE_FILE.to_string(), OPTIMIZER_FILE.to_string()]
+        .into_iter()
+        .chain((0..networks.len()).map(network_file))
+    {
+        sync_file(&tmp.join(name));
+    }
+    sync_dir(tmp);
 
     let current = run_dir.join(CHECKPOINT_DIR);
     let previous = run_dir.join(PREVIOUS_DIR);
@@ -103,12 +117,18 @@ pub fn save(
     if current.exists() {
         std::fs::rename(&current, &previous).map_err(|e| TrainError::file(&current, e))?;
     }
-    std::fs::rename(&tmp, &current).map_err(|e| TrainError::file(&current, e))?;
+    std::fs::rename(tmp, &current).map_err(|e| TrainError::file(&current, e))?;
     sync_dir(run_dir);
     if previous.exists() {
         std::fs::remove_dir_all(&previous).map_err(|e| TrainError::file(&previous, e))?;
     }
     Ok(())
+}
+
+fn sync_file(path: &Path) {
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.sync_all();
+    }
 }
 
 fn sync_dir(dir: &Path) {
@@ -153,6 +173,11 @@ pub fn load(dir: &Path) -> Result<Loaded> {
 }
 
 /// Reads and checks the JSON trainer state of the checkpoint in `dir`.
+/// The trainer state of a checkpoint folder, checked.
+pub fn load_state(dir: &Path) -> Result<TrainerState> {
+    read_state(dir)
+}
+
 fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| TrainError::file(&path, e))?;

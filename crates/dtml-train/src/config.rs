@@ -148,12 +148,12 @@ impl TrainConfig {
             ("consistency", self.consistency),
             ("sdm_weight", self.sdm_weight),
             ("dtc_beta", self.dtc_beta),
-            ("sharpness", self.sharpness),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return bad(format!("{name} = {v} must be finite and >= 0"));
             }
         }
+        dtml_loss::check_sharpness(self.sharpness).or_else(bad)?;
         if self.lr_steps.iter().any(|f| !(0.0..=1.0).contains(f)) {
             return bad(format!(
                 "lr_steps {:?} must be fractions of the run in [0, 1]",

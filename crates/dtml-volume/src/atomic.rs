@@ -27,6 +27,16 @@ pub fn temporary_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
         .tempfile_in(dir)
 }
 
+/// A new temporary folder in `dir`, named as the temporary files are (a
+/// checkpoint is written whole into one, then renamed).
+pub fn temporary_dir_in(dir: &Path) -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+        .suffix(TEMP_SUFFIX)
+        .rand_bytes(6)
+        .tempdir_in(dir)
+}
+
 /// Flushes a folder's entries (a rename into it) to disk.
 pub fn sync_folder(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()

@@ -450,6 +450,19 @@ fn apply_scaling(data: VoxelData, slope: f32, inter: f32) -> VoxelData {
     VoxelData::F64(data.to_f64().into_iter().map(|v| v * s + i).collect())
 }
 
+/// The mark [`write_nifti`] puts in the header's `descrip`.
+const DESCRIP: &[u8] = b"dtml";
+/// Offset of `descrip` in a NIfTI-1 header.
+const DESCRIP_OFFSET: usize = 148;
+
+/// Whether `path` is a NIfTI file dtml wrote (its header's `descrip` says
+/// so): the files dtml may replace.
+pub fn written_by_dtml(path: &Path) -> bool {
+    read_header_bytes(path).is_ok_and(|h| {
+        h.len() >= HEADER_SIZE && h[DESCRIP_OFFSET..DESCRIP_OFFSET + 80].split(|&b| b == 0).next() == Some(DESCRIP)
+    })
+}
+
 /// Writes a volume as NIfTI-1 (`.nii`, or gzipped `.nii.gz`), atomically,
 /// with the volume's own element type and header geometry.
 pub fn write_nifti(path: &Path, volume: &Volume) -> Result<()> {
@@ -542,9 +555,9 @@ fn header_bytes(v: &Volume) -> Vec<u8> {
     f32le(&mut b, 0.0); // toffset
     i32le(&mut b, 0); // glmax
     i32le(&mut b, 0); // glmin
+    debug_assert_eq!(b.len(), DESCRIP_OFFSET);
     let mut descrip = [0u8; 80];
-    let text = b"dtml";
-    descrip[..text.len()].copy_from_slice(text);
+    descrip[..DESCRIP.len()].copy_from_slice(DESCRIP);
     b.extend_from_slice(&descrip);
     b.extend_from_slice(&[0u8; 24]); // aux_file
     i16le(&mut b, g.qform_code);

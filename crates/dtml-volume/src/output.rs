@@ -279,6 +279,26 @@ pub fn resolved(path: &Path) -> PathBuf {
     }
 }
 
+/// Checks a single output file (`dtml distance --out`): apart from the
+/// inputs, and if it exists, a regular file that `ours` recognises as
+/// written by dtml; anything else is refused rather than replaced.
+pub fn check_file(out: &Path, inputs: &[&Path], flag: &str, ours: fn(&Path) -> bool) -> Result<()> {
+    check_apart(out, inputs, flag)?;
+    match std::fs::metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(VolumeError::io(out, e)),
+        Ok(meta) if !meta.is_file() => Err(VolumeError::invalid(
+            out,
+            format!("{flag} exists and is not a regular file; choose a new file name"),
+        )),
+        Ok(_) if ours(out) => Ok(()),
+        Ok(_) => Err(VolumeError::invalid(
+            out,
+            format!("{flag} exists and dtml did not write it; dtml replaces only its own files: choose a new file name"),
+        )),
+    }
+}
+
 /// Refuses an output `out` that is, contains or lies inside one of
 /// `inputs` (files or folders), symlinks followed.
 pub fn check_apart(out: &Path, inputs: &[&Path], flag: &str) -> Result<()> {

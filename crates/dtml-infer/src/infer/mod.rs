@@ -149,7 +149,32 @@ impl InferenceOptions {
         }
         Ok(())
     }
+
+    /// Refuses a window batch the machine cannot hold, before any scan is
+    /// read (the check `train` does for its step, with inference's share
+    /// of the memory per voxel).
+    pub fn check_memory(&self, config: &dtml_model::VNetConfig, networks: usize) -> Result<()> {
+        let need = self.patch.voxels() as f64
+            * self.batch as f64
+            * config.width as f64
+            * networks as f64
+            * INFER_BYTES_PER_VOXEL_WINDOW_WIDTH_NET;
+        dtml_volume::confine::check_memory(
+            std::path::Path::new("--patch"),
+            &format!(
+                "inference with windows of {:?}, batch {}, width {}",
+                self.patch, self.batch, config.width
+            ),
+            need,
+        )
+        .map_err(|e| InferError::Config(e.to_string()))
+    }
 }
+
+/// Bytes of inference memory per voxel of a window, per window of a batch,
+/// per unit of width and per network: about half of training's (no
+/// gradients kept), rounded up.
+pub const INFER_BYTES_PER_VOXEL_WINDOW_WIDTH_NET: f64 = 48.0;
 
 /// A prediction on the input grid (x fastest).
 #[derive(Debug, Clone)]

@@ -316,25 +316,43 @@ impl Builder<'_> {
     }
 }
 
-fn check_config(c: &VNetConfig) -> Result<()> {
-    if c.in_channels == 0 || c.width == 0 || c.classes == 0 {
-        return Err(ModelError::Config(format!(
-            "channels, width and classes must be positive: {c:?}"
-        )));
+impl VNetConfig {
+    /// Checks every field: what `train` accepts and what a `run.json` or
+    /// checkpoint may say (a negative BatchNorm epsilon would give a
+    /// constant map, not an error).
+    pub fn validate(&self) -> Result<()> {
+        let c = self;
+        if c.in_channels == 0 || c.width == 0 || c.classes == 0 {
+            return Err(ModelError::Config(format!(
+                "channels, width and classes must be positive: {c:?}"
+            )));
+        }
+        if !(0.0..1.0).contains(&c.dropout) {
+            return Err(ModelError::Config(format!(
+                "dropout {} must be in [0, 1)",
+                c.dropout
+            )));
+        }
+        if !(c.bn_eps.is_finite() && c.bn_eps > 0.0) {
+            return Err(ModelError::Config(format!(
+                "bn_eps {} must be finite and positive",
+                c.bn_eps
+            )));
+        }
+        if !(0.0..=1.0).contains(&c.bn_momentum) {
+            return Err(ModelError::Config(format!(
+                "bn_momentum {} must be in [0, 1]",
+                c.bn_momentum
+            )));
+        }
+        Ok(())
     }
-    if !(0.0..1.0).contains(&c.dropout) {
-        return Err(ModelError::Config(format!(
-            "dropout {} must be in [0, 1)",
-            c.dropout
-        )));
-    }
-    Ok(())
 }
 
 impl VNet {
     /// A V-Net with PyTorch's default initialisation drawn from `seed`.
     pub fn new(config: VNetConfig, seed: u64, dtype: DType, device: &Device) -> Result<VNet> {
-        check_config(&config)?;
+        config.validate()?;
         let mut b = Builder {
             rng: ChaCha8Rng::seed_from_u64(seed),
             dtype,

@@ -104,7 +104,8 @@ pub fn train_in_group(
     group: &dyn Collective,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<TrainOutcome> {
-    let (loaded, cfg) = open_run(&req, group)?;
+    // Held to the end: no other process writes this run or rewrites its cache.
+    let (_locks, loaded, cfg) = open_run(&req, group)?;
     // No rank writes before every rank has looked at the run directory.
     group.barrier()?;
     // This rank's batches and dropout; the initial weights come from `cfg`.
@@ -241,6 +242,7 @@ impl Session<'_> {
                 self.req.data.dir.clone(),
                 *best,
                 self.group.size(),
+                self.req.data.manifest_digest(),
             );
             checkpoint::save(run_dir, self.nets, &sgd.state()?, &state)?;
             crate::plot::loss_curves(

@@ -30,14 +30,9 @@ pub(super) fn load_set(
 /// paper size both give about 90).
 pub(super) const BYTES_PER_VOXEL_SAMPLE_WIDTH_NET: f64 = 90.0;
 
-/// How far the estimate may exceed the available memory before a run is
-/// refused: the estimate is a measurement of two sizes, not a bound, and a
-/// run that would fit must not be turned away.
-pub(super) const MEMORY_TOLERANCE: f64 = 1.25;
-
-/// Refuses, before anything is allocated, a patch that would be mostly
-/// zero padding (over 4 times the largest prepared case on an axis) or a
-/// step that needs more memory than the machine has available.
+/// Refuses a patch that would be mostly zero padding (over 4 times the
+/// largest prepared case on an axis); [`check_step_memory`] ran before the
+/// cases were loaded.
 pub(super) fn check_patch(cfg: &TrainConfig, set: &TrainingSet) -> Result<()> {
     let largest = set
         .labelled
@@ -50,6 +45,12 @@ pub(super) fn check_patch(cfg: &TrainConfig, set: &TrainingSet) -> Result<()> {
             cfg.patch, largest, AXIS_NAMES[a]
         )));
     }
+    Ok(())
+}
+
+/// The memory check of a training step alone (patch, batch, width,
+/// networks), run before the cases are loaded.
+pub(super) fn check_step_memory(cfg: &TrainConfig) -> Result<()> {
     let voxels = cfg.patch.voxels() as f64;
     let samples = (cfg.labelled_batch + cfg.unlabelled_batch) as f64;
     let need = voxels
@@ -57,20 +58,15 @@ pub(super) fn check_patch(cfg: &TrainConfig, set: &TrainingSet) -> Result<()> {
         * cfg.width as f64
         * cfg.method.networks() as f64
         * BYTES_PER_VOXEL_SAMPLE_WIDTH_NET;
-    if let Some(avail) = dtml_volume::confine::available_memory()
-        && need > MEMORY_TOLERANCE * avail as f64
-    {
-        let gib = |b: f64| b / (1u64 << 30) as f64;
-        return Err(TrainError::Config(format!(
-            "a training step at patch {:?}, batch {}, width {} needs about {:.1} GiB but {:.1} GiB are available; lower the patch, batch or width",
-            cfg.patch,
-            samples,
-            cfg.width,
-            gib(need),
-            gib(avail as f64)
-        )));
-    }
-    Ok(())
+    dtml_volume::confine::check_memory(
+        Path::new("--patch"),
+        &format!(
+            "a training step at patch {:?}, batch {}, width {}",
+            cfg.patch, samples, cfg.width
+        ),
+        need,
+    )
+    .map_err(|e| TrainError::Config(e.to_string()))
 }
 
 /// A resume continues the run it finds, on the same data with the same
@@ -82,6 +78,15 @@ pub(super) fn check_resume(saved: &TrainerState, req: &TrainRequest) -> Result<(
             req.run_dir.display(),
             saved.dataset.display(),
             req.data.dir.display()
+        )));
+    }
+    if let Some(saved_digest) = &saved.manifest_digest
+        && *saved_digest != req.data.manifest_digest()
+    {
+        return Err(TrainError::Config(format!(
+            "--resume: the prepared data in {} changed since the run in {} started (the cache was prepared again); resume needs the cache it trained on, or start a new run in another folder",
+            req.data.dir.display(),
+            req.run_dir.display()
         )));
     }
     let changes = checkpoint::changes(&saved.config, &req.config);
@@ -100,9 +105,21 @@ pub(super) fn check_resume(saved: &TrainerState, req: &TrainRequest) -> Result<(
 pub(super) fn open_run(
     req: &TrainRequest,
     group: &dyn Collective,
-) -> Result<(Option<checkpoint::Loaded>, TrainConfig)> {
+) -> Result<(RunLocks, Option<checkpoint::Loaded>, TrainConfig)> {
     let run_dir = req.run_dir;
-    std::fs::create_dir_all(run_dir).map_err(|e| TrainError::file(run_dir, e))?;
+    // Rank 0 writes the run; every rank reads the cache.
+    let cache = dtml_volume::output::lock_input(&req.data.dir)?;
+    let mut run = if group.rank() == 0 {
+        Some(dtml_volume::output::claim(
+            run_dir,
+            &RUN_KIND,
+            &[&req.data.dir],
+            dtml_volume::output::LockMode::Exclusive,
+            "--out",
+        )?)
+    } else {
+        None
+    };
     let loaded = match (req.resume, checkpoint::find(run_dir)) {
         (true, Some(dir)) => Some(checkpoint::load(&dir)?),
         (true, None) => {
@@ -139,7 +156,43 @@ pub(super) fn open_run(
         None => req.config.clone(),
     };
     cfg.validate()?;
-    Ok((loaded, cfg))
+    check_step_memory(&cfg)?;
+    if let Some(run) = &mut run {
+        run.keep();
+    }
+    Ok(((run, cache), loaded, cfg))
+}
+
+/// The run folder's lock (rank 0) and the cache's shared lock.
+pub(super) type RunLocks = (
+    Option<dtml_volume::output::FolderLock>,
+    Option<dtml_volume::output::FolderLock>,
+);
+
+/// A run folder: `run.json`, or before the first export, a checkpoint or
+/// the training log.
+pub const RUN_KIND: dtml_volume::output::Kind = dtml_volume::output::Kind {
+    name: "run",
+    records: &[
+        dtml_infer::run::RUN_FILE,
+        "checkpoint/trainer.json",
+        "checkpoint.previous/trainer.json",
+        crate::log::LOG_FILE,
+    ],
+    recognise: is_run_record,
+    only: None,
+};
+
+fn is_run_record(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if name == dtml_infer::run::RUN_FILE {
+        dtml_infer::run::RunInfo::read(dir).is_ok()
+    } else if name == crate::log::LOG_FILE {
+        crate::log::read_log(dir).is_ok()
+    } else {
+        checkpoint::load_state(dir).is_ok()
+    }
 }
 
 /// The cases a run trains on (loaded and checked) and validates on.

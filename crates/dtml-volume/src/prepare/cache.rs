@@ -8,6 +8,8 @@ use super::*;
 pub const CACHE_VERSION: u32 = 1;
 /// File name of the manifest inside a prepared folder.
 pub const MANIFEST: &str = "manifest.json";
+/// The largest manifest read (about a million cases).
+pub const MANIFEST_MAX_BYTES: u64 = 1 << 30;
 
 /// Everything known about one prepared case.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -109,8 +111,8 @@ impl PreparedDataset {
     /// Opens a prepared folder by reading its manifest.
     pub fn open(dir: &Path) -> Result<PreparedDataset> {
         let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path).map_err(|e| VolumeError::io(&path, e))?;
-        let manifest: Manifest = serde_json::from_str(&text)
+        let text = crate::confine::read_bounded(&path, MANIFEST_MAX_BYTES, "manifest")?;
+        let manifest: Manifest = serde_json::from_slice(&text)
             .map_err(|e| VolumeError::dataset(&path, format!("invalid manifest: {e}")))?;
         if manifest.version != CACHE_VERSION {
             return Err(VolumeError::dataset(
@@ -152,6 +154,17 @@ impl PreparedDataset {
             }
         }
         Ok(data)
+    }
+
+    /// A digest of the manifest as read (FNV-1a, 64 bits, hex): what a
+    /// checkpoint records so a resume continues only on the same cache.
+    pub fn manifest_digest(&self) -> String {
+        let bytes = serde_json::to_vec(&self.manifest).unwrap_or_default();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{h:016x}")
     }
 
     /// A case's original label or image file, checked to resolve inside the

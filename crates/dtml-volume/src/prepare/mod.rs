@@ -209,7 +209,7 @@ pub const CACHE_KIND: Kind = Kind {
 };
 
 fn is_manifest(path: &Path) -> bool {
-    crate::confine::read_bounded(path, 1 << 30, "manifest")
+    crate::confine::read_bounded(path, MANIFEST_MAX_BYTES, "manifest")
         .ok()
         .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
         .is_some()
@@ -222,7 +222,7 @@ fn check_cases_owned(out: &Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(&cases) else {
         return Ok(());
     };
-    let named: BTreeSet<String> = crate::confine::read_bounded(&out.join(MANIFEST), 1 << 30, "manifest")
+    let named: BTreeSet<String> = crate::confine::read_bounded(&out.join(MANIFEST), MANIFEST_MAX_BYTES, "manifest")
         .ok()
         .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
         .map(|m| m.cases.into_iter().map(|c| c.file).collect())

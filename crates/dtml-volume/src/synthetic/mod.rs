@@ -227,6 +227,13 @@ pub fn generate_case(config: &SyntheticConfig, index: usize) -> Result<(Volume, 
 /// dataset.
 pub fn write_dataset(out: &Path, config: &SyntheticConfig) -> Result<()> {
     config.validate(out)?;
+    let mut lock = crate::output::claim(
+        out,
+        &SYNTHETIC_KIND,
+        &[],
+        crate::output::LockMode::Exclusive,
+        "--out",
+    )?;
     clear_target(out)?;
     for dir in ["imagesTr", "labelsTr", "imagesTs", "labelsTs"] {
         let d = out.join(dir);
@@ -252,25 +259,24 @@ pub fn write_dataset(out: &Path, config: &SyntheticConfig) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(&json)
         .map_err(|e| VolumeError::invalid(out.join("dataset.json"), format!("serialising: {e}")))?;
     bytes.push(b'\n');
-    write_bytes_atomic(&out.join("dataset.json"), &bytes)
+    write_bytes_atomic(&out.join("dataset.json"), &bytes)?;
+    lock.keep();
+    Ok(())
 }
 
 /// How `dataset.json`'s `reference` of a generated dataset begins.
 const REFERENCE_PREFIX: &str = "dtml-volume synthetic generator";
 
-/// Checks `out` may be written (see [`write_dataset`]) and removes the case
-/// files of an earlier synthetic dataset there, so none outlives it.
-fn clear_target(out: &Path) -> Result<()> {
-    let mut entries = match std::fs::read_dir(out) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(VolumeError::io(out, e)),
-    };
-    if entries.next().is_none() {
-        return Ok(());
-    }
-    let json = out.join("dataset.json");
-    let ours = std::fs::read(&json)
+/// A synthetic dataset written by `dtml generate`.
+pub const SYNTHETIC_KIND: crate::output::Kind = crate::output::Kind {
+    name: "synthetic dataset",
+    records: &["dataset.json"],
+    recognise: is_synthetic_json,
+    only: None,
+};
+
+fn is_synthetic_json(json: &Path) -> bool {
+    crate::confine::read_bounded(json, 1 << 20, "dataset.json")
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .is_some_and(|v| {
@@ -278,13 +284,12 @@ fn clear_target(out: &Path) -> Result<()> {
                 && v["reference"]
                     .as_str()
                     .is_some_and(|r| r.starts_with(REFERENCE_PREFIX))
-        });
-    if !ours {
-        return Err(VolumeError::invalid(
-            out,
-            "the folder is not empty and is not a synthetic dataset written by `dtml generate`; refusing to write into it (choose a new or empty folder)",
-        ));
-    }
+        })
+}
+
+/// Removes the case files of an earlier synthetic dataset in `out` (a
+/// folder [`SYNTHETIC_KIND`] recognised), so none outlives it.
+fn clear_target(out: &Path) -> Result<()> {
     for dir in ["imagesTr", "labelsTr", "imagesTs", "labelsTs"] {
         let d = out.join(dir);
         let Ok(files) = std::fs::read_dir(&d) else {
@@ -292,7 +297,10 @@ fn clear_target(out: &Path) -> Result<()> {
         };
         for f in files.flatten() {
             let name = f.file_name().to_string_lossy().into_owned();
-            if name.starts_with("synth_") && name.ends_with(".nii.gz") {
+            if name.starts_with("synth_")
+                && name.ends_with(".nii.gz")
+                && crate::nii::written_by_dtml(&f.path())
+            {
                 std::fs::remove_file(f.path()).map_err(|e| VolumeError::io(f.path(), e))?;
             }
         }
