@@ -711,7 +711,7 @@ fn a_failed_prepare_keeps_the_old_cache_and_foreign_folders_are_not_replaced() {
         "--labelled",
         "2",
     ]);
-    assert!(err.contains("no prepared cache"), "{err}");
+    assert!(err.contains("not a dtml prepared cache"), "{err}");
     assert_eq!(
         std::fs::read_to_string(home.join("thesis.tex")).unwrap(),
         "keep"

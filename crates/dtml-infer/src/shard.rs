@@ -45,9 +45,15 @@ impl Shard {
     /// `SLURM_ARRAY_TASK_COUNT`.
     pub fn from_slurm() -> Result<Option<Shard>> {
         let var = |name: &str| std::env::var(name).ok();
-        let (Some(id), Some(count)) = (var("SLURM_ARRAY_TASK_ID"), var("SLURM_ARRAY_TASK_COUNT"))
-        else {
+        // A task id alone is still an array task: running every case in
+        // each of them would be the silent wrong answer.
+        let Some(id) = var("SLURM_ARRAY_TASK_ID") else {
             return Ok(None);
+        };
+        let Some(count) = var("SLURM_ARRAY_TASK_COUNT") else {
+            return Err(InferError::Config(format!(
+                "SLURM_ARRAY_TASK_ID={id:?} is set but SLURM_ARRAY_TASK_COUNT is not, so this task's share of the cases is unknown (use --shard K/N)"
+            )));
         };
         let min = var("SLURM_ARRAY_TASK_MIN").unwrap_or_else(|| "0".into());
         let num = |name: &str, v: &str| {

@@ -85,10 +85,15 @@ impl Default for TrainConfig {
     }
 }
 
+/// The largest `--config` file read.
+const CONFIG_MAX_BYTES: u64 = 1 << 20;
+
 impl TrainConfig {
     /// Reads a TOML file; keys it leaves out keep their defaults.
     pub fn from_toml_file(path: &Path) -> Result<TrainConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::file(path, e))?;
+        let bytes = dtml_volume::confine::read_bounded(path, CONFIG_MAX_BYTES, "config file")?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| TrainError::file(path, "invalid config: not UTF-8 text"))?;
         toml::from_str(&text).map_err(|e| TrainError::file(path, format!("invalid config: {e}")))
     }
 

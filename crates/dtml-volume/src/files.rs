@@ -20,6 +20,14 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Whether `path` names a hidden file that is no scan: macOS's `._name`
+/// resource forks and `.DS_Store`, editors' and dtml's own dot files.
+/// Folder listings skip them.
+pub fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
 /// Whether `path` names a NIfTI-1 file (either half of a pair included).
 pub fn is_nifti_path(path: &Path) -> bool {
     extension_of(path, &NIFTI_EXTENSIONS).is_some()
@@ -59,15 +67,24 @@ pub fn case_name(path: &Path) -> Option<String> {
 
 /// The volume files of a folder (or the file itself), sorted.
 pub fn volume_files(path: &Path) -> Result<Vec<PathBuf>> {
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    if !path.is_dir() {
-        return Err(VolumeError::invalid(path, "no such file or folder"));
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => return Ok(vec![path.to_path_buf()]),
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(VolumeError::invalid(
+                path,
+                "is not a regular file or folder (a FIFO, device or socket); only regular files are read",
+            ));
+        }
+        Err(e) => return Err(VolumeError::io(path, e)),
     }
     let mut out = Vec::new();
     for e in std::fs::read_dir(path).map_err(|e| VolumeError::io(path, e))? {
         let p = e.map_err(|e| VolumeError::io(path, e))?.path();
+        if is_hidden(&p) {
+            tracing::debug!("skipping hidden file {}", p.display());
+            continue;
+        }
         if p.is_file() && case_name(&p).is_some() {
             out.push(p);
         }

@@ -113,8 +113,8 @@ pub fn train_in_group(
         seed: rank_seed(cfg.seed, group.rank()),
         ..cfg.clone()
     };
+    check_patch(&cfg, req.data)?;
     let (set, validation) = training_cases(req.data, &cfg)?;
-    check_patch(&cfg, &set)?;
     let device = req.device.clone();
     let net_cfg = network_config(&cfg);
     let mut init = rng_for(cfg.seed, Stream::Init, 0);

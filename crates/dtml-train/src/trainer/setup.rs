@@ -30,14 +30,13 @@ pub(super) fn load_set(
 /// paper size both give about 90).
 pub(super) const BYTES_PER_VOXEL_SAMPLE_WIDTH_NET: f64 = 90.0;
 
-/// Refuses a patch that would be mostly zero padding (over 4 times the
-/// largest prepared case on an axis); [`check_step_memory`] ran before the
-/// cases were loaded.
-pub(super) fn check_patch(cfg: &TrainConfig, set: &TrainingSet) -> Result<()> {
-    let largest = set
-        .labelled
-        .iter()
-        .chain(&set.unlabelled)
+/// Refuses, before any case is loaded, a patch that would be mostly zero
+/// padding (over 4 times the largest prepared training case on an axis)
+/// or a step that needs more memory than the machine has available.
+pub(super) fn check_patch(cfg: &TrainConfig, data: &PreparedDataset) -> Result<()> {
+    let largest = data
+        .cases(Role::Labelled)
+        .chain(data.cases(Role::Unlabelled))
         .fold(Xyz::splat(0), |m, case| m.zip_with(case.shape, usize::max));
     if let Some(a) = (0..3).find(|&a| cfg.patch[a] > 4 * largest[a].max(16)) {
         return Err(TrainError::Config(format!(
@@ -45,7 +44,7 @@ pub(super) fn check_patch(cfg: &TrainConfig, set: &TrainingSet) -> Result<()> {
             cfg.patch, largest, AXIS_NAMES[a]
         )));
     }
-    Ok(())
+    check_step_memory(cfg)
 }
 
 /// The memory check of a training step alone (patch, batch, width,
@@ -156,7 +155,6 @@ pub(super) fn open_run(
         None => req.config.clone(),
     };
     cfg.validate()?;
-    check_step_memory(&cfg)?;
     if let Some(run) = &mut run {
         run.keep();
     }

@@ -192,6 +192,10 @@ pub(super) fn scan_nnunet(
     for entry in std::fs::read_dir(&dir).map_err(|e| VolumeError::io(&dir, e))? {
         let entry = entry.map_err(|e| VolumeError::io(&dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
+        if crate::files::is_hidden(&entry.path()) {
+            tracing::debug!("skipping hidden file {}", entry.path().display());
+            continue;
+        }
         if let Some(id) = name.strip_suffix(&suffix) {
             ids.insert(id.to_string());
         }

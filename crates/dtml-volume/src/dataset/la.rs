@@ -32,7 +32,7 @@ pub(super) fn open_la(root: &Path) -> Result<Dataset> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(root)
         .map_err(|e| VolumeError::io(root, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
+        .filter(|p| p.is_dir() && !crate::files::is_hidden(p))
         .collect();
     entries.sort();
     for dir in entries {

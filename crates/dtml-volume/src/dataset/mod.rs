@@ -154,8 +154,10 @@ fn case_id(path: &Path) -> String {
 /// Reads a case list file (one id per line; blank lines and `#` comments
 /// ignored; a trailing `/` or path prefix is stripped, as UA-MT lists vary).
 pub fn read_list(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| VolumeError::io(path, e))?;
-    let mut out = Vec::new();
+    let bytes = crate::confine::read_bounded(path, LIST_MAX_BYTES, "case list")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| VolumeError::dataset(path, "a case list is UTF-8 text, one id per line"))?;
+    let mut out: Vec<String> = Vec::new();
     for line in text.lines() {
         let l = line.trim();
         if l.is_empty() || l.starts_with('#') {
@@ -164,7 +166,16 @@ pub fn read_list(path: &Path) -> Result<Vec<String>> {
         let l = l.trim_end_matches('/');
         let id = l.rsplit('/').next().unwrap_or(l);
         let (id, _) = split_extension(id);
+        if out.iter().any(|o| o == id) {
+            return Err(VolumeError::dataset(
+                path,
+                format!("case {id:?} is listed twice"),
+            ));
+        }
         out.push(id.to_string());
     }
     Ok(out)
 }
+
+/// The largest case list read.
+const LIST_MAX_BYTES: u64 = 16 << 20;

@@ -80,6 +80,21 @@ pub fn split(
         Some(l) => find_all(l)?,
         None => dataset.test.clone(),
     };
+    if let Some(list) = validation_list
+        && let Some(both) = validation.iter().find(|c| test.iter().any(|t| t.id == c.id))
+    {
+        let test_set = match test_list {
+            Some(t) => format!("the test list {}", t.display()),
+            None => "the dataset's test cases".into(),
+        };
+        return Err(VolumeError::dataset(
+            list,
+            format!(
+                "case {:?} is also in {test_set}; a case is validated on or tested on, not both",
+                both.id
+            ),
+        ));
+    }
     let held_out = |c: &CaseFiles| validation.iter().chain(&test).any(|v| v.id == c.id);
     let pool: Vec<CaseFiles> = dataset
         .training

@@ -138,19 +138,32 @@ pub(super) fn gunzip_exact(path: &Path, raw: &[u8], want: usize, source: &str) -
     let limit = want.saturating_add(1);
     let mut out =
         Vec::with_capacity(limit.min(raw.len().saturating_mul(4).saturating_add(1 << 16)));
-    MultiGzDecoder::new(raw)
+    let read = MultiGzDecoder::new(raw)
         .take(limit as u64)
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            format_err(
+        .read_to_end(&mut out);
+    match read {
+        Ok(_) => Ok(out),
+        // Bytes after a complete stream that are no further gzip member:
+        // the data are whole (as zlib and pynrrd read them).
+        Err(e) if out.len() == want => {
+            tracing::debug!(
+                "{}: ignoring bytes after the gzip data in the {source} ({e})",
+                path.display()
+            );
+            Ok(out)
+        }
+        Err(e) => {
+            let what = if out.len() < want {
+                format!("ends after {} of the {want} bytes the sizes need", out.len())
+            } else {
+                "is corrupt".to_string()
+            };
+            Err(format_err(
                 path,
-                format!(
-                    "corrupt or truncated gzip stream in the {source} after {} decompressed bytes: {e}",
-                    out.len()
-                ),
-            )
-        })?;
-    Ok(out)
+                format!("the gzip stream in the {source} {what}: {e}"),
+            ))
+        }
+    }
 }
 
 pub(super) fn parse_ascii(

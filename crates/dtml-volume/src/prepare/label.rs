@@ -109,3 +109,19 @@ pub fn binarize(
     }
     Ok((mask, present))
 }
+
+/// Up to `most` distinct non-zero values of a label map, ascending.
+pub(crate) fn nonzero_values(volume: &Volume, most: usize) -> Vec<f64> {
+    let mut seen: Vec<f64> = Vec::new();
+    for i in 0..volume.len() {
+        let v = volume.data.get_f64(i);
+        if v != 0.0 && !seen.contains(&v) {
+            seen.push(v);
+            if seen.len() == most {
+                break;
+            }
+        }
+    }
+    seen.sort_by(f64::total_cmp);
+    seen
+}

@@ -467,6 +467,17 @@ fn prepare_case(
         },
     )?;
     image.check_finite(&case.image)?;
+    if let Some(a) = (0..3).find(|&a| image.shape[a] == 1) {
+        return Err(VolumeError::unsupported(
+            &case.image,
+            "volume",
+            format!(
+                "shape {:?} has a single voxel along {}: a 2D image, but dtml segments 3D volumes (and `predict` would refuse it)",
+                image.shape,
+                crate::axes::AXIS_NAMES[a]
+            ),
+        ));
+    }
     let mut warnings = Vec::new();
     let keeps_label = role != Role::Unlabelled;
     let label_for_crop = role == Role::Labelled || options.reference_crop;
@@ -485,8 +496,20 @@ fn prepare_case(
     }
     let mut values_present = BTreeSet::new();
     let mut foreground_voxels = None;
-    if let Some((path, (_, mask, present))) = &label {
+    if let Some((path, (volume, mask, present))) = &label {
         let fg = mask.iter().map(|&v| v as u64).sum::<u64>();
+        if role == Role::Labelled && fg == 0 {
+            let other = label::nonzero_values(volume, 8);
+            if !other.is_empty() {
+                return Err(VolumeError::dataset(
+                    path,
+                    format!(
+                        "the label of labelled case {} holds the values {other:?} but none of the foreground values {:?}: training on it would learn an empty mask; choose the foreground with --foreground (255 for LA-style masks)",
+                        case.id, options.foreground
+                    ),
+                ));
+            }
+        }
         if keeps_label {
             foreground_voxels = Some(fg);
             if fg == 0 {
