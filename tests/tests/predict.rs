@@ -8,7 +8,7 @@
 //! their fixtures here.
 
 mod common;
-use common::{dtml_err, dtml_ok, s};
+use common::{dtml_err, dtml_ok, fake_run, s};
 use dtml_volume::{Geometry, Volume, VoxelData, Xyz, read_volume, write_nifti};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -176,9 +176,11 @@ fn a_folder_of_scans_with_two_students_and_the_disagreement_map() {
     ];
     args.extend(WINDOW);
     dtml_ok(&args);
+    // Besides dtml's lock files (hidden).
     let mut names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".dtml-"))
         .collect();
     names.sort();
     assert_eq!(
@@ -213,50 +215,6 @@ fn a_folder_of_scans_with_two_students_and_the_disagreement_map() {
         b.geometry,
         read_volume(&input.join("case_b.nii")).unwrap().geometry
     );
-}
-
-/// A fake run directory: run.json and safetensors of seeded width-2 V-Nets.
-fn fake_run(dir: &Path, patch: Xyz<usize>, width_in_json: usize) {
-    use dtml_infer::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
-    std::fs::create_dir_all(dir).unwrap();
-    let mut students = Vec::new();
-    for (seed, role, file) in [
-        (1, StudentRole::Region, "student_a.safetensors"),
-        (2, StudentRole::Boundary, "student_b.safetensors"),
-    ] {
-        let net = dtml_model::VNet::new(
-            dtml_model::VNetConfig {
-                width: 2,
-                ..Default::default()
-            },
-            seed,
-            candle_core::DType::F32,
-            &candle_core::Device::Cpu,
-        )
-        .unwrap();
-        net.save_safetensors(&dir.join(file)).unwrap();
-        students.push(StudentFile {
-            role,
-            file: file.into(),
-        });
-    }
-    RunInfo {
-        format: RUN_FORMAT.into(),
-        version: RUN_VERSION,
-        method: dtml_infer::Method::Dtml,
-        network: dtml_model::VNetConfig {
-            width: width_in_json,
-            ..Default::default()
-        },
-        patch,
-        foreground: vec![1],
-        students,
-        iteration: 100,
-        sharpness: 1500.0,
-        channel: None,
-    }
-    .write(dir)
-    .unwrap();
 }
 
 fn tiny_dataset(dir: &Path) -> (PathBuf, PathBuf) {

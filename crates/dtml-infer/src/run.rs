@@ -75,7 +75,8 @@ impl RunInfo {
     /// it ([`RunInfo::validate`]).
     pub fn read(dir: &Path) -> Result<RunInfo> {
         let path = dir.join(RUN_FILE);
-        let text = dtml_volume::confine::read_bounded(&path, RUN_FILE_MAX_BYTES, "run description")?;
+        let text =
+            dtml_volume::confine::read_bounded(&path, RUN_FILE_MAX_BYTES, "run description")?;
         let info: RunInfo = serde_json::from_slice(&text)
             .map_err(|e| InferError::file(&path, format!("not a dtml run description: {e}")))?;
         if info.format != RUN_FORMAT || info.version != RUN_VERSION {
@@ -97,7 +98,8 @@ impl RunInfo {
     /// and student files that are plain names inside the run folder.
     pub fn validate(&self, dir: &Path) -> std::result::Result<(), String> {
         self.network.validate().map_err(|e| e.to_string())?;
-        dtml_model::vnet::check_spatial_size(&self.patch.xyz()).map_err(|why| format!("patch: {why}"))?;
+        dtml_model::vnet::check_spatial_size(&self.patch.xyz())
+            .map_err(|why| format!("patch: {why}"))?;
         dtml_loss::check_sharpness(self.sharpness)?;
         if self.foreground.is_empty() {
             return Err("no foreground label value".into());

@@ -182,7 +182,7 @@ impl Record {
                     _lock: lock,
                 });
             }
-            if existing.is_some() && !overwrite {
+            if existing.is_some() && !overwrite && !output_files(out)?.is_empty() {
                 return Err(InferError::file(
                     &path,
                     "this folder holds outputs of another model, input or settings: choose another --out, or pass --overwrite to replace them",
@@ -190,13 +190,17 @@ impl Record {
             }
             // Alone in the folder while the record changes hands.
             let alone = folder.lock(LockMode::Exclusive)?;
-            if let Some(old) = &existing {
+            let old_outputs = output_files(out)?;
+            if let Some(old) = existing.as_ref().filter(|_| !old_outputs.is_empty()) {
                 tracing::warn!(
-                    "{}: removing the outputs of another {} job (--overwrite)",
+                    "{}: removing the {} output files of another {} job (--overwrite)",
                     out.display(),
+                    old_outputs.len(),
                     old.command
                 );
-                remove_outputs(out)?;
+                for file in old_outputs {
+                    std::fs::remove_file(&file).map_err(|e| InferError::file(&file, e))?;
+                }
             }
             let text =
                 serde_json::to_vec_pretty(self).map_err(|e| InferError::Other(e.to_string()))?;
@@ -245,9 +249,11 @@ fn read_record(path: &Path) -> Result<Option<Record>> {
         .map_err(|e| InferError::file(path, format!("not a dtml output record: {e}")))
 }
 
-/// Removes the files a prediction or evaluation job writes (masks, maps,
-/// metrics) from a folder of dtml's, before another job takes it over.
-fn remove_outputs(out: &Path) -> Result<()> {
+/// The files a prediction or evaluation job writes (masks, maps,
+/// metrics) in a folder of dtml's: what another job's `--overwrite`
+/// removes before it takes the folder over.
+fn output_files(out: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
     for e in std::fs::read_dir(out).map_err(|e| InferError::file(out, e))? {
         let e = e.map_err(|e| InferError::file(out, e))?;
         let name = e.file_name().to_string_lossy().into_owned();
@@ -255,10 +261,10 @@ fn remove_outputs(out: &Path) -> Result<()> {
             || (name.starts_with(crate::outputs::METRICS_STEM)
                 && (name.ends_with(".csv") || name.ends_with(".json")));
         if ours && e.file_type().is_ok_and(|t| t.is_file()) {
-            std::fs::remove_file(e.path()).map_err(|err| InferError::file(&e.path(), err))?;
+            files.push(e.path());
         }
     }
-    Ok(())
+    Ok(files)
 }
 
 #[cfg(test)]
@@ -290,14 +296,24 @@ mod tests {
         };
         let half = Shard { index: 1, count: 2 };
         let keep = |m: &str, shard: Shard, overwrite: bool| {
-            r(m).claim(dir.path(), shard, overwrite, &[]).map(|c| c.keep)
+            r(m).claim(dir.path(), shard, overwrite, &[])
+                .map(|c| c.keep)
         };
-        assert!(!keep("a", half, false).unwrap(), "new folder: nothing to keep");
-        assert!(keep("a", half, false).unwrap(), "same job: keep its outputs");
+        assert!(
+            !keep("a", half, false).unwrap(),
+            "new folder: nothing to keep"
+        );
+        assert!(
+            keep("a", half, false).unwrap(),
+            "same job: keep its outputs"
+        );
         std::fs::write(dir.path().join("case.nii.gz"), "a's mask").unwrap();
         for shard in [half, Shard::WHOLE] {
             let e = keep("b", shard, false).unwrap_err().to_string();
-            assert!(e.contains("another model") && e.contains("--overwrite"), "{e}");
+            assert!(
+                e.contains("another model") && e.contains("--overwrite"),
+                "{e}"
+            );
         }
         assert!(!keep("b", half, true).unwrap(), "overwrite starts over");
         assert!(
@@ -307,7 +323,10 @@ mod tests {
         assert!(keep("b", half, false).unwrap());
         // Shards of one job share the folder; another job cannot join.
         let sibling = r("b").claim(dir.path(), half, false, &[]).unwrap();
-        let e = r("c").claim(dir.path(), half, true, &[]).unwrap_err().to_string();
+        let e = r("c")
+            .claim(dir.path(), half, true, &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("in use by another dtml process"), "{e}");
         let e = r("b")
             .claim(dir.path(), Shard::WHOLE, false, &[])

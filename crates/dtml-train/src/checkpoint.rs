@@ -86,8 +86,8 @@ pub fn save(
 ) -> Result<()> {
     // A temporary folder named as `dtml_volume::output` cleans up after a
     // killed process.
-    let tmp = dtml_volume::atomic::temporary_dir_in(run_dir)
-        .map_err(|e| TrainError::file(run_dir, e))?;
+    let tmp =
+        dtml_volume::atomic::temporary_dir_in(run_dir).map_err(|e| TrainError::file(run_dir, e))?;
     let tmp_path = tmp.path().to_path_buf();
     let tmp = &tmp_path;
     for (i, net) in networks.iter().enumerate() {

@@ -76,7 +76,11 @@ fn not_gzip(path: &Path) -> VolumeError {
 }
 
 fn corrupt_gzip(path: &Path, e: std::io::Error) -> VolumeError {
-    VolumeError::format(path, "gzip", format!("corrupt or truncated gzip stream: {e}"))
+    VolumeError::format(
+        path,
+        "gzip",
+        format!("corrupt or truncated gzip stream: {e}"),
+    )
 }
 
 /// Reads at most `limit` bytes of a file, transparently un-gzipping names
@@ -459,7 +463,11 @@ const DESCRIP_OFFSET: usize = 148;
 /// so): the files dtml may replace.
 pub fn written_by_dtml(path: &Path) -> bool {
     read_header_bytes(path).is_ok_and(|h| {
-        h.len() >= HEADER_SIZE && h[DESCRIP_OFFSET..DESCRIP_OFFSET + 80].split(|&b| b == 0).next() == Some(DESCRIP)
+        h.len() >= HEADER_SIZE
+            && h[DESCRIP_OFFSET..DESCRIP_OFFSET + 80]
+                .split(|&b| b == 0)
+                .next()
+                == Some(DESCRIP)
     })
 }
 

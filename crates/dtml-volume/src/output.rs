@@ -204,10 +204,12 @@ pub fn check_owned(dir: &Path, kind: &Kind, flag: &str) -> Result<()> {
             continue;
         }
         any = true;
-        let top_level_record = kind
-            .records
-            .iter()
-            .any(|r| Path::new(r).components().next().is_some_and(|c| c.as_os_str() == name.as_str()));
+        let top_level_record = kind.records.iter().any(|r| {
+            Path::new(r)
+                .components()
+                .next()
+                .is_some_and(|c| c.as_os_str() == name.as_str())
+        });
         if !top_level_record && kind.only.is_some_and(|only| !only.contains(&name.as_str())) {
             foreign.push(name);
         }
@@ -294,7 +296,9 @@ pub fn check_file(out: &Path, inputs: &[&Path], flag: &str, ours: fn(&Path) -> b
         Ok(_) if ours(out) => Ok(()),
         Ok(_) => Err(VolumeError::invalid(
             out,
-            format!("{flag} exists and dtml did not write it; dtml replaces only its own files: choose a new file name"),
+            format!(
+                "{flag} exists and dtml did not write it; dtml replaces only its own files: choose a new file name"
+            ),
         )),
     }
 }
@@ -496,7 +500,10 @@ mod tests {
         let e = claim(&out, &FIXED, &[], LockMode::Exclusive, "--out")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("notes.txt") && e.contains("did not write"), "{e}");
+        assert!(
+            e.contains("notes.txt") && e.contains("did not write"),
+            "{e}"
+        );
         assert!(out.join("notes.txt").is_file());
     }
 
@@ -528,7 +535,9 @@ mod tests {
             (dir.path().join("link/../.."), "contains"),
             (data.clone(), "is"),
         ] {
-            let e = check_apart(&out, &[&data], "--out").unwrap_err().to_string();
+            let e = check_apart(&out, &[&data], "--out")
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(why), "{out:?}: {e}");
         }
         check_apart(&dir.path().join("eval"), &[&data], "--out").unwrap();
@@ -539,7 +548,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // pid 0 is never a user process; our own pid is alive.
         let dead = dir.path().join(".dtml-0-abc.tmp");
-        let ours = dir.path().join(format!(".dtml-{}-abc.tmp", std::process::id()));
+        let ours = dir
+            .path()
+            .join(format!(".dtml-{}-abc.tmp", std::process::id()));
         std::fs::write(&dead, "x").unwrap();
         std::fs::write(&ours, "x").unwrap();
         remove_debris(dir.path());

@@ -96,3 +96,48 @@ pub fn tiny_prepared(dir: &Path, extra: &[&str]) -> PathBuf {
     dtml_ok(&prepare);
     out
 }
+
+/// A fake run directory: run.json and safetensors of seeded width-2 V-Nets.
+#[allow(dead_code)]
+pub fn fake_run(dir: &Path, patch: dtml_volume::Xyz<usize>, width_in_json: usize) {
+    use dtml_infer::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut students = Vec::new();
+    for (seed, role, file) in [
+        (1, StudentRole::Region, "student_a.safetensors"),
+        (2, StudentRole::Boundary, "student_b.safetensors"),
+    ] {
+        let net = dtml_model::VNet::new(
+            dtml_model::VNetConfig {
+                width: 2,
+                ..Default::default()
+            },
+            seed,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        net.save_safetensors(&dir.join(file)).unwrap();
+        students.push(StudentFile {
+            role,
+            file: file.into(),
+        });
+    }
+    RunInfo {
+        format: RUN_FORMAT.into(),
+        version: RUN_VERSION,
+        method: dtml_infer::Method::Dtml,
+        network: dtml_model::VNetConfig {
+            width: width_in_json,
+            ..Default::default()
+        },
+        patch,
+        foreground: vec![1],
+        students,
+        iteration: 100,
+        sharpness: 1500.0,
+        channel: None,
+    }
+    .write(dir)
+    .unwrap();
+}

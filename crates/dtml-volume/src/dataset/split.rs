@@ -81,7 +81,9 @@ pub fn split(
         None => dataset.test.clone(),
     };
     if let Some(list) = validation_list
-        && let Some(both) = validation.iter().find(|c| test.iter().any(|t| t.id == c.id))
+        && let Some(both) = validation
+            .iter()
+            .find(|c| test.iter().any(|t| t.id == c.id))
     {
         let test_set = match test_list {
             Some(t) => format!("the test list {}", t.display()),

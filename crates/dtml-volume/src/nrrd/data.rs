@@ -154,7 +154,10 @@ pub(super) fn gunzip_exact(path: &Path, raw: &[u8], want: usize, source: &str) -
         }
         Err(e) => {
             let what = if out.len() < want {
-                format!("ends after {} of the {want} bytes the sizes need", out.len())
+                format!(
+                    "ends after {} of the {want} bytes the sizes need",
+                    out.len()
+                )
             } else {
                 "is corrupt".to_string()
             };

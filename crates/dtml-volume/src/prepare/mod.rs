@@ -16,8 +16,8 @@ use crate::dataset::{CaseFiles, Role, Split};
 use crate::error::{Result, VolumeError};
 use crate::geometry::Geometry;
 use crate::nii::ReadOptions;
-use crate::volume::{DataType, Volume, VoxelData};
 use crate::output::{self, Kind, LockMode};
+use crate::volume::{DataType, Volume, VoxelData};
 use crate::{Layout, read_volume_with};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -175,7 +175,13 @@ pub fn prepare(
     check_case_memory(out, options)?;
     // Built beside `out` and swapped in only when complete: a failed or
     // killed run leaves the old cache (if any) as it was.
-    let mut lock = output::claim(out, &CACHE_KIND, &[dataset_root], LockMode::Exclusive, "--out")?;
+    let mut lock = output::claim(
+        out,
+        &CACHE_KIND,
+        &[dataset_root],
+        LockMode::Exclusive,
+        "--out",
+    )?;
     check_cases_owned(out)?;
     let staging = sibling(out, "preparing")?;
     remove_leftover(&staging)?;
@@ -222,11 +228,12 @@ fn check_cases_owned(out: &Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(&cases) else {
         return Ok(());
     };
-    let named: BTreeSet<String> = crate::confine::read_bounded(&out.join(MANIFEST), MANIFEST_MAX_BYTES, "manifest")
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
-        .map(|m| m.cases.into_iter().map(|c| c.file).collect())
-        .unwrap_or_default();
+    let named: BTreeSet<String> =
+        crate::confine::read_bounded(&out.join(MANIFEST), MANIFEST_MAX_BYTES, "manifest")
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+            .map(|m| m.cases.into_iter().map(|c| c.file).collect())
+            .unwrap_or_default();
     let mut foreign: Vec<String> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
