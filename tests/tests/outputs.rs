@@ -717,6 +717,35 @@ fn fifos_debris_hidden_files_long_names_and_slurm_slips() {
         "4,4,full",
     ]);
     assert!(!staging.exists(), "prepare staging debris removed");
+    // A cache folder whose legal name leaves no room for a staging tag.
+    let long_out = dir.path().join("c".repeat(250));
+    dtml_ok(&[
+        "prepare",
+        "--data",
+        s(&data),
+        "--out",
+        s(&long_out),
+        "--labelled",
+        "2",
+        "--patch",
+        "32,32,16",
+    ]);
+    assert!(long_out.join("manifest.json").is_file());
+    // Gzip NRRD data followed by stray bytes is read (as pynrrd does).
+    let nrrd = dir.path().join("trailing.nrrd");
+    let mut f = File::create(&nrrd).unwrap();
+    write!(
+        f,
+        "NRRD0004\ntype: uint8\ndimension: 3\nsizes: 4 4 4\nencoding: gzip\n\n"
+    )
+    .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(&mut f, flate2::Compression::fast());
+    gz.write_all(&[1u8; 64]).unwrap();
+    gz.finish().unwrap();
+    f.write_all(b"\n\n").unwrap();
+    drop(f);
+    let info = dtml_ok(&["info", s(&nrrd)]);
+    assert!(info.contains("4 x 4 x 4"), "{info}");
     // Hidden files beside the scans, and a legal 250-byte name.
     let scans = dir.path().join("scans");
     std::fs::create_dir(&scans).unwrap();

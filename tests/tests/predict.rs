@@ -481,7 +481,8 @@ fn bad_inputs_are_clear_errors() {
     args.extend(WINDOW);
     dtml_ok(&args);
     assert!(out4.join("four.nii.gz").is_file());
-    // ... and a single-volume scan (one file per channel) as it is.
+    // ... and a single-volume scan (one file per channel) as it is (another
+    // input: the folder of the first job is taken over only on request).
     let mut args = vec![
         "predict",
         "--model",
@@ -492,7 +493,11 @@ fn bad_inputs_are_clear_errors() {
         s(&out4),
     ];
     args.extend(WINDOW);
+    let err = dtml_err(&args);
+    assert!(err.contains("--overwrite"), "{err}");
+    args.push("--overwrite");
     dtml_ok(&args);
+    assert!(!out4.join("four.nii.gz").exists(), "the first job's mask is gone");
     // A channel the user names is strict: a single-volume scan has no volume 1.
     let err = predict(pth(), scan(), &["--channel", "1"]);
     assert!(err.contains("channel 1"), "{err}");

@@ -47,8 +47,9 @@ pub struct EvaluateArgs {
     /// cases; the others write metrics-shard-K-of-N.*.
     #[arg(long, help_heading = "Cohorts and resumption")]
     shard: Option<Shard>,
-    /// Redo every case even if --out holds finished ones, or ones of
-    /// another model.
+    /// Redo every case even if --out holds finished ones; if --out holds
+    /// the outputs of another model or settings, remove them first (without
+    /// it, such a folder is refused).
     #[arg(long, help_heading = "Cohorts and resumption")]
     overwrite: bool,
 }

@@ -35,8 +35,9 @@ pub struct PredictArgs {
     /// settings are kept, so a killed shard continues where it stopped.
     #[arg(long, help_heading = "Cohorts and resumption")]
     shard: Option<Shard>,
-    /// Redo every mask even if --out holds finished ones, or masks of
-    /// another model.
+    /// Redo every mask even if --out holds finished ones; if --out holds
+    /// the outputs of another model or settings, remove them first (without
+    /// it, such a folder is refused).
     #[arg(long, help_heading = "Cohorts and resumption")]
     overwrite: bool,
 }

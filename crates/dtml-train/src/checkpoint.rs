@@ -180,8 +180,8 @@ pub fn load_state(dir: &Path) -> Result<TrainerState> {
 
 fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::file(&path, e))?;
-    let trainer: TrainerState = serde_json::from_str(&text)
+    let text = dtml_volume::confine::read_bounded(&path, 1 << 20, "trainer state")?;
+    let trainer: TrainerState = serde_json::from_slice(&text)
         .map_err(|e| TrainError::file(&path, format!("not a dtml trainer state: {e}")))?;
     if trainer.format != STATE_FORMAT || trainer.version != STATE_VERSION {
         return Err(TrainError::file(

@@ -108,7 +108,7 @@ pub(super) fn open_run(
     let run_dir = req.run_dir;
     // Rank 0 writes the run; every rank reads the cache.
     let cache = dtml_volume::output::lock_input(&req.data.dir)?;
-    let mut run = if group.rank() == 0 {
+    let run = if group.rank() == 0 {
         Some(dtml_volume::output::claim(
             run_dir,
             &RUN_KIND,
@@ -155,9 +155,8 @@ pub(super) fn open_run(
         None => req.config.clone(),
     };
     cfg.validate()?;
-    if let Some(run) = &mut run {
-        run.keep();
-    }
+    // A run that fails before writing anything leaves no folder behind
+    // (the lock removes one it created and left empty).
     Ok(((run, cache), loaded, cfg))
 }
 

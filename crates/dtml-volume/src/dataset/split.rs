@@ -33,6 +33,10 @@ pub enum Role {
 #[derive(Debug, Clone)]
 pub struct Split {
     pub cases: Vec<(CaseFiles, Role)>,
+    /// Label values the dataset declares (`dataset.json`'s `labels`; none
+    /// for LA): a labelled case holding only undeclared values and no
+    /// foreground is a mask in another encoding (0/255), not an empty one.
+    pub declared_labels: Vec<i64>,
 }
 
 impl Split {
@@ -164,5 +168,8 @@ pub fn split(
     }
     cases.extend(validation.into_iter().map(|c| (c, Role::Validation)));
     cases.extend(test.into_iter().map(|c| (c, Role::Test)));
-    Ok(Split { cases })
+    Ok(Split {
+        cases,
+        declared_labels: dataset.label_names.iter().map(|(v, _)| *v).collect(),
+    })
 }

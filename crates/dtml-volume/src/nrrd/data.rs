@@ -138,35 +138,34 @@ pub(super) fn gunzip_exact(path: &Path, raw: &[u8], want: usize, source: &str) -
     let limit = want.saturating_add(1);
     let mut out =
         Vec::with_capacity(limit.min(raw.len().saturating_mul(4).saturating_add(1 << 16)));
-    let read = MultiGzDecoder::new(raw)
-        .take(limit as u64)
-        .read_to_end(&mut out);
-    match read {
-        Ok(_) => Ok(out),
-        // Bytes after a complete stream that are no further gzip member:
-        // the data are whole (as zlib and pynrrd read them).
-        Err(e) if out.len() == want => {
+    // Member by member, each checked to its CRC; bytes after the last
+    // member that are no further member are ignored, as zlib and pynrrd
+    // ignore them, but a cut member is an error.
+    let mut rest = raw;
+    while !rest.is_empty() && out.len() < limit {
+        if rest.len() < 2 || rest[0] != 0x1f || rest[1] != 0x8b {
             tracing::debug!(
-                "{}: ignoring bytes after the gzip data in the {source} ({e})",
-                path.display()
+                "{}: ignoring {} bytes after the gzip data in the {source}",
+                path.display(),
+                rest.len()
             );
-            Ok(out)
+            break;
         }
-        Err(e) => {
+        let mut member = flate2::bufread::GzDecoder::new(rest).take((limit - out.len()) as u64);
+        member.read_to_end(&mut out).map_err(|e| {
             let what = if out.len() < want {
-                format!(
-                    "ends after {} of the {want} bytes the sizes need",
-                    out.len()
-                )
+                format!("ends after {} of the {want} bytes the sizes need", out.len())
             } else {
-                "is corrupt".to_string()
+                "is cut or corrupt after its data (no intact end of stream)".to_string()
             };
-            Err(format_err(
+            format_err(
                 path,
                 format!("the gzip stream in the {source} {what}: {e}"),
-            ))
-        }
+            )
+        })?;
+        rest = member.into_inner().into_inner();
     }
+    Ok(out)
 }
 
 pub(super) fn parse_ascii(

@@ -33,7 +33,6 @@ use crate::error::{Result, VolumeError};
 use crate::geometry::{Affine, Geometry, identity};
 use crate::nii::decode_raw;
 use crate::volume::{DataType, Volume, VoxelData};
-use flate2::read::MultiGzDecoder;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -295,7 +295,17 @@ fn sibling(out: &Path, tag: &str) -> Result<PathBuf> {
         _ => Path::new("."),
     };
     std::fs::create_dir_all(parent).map_err(|e| VolumeError::io(parent, e))?;
-    Ok(parent.join(format!(".{}.{tag}", name.to_string_lossy())))
+    let readable = format!(".{}.{tag}", name.to_string_lossy());
+    // A legal name near the file-name limit (255 bytes) has no room for
+    // the tag: such a folder's sibling is named by a digest of its name.
+    if readable.len() <= 255 {
+        return Ok(parent.join(readable));
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_encoded_bytes() {
+        h = (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    Ok(parent.join(format!(".dtml-{h:016x}.{tag}")))
 }
 
 /// Removes what an interrupted earlier run left at `path`, if it is
@@ -341,7 +351,7 @@ fn build(
         .cases
         .par_iter()
         .map(|(case, role)| {
-            let r = prepare_case(case, *role, out, options);
+            let r = prepare_case(case, *role, out, options, &split.declared_labels);
             tick(&case.id);
             r
         })
@@ -466,6 +476,7 @@ fn prepare_case(
     role: Role,
     out: &Path,
     options: &PrepareOptions,
+    declared_labels: &[i64],
 ) -> Result<Prepared> {
     let image = read_volume_with(
         &case.image,
@@ -506,8 +517,12 @@ fn prepare_case(
     if let Some((path, (volume, mask, present))) = &label {
         let fg = mask.iter().map(|&v| v as u64).sum::<u64>();
         if role == Role::Labelled && fg == 0 {
+            // Only values the dataset does not declare (a 0/255 mask read
+            // with foreground 1): an encoding slip, not a case without
+            // the target (which a multi-label dataset may well have).
             let other = label::nonzero_values(volume, 8);
-            if !other.is_empty() {
+            let undeclared = |v: &f64| !declared_labels.iter().any(|&d| d as f64 == *v);
+            if !other.is_empty() && other.iter().all(undeclared) {
                 return Err(VolumeError::dataset(
                     path,
                     format!(
