@@ -497,7 +497,10 @@ fn bad_inputs_are_clear_errors() {
     assert!(err.contains("--overwrite"), "{err}");
     args.push("--overwrite");
     dtml_ok(&args);
-    assert!(!out4.join("four.nii.gz").exists(), "the first job's mask is gone");
+    assert!(
+        !out4.join("four.nii.gz").exists(),
+        "the first job's mask is gone"
+    );
     // A channel the user names is strict: a single-volume scan has no volume 1.
     let err = predict(pth(), scan(), &["--channel", "1"]);
     assert!(err.contains("channel 1"), "{err}");

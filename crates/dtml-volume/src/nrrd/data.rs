@@ -154,14 +154,14 @@ pub(super) fn gunzip_exact(path: &Path, raw: &[u8], want: usize, source: &str) -
         let mut member = flate2::bufread::GzDecoder::new(rest).take((limit - out.len()) as u64);
         member.read_to_end(&mut out).map_err(|e| {
             let what = if out.len() < want {
-                format!("ends after {} of the {want} bytes the sizes need", out.len())
+                format!(
+                    "ends after {} of the {want} bytes the sizes need",
+                    out.len()
+                )
             } else {
                 "is cut or corrupt after its data (no intact end of stream)".to_string()
             };
-            format_err(
-                path,
-                format!("the gzip stream in the {source} {what}: {e}"),
-            )
+            format_err(path, format!("the gzip stream in the {source} {what}: {e}"))
         })?;
         rest = member.into_inner().into_inner();
     }
