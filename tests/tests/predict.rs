@@ -445,7 +445,10 @@ fn bad_inputs_are_clear_errors() {
     .unwrap();
     let err = predict(pth(), &flat, &[]);
     assert!(err.contains("flat.nii.gz") && err.contains("2D"), "{err}");
-    // With a channel the 4D scan is fine.
+    // With a channel the 4D scan is fine (a folder of its own: the error
+    // cases here share `out`, and a finished job's folder is refused to
+    // other jobs).
+    let out_4d = dir.path().join("out-4d");
     let mut args = vec![
         "predict",
         "--model",
@@ -453,13 +456,13 @@ fn bad_inputs_are_clear_errors() {
         "--input",
         s(&four),
         "--out",
-        s(&out),
+        s(&out_4d),
         "--channel",
         "1",
     ];
     args.extend(WINDOW);
     dtml_ok(&args);
-    assert!(out.join("four.nii.gz").is_file());
+    assert!(out_4d.join("four.nii.gz").is_file());
     // A run that trained on channel 1 reads that channel by default.
     let run = dir.path().join("run-channel");
     fake_run(&run, Xyz::splat(16), 2);
