@@ -72,6 +72,8 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     };
     choices.check_for(&a.data)?;
     let (loaded, opts) = a.model.load(false)?;
+    // A cache is locked before it is read, and read unchanged to the end.
+    let _cache_lock = dtml_volume::output::lock_input(&a.data)?;
     let set = TestSet::open(&a.data, &choices, loaded.run.as_ref())?;
     let shard = Shard::resolve(a.shard)?;
     let mut settings = opts.describe();
@@ -81,14 +83,10 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     settings["test_list"] = serde_json::json!(a.test_list);
     settings["channel"] = serde_json::json!(a.channel);
     let record = Record::new("evaluate", a.model.paths(), &a.data, settings);
-    // A cache is read unchanged to the end; its cases' labels are read
-    // from the dataset it was prepared from.
-    let (_cache_lock, source) = match &set {
-        TestSet::Prepared(p) => (
-            dtml_volume::output::lock_input(&p.dir)?,
-            Some(p.manifest.dataset.as_path()),
-        ),
-        _ => (None, None),
+    // A cache's labels are read from the dataset it was prepared from.
+    let source = match &set {
+        TestSet::Prepared(p) => Some(p.manifest.dataset.as_path()),
+        _ => None,
     };
     let inputs: Vec<&std::path::Path> = std::iter::once(a.data.as_path())
         .chain(source)

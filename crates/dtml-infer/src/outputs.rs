@@ -37,6 +37,23 @@ pub fn metrics_stem(complete: bool, shard: Shard) -> String {
     }
 }
 
+/// Whether `name` is a metrics file [`metrics_stem`] names (`.csv` or
+/// `.json`).
+pub fn is_metrics_file(name: &str) -> bool {
+    let Some(stem) = name
+        .strip_suffix(".csv")
+        .or_else(|| name.strip_suffix(".json"))
+    else {
+        return false;
+    };
+    stem == METRICS_STEM
+        || stem
+            .strip_prefix(METRICS_STEM)
+            .and_then(|r| r.strip_prefix("-shard-"))
+            .and_then(|r| r.split_once("-of-"))
+            .is_some_and(|(k, n)| k.parse::<usize>().is_ok() && n.parse::<usize>().is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +69,7 @@ mod tests {
         let shard = Shard { index: 2, count: 8 };
         assert_eq!(metrics_stem(false, shard), "metrics-shard-2-of-8");
         assert_eq!(metrics_stem(true, shard), "metrics");
+        assert!(is_metrics_file("metrics.csv") && is_metrics_file("metrics-shard-2-of-8.json"));
+        assert!(!is_metrics_file("metrics-mine.csv") && !is_metrics_file("metrics.txt"));
     }
 }

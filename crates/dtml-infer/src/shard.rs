@@ -257,10 +257,17 @@ fn output_files(out: &Path) -> Result<Vec<PathBuf>> {
     for e in std::fs::read_dir(out).map_err(|e| InferError::file(out, e))? {
         let e = e.map_err(|e| InferError::file(out, e))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let ours = name.ends_with(".nii.gz")
-            || (name.starts_with(crate::outputs::METRICS_STEM)
-                && (name.ends_with(".csv") || name.ends_with(".json")));
-        if ours && e.file_type().is_ok_and(|t| t.is_file()) {
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        // Masks and maps carry dtml's mark in their header; metrics files
+        // have dtml's names. A user's file beside them is never taken.
+        let ours = if name.ends_with(".nii.gz") {
+            dtml_volume::nii::written_by_dtml(&e.path())
+        } else {
+            crate::outputs::is_metrics_file(&name)
+        };
+        if ours {
             files.push(e.path());
         }
     }
@@ -307,7 +314,14 @@ mod tests {
             keep("a", half, false).unwrap(),
             "same job: keep its outputs"
         );
-        std::fs::write(dir.path().join("case.nii.gz"), "a's mask").unwrap();
+        let mask = dtml_volume::Volume::new(
+            dtml_volume::VoxelData::U8(vec![1; 8]),
+            dtml_volume::Xyz::splat(2),
+            dtml_volume::Geometry::from_spacing(dtml_volume::Xyz::splat(1.0)),
+        )
+        .unwrap();
+        dtml_volume::write_nifti(&dir.path().join("case.nii.gz"), &mask).unwrap();
+        std::fs::write(dir.path().join("reference.nii.gz"), "a user's file").unwrap();
         for shard in [half, Shard::WHOLE] {
             let e = keep("b", shard, false).unwrap_err().to_string();
             assert!(
@@ -319,6 +333,10 @@ mod tests {
         assert!(
             !dir.path().join("case.nii.gz").exists(),
             "the other job's outputs are gone"
+        );
+        assert!(
+            dir.path().join("reference.nii.gz").exists(),
+            "not the user's"
         );
         assert!(keep("b", half, false).unwrap());
         // Shards of one job share the folder; another job cannot join.

@@ -108,11 +108,27 @@ pub fn prepare_demo_data(folders: &DemoFolders, resume: bool) -> Result<()> {
 /// evaluate` does), writing masks and metrics into `folders.evaluation`.
 pub fn evaluate_demo(folders: &DemoFolders, device: &Device) -> Result<Evaluation> {
     let loaded = dtml_infer::students::load_run(&folders.run, device)?;
+    let _cache = dtml_volume::output::lock_input(&folders.prepared)?;
     let set = TestSet::Prepared(PreparedDataset::open(&folders.prepared)?);
+    let opts = loaded.default_options();
+    // The demo's evaluation folder follows the policy of `dtml evaluate`;
+    // each demo run re-evaluates its fresh students there.
+    let record = dtml_infer::shard::Record::new(
+        "evaluate",
+        std::slice::from_ref(&folders.run),
+        &folders.prepared,
+        opts.describe(),
+    );
+    let _claim = record.claim(
+        &folders.evaluation,
+        dtml_infer::shard::Shard::WHOLE,
+        true,
+        &[&folders.run, &folders.prepared, &folders.data],
+    )?;
     let job = EvaluationJob {
         students: &loaded.students(),
         set: &set,
-        opts: &loaded.default_options(),
+        opts: &opts,
         units: dtml_edt::Units::Millimetres,
         scoring: dtml_edt::EmptyScoring::Exclude,
         out: &folders.evaluation,

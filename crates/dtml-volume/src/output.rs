@@ -83,7 +83,8 @@ impl FolderLock {
 
 impl Drop for FolderLock {
     fn drop(&mut self) {
-        drop(self.file.take());
+        // Cleaned while still locked, so no one locks a file being removed.
+        let file = self.file.take();
         if self.created {
             let only_lock = std::fs::read_dir(&self.dir)
                 .map(|entries| {
@@ -98,6 +99,7 @@ impl Drop for FolderLock {
                 let _ = std::fs::remove_dir(&self.dir);
             }
         }
+        drop(file);
     }
 }
 
@@ -143,10 +145,14 @@ impl Folder {
     }
 
     /// Takes the folder's lock in `mode` at once, or says who holds it;
-    /// then removes debris of processes that are gone.
+    /// then, alone in the folder, removes debris of processes that are
+    /// gone (never while sharing it: a sibling shard on another machine
+    /// has no pid here).
     pub fn lock(&self, mode: LockMode) -> Result<FolderLock> {
         let file = lock_file(&self.dir, LOCK_FILE, mode)?;
-        remove_debris(&self.dir);
+        if mode == LockMode::Exclusive {
+            remove_debris(&self.dir);
+        }
         Ok(FolderLock {
             dir: self.dir.clone(),
             file: Some(file),
@@ -159,14 +165,12 @@ impl Folder {
     /// check and write its record one at a time.
     pub fn while_claiming<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
         let path = self.dir.join(CLAIM_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| VolumeError::io(&path, e))?;
-        file.lock().map_err(|e| VolumeError::io(&path, e))?;
+        let file = open_lock_file(&path, true).map_err(|e| VolumeError::io(&path, e))?;
+        match file.lock() {
+            Ok(()) => {}
+            Err(e) if locking_unsupported(&e) => warn_unlocked(&path, &e),
+            Err(e) => return Err(VolumeError::io(&path, e)),
+        }
         let out = f();
         drop(file);
         Ok(out)
@@ -334,13 +338,7 @@ pub fn check_apart(out: &Path, inputs: &[&Path], flag: &str) -> Result<()> {
 /// who holds it; writes this process's pid into it for that message.
 fn lock_file(dir: &Path, name: &str, mode: LockMode) -> Result<File> {
     let path = dir.join(name);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| VolumeError::io(&path, e))?;
+    let mut file = open_lock_file(&path, true).map_err(|e| VolumeError::io(&path, e))?;
     let taken = match mode {
         LockMode::Exclusive => file.try_lock(),
         LockMode::Shared => file.try_lock_shared(),
@@ -355,6 +353,10 @@ fn lock_file(dir: &Path, name: &str, mode: LockMode) -> Result<File> {
                     holders(&path)
                 ),
             ));
+        }
+        Err(std::fs::TryLockError::Error(e)) if locking_unsupported(&e) => {
+            warn_unlocked(&path, &e);
+            return Ok(file);
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(VolumeError::io(&path, e)),
     }
@@ -374,22 +376,84 @@ fn lock_file(dir: &Path, name: &str, mode: LockMode) -> Result<File> {
 }
 
 /// Takes a shared lock on a folder the command only reads (a cache while
-/// it trains), so a `prepare` cannot replace it meanwhile. A read-only
-/// folder without a lock file cannot be written by dtml either, and is
-/// read unlocked.
+/// it trains), so a `prepare` cannot replace it meanwhile. Only folders
+/// dtml writes carry a lock file; other folders (a user's dataset) are
+/// read unlocked and nothing is created in them.
 pub fn lock_input(dir: &Path) -> Result<Option<FolderLock>> {
-    match lock_file(dir, LOCK_FILE, LockMode::Shared) {
-        Ok(file) => Ok(Some(FolderLock {
-            dir: dir.to_path_buf(),
-            file: Some(file),
-            created: false,
-        })),
-        Err(VolumeError::Io { error, .. }) => {
-            tracing::debug!("{}: read unlocked ({error})", dir.display());
+    let path = dir.join(LOCK_FILE);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
+    }
+    // Writable where possible, so the pid can go into the file.
+    let file = match open_lock_file(&path, false) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!("{}: read unlocked ({e})", dir.display());
+            return Ok(None);
+        }
+    };
+    let mut file = file;
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file
+                .seek(std::io::SeekFrom::End(0))
+                .and_then(|_| file.write_all(format!("{}\n", std::process::id()).as_bytes()));
+            Ok(Some(FolderLock {
+                dir: dir.to_path_buf(),
+                file: Some(file),
+                created: false,
+            }))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(VolumeError::invalid(
+            dir,
+            format!(
+                "is in use by another dtml process ({}); wait for it to finish",
+                holders(&path)
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) if locking_unsupported(&e) => {
+            warn_unlocked(&path, &e);
             Ok(None)
         }
-        Err(e) => Err(e),
+        Err(std::fs::TryLockError::Error(e)) => Err(VolumeError::io(&path, e)),
     }
+}
+
+/// Opens (creating it when `create`) a lock file, never through a
+/// symlink: a hostile folder's `.dtml-lock -> ~/.bashrc` must not make
+/// dtml truncate or append to that file.
+fn open_lock_file(path: &Path, create: bool) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("the lock file is not a regular file"));
+    }
+    Ok(file)
+}
+
+/// File systems without `flock` (some network and FUSE mounts) answer
+/// ENOSYS, EOPNOTSUPP or ENOLCK: there dtml runs unlocked, with a warning.
+fn locking_unsupported(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Unsupported
+        || e.raw_os_error()
+            .is_some_and(|c| c == libc::ENOLCK || c == libc::ENOSYS || c == libc::EOPNOTSUPP)
+}
+
+fn warn_unlocked(path: &Path, e: &std::io::Error) {
+    tracing::warn!(
+        "{}: this file system cannot lock files ({e}); going on unlocked, so do not start a second dtml on this folder meanwhile",
+        path.display()
+    );
 }
 
 /// "pid 123" / "pids 123, 456" of the lock file's live holders.
@@ -516,6 +580,14 @@ mod tests {
             .to_string();
         assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
         assert!(lock_input(dir.path()).is_err());
+        // A lock file that is a symlink is never opened through.
+        let other = tempfile::tempdir().unwrap();
+        let victim = other.path().join("bashrc");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, other.path().join(LOCK_FILE)).unwrap();
+        assert!(claim(other.path(), &KIND, &[], LockMode::Exclusive, "--out").is_err());
+        assert!(lock_input(other.path()).is_err() || lock_input(other.path()).unwrap().is_none());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
         drop(held);
         let a = claim(dir.path(), &KIND, &[], LockMode::Shared, "--out").unwrap();
         let _b = claim(dir.path(), &KIND, &[], LockMode::Shared, "--out").unwrap();

@@ -106,19 +106,43 @@ pub(super) fn open_run(
     group: &dyn Collective,
 ) -> Result<(RunLocks, Option<checkpoint::Loaded>, TrainConfig)> {
     let run_dir = req.run_dir;
-    // Rank 0 writes the run; every rank reads the cache.
-    let cache = dtml_volume::output::lock_input(&req.data.dir)?;
-    let run = if group.rank() == 0 {
-        Some(dtml_volume::output::claim(
-            run_dir,
-            &RUN_KIND,
-            &[&req.data.dir],
-            dtml_volume::output::LockMode::Exclusive,
-            "--out",
-        )?)
-    } else {
-        None
-    };
+    // Rank 0 writes the run; every rank reads the cache. Every rank learns
+    // whether all could take their locks, so none waits in a collective
+    // for a rank that has returned.
+    let locked = (|| -> Result<RunLocks> {
+        let cache = dtml_volume::output::lock_input(&req.data.dir)?;
+        // The cache may have been prepared again between its opening and
+        // its lock: the run trains on what the lock now protects.
+        if cache.is_some()
+            && PreparedDataset::open(&req.data.dir)?.manifest_digest() != req.data.manifest_digest()
+        {
+            return Err(TrainError::Config(format!(
+                "{} was prepared again while this run started; start it again",
+                req.data.dir.display()
+            )));
+        }
+        let run = if group.rank() == 0 {
+            Some(dtml_volume::output::claim(
+                run_dir,
+                &RUN_KIND,
+                &[&req.data.dir],
+                dtml_volume::output::LockMode::Exclusive,
+                "--out",
+            )?)
+        } else {
+            None
+        };
+        Ok((run, cache))
+    })();
+    let mut all_locked = [if locked.is_ok() { 1.0f32 } else { 0.0 }];
+    group.all_reduce_mean(&mut all_locked)?;
+    let (run, cache) = locked?;
+    if all_locked[0] < 1.0 {
+        return Err(TrainError::Config(format!(
+            "another rank could not lock the run folder {} or its cache (its error says why)",
+            run_dir.display()
+        )));
+    }
     let loaded = match (req.resume, checkpoint::find(run_dir)) {
         (true, Some(dir)) => Some(checkpoint::load(&dir)?),
         (true, None) => {

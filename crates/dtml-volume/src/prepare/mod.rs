@@ -175,6 +175,8 @@ pub fn prepare(
     check_case_memory(out, options)?;
     // Built beside `out` and swapped in only when complete: a failed or
     // killed run leaves the old cache (if any) as it was.
+    // A dataset dtml generated is not rewritten while it is read.
+    let _input = output::lock_input(dataset_root)?;
     let mut lock = output::claim(
         out,
         &CACHE_KIND,
@@ -185,6 +187,8 @@ pub fn prepare(
     check_cases_owned(out)?;
     let staging = sibling(out, "preparing")?;
     remove_leftover(&staging)?;
+    // Checked now, not after the build: the swap moves the old cache there.
+    remove_leftover(&sibling(out, "replaced")?)?;
     // The new cache carries its own lock, taken before it is swapped in,
     // so no other writer gets between the swap and the end of this run.
     let staged = output::claim(&staging, &CACHE_KIND, &[], LockMode::Exclusive, "--out")?;
@@ -214,11 +218,14 @@ pub const CACHE_KIND: Kind = Kind {
     only: Some(&["cases"]),
 };
 
+/// A manifest of this dtml or an older one: a JSON object with the
+/// cache's `version` and `cases` (an older cache is replaced, not refused
+/// as foreign).
 fn is_manifest(path: &Path) -> bool {
     crate::confine::read_bounded(path, MANIFEST_MAX_BYTES, "manifest")
         .ok()
-        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
-        .is_some()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v["version"].is_u64() && v["cases"].is_array())
 }
 
 /// An existing cache's `cases/` holds only the files its manifest names:
@@ -231,8 +238,15 @@ fn check_cases_owned(out: &Path) -> Result<()> {
     let named: BTreeSet<String> =
         crate::confine::read_bounded(&out.join(MANIFEST), MANIFEST_MAX_BYTES, "manifest")
             .ok()
-            .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
-            .map(|m| m.cases.into_iter().map(|c| c.file).collect())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| {
+                v["cases"].as_array().map(|cases| {
+                    cases
+                        .iter()
+                        .filter_map(|c| c["file"].as_str().map(str::to_string))
+                        .collect()
+                })
+            })
             .unwrap_or_default();
     let mut foreign: Vec<String> = entries
         .filter_map(|e| e.ok())
@@ -314,7 +328,16 @@ fn remove_leftover(path: &Path) -> Result<()> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
-    if !path.join(output::LOCK_FILE).is_file() {
+    // dtml's staging folders hold its lock file, or (before locks) only a
+    // manifest and cases.
+    let ours = path.join(output::LOCK_FILE).is_file()
+        || std::fs::read_dir(path).is_ok_and(|entries| {
+            entries.filter_map(|e| e.ok()).all(|e| {
+                let name = e.file_name();
+                name == MANIFEST || name == "cases"
+            })
+        });
+    if !ours {
         return Err(VolumeError::invalid(
             path,
             "is in the way of preparation (dtml stages a cache there) but is not dtml's; move it away",
