@@ -692,6 +692,15 @@ fn fifos_debris_hidden_files_long_names_and_slurm_slips() {
         assert!(err.contains("not a regular file"), "{err}");
         assert!(start.elapsed() < Duration::from_secs(30));
     }
+    // A device as --input is named as what it is, not as missing.
+    let fake = dir.path().join("fake");
+    fake_run(&fake, Xyz::splat(16), 2);
+    let err = dtml_err(&predict_args(
+        &fake,
+        Path::new("/dev/zero"),
+        &dir.path().join("m0"),
+    ));
+    assert!(err.contains("not a regular file"), "{err}");
     // Debris of a killed run is removed by the next one.
     let run = dir.path().join("run");
     tiny_train(&prepared, &run, &["--checkpoint-every", "1"]);
@@ -757,8 +766,6 @@ fn fifos_debris_hidden_files_long_names_and_slurm_slips() {
     .unwrap();
     std::fs::write(scans.join("._scan.nii.gz"), [0u8; 4096]).unwrap();
     std::fs::write(scans.join(".DS_Store"), [0u8; 64]).unwrap();
-    let fake = dir.path().join("fake");
-    fake_run(&fake, Xyz::splat(16), 2);
     let masks = dir.path().join("masks");
     dtml_ok(&predict_args(&fake, &scans, &masks));
     assert!(masks.join(&long).is_file());
