@@ -18,33 +18,35 @@ fn folder_of(path: &Path) -> PathBuf {
     }
 }
 
-/// A new temporary file in `dir` named as [`crate::output`] recognises,
-/// with the permissions of a file created the usual way (0666 less the
-/// umask, not tempfile's private 0600: outputs are shared data).
-pub fn temporary_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
-    let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
+/// A builder of this process's temporary names with the permissions of
+/// an entry created the usual way (`mode` less the umask, not tempfile's
+/// private 0600 / 0700: outputs are shared data).
+fn builder(prefix: &str, mode: u32) -> tempfile::Builder<'_, 'static> {
     let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(TEMP_SUFFIX).rand_bytes(6);
+    builder.prefix(prefix).suffix(TEMP_SUFFIX).rand_bytes(6);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
+        builder.permissions(std::fs::Permissions::from_mode(mode));
     }
-    builder.tempfile_in(dir)
+    #[cfg(not(unix))]
+    let _ = mode;
+    builder
+}
+
+fn prefix() -> String {
+    format!("{TEMP_PREFIX}{}-", std::process::id())
+}
+
+/// A new temporary file in `dir` named as [`crate::output`] recognises.
+pub fn temporary_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    builder(&prefix(), 0o666).tempfile_in(dir)
 }
 
 /// A new temporary folder in `dir`, named as the temporary files are (a
 /// checkpoint is written whole into one, then renamed).
 pub fn temporary_dir_in(dir: &Path) -> std::io::Result<tempfile::TempDir> {
-    let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(TEMP_SUFFIX).rand_bytes(6);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o777));
-    }
-    builder.tempdir_in(dir)
+    builder(&prefix(), 0o777).tempdir_in(dir)
 }
 
 /// Flushes a folder's entries (a rename into it) to disk.
