@@ -78,8 +78,8 @@ fn register_font() -> Result<()> {
     }
 }
 
-/// One curve: its legend name, colour and points.
-type Series = (String, plotters::style::RGBColor, Vec<(f64, f64)>);
+/// One curve: its legend name, colour and points (iteration, value).
+type Series = (String, plotters::style::RGBColor, Vec<(u64, f64)>);
 
 /// The loss axis of [`loss_curves`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,7 +106,8 @@ pub fn loss_curves(log: &[IterationLog], path: &Path, scale: LossScale) -> Resul
     {
         let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let n = log.last().map_or(1, |e| e.iteration.max(1)) as f64;
+        // Iterations are counts: an integer axis, so no tick reads "2.5".
+        let n = log.last().map_or(1, |e| e.iteration.max(1)) as u64;
         let value = |v: f64| match scale {
             LossScale::Linear => v,
             LossScale::Log => v.max(1e-12).log10(),
@@ -139,9 +140,9 @@ pub fn loss_curves(log: &[IterationLog], path: &Path, scale: LossScale) -> Resul
             .x_label_area_size(40)
             .y_label_area_size(60)
             .right_y_label_area_size(55)
-            .build_cartesian_2d(0f64..n, lo..hi)
+            .build_cartesian_2d(0u64..n, lo..hi)
             .map_err(plot_err)?
-            .set_secondary_coord(0f64..n, 0f64..1f64);
+            .set_secondary_coord(0u64..n, 0f64..1f64);
         let decade = |v: &f64| format!("1e{v:.0}");
         let plain = |v: &f64| format!("{v:.3}");
         chart
@@ -163,9 +164,9 @@ pub fn loss_curves(log: &[IterationLog], path: &Path, scale: LossScale) -> Resul
             .y_desc("validation Dice")
             .draw()
             .map_err(plot_err)?;
-        let points = |f: &dyn Fn(&IterationLog) -> Option<f64>| -> Vec<(f64, f64)> {
+        let points = |f: &dyn Fn(&IterationLog) -> Option<f64>| -> Vec<(u64, f64)> {
             log.iter()
-                .filter_map(|e| f(e).map(|v| (e.iteration as f64, value(v))))
+                .filter_map(|e| f(e).map(|v| (e.iteration as u64, value(v))))
                 .filter(|(_, v)| v.is_finite())
                 .collect()
         };
@@ -180,7 +181,9 @@ pub fn loss_curves(log: &[IterationLog], path: &Path, scale: LossScale) -> Resul
                 ));
             }
         }
-        for (name, colour, pts) in series {
+        // A series without data gets no legend entry (a run that never
+        // validated shows no "validation Dice").
+        for (name, colour, pts) in series.into_iter().filter(|(_, _, p)| !p.is_empty()) {
             chart
                 .draw_series(LineSeries::new(pts, colour.stroke_width(2)))
                 .map_err(plot_err)?
@@ -191,18 +194,20 @@ pub fn loss_curves(log: &[IterationLog], path: &Path, scale: LossScale) -> Resul
         }
         let [r, g, b] = DICE_COLOUR;
         let green = RGBColor(r, g, b);
-        let dice: Vec<(f64, f64)> = log
+        let dice: Vec<(u64, f64)> = log
             .iter()
-            .filter_map(|e| e.validation_dice.map(|d| (e.iteration as f64, d)))
+            .filter_map(|e| e.validation_dice.map(|d| (e.iteration as u64, d)))
             .collect();
-        chart
-            .draw_secondary_series(LineSeries::new(dice.clone(), green.stroke_width(2)))
-            .map_err(plot_err)?
-            .label("validation Dice")
-            .legend(move |(x, y)| Circle::new((x + 9, y), 4, green.filled()));
-        chart
-            .draw_secondary_series(dice.into_iter().map(|p| Circle::new(p, 4, green.filled())))
-            .map_err(plot_err)?;
+        if !dice.is_empty() {
+            chart
+                .draw_secondary_series(LineSeries::new(dice.clone(), green.stroke_width(2)))
+                .map_err(plot_err)?
+                .label("validation Dice")
+                .legend(move |(x, y)| Circle::new((x + 9, y), 4, green.filled()));
+            chart
+                .draw_secondary_series(dice.into_iter().map(|p| Circle::new(p, 4, green.filled())))
+                .map_err(plot_err)?;
+        }
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
@@ -240,7 +245,7 @@ pub fn overlay(
     let hi = values[values.len() * 99 / 100].max(lo + 1e-6);
     let scale = (256 / nx.max(ny)).clamp(1, 4);
     let (pw, ph) = (nx * scale, ny * scale);
-    let mut c = Canvas::new(4 * pw + 30, ph, WHITE);
+    let mut c = Canvas::new(4 * pw + 30, ph + OVERLAY_TITLE_BAND, WHITE);
     for y in 0..ny {
         for x in 0..nx {
             let k = y * nx + x;
@@ -267,7 +272,7 @@ pub fn overlay(
                         // Image rows go up in y: draw y = 0 at the bottom.
                         c.set(
                             (p * (pw + 10) + x * scale + dx) as i64,
-                            ((ny - 1 - y) * scale + dy) as i64,
+                            (OVERLAY_TITLE_BAND + (ny - 1 - y) * scale + dy) as i64,
                             *colour,
                         );
                     }
@@ -275,7 +280,35 @@ pub fn overlay(
             }
         }
     }
+    title_panels(&mut c, pw, z)?;
     c.save(path)
+}
+
+/// Height of the band above the overlay's panels that holds their titles.
+const OVERLAY_TITLE_BAND: usize = 18;
+
+/// Writes each overlay panel's title in the band above it.
+fn title_panels(c: &mut Canvas, panel_width: usize, z: usize) -> Result<()> {
+    use plotters::prelude::*;
+    register_font()?;
+    let titles = [
+        format!("image, z = {z}"),
+        "label (green)".to_string(),
+        "prediction (red)".to_string(),
+        "|p_A - q_B|".to_string(),
+    ];
+    let (w, h) = (c.width as u32, c.height as u32);
+    let root = BitMapBackend::with_buffer(&mut c.pixels, (w, h)).into_drawing_area();
+    let style = ("sans-serif", 13).into_font().color(&BLACK);
+    for (p, title) in titles.iter().enumerate() {
+        root.draw(&Text::new(
+            title.as_str(),
+            ((p * (panel_width + 10)) as i32 + 2, 2),
+            style.clone(),
+        ))
+        .map_err(plot_err)?;
+    }
+    root.present().map_err(plot_err)
 }
 
 #[cfg(test)]
@@ -308,6 +341,22 @@ mod tests {
             let has = |c: [u8; 3]| buf.chunks(3).any(|p| p == c);
             assert!(has([0, 0, 0]) && has(DICE_COLOUR), "{scale:?}");
         }
+        // Without validation, no Dice curve and no legend entry for it.
+        let unvalidated: Vec<IterationLog> = log
+            .iter()
+            .cloned()
+            .map(|e| IterationLog {
+                validation_dice: None,
+                ..e
+            })
+            .collect();
+        let p = dir.path().join("plain.png");
+        loss_curves(&unvalidated, &p, LossScale::Linear).unwrap();
+        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
+        let mut reader = dec.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut buf).unwrap();
+        assert!(!buf.chunks(3).any(|p| p == DICE_COLOUR));
 
         let shape = Xyz::new(16, 12, 4);
         let n = shape.voxels();
@@ -319,7 +368,16 @@ mod tests {
         let reader = dec.read_info().unwrap();
         assert_eq!(
             (reader.info().width, reader.info().height),
-            (4 * 64 + 30, 48)
+            (4 * 64 + 30, 48 + OVERLAY_TITLE_BAND as u32)
+        );
+        // The titles are drawn in the band above the panels.
+        let mut reader = reader;
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut buf).unwrap();
+        let band = &buf[..OVERLAY_TITLE_BAND * (4 * 64 + 30) * 3];
+        assert!(
+            band.chunks(3)
+                .any(|p| p[0] < 100 && p[0] == p[1] && p[1] == p[2])
         );
     }
 }
