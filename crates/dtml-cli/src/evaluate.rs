@@ -116,7 +116,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         .with_context(|| format!("evaluating {} into {}", a.data.display(), a.out.display()))?;
     pb.finish_and_clear();
     println!("{}", done.report.table());
-    let stem = dtml_infer::outputs::metrics_stem(done.complete, shard);
+    let stem = dtml_infer::outputs::metrics_stem(done.complete, shard.index, shard.count);
     let written = if done.complete {
         format!("{stem}.csv and {stem}.json (all cases)")
     } else {

@@ -450,7 +450,7 @@ pub fn run_evaluation(job: &EvaluationJob, on_case: &mut dyn FnMut(&str)) -> Res
             json[k] = v.clone();
         }
     }
-    let stem = crate::outputs::metrics_stem(complete, job.shard);
+    let stem = crate::outputs::metrics_stem(complete, job.shard.index, job.shard.count);
     let text = serde_json::to_string_pretty(&json).map_err(|e| InferError::Other(e.to_string()))?;
     dtml_volume::atomic::write_bytes_atomic(
         &job.out.join(format!("{stem}.csv")),

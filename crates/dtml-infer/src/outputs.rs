@@ -1,7 +1,6 @@
 //! The names of the files `predict` and `evaluate` write into an output
 //! folder, defined once.
 
-use crate::shard::Shard;
 use std::path::{Path, PathBuf};
 
 /// The predicted mask of `case`: `<case>.nii.gz` (u8, 0/1).
@@ -28,12 +27,14 @@ pub fn map_file(out: &Path, case: &str, kind: MapKind) -> PathBuf {
 pub const METRICS_STEM: &str = "metrics";
 
 /// The stem of the metrics files (`.csv`, `.json`): `metrics` when they
-/// cover every case, else `metrics-shard-K-of-N` for one shard's cases.
-pub fn metrics_stem(complete: bool, shard: Shard) -> String {
+/// cover every case, else `metrics-shard-K-of-N` for shard K of N's cases
+/// (a [`crate::shard::Shard`]'s index and count: plain numbers here, so
+/// the shard module may use these names without an import circle).
+pub fn metrics_stem(complete: bool, shard_index: usize, shard_count: usize) -> String {
     if complete {
         METRICS_STEM.into()
     } else {
-        format!("{METRICS_STEM}-shard-{}-of-{}", shard.index, shard.count)
+        format!("{METRICS_STEM}-shard-{shard_index}-of-{shard_count}")
     }
 }
 
@@ -66,9 +67,8 @@ mod tests {
             map_file(out, "a", MapKind::Disagreement),
             Path::new("o/a_disagreement.nii.gz")
         );
-        let shard = Shard { index: 2, count: 8 };
-        assert_eq!(metrics_stem(false, shard), "metrics-shard-2-of-8");
-        assert_eq!(metrics_stem(true, shard), "metrics");
+        assert_eq!(metrics_stem(false, 2, 8), "metrics-shard-2-of-8");
+        assert_eq!(metrics_stem(true, 2, 8), "metrics");
         assert!(is_metrics_file("metrics.csv") && is_metrics_file("metrics-shard-2-of-8.json"));
         assert!(!is_metrics_file("metrics-mine.csv") && !is_metrics_file("metrics.txt"));
     }
