@@ -370,3 +370,35 @@ fn seeded_dropout_zeroes_whole_channels() {
     let v: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
     assert!(v.iter().all(|x| (x - bias).abs() < 1e-6));
 }
+
+/// `--dropout 0` means no dropout at all: a seeded training pass with p = 0
+/// equals the pass without dropout bit for bit (issue 21), and p = 0.5
+/// does not.
+#[test]
+fn dropout_zero_is_no_dropout() {
+    use rand::SeedableRng;
+    let x = Tensor::rand(0f32, 1.0, (2, 1, 16, 16, 16), &Device::Cpu).unwrap();
+    for (p, same) in [(0.0, true), (0.5, false)] {
+        let config = VNetConfig {
+            width: 2,
+            dropout: p,
+            ..Default::default()
+        };
+        let net = VNet::new(config, 3, DType::F32, &Device::Cpu).unwrap();
+        let plain = net.forward(&x, true, Dropout::Off).unwrap().seg_logits;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let seeded = net
+            .forward(&x, true, Dropout::Seeded(&mut rng))
+            .unwrap()
+            .seg_logits;
+        let diff = (plain - seeded)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(diff == 0.0, same, "dropout {p}: max difference {diff}");
+    }
+}
