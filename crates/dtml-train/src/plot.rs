@@ -135,11 +135,13 @@ pub fn loss_curves(log: &[IterationLog], path: &Path, scale: LossScale) -> Resul
                 }
             }
         };
+        // The right (Dice) axis only for a run that validated.
+        let validated = log.iter().any(|e| e.validation_dice.is_some());
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .right_y_label_area_size(55)
+            .right_y_label_area_size(if validated { 55 } else { 0 })
             .build_cartesian_2d(0u64..n, lo..hi)
             .map_err(plot_err)?
             .set_secondary_coord(0u64..n, 0f64..1f64);
@@ -159,11 +161,13 @@ pub fn loss_curves(log: &[IterationLog], path: &Path, scale: LossScale) -> Resul
             .light_line_style(WHITE)
             .draw()
             .map_err(plot_err)?;
-        chart
-            .configure_secondary_axes()
-            .y_desc("validation Dice")
-            .draw()
-            .map_err(plot_err)?;
+        if validated {
+            chart
+                .configure_secondary_axes()
+                .y_desc("validation Dice")
+                .draw()
+                .map_err(plot_err)?;
+        }
         let points = |f: &dyn Fn(&IterationLog) -> Option<f64>| -> Vec<(u64, f64)> {
             log.iter()
                 .filter_map(|e| f(e).map(|v| (e.iteration as u64, value(v))))
