@@ -54,6 +54,13 @@ fn predict_args<'a>(model: &'a Path, input: &'a Path, out: &'a Path) -> Vec<&'a 
     args
 }
 
+/// `dtml prepare --data DATA --out OUT` with `extra` flags.
+fn prepare_args<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["prepare", "--data", s(data), "--out", s(out)];
+    args.extend_from_slice(extra);
+    args
+}
+
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
@@ -109,17 +116,11 @@ fn real_scans_of_several_mib_go_through_every_command() {
     assert!(info.contains("256 x 256 x 160"), "{info}");
 
     let prepared = dir.path().join("prepared");
-    dtml_ok(&[
-        "prepare",
-        "--data",
-        s(&data),
-        "--out",
-        s(&prepared),
-        "--labelled",
-        "1",
-        "--patch",
-        "64,64,32",
-    ]);
+    dtml_ok(&prepare_args(
+        &data,
+        &prepared,
+        &["--labelled", "1", "--patch", "64,64,32"],
+    ));
     let run = dir.path().join("run");
     fake_run(&run, Xyz::splat(16), 2);
     let large = ["--patch", "128,128,64", "--stride", "128,128,64"];
@@ -168,17 +169,11 @@ fn prepare_never_deletes_what_it_did_not_write() {
     let prepared = tiny_prepared(dir.path(), &[]);
     let data = dir.path().join("data");
     let prepare = |out: &Path| -> String {
-        dtml_err(&[
-            "prepare",
-            "--data",
-            s(&data),
-            "--out",
-            s(out),
-            "--labelled",
-            "2",
-            "--patch",
-            "32,32,16",
-        ])
+        dtml_err(&prepare_args(
+            &data,
+            out,
+            &["--labelled", "2", "--patch", "32,32,16"],
+        ))
     };
     // A folder that merely holds a cases/ subfolder, or a manifest.json.
     let home = dir.path().join("home");
@@ -365,17 +360,11 @@ fn a_second_writer_is_refused_and_a_killed_one_does_not_block() {
     let data = dir.path().join("data");
     // prepare and predict while another process holds the folder.
     let held = hold_lock(&prepared);
-    let err = dtml_err(&[
-        "prepare",
-        "--data",
-        s(&data),
-        "--out",
-        s(&prepared),
-        "--labelled",
-        "2",
-        "--patch",
-        "32,32,16",
-    ]);
+    let err = dtml_err(&prepare_args(
+        &data,
+        &prepared,
+        &["--labelled", "2", "--patch", "32,32,16"],
+    ));
     assert!(err.contains("in use by another dtml process"), "{err}");
     // train reads the cache only while no one writes it.
     let err = dtml_err(&[
@@ -643,19 +632,18 @@ fn sizes_lists_and_labels_are_checked_before_work() {
         &run,
         &["--iterations", "2", "--checkpoint-every", "1"],
     );
-    dtml_ok(&[
-        "prepare",
-        "--data",
-        s(&data),
-        "--out",
-        s(&prepared),
-        "--labelled",
-        "3",
-        "--patch",
-        "32,32,16",
-        "--margin",
-        "4,4,full",
-    ]);
+    dtml_ok(&prepare_args(
+        &data,
+        &prepared,
+        &[
+            "--labelled",
+            "3",
+            "--patch",
+            "32,32,16",
+            "--margin",
+            "4,4,full",
+        ],
+    ));
     let err = dtml_err(&[
         "train",
         "--data",
@@ -712,33 +700,26 @@ fn fifos_debris_hidden_files_long_names_and_slurm_slips() {
     std::fs::write(staging.join(".dtml-lock"), "999999999\n").unwrap();
     tiny_train(&prepared, &run, &["--resume", "--iterations", "1"]);
     assert!(!debris.exists(), "checkpoint debris removed");
-    dtml_ok(&[
-        "prepare",
-        "--data",
-        s(&data),
-        "--out",
-        s(&prepared),
-        "--labelled",
-        "2",
-        "--patch",
-        "32,32,16",
-        "--margin",
-        "4,4,full",
-    ]);
+    dtml_ok(&prepare_args(
+        &data,
+        &prepared,
+        &[
+            "--labelled",
+            "2",
+            "--patch",
+            "32,32,16",
+            "--margin",
+            "4,4,full",
+        ],
+    ));
     assert!(!staging.exists(), "prepare staging debris removed");
     // A cache folder whose legal name leaves no room for a staging tag.
     let long_out = dir.path().join("c".repeat(250));
-    dtml_ok(&[
-        "prepare",
-        "--data",
-        s(&data),
-        "--out",
-        s(&long_out),
-        "--labelled",
-        "2",
-        "--patch",
-        "32,32,16",
-    ]);
+    dtml_ok(&prepare_args(
+        &data,
+        &long_out,
+        &["--labelled", "2", "--patch", "32,32,16"],
+    ));
     assert!(long_out.join("manifest.json").is_file());
     // Gzip NRRD data followed by stray bytes is read (as pynrrd does).
     let nrrd = dir.path().join("trailing.nrrd");
