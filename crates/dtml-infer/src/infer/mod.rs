@@ -172,9 +172,11 @@ impl InferenceOptions {
 }
 
 /// Bytes of inference memory per voxel of a window, per window of a batch,
-/// per unit of width and per network: about half of training's (no
-/// gradients kept), rounded up.
-pub const INFER_BYTES_PER_VOXEL_WINDOW_WIDTH_NET: f64 = 48.0;
+/// per unit of width and per network: measured as the peak RSS of `dtml
+/// predict` on one 256x256x160 scan with width-16 students, two networks,
+/// batch 2, windows of 112x112x80 less the same at 32x32x16 (942 MB over
+/// 64.2 M voxel-units: 15), rounded up.
+pub const INFER_BYTES_PER_VOXEL_WINDOW_WIDTH_NET: f64 = 16.0;
 
 /// A prediction on the input grid (x fastest).
 #[derive(Debug, Clone)]
