@@ -21,6 +21,7 @@ pub mod atomic;
 pub mod axes;
 pub mod confine;
 pub mod dataset;
+pub mod digest;
 pub mod error;
 pub mod files;
 pub mod geometry;

@@ -110,7 +110,7 @@ pub(super) fn export(
 
 /// FNV-1a over the bits of every trained weight of `nets`, in name order.
 pub(super) fn digest(nets: &[&VNet]) -> Result<u64> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = dtml_volume::digest::Fnv1a::default();
     for net in nets {
         for (name, var) in net.named_trainable_vars() {
             let values = var
@@ -118,13 +118,11 @@ pub(super) fn digest(nets: &[&VNet]) -> Result<u64> {
                 .to_dtype(DType::F64)?
                 .flatten_all()?
                 .to_vec1::<f64>()?;
-            for b in name
-                .bytes()
-                .chain(values.iter().flat_map(|v| v.to_bits().to_le_bytes()))
-            {
-                h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-            }
+            h.update(
+                name.bytes()
+                    .chain(values.iter().flat_map(|v| v.to_bits().to_le_bytes())),
+            );
         }
     }
-    Ok(h)
+    Ok(h.finish())
 }

@@ -160,11 +160,7 @@ impl PreparedDataset {
     /// checkpoint records so a resume continues only on the same cache.
     pub fn manifest_digest(&self) -> String {
         let bytes = serde_json::to_vec(&self.manifest).unwrap_or_default();
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in bytes {
-            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        format!("{h:016x}")
+        format!("{:016x}", crate::digest::fnv1a(bytes))
     }
 
     /// A case's original label or image file, checked to resolve inside the

@@ -315,10 +315,7 @@ fn sibling(out: &Path, tag: &str) -> Result<PathBuf> {
     if readable.len() <= 255 {
         return Ok(parent.join(readable));
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.as_encoded_bytes() {
-        h = (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = crate::digest::fnv1a(name.as_encoded_bytes().iter().copied());
     Ok(parent.join(format!(".dtml-{h:016x}.{tag}")))
 }
 
