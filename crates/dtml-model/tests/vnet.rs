@@ -217,6 +217,91 @@ fn paper_size_has_pytorchs_parameter_count_and_names() {
     assert!(w.iter().any(|v| v.abs() > 0.9 * bound));
 }
 
+/// PyTorch's default initialisation, tensor by tensor, against the
+/// statistics `data-fixtures/vnet/make_init_fixture.py` recorded from a
+/// PyTorch V-Net of the paper's width: the same shapes, the same bound
+/// `1 / sqrt(fan_in)` per conv kind (a transposed conv's fan-in from its
+/// dim 1, as `torch.nn.init` computes it), the same spread (the standard
+/// deviation of two independent uniform samples agrees within 4.5 standard
+/// errors, `sd * sqrt(0.2 / n)` each), and BatchNorm's initial state
+/// exactly.
+#[test]
+fn initialisation_matches_pytorchs_per_tensor() {
+    let text = std::fs::read_to_string(fixtures().join("init_stats.json")).unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let torch = fixture["tensors"].as_object().unwrap();
+    let width = fixture["width"].as_u64().unwrap() as usize;
+    let net = VNet::new(
+        VNetConfig {
+            width,
+            ..Default::default()
+        },
+        11,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ours = net.state_dict().unwrap();
+    let mut names: Vec<&String> = ours.keys().collect();
+    names.sort();
+    let mut theirs: Vec<&String> = torch.keys().collect();
+    theirs.sort();
+    assert_eq!(names, theirs, "state dict names");
+    let mut checked_spread = 0;
+    for (name, want) in torch {
+        let t = &ours[name];
+        let shape: Vec<usize> = want["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(t.dims(), shape.as_slice(), "{name}: shape");
+        let v = values(t);
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let max_abs = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let f = |k: &str| want[k].as_f64().unwrap();
+        match want["bound"].as_f64() {
+            None => {
+                // BatchNorm state and its counter: constants.
+                assert_eq!(
+                    (mean, sd, max_abs),
+                    (f("mean"), f("std"), f("max_abs")),
+                    "{name}"
+                );
+            }
+            Some(bound) => {
+                assert!(
+                    max_abs <= bound * (1.0 + 1e-6),
+                    "{name}: |w| {max_abs} > bound {bound}"
+                );
+                if v.len() >= 64 {
+                    // The largest of n uniform draws is within 12 / n of
+                    // the bound but with probability e^-12.
+                    assert!(
+                        max_abs >= bound * (1.0 - 12.0 / n),
+                        "{name}: |w| at most {max_abs} of {bound}"
+                    );
+                    let se = f("std") * (0.2 / n).sqrt();
+                    assert!(
+                        (sd - f("std")).abs() < 4.5 * std::f64::consts::SQRT_2 * se,
+                        "{name}: standard deviation {sd} vs PyTorch {}",
+                        f("std")
+                    );
+                    assert!(mean.abs() < 4.5 * sd / n.sqrt(), "{name}: mean {mean}");
+                    checked_spread += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        checked_spread >= 45,
+        "spread checked on {checked_spread} tensors"
+    );
+}
+
 #[test]
 fn initialisation_is_deterministic_per_seed() {
     let a = VNet::new(
