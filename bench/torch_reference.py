@@ -8,12 +8,13 @@ Two uses:
   dtml trains on) and save the students as `.pth`, which `dtml evaluate` scores exactly as it
   scores its own runs (its sliding window is golden-tested against the reference one):
 
-    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc) ITERATIONS SEED [WIDTH] [PATCH x,y,z]
+    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
 
 Batches: labelled and unlabelled case streams are fresh permutations per pass (as dtml draws
 them), each patch gets a random rot90 in x-y, a flip of x or y and a random crop (zero padding
-where the case is smaller than the patch). Channel dropout (p 0.5) after the bottleneck and the
-last stage, as the V-Net of this code family trains. f32, 2 threads.
+where the case is smaller than the patch). Channel dropout with probability DROPOUT (default 0, as
+dtml's default; the released code family uses 0.5) after the bottleneck and the last stage. f32,
+2 threads.
 """
 import json
 import math
@@ -178,7 +179,7 @@ class Stream:
         return int(self.order.pop(0))
 
 
-def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32)):
+def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), dropout=0.0):
     torch.manual_seed(seed)
     torch.set_num_threads(int(os.environ.get("DTML_REFERENCE_THREADS", "2")))
     rng = np.random.default_rng(seed)
@@ -203,7 +204,7 @@ def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32)):
         target = None
         if method in ("dtml", "dtc"):
             target = torch.from_numpy(np.stack([sdm_target(m) for m in labels]).astype(np.float32))
-        masks = [dropout_masks(rng, n_lab + n_unl, width, 0.5, torch.float32) for _ in nets]
+        masks = [dropout_masks(rng, n_lab + n_unl, width, dropout, torch.float32) for _ in nets]
         for g in opt.param_groups:
             g["lr"] = lr_at(t, iterations)
         opt.zero_grad()
@@ -215,7 +216,7 @@ def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32)):
     os.makedirs(out, exist_ok=True)
     for i, n in enumerate(nets):
         torch.save(n.state_dict(), os.path.join(out, f"student_{'ab'[i]}.pth"))
-    json.dump({"method": method, "iterations": iterations, "seed": seed, "width": width, "patch": list(patch),
+    json.dump({"method": method, "iterations": iterations, "seed": seed, "width": width, "patch": list(patch), "dropout": dropout,
                "seconds": round(time.time() - start, 1), "loss": log}, open(os.path.join(out, "reference.json"), "w"))
 
 
@@ -225,4 +226,5 @@ if __name__ == "__main__":
     _, _, prepared, out, method, iterations, seed = sys.argv[:7]
     width = int(sys.argv[7]) if len(sys.argv) > 7 else 8
     patch = tuple(int(v) for v in sys.argv[8].split(",")) if len(sys.argv) > 8 else (48, 48, 32)
-    train(prepared, out, method, int(iterations), int(seed), width, patch)
+    dropout = float(sys.argv[9]) if len(sys.argv) > 9 else 0.0
+    train(prepared, out, method, int(iterations), int(seed), width, patch, dropout)

@@ -19,4 +19,4 @@ pub mod simd;
 pub mod vnet;
 
 pub use error::{ModelError, Result};
-pub use vnet::{Dropout, VNet, VNetConfig, VNetOutput};
+pub use vnet::{Dropout, RELEASED_DROPOUT, VNet, VNetConfig, VNetOutput};

@@ -21,6 +21,10 @@ pub struct TrainConfig {
     pub patch: Xyz<usize>,
     /// Base width of the V-Nets (16 in the paper).
     pub width: usize,
+    /// Channel-dropout probability of the V-Nets in training. 0 by
+    /// default: on LA-like data the released code's 0.5 gave smaller masks
+    /// and lower Dice for every method (BENCHMARKS.md, "Defaults on LA-like
+    /// data"); `dtml_model::RELEASED_DROPOUT` is one flag away.
     pub dropout: f64,
     pub lr: f64,
     pub momentum: f64,
@@ -63,7 +67,7 @@ impl Default for TrainConfig {
             unlabelled_batch: 2,
             patch: dtml_volume::prepare::PAPER_PATCH,
             width: 16,
-            dropout: 0.5,
+            dropout: 0.0,
             lr: 0.01,
             momentum: 0.9,
             weight_decay: 1e-4,

@@ -33,6 +33,11 @@ pub struct DemoFolders {
     pub run: PathBuf,
     /// Masks and metrics of the test cases.
     pub evaluation: PathBuf,
+    /// The supervised baseline's run: one V-Net on the same labelled cases
+    /// with the same budget, the context a DTML result needs.
+    pub baseline: PathBuf,
+    /// Its masks and metrics.
+    pub baseline_evaluation: PathBuf,
 }
 
 impl DemoFolders {
@@ -42,6 +47,8 @@ impl DemoFolders {
             prepared: out.join("prepared"),
             run: out.join("run"),
             evaluation: out.join("evaluation"),
+            baseline: out.join("supervised"),
+            baseline_evaluation: out.join("supervised-evaluation"),
         }
     }
 }
@@ -104,10 +111,16 @@ pub fn prepare_demo_data(folders: &DemoFolders, resume: bool) -> Result<()> {
     Ok(())
 }
 
-/// Scores the demo's trained students on its test cases (what `dtml
-/// evaluate` does), writing masks and metrics into `folders.evaluation`.
-pub fn evaluate_demo(folders: &DemoFolders, device: &Device) -> Result<Evaluation> {
-    let loaded = dtml_infer::students::load_run(&folders.run, device)?;
+/// Scores the students of `run` (the demo's or its baseline's) on the
+/// demo's test cases (what `dtml evaluate` does), writing masks and
+/// metrics into `evaluation`.
+pub fn evaluate_demo(
+    folders: &DemoFolders,
+    run: &Path,
+    evaluation: &Path,
+    device: &Device,
+) -> Result<Evaluation> {
+    let loaded = dtml_infer::students::load_run(run, device)?;
     let _cache = dtml_volume::output::lock_input(&folders.prepared)?;
     let set = TestSet::Prepared(PreparedDataset::open(&folders.prepared)?);
     let opts = loaded.default_options();
@@ -115,15 +128,15 @@ pub fn evaluate_demo(folders: &DemoFolders, device: &Device) -> Result<Evaluatio
     // each demo run re-evaluates its fresh students there.
     let record = dtml_infer::shard::Record::new(
         "evaluate",
-        std::slice::from_ref(&folders.run),
+        &[run.to_path_buf()],
         &folders.prepared,
         opts.describe(),
     );
     let _claim = record.claim(
-        &folders.evaluation,
+        evaluation,
         dtml_infer::shard::Shard::WHOLE,
         true,
-        &[&folders.run, &folders.prepared, &folders.data],
+        &[run, &folders.prepared, &folders.data],
     )?;
     let job = EvaluationJob {
         students: &loaded.students(),
@@ -131,8 +144,8 @@ pub fn evaluate_demo(folders: &DemoFolders, device: &Device) -> Result<Evaluatio
         opts: &opts,
         units: dtml_edt::Units::Millimetres,
         scoring: dtml_edt::EmptyScoring::Exclude,
-        out: &folders.evaluation,
-        about: serde_json::json!({ "model": folders.run, "data": folders.prepared }),
+        out: evaluation,
+        about: serde_json::json!({ "model": run, "data": folders.prepared }),
         shard: dtml_infer::shard::Shard::WHOLE,
         keep: false,
     };

@@ -58,13 +58,18 @@ pub struct VNetConfig {
     pub bn_momentum: f64,
 }
 
+/// Channel-dropout probability of the released code family's V-Net, the
+/// architecture's value; training defaults to none (`dtml-train`'s
+/// `TrainConfig::dropout` says why).
+pub const RELEASED_DROPOUT: f64 = 0.5;
+
 impl Default for VNetConfig {
     fn default() -> Self {
         VNetConfig {
             in_channels: 1,
             width: 16,
             classes: 1,
-            dropout: 0.5,
+            dropout: RELEASED_DROPOUT,
             bn_eps: 1e-5,
             bn_momentum: 0.1,
         }
