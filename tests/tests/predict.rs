@@ -68,6 +68,68 @@ fn nibabel_geometry(path: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `--connectivity 6` keeps what `../shared/reference` keeps: scipy's
+/// default (face-connected) largest component of the PyTorch reference's
+/// averaged probability, computed live by scipy (`DTML_PYTHON`).
+#[test]
+fn connectivity_6_keeps_scipys_largest_component() {
+    let python = match std::env::var_os("DTML_PYTHON") {
+        Some(p) => p,
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("DTML_PYTHON is not set: run the suite with `cargo xtask test`")
+        }
+        None => return eprintln!("skipped: DTML_PYTHON not set"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut args = vec![
+        "predict",
+        "--model",
+        s(pth()),
+        "--input",
+        s(scan()),
+        "--out",
+        s(&out),
+        // At 0.38 the two neighbourhoods keep masks of about 2200 and
+        // 3000 voxels.
+        "--threshold",
+        "0.38",
+        "--connectivity",
+        "6",
+    ];
+    args.extend(WINDOW);
+    dtml_ok(&args);
+    let (want, full) = (dir.path().join("6.nii.gz"), dir.path().join("26.nii.gz"));
+    let code = r#"
+import sys, numpy as np, nibabel as nib
+from scipy import ndimage as ndi
+p = nib.load(sys.argv[1])
+for out, st in zip(sys.argv[2:], [None, np.ones((3, 3, 3))]):
+    lab, n = ndi.label(np.asanyarray(p.dataobj) > 0.38, structure=st)
+    keep = lab == np.argmax(np.bincount(lab.ravel())[1:]) + 1
+    nib.save(nib.Nifti1Image(keep.astype(np.uint8), p.affine), out)
+"#;
+    let run = Command::new(python)
+        .args(["-c", code])
+        .arg(fixtures().join("infer/expected_region_probability.nii.gz"))
+        .arg(&want)
+        .arg(&full)
+        .output()
+        .expect("start DTML_PYTHON");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (got, want) = (u8_mask(&out.join("scan.nii.gz")), u8_mask(&want));
+    let d = dice(&got, &want);
+    assert!(d >= 0.999, "Dice {d} against scipy's 6-connected component");
+    // The two neighbourhoods keep different masks here, so the flag is
+    // what the comparison sees.
+    let full = dice(&want, &u8_mask(&full));
+    assert!(full < 0.9, "6 and 26 keep masks of Dice {full} here");
+}
+
 #[test]
 fn pytorch_weights_predict_the_pytorch_mask_with_the_source_geometry() {
     let dir = tempfile::tempdir().unwrap();

@@ -36,6 +36,13 @@ const TEST_CASES: usize = 10;
 const PATCH: &str = "48,48,32";
 const WIDTH: &str = "8";
 
+/// What every run of the study shares, and why, printed under the table.
+const DEFAULTS: &str = "Every run uses dtml's defaults, which follow measurement where it departs from the released code: \
+no channel dropout (the released V-Net's 0.5 gave smaller masks and lower Dice for every method on LA-like data; \
+BENCHMARKS.md, \"Defaults on LA-like data\"; `--dropout 0.5` restores it), labelled cases cropped to their label box \
+plus 15 voxels in x and y, unlabelled and test scans to their non-zero box. The PyTorch reference trains with the same \
+dropout (bench/torch_reference.py, argument DROPOUT).";
+
 /// Mean Dice and the predicted / reference foreground volume over the cases.
 struct Score {
     dice: f64,
@@ -255,7 +262,7 @@ pub fn study(s: &Study) -> Result<()> {
         out.join("study.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
-    let table = format!("{table}\n");
+    let table = format!("{table}\n\n{DEFAULTS}\n");
     std::fs::write(out.join("study.md"), &table)?;
     print!("{table}");
     Ok(())

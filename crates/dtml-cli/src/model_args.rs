@@ -35,9 +35,13 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = InferenceOptions::default().threshold, help_heading = "Prediction")]
     threshold: f32,
     /// Keep every connected component (by default only the largest,
-    /// 26-connected, is kept).
+    /// see --connectivity, is kept).
     #[arg(long, help_heading = "Prediction")]
     no_largest_component: bool,
+    /// Neighbourhood of the largest component: 26 (the authors' code,
+    /// scikit-image) or 6 (face neighbours only, scipy's default).
+    #[arg(long, value_enum, default_value = "26", help_heading = "Prediction")]
+    connectivity: dtml_edt::Connectivity,
     /// Device to run the networks on: cpu, or cuda (GPU 0; needs a build
     /// with --features cuda).
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu, help_heading = "Model")]
@@ -82,6 +86,7 @@ impl ModelArgs {
             ensemble,
             threshold: self.threshold,
             largest_component: !self.no_largest_component,
+            connectivity: self.connectivity,
             disagreement,
             ..base
         };

@@ -2,14 +2,21 @@
 
 use crate::{EdtError, Grid, MaskValue};
 
-/// Neighbourhood of connected-component labelling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Neighbourhood of connected-component labelling, named by its 3D
+/// neighbour count (`6`, `26`) in files and flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Connectivity {
-    /// Face neighbours only (6 in 3D, 4 in 2D).
+    /// Face neighbours only (6 in 3D, 4 in 2D): scipy `ndimage.label`'s
+    /// default.
+    #[serde(rename = "6")]
+    #[cfg_attr(feature = "clap", value(name = "6"))]
     Face,
     /// Face, edge and corner neighbours (26 in 3D, 8 in 2D): scikit-image
     /// `label`'s default.
     #[default]
+    #[serde(rename = "26")]
+    #[cfg_attr(feature = "clap", value(name = "26"))]
     Full,
 }
 

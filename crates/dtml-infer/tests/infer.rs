@@ -43,6 +43,7 @@ fn golden_options() -> InferenceOptions {
         ensemble: Ensemble::Region,
         threshold: 0.5,
         largest_component: false,
+        connectivity: dtml_edt::Connectivity::Full,
         disagreement: false,
         sharpness: dtml_infer::infer::SHARPNESS,
     }

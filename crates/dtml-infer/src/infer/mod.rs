@@ -90,8 +90,12 @@ pub struct InferenceOptions {
     pub ensemble: Ensemble,
     /// A voxel is foreground when its averaged probability is above this.
     pub threshold: f32,
-    /// Keep only the largest 26-connected component of the mask.
+    /// Keep only the largest connected component of the mask.
     pub largest_component: bool,
+    /// Its neighbourhood: 26 (`method.md`, the authors' scikit-image
+    /// `label`) or 6 (scipy's default, which the shared reference uses).
+    #[serde(default)]
+    pub connectivity: dtml_edt::Connectivity,
     /// Also compute the averaged `|p_A - q_B|` (needs both students).
     #[serde(skip)]
     pub disagreement: bool,
@@ -109,6 +113,7 @@ impl Default for InferenceOptions {
             ensemble: Ensemble::Both,
             threshold: 0.5,
             largest_component: true,
+            connectivity: dtml_edt::Connectivity::Full,
             disagreement: false,
             sharpness: SHARPNESS,
         }
@@ -602,11 +607,7 @@ pub(crate) fn sliding_window(
         .map(|&p| (p > opts.threshold) as u8)
         .collect();
     if opts.largest_component {
-        let keep = dtml_edt::largest_connected_component(
-            &mask,
-            &shape.zyx(),
-            dtml_edt::Connectivity::Full,
-        )?;
+        let keep = dtml_edt::largest_connected_component(&mask, &shape.zyx(), opts.connectivity)?;
         mask = keep.into_iter().map(u8::from).collect();
     }
     Ok(Prediction {

@@ -87,6 +87,7 @@ fn options(patch: Xyz<usize>, stride: Xyz<usize>, batch: usize) -> InferenceOpti
         ensemble: Ensemble::Region,
         threshold: 0.5,
         largest_component: false,
+        connectivity: dtml_edt::Connectivity::Full,
         disagreement: false,
         sharpness: SHARPNESS,
     }
@@ -219,7 +220,7 @@ fn each_voxel_averages_exactly_the_windows_that_cover_it() {
 }
 
 #[test]
-fn largest_component_uses_26_connectivity() {
+fn largest_component_uses_26_connectivity_unless_told_6() {
     // Two diagonal voxels touch by a corner (one 26-component) and a
     // separate single voxel: the pair is kept.
     let shape = Xyz::new(20, 20, 20);
@@ -234,6 +235,12 @@ fn largest_component_uses_26_connectivity() {
     assert_eq!(p.mask.iter().map(|&v| v as usize).sum::<usize>(), 2);
     assert_eq!((p.mask[at(2, 2, 2)], p.mask[at(3, 3, 3)]), (1, 1));
     assert_eq!(p.mask[at(15, 15, 15)], 0);
+    // Face neighbours only: three single voxels, and the first in memory
+    // order wins the tie (as scipy's label + argmax of the sizes).
+    o.connectivity = dtml_edt::Connectivity::Face;
+    let p = sliding_window(&image, shape, &o, |w, _| Ok((Some(w), None))).unwrap();
+    assert_eq!(p.mask.iter().map(|&v| v as usize).sum::<usize>(), 1);
+    assert_eq!(p.mask[at(2, 2, 2)], 1);
 }
 
 #[test]
