@@ -25,6 +25,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(mkdir -p "$1" && cd "$1" && pwd)"
+mkdir -p "$out/runs"
 data_seed="${DATA_SEED:-21}"
 read -r -a seeds <<< "${SEEDS:-1 2 3}"
 read -r -a settings <<< "${SETTINGS:-peer-supervised peer-dtml supervised-crop-d0.5 supervised-whole-d0 dtml-crop-d0.5 dtml-whole-d0}"

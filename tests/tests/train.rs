@@ -320,7 +320,7 @@ fn help_shows_every_default_and_choices_are_typed() {
         ("--patch", "[default: 112,112,80]"),
         ("--sdm-loss", "[default: l1]"),
         // Measured on LA-like data: the released code's 0.5 costs Dice.
-        ("--dropout", "[default: 0]"),
+        ("--dropout", "[default: 0.0]"),
     ] {
         let at = help
             .find(flag)
