@@ -67,7 +67,11 @@ fn main() -> std::process::ExitCode {
     unsafe { dtml_model::runtime::prepare_process() };
     // `train`'s help shows each hyper-parameter's default, read from
     // `TrainConfig::default()` (the one place the paper's recipe lives).
-    let cli = match Cli::from_arg_matches(&train::document_defaults(Cli::command()).get_matches()) {
+    let cli = match Cli::from_arg_matches(
+        &Cli::command()
+            .mut_subcommand("train", dtml_train::config::document_defaults)
+            .get_matches(),
+    ) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };

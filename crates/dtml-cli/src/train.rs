@@ -4,10 +4,10 @@
 use anyhow::{Context, Result, bail};
 use dtml_infer::students::DeviceKind;
 use dtml_train::collective::{Collective, launched_group};
-use dtml_train::config::{DiceVariant, SdmLoss};
+use dtml_train::config::TrainOverrides;
 use dtml_train::demo::{DemoFolders, evaluate_demo, prepare_demo_data};
 use dtml_train::{Event, Method, TrainConfig, TrainRequest};
-use dtml_volume::{PreparedDataset, Role, Xyz};
+use dtml_volume::{PreparedDataset, Role};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
@@ -23,9 +23,6 @@ pub struct TrainArgs {
     /// Run directory: checkpoints, log, exported students.
     #[arg(long, default_value = "dtml-run")]
     out: PathBuf,
-    /// Objective (dtml is the paper's; the others are its baselines).
-    #[arg(long, value_enum)]
-    method: Option<Method>,
     /// TOML file of hyper-parameters (keys as in `TrainConfig`); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -37,126 +34,9 @@ pub struct TrainArgs {
     #[arg(long)]
     resume: bool,
 
-    // Schedule and batch.
-    /// Training iterations.
-    #[arg(long, help_heading = "Schedule")]
-    iterations: Option<usize>,
-    /// Labelled patches per batch (supervised: labelled + unlabelled, all labelled).
-    #[arg(long, help_heading = "Schedule")]
-    labelled_batch: Option<usize>,
-    /// Unlabelled patches per batch.
-    #[arg(long, help_heading = "Schedule")]
-    unlabelled_batch: Option<usize>,
-    #[arg(long, help_heading = "Schedule", help = format!("Patch size x,y,z (multiples of {})", dtml_model::vnet::SIZE_MULTIPLE))]
-    patch: Option<Xyz<usize>>,
-    /// Seed of every random stream (initialisation, batches, augmentation, dropout).
-    #[arg(long, help_heading = "Schedule")]
-    seed: Option<u64>,
-
-    // Model.
-    /// Base width of the V-Nets (channels of the first stage).
-    #[arg(long, help_heading = "Model")]
-    width: Option<usize>,
-    /// Channel-dropout probability of the V-Nets in training (the released code's is 0.5; 0 measured better on LA-like data).
-    #[arg(long, help_heading = "Model")]
-    dropout: Option<f64>,
-
-    // Optimiser.
-    /// SGD learning rate.
-    #[arg(long, help_heading = "Optimiser")]
-    lr: Option<f64>,
-    /// SGD momentum.
-    #[arg(long, help_heading = "Optimiser")]
-    momentum: Option<f64>,
-    /// Weight decay of the trained parameters (never BN statistics).
-    #[arg(long, help_heading = "Optimiser")]
-    weight_decay: Option<f64>,
-    /// LR steps as fractions of the run, comma-separated.
-    #[arg(long, value_delimiter = ',', help_heading = "Optimiser")]
-    lr_steps: Option<Vec<f64>>,
-    /// LR factor at each step.
-    #[arg(long, help_heading = "Optimiser")]
-    lr_gamma: Option<f64>,
-
-    // Objective.
-    /// Final weight of the consistency term.
-    #[arg(long, help_heading = "Objective")]
-    consistency: Option<f64>,
-    /// Ramp-up length of the consistency weight as a fraction of the run.
-    #[arg(long, help_heading = "Objective")]
-    rampup_fraction: Option<f64>,
-    /// Weight of student B's SDM regression.
-    #[arg(long, help_heading = "Objective")]
-    sdm_weight: Option<f64>,
-    /// SDM regression loss of the boundary student.
-    #[arg(long, value_enum, help_heading = "Objective")]
-    sdm_loss: Option<SdmLoss>,
-    /// Dice denominator.
-    #[arg(long, value_enum, help_heading = "Objective")]
-    dice: Option<DiceVariant>,
-    /// k of the SDM-to-mask transform sigmoid(-k d); recorded for inference.
-    #[arg(long, help_heading = "Objective")]
-    sharpness: Option<f64>,
-    /// Weight of DTC's SDM MSE.
-    #[arg(long, help_heading = "Objective")]
-    dtc_beta: Option<f64>,
-
-    // Checkpoints and validation.
-    /// Checkpoint every N iterations (0: only at the end).
-    #[arg(long, help_heading = "Checkpoints and validation")]
-    checkpoint_every: Option<usize>,
-    /// Validate on the validation cases every N iterations (0: never).
-    #[arg(long, help_heading = "Checkpoints and validation")]
-    validate_every: Option<usize>,
-    /// Sliding-window strides x,y,z of validation.
-    #[arg(long, help_heading = "Checkpoints and validation")]
-    validation_stride: Option<Xyz<usize>>,
-    /// Worker threads for the CPU [default: all cores].
-    #[arg(long)]
-    threads: Option<usize>,
-}
-
-/// `dtml train --help` with each hyper-parameter's default appended, taken
-/// from `TrainConfig::default()` (the paper's recipe): flags and TOML keys
-/// share names, so the help cannot drift from the defaults.
-pub fn document_defaults(cmd: clap::Command) -> clap::Command {
-    let Ok(serde_json::Value::Object(defaults)) = serde_json::to_value(TrainConfig::default())
-    else {
-        return cmd;
-    };
-    cmd.mut_subcommand("train", |mut train| {
-        for (key, value) in &defaults {
-            let shown = match value {
-                serde_json::Value::Array(items) => {
-                    items.iter().map(shown).collect::<Vec<_>>().join(",")
-                }
-                other => shown(other),
-            };
-            if train.get_arguments().any(|a| a.get_id() == key.as_str()) {
-                train = train.mut_arg(key.as_str(), |arg| {
-                    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
-                    arg.help(format!("{help} [default: {shown}]"))
-                });
-            }
-        }
-        train
-    })
-}
-
-/// A default as `--help` shows it: numbers with a long expansion (the LR
-/// steps 5/12 and 10/12) to six decimals, strings without quotes.
-fn shown(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::Number(n) => match n.as_f64() {
-            Some(v) if n.is_f64() && v.to_string().len() > 8 => {
-                let text = format!("{v:.6}");
-                text.trim_end_matches('0').to_string()
-            }
-            _ => n.to_string(),
-        },
-        serde_json::Value::String(text) => text.clone(),
-        other => other.to_string(),
-    }
+    /// Every hyper-parameter as a flag (declared once, in dtml-train).
+    #[command(flatten)]
+    hyper: TrainOverrides,
 }
 
 fn build_config(a: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
@@ -164,37 +44,7 @@ fn build_config(a: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
         Some(p) => TrainConfig::from_toml_file(p)?,
         None => base,
     };
-    macro_rules! set {
-        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
-    }
-    set!(
-        method,
-        iterations,
-        labelled_batch,
-        unlabelled_batch,
-        patch,
-        width,
-        lr,
-        momentum,
-        weight_decay,
-        consistency,
-        sdm_weight,
-        seed,
-        checkpoint_every,
-        validate_every,
-        validation_stride,
-        lr_steps,
-        lr_gamma,
-        rampup_fraction,
-        dropout,
-        sharpness,
-        dtc_beta,
-        sdm_loss,
-        dice
-    );
-    if a.threads.is_some() {
-        c.threads = a.threads;
-    }
+    a.hyper.apply_to(&mut c);
     c.validate()?;
     Ok(c)
 }
@@ -202,7 +52,7 @@ fn build_config(a: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
 pub fn run(a: TrainArgs) -> Result<()> {
     // `threads` is a flag and a TOML key (the flag wins); set before any
     // parallel work, the demo data included.
-    let threads = match (a.threads, &a.config) {
+    let threads = match (a.hyper.threads, &a.config) {
         (Some(n), _) => Some(n),
         (None, Some(p)) => TrainConfig::from_toml_file(p)?.threads,
         (None, None) => None,

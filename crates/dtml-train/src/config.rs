@@ -8,84 +8,188 @@ use dtml_volume::Xyz;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Hyper-parameters of a run. Sizes are (x, y, z).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainConfig {
-    pub method: Method,
-    pub iterations: usize,
-    /// Labelled patches per batch (the supervised method uses
-    /// `labelled_batch + unlabelled_batch` labelled patches instead).
-    pub labelled_batch: usize,
-    pub unlabelled_batch: usize,
-    pub patch: Xyz<usize>,
-    /// Base width of the V-Nets (16 in the paper).
-    pub width: usize,
-    /// Channel-dropout probability of the V-Nets in training. 0 by
-    /// default: on LA-like data the released code's 0.5 gave smaller masks
-    /// and lower Dice for every method (BENCHMARKS.md, "Defaults on LA-like
-    /// data"); `dtml_model::RELEASED_DROPOUT` is one flag away.
-    pub dropout: f64,
-    pub lr: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    /// LR is multiplied by `lr_gamma` at each of these fractions of the run.
-    pub lr_steps: Vec<f64>,
-    pub lr_gamma: f64,
-    /// Ramp-up length of the consistency weight as a fraction of the run.
-    pub rampup_fraction: f64,
-    /// Final consistency weight `w` of `lambda(t)`.
-    pub consistency: f64,
-    /// Weight of student B's SDM regression (`dtml`).
-    pub sdm_weight: f64,
-    /// Weight of DTC's SDM MSE (`beta` of the DTC code, 0.3).
-    pub dtc_beta: f64,
-    pub sdm_loss: SdmLoss,
-    pub dice: DiceVariant,
-    /// Sharpness `k` of `sigmoid(-k d)`.
-    pub sharpness: f64,
-    pub seed: u64,
-    /// Write a checkpoint every this many iterations (0: only at the end).
-    pub checkpoint_every: usize,
-    /// Validate every this many iterations (0: never).
-    pub validate_every: usize,
-    /// Sliding-window strides for validation.
-    pub validation_stride: Xyz<usize>,
-    /// Worker threads of the CPU (all cores when unset). Not part of what
-    /// is trained: results are the same for any count, and a resume may
-    /// change it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threads: Option<usize>,
+/// Declares every hyper-parameter once: its field in [`TrainConfig`] (and
+/// so its TOML key and its place in `run.json`, which a resume compares),
+/// its default (the paper's recipe unless measurement said otherwise), and,
+/// with the `clap` feature, its `--flag` in `TrainOverrides` with the same
+/// name, help text and a help heading. A new hyper-parameter is one entry
+/// here; keys, flags, help and resume checks cannot drift apart. Each doc
+/// is one paragraph: clap shows it as the flag's help, and
+/// `document_defaults` appends the default.
+macro_rules! hyper_parameters {
+    ($(
+        $(#[doc = $doc:literal])*
+        #[flag($heading:literal $($arg:tt)*)]
+        $field:ident: $ty:ty = $default:expr,
+    )*) => {
+        /// Hyper-parameters of a run. Sizes are (x, y, z).
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct TrainConfig {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+            /// Worker threads of the CPU (all cores when unset). Not part of
+            /// what is trained: results are the same for any count, and a
+            /// resume may change it.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub threads: Option<usize>,
+        }
+
+        impl Default for TrainConfig {
+            fn default() -> Self {
+                TrainConfig {
+                    $( $field: $default, )*
+                    threads: None,
+                }
+            }
+        }
+
+        /// The training flags (`dtml train --iterations 600 ...`): one
+        /// optional value per hyper-parameter, each overriding the
+        /// configuration it is applied to.
+        #[cfg(feature = "clap")]
+        #[derive(Debug, Clone, clap::Args)]
+        pub struct TrainOverrides {
+            $(
+                $(#[doc = $doc])*
+                #[arg(long, help_heading = $heading $($arg)*)]
+                pub $field: Option<$ty>,
+            )*
+            /// Worker threads for the CPU [default: all cores].
+            #[arg(long)]
+            pub threads: Option<usize>,
+        }
+
+        #[cfg(feature = "clap")]
+        impl TrainOverrides {
+            /// Sets every hyper-parameter given as a flag.
+            pub fn apply_to(&self, config: &mut TrainConfig) {
+                $( if let Some(value) = &self.$field { config.$field = value.clone(); } )*
+                if self.threads.is_some() {
+                    config.threads = self.threads;
+                }
+            }
+        }
+    };
 }
 
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            method: Method::Dtml,
-            iterations: 6000,
-            labelled_batch: 2,
-            unlabelled_batch: 2,
-            patch: dtml_volume::prepare::PAPER_PATCH,
-            width: 16,
-            dropout: 0.0,
-            lr: 0.01,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            lr_steps: vec![5.0 / 12.0, 10.0 / 12.0],
-            lr_gamma: 0.1,
-            rampup_fraction: 1.0,
-            consistency: 1.0,
-            sdm_weight: 1.0,
-            dtc_beta: 0.3,
-            sdm_loss: SdmLoss::L1,
-            dice: DiceVariant::Squared,
-            sharpness: dtml_loss::SDM_SHARPNESS,
-            seed: 1337,
-            checkpoint_every: 500,
-            validate_every: 0,
-            validation_stride: dtml_infer::infer::PAPER_STRIDE,
-            threads: None,
-        }
+hyper_parameters! {
+    /// Objective (dtml is the paper's; the others are its baselines).
+    #[flag("Method", value_enum)]
+    method: Method = Method::Dtml,
+    /// Training iterations.
+    #[flag("Schedule")]
+    iterations: usize = 6000,
+    /// Labelled patches per batch (supervised: labelled + unlabelled, all labelled).
+    #[flag("Schedule")]
+    labelled_batch: usize = 2,
+    /// Unlabelled patches per batch.
+    #[flag("Schedule")]
+    unlabelled_batch: usize = 2,
+    /// Patch size x,y,z.
+    #[flag("Schedule", help = format!("Patch size x,y,z (multiples of {})", dtml_model::vnet::SIZE_MULTIPLE))]
+    patch: Xyz<usize> = dtml_volume::prepare::PAPER_PATCH,
+    /// Base width of the V-Nets (channels of the first stage; 16 in the paper).
+    #[flag("Model")]
+    width: usize = 16,
+    /// Channel-dropout probability of the V-Nets in training (the released code's is 0.5; 0 measured better on LA-like data: BENCHMARKS.md, "Defaults on LA-like data").
+    #[flag("Model")]
+    dropout: f64 = 0.0,
+    /// SGD learning rate.
+    #[flag("Optimiser")]
+    lr: f64 = 0.01,
+    /// SGD momentum.
+    #[flag("Optimiser")]
+    momentum: f64 = 0.9,
+    /// Weight decay of the trained parameters (never BN statistics).
+    #[flag("Optimiser")]
+    weight_decay: f64 = 1e-4,
+    /// LR steps as fractions of the run, comma-separated: the rate is multiplied by the LR factor at each.
+    #[flag("Optimiser", value_delimiter = ',')]
+    lr_steps: Vec<f64> = vec![5.0 / 12.0, 10.0 / 12.0],
+    /// LR factor at each step.
+    #[flag("Optimiser")]
+    lr_gamma: f64 = 0.1,
+    /// Ramp-up length of the consistency weight as a fraction of the run.
+    #[flag("Objective")]
+    rampup_fraction: f64 = 1.0,
+    /// Final weight of the consistency term (w of lambda(t)).
+    #[flag("Objective")]
+    consistency: f64 = 1.0,
+    /// Weight of student B's SDM regression (dtml).
+    #[flag("Objective")]
+    sdm_weight: f64 = 1.0,
+    /// Weight of DTC's SDM MSE (beta of the DTC code).
+    #[flag("Objective")]
+    dtc_beta: f64 = 0.3,
+    /// SDM regression loss of the boundary student.
+    #[flag("Objective", value_enum)]
+    sdm_loss: SdmLoss = SdmLoss::L1,
+    /// Dice denominator.
+    #[flag("Objective", value_enum)]
+    dice: DiceVariant = DiceVariant::Squared,
+    /// k of the SDM-to-mask transform sigmoid(-k d); recorded for inference.
+    #[flag("Objective")]
+    sharpness: f64 = dtml_loss::SDM_SHARPNESS,
+    /// Seed of every random stream (initialisation, batches, augmentation, dropout).
+    #[flag("Schedule")]
+    seed: u64 = 1337,
+    /// Checkpoint every N iterations (0: only at the end).
+    #[flag("Checkpoints and validation")]
+    checkpoint_every: usize = 500,
+    /// Validate on the validation cases every N iterations (0: never).
+    #[flag("Checkpoints and validation")]
+    validate_every: usize = 0,
+    /// Sliding-window strides x,y,z of validation.
+    #[flag("Checkpoints and validation")]
+    validation_stride: Xyz<usize> = dtml_infer::infer::PAPER_STRIDE,
+}
+
+/// `dtml train --help` with each hyper-parameter's default appended, taken
+/// from `TrainConfig::default()`: `train` is the command holding the
+/// `TrainOverrides` flags.
+#[cfg(feature = "clap")]
+pub fn document_defaults(mut train: clap::Command) -> clap::Command {
+    let Ok(serde_json::Value::Object(defaults)) = serde_json::to_value(TrainConfig::default())
+    else {
+        return train;
+    };
+    // In the command's own order: each change moves the flag to the end.
+    let ids: Vec<String> = train
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect();
+    for id in ids {
+        let Some(value) = defaults.get(&id) else {
+            continue;
+        };
+        let shown = match value {
+            serde_json::Value::Array(items) => {
+                items.iter().map(shown).collect::<Vec<_>>().join(",")
+            }
+            other => shown(other),
+        };
+        train = train.mut_arg(id.as_str(), |arg| {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            arg.help(format!("{help} [default: {shown}]"))
+        });
+    }
+    train
+}
+
+/// A default as `--help` shows it: numbers with a long expansion (the LR
+/// steps 5/12 and 10/12) to six decimals, strings without quotes.
+#[cfg(feature = "clap")]
+fn shown(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(v) if n.is_f64() && v.to_string().len() > 8 => {
+                let text = format!("{v:.6}");
+                text.trim_end_matches('0').to_string()
+            }
+            _ => n.to_string(),
+        },
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -245,5 +349,60 @@ mod tests {
             ..TrainConfig::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    /// Every key of the configuration is a flag of the same name, and
+    /// every flag sets its key (the help test checks the defaults shown).
+    #[cfg(feature = "clap")]
+    #[test]
+    fn every_key_is_a_flag_that_sets_it() {
+        use clap::{Args, Command, FromArgMatches};
+        let command = TrainOverrides::augment_args(Command::new("train"));
+        let changed = [
+            ("method", "dtc"),
+            ("iterations", "7"),
+            ("labelled_batch", "3"),
+            ("unlabelled_batch", "5"),
+            ("patch", "32,32,16"),
+            ("width", "4"),
+            ("dropout", "0.25"),
+            ("lr", "0.5"),
+            ("momentum", "0.5"),
+            ("weight_decay", "0.5"),
+            ("lr_steps", "0.5,0.75"),
+            ("lr_gamma", "0.5"),
+            ("rampup_fraction", "0.5"),
+            ("consistency", "0.5"),
+            ("sdm_weight", "0.5"),
+            ("dtc_beta", "0.5"),
+            ("sdm_loss", "mse"),
+            ("dice", "linear"),
+            ("sharpness", "50"),
+            ("seed", "9"),
+            ("checkpoint_every", "11"),
+            ("validate_every", "13"),
+            ("validation_stride", "8,8,4"),
+            ("threads", "1"),
+        ];
+        let mut args = vec!["train".to_string()];
+        for (key, value) in changed {
+            args.push(format!("--{}", key.replace('_', "-")));
+            args.push(value.into());
+        }
+        let matches = command.try_get_matches_from(args).unwrap();
+        let flags = TrainOverrides::from_arg_matches(&matches).unwrap();
+        let mut config = TrainConfig::default();
+        flags.apply_to(&mut config);
+        let before = serde_json::to_value(TrainConfig::default()).unwrap();
+        let after = serde_json::to_value(&config).unwrap();
+        let keys: Vec<&String> = after.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys.len(),
+            changed.len(),
+            "a key without a flag here: {keys:?}"
+        );
+        for (key, _) in changed {
+            assert_ne!(before.get(key), after.get(key), "--{key} did not set {key}");
+        }
     }
 }
