@@ -149,13 +149,13 @@ fn demo_report(
         method.name(),
         dice(&done),
         done.report.summary.cases,
-        if method.uses_unlabelled() {
+        if dtml_train::methods::plugin(method).uses_unlabelled() {
             format!(" + {unlabelled} unlabelled")
         } else {
             String::new()
         }
     )];
-    if method.uses_unlabelled() {
+    if dtml_train::methods::plugin(method).uses_unlabelled() {
         tracing::info!(
             "training the supervised baseline on the same {labelled} labelled cases, same budget, into {}",
             folders.baseline.display()

@@ -1,6 +1,6 @@
 //! The training methods by name (the paper's DTML, the released code's
-//! variant, DTC and a supervised baseline) and what each needs of a run;
-//! their losses are in `dtml_train::objective`. It lives here, below the
+//! variant, DTC and a supervised baseline). What each trains is its
+//! plug-in in `dtml_train::methods`; the name lives here, below the
 //! trainer, because a run directory records which method trained it.
 
 use serde::{Deserialize, Serialize};
@@ -40,24 +40,5 @@ impl Method {
     /// writes it and `FromStr` reads it).
     pub fn name(self) -> &'static str {
         self.into()
-    }
-
-    /// Number of networks trained: two students or one.
-    pub fn networks(self) -> usize {
-        match self {
-            Method::Dtml | Method::DtmlReleased => 2,
-            Method::Dtc | Method::Supervised => 1,
-        }
-    }
-
-    /// Whether unlabelled patches enter the batch.
-    pub fn uses_unlabelled(self) -> bool {
-        self != Method::Supervised
-    }
-
-    /// Whether the labelled patches need normalised SDM targets. The
-    /// released DTML code computes them and never uses them; we skip that.
-    pub fn needs_sdm_target(self) -> bool {
-        matches!(self, Method::Dtml | Method::Dtc)
     }
 }

@@ -165,7 +165,7 @@ pub fn assemble(
             );
         }
     }
-    let sdm = if cfg.method.needs_sdm_target() {
+    let sdm = if cfg.plugin().needs_sdm_target() {
         Some(dtml_edt::normalized_sdm_batch(
             &label,
             nl,

@@ -218,10 +218,15 @@ impl TrainConfig {
         }
     }
 
+    /// The plug-in of the configured method.
+    pub fn plugin(&self) -> &'static dyn crate::methods::TrainingMethod {
+        crate::methods::plugin(self.method)
+    }
+
     /// (labelled, unlabelled) patches per batch: the supervised baseline
     /// takes both counts of labelled patches.
     pub fn batch_shape(&self) -> (usize, usize) {
-        if self.method.uses_unlabelled() {
+        if self.plugin().uses_unlabelled() {
             (self.labelled_batch, self.unlabelled_batch)
         } else {
             (self.labelled_batch + self.unlabelled_batch, 0)
@@ -237,7 +242,7 @@ impl TrainConfig {
         if self.labelled_batch == 0 {
             return bad("labelled_batch must be positive".into());
         }
-        if self.method.uses_unlabelled() && self.unlabelled_batch == 0 {
+        if self.plugin().uses_unlabelled() && self.unlabelled_batch == 0 {
             return bad(format!(
                 "method {} needs unlabelled_batch > 0",
                 self.method.name()

@@ -32,7 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod log;
-pub mod objective;
+pub mod methods;
 pub mod optim;
 pub mod plot;
 pub mod trainer;

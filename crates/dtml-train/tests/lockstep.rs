@@ -197,7 +197,7 @@ fn replay(
         bn_momentum,
         ..VNetConfig::default()
     };
-    let nets: Vec<VNet> = ["a", "b"][..method.networks()]
+    let nets: Vec<VNet> = ["a", "b"][..dtml_train::methods::plugin(method).networks().len()]
         .iter()
         .map(|name| {
             let net = VNet::new(net_cfg.clone(), 0, dtype, &Device::Cpu).unwrap();

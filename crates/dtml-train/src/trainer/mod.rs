@@ -9,11 +9,11 @@ use crate::collective::{Collective, Solo, rank_seed};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::log::{IterationLog, LOG_FILE, open_log, read_log};
-use crate::objective::{Targets, objective};
+use crate::methods::{DropoutSource, Targets};
 use crate::optim::Sgd;
 use candle_core::{DType, Device, Tensor};
 use dtml_infer::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
-use dtml_model::{Dropout, VNet, VNetConfig};
+use dtml_model::{VNet, VNetConfig};
 use dtml_volume::axes::AXIS_NAMES;
 use dtml_volume::{CaseRecord, PreparedDataset, Role, Xyz};
 use rand::Rng;
@@ -84,14 +84,6 @@ fn network_config(cfg: &TrainConfig) -> VNetConfig {
     }
 }
 
-fn roles(cfg: &TrainConfig) -> Vec<StudentRole> {
-    if cfg.method.networks() == 2 {
-        vec![StudentRole::Region, StudentRole::Boundary]
-    } else {
-        vec![StudentRole::Region]
-    }
-}
-
 /// Trains as `req` says; returns when the run is complete.
 pub fn train(req: TrainRequest, on_event: &mut dyn FnMut(Event)) -> Result<TrainOutcome> {
     train_in_group(req, &Solo, on_event)
@@ -118,7 +110,7 @@ pub fn train_in_group(
     let device = req.device.clone();
     let net_cfg = network_config(&cfg);
     let mut init = rng_for(cfg.seed, Stream::Init, 0);
-    let nets: Vec<VNet> = (0..cfg.method.networks())
+    let nets: Vec<VNet> = (0..cfg.plugin().networks().len())
         .map(|_| VNet::new(net_cfg.clone(), init.next_u64(), DType::F32, &device))
         .collect::<std::result::Result<_, _>>()?;
     let refs: Vec<&VNet> = nets.iter().collect();

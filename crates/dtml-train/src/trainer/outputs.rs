@@ -3,8 +3,20 @@
 
 use super::*;
 
+/// The networks the method exports, with their roles.
+pub(super) fn exported<'a>(
+    cfg: &TrainConfig,
+    nets: &[&'a VNet],
+) -> impl Iterator<Item = (StudentRole, &'a VNet)> {
+    cfg.plugin()
+        .networks()
+        .iter()
+        .zip(nets.to_vec())
+        .filter_map(|(spec, net)| spec.exported_as.map(|role| (role, net)))
+}
+
 /// The students and sliding window used on the run's own data: the
-/// ensemble when there are two students, the training patch.
+/// exported networks (the ensemble when there are two), the training patch.
 pub(super) fn inference_setup<'a>(
     cfg: &TrainConfig,
     nets: &[&'a VNet],
@@ -13,10 +25,16 @@ pub(super) fn inference_setup<'a>(
     dtml_infer::infer::InferenceOptions,
 ) {
     use dtml_infer::infer::{Ensemble, InferenceOptions, Students};
-    let students = Students {
-        region: Some(nets[0]),
-        boundary: nets.get(1).copied(),
+    let mut students = Students {
+        region: None,
+        boundary: None,
     };
+    for (role, net) in exported(cfg, nets) {
+        match role {
+            StudentRole::Region => students.region = Some(net),
+            StudentRole::Boundary => students.boundary = Some(net),
+        }
+    }
     let opts = InferenceOptions {
         patch: cfg.patch,
         stride: cfg.validation_stride,
@@ -60,7 +78,7 @@ pub(super) fn overlay(
 ) -> Result<()> {
     let loaded = data.load(case)?;
     let (students, mut opts) = inference_setup(cfg, nets);
-    opts.disagreement = nets.len() == 2;
+    opts.disagreement = students.region.is_some() && students.boundary.is_some();
     let pred = dtml_infer::infer::predict_volume(&students, &loaded.image, loaded.shape, &opts)?;
     crate::plot::overlay(
         &loaded.image,
@@ -81,7 +99,7 @@ pub(super) fn export(
     data: &PreparedDataset,
 ) -> Result<RunInfo> {
     let mut students = Vec::new();
-    for (net, role) in nets.iter().zip(roles(cfg)) {
+    for (role, net) in exported(cfg, nets) {
         let file = match role {
             StudentRole::Region => "student_a.safetensors",
             StudentRole::Boundary => "student_b.safetensors",
@@ -96,7 +114,11 @@ pub(super) fn export(
         format: RUN_FORMAT.into(),
         version: RUN_VERSION,
         method: cfg.method,
-        network: nets[0].config().clone(),
+        network: nets
+            .first()
+            .ok_or_else(|| TrainError::Other("a method without networks".into()))?
+            .config()
+            .clone(),
         patch: cfg.patch,
         foreground: data.manifest.options.foreground.clone(),
         students,

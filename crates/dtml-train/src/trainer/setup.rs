@@ -55,7 +55,7 @@ pub(super) fn check_step_memory(cfg: &TrainConfig) -> Result<()> {
     let need = voxels
         * samples
         * cfg.width as f64
-        * cfg.method.networks() as f64
+        * cfg.plugin().networks().len() as f64
         * BYTES_PER_VOXEL_SAMPLE_WIDTH_NET;
     dtml_volume::confine::check_memory(
         Path::new("--patch"),
@@ -223,7 +223,7 @@ pub(super) fn training_cases<'a>(
 ) -> Result<(TrainingSet, Vec<&'a CaseRecord>)> {
     let set = TrainingSet {
         labelled: load_set(data, Role::Labelled, true)?,
-        unlabelled: if cfg.method.uses_unlabelled() {
+        unlabelled: if cfg.plugin().uses_unlabelled() {
             load_set(data, Role::Unlabelled, false)?
         } else {
             Vec::new()

@@ -25,12 +25,15 @@ pub(super) fn to_device(
     Ok((image, label, sdm))
 }
 
-/// SGD over every trainable parameter of `nets`, keyed `"{net}/{name}"`
-/// (the keys of the checkpoint's momentum buffers).
+/// SGD over every trainable parameter of the networks of `nets` the
+/// method trains by gradients, keyed `"{net}/{name}"` (the keys of the
+/// checkpoint's momentum buffers).
 pub fn optimizer(cfg: &TrainConfig, nets: &[&VNet]) -> Sgd {
+    let specs = cfg.plugin().networks();
     let params = nets
         .iter()
         .enumerate()
+        .filter(|(i, _)| specs.get(*i).is_none_or(|s| s.trained))
         .flat_map(|(i, n)| {
             n.named_trainable_vars()
                 .into_iter()
@@ -40,7 +43,8 @@ pub fn optimizer(cfg: &TrainConfig, nets: &[&VNet]) -> Sgd {
     Sgd::new(params, cfg.momentum, cfg.weight_decay)
 }
 
-/// Forward, objective, backward and update for one batch; returns the loss
+/// Forward, objective, backward, update and the method's step after it
+/// for one batch; returns the loss
 /// and its parts, or an error if any is not finite (nothing is updated then).
 ///
 /// `nets` are the method's networks (student A first), `sgd` holds their
@@ -85,24 +89,18 @@ pub(super) fn step_in_group(
     let t = batch.iteration;
     let dtype = nets[0].dtype();
     let (image, label, sdm) = to_device(batch, cfg.patch, device, dtype)?;
-    let mut dropout_rng = rng_for(cfg.seed, Stream::Dropout, t as u64);
-    let outputs = nets
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let dropout = match masks {
-                Some(m) => Dropout::Masks(&m[i].0, &m[i].1),
-                None => Dropout::Seeded(&mut dropout_rng),
-            };
-            n.forward(&image, true, dropout)
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let method = cfg.plugin();
+    let mut dropout = match masks {
+        Some(m) => DropoutSource::Masks(m),
+        None => DropoutSource::Seeded(Box::new(rng_for(cfg.seed, Stream::Dropout, t as u64))),
+    };
+    let outputs = method.forward(nets, &image, &mut dropout)?;
     let targets = Targets {
         label: &label,
         sdm: sdm.as_ref(),
         labelled: batch.labelled,
     };
-    let obj = objective(cfg.method, cfg, &outputs, &targets, cfg.lambda_at(t))?;
+    let obj = method.objective(cfg, &outputs, &targets, cfg.lambda_at(t))?;
     let loss = obj.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     let mut parts = BTreeMap::new();
     for (name, v) in &obj.parts {
@@ -121,5 +119,6 @@ pub(super) fn step_in_group(
     let mut grads = obj.total.backward()?;
     sgd.average_gradients(&mut grads, group)?;
     sgd.step(&grads, cfg.lr_at(t))?;
+    method.after_update(cfg, nets, t)?;
     Ok((loss, parts))
 }
