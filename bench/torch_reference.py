@@ -8,7 +8,7 @@ Two uses:
   dtml trains on) and save the students as `.pth`, which `dtml evaluate` scores exactly as it
   scores its own runs (its sliding window is golden-tested against the reference one):
 
-    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
+    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc|mean-teacher) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
 
 Batches: labelled and unlabelled case streams are fresh permutations per pass (as dtml draws
 them), each patch gets a random rot90 in x-y, a flip of x or y and a random crop (zero padding
@@ -33,6 +33,8 @@ from make_vnet_fixture import VNet  # noqa: E402  (the module tree the V-Net gol
 SHARPNESS = 1500.0
 LR_STEPS, LR_GAMMA = (5 / 12, 10 / 12), 0.1
 DTC_BETA = 0.3
+# Mean teacher as UA-MT's code trains it (docs/methods/mean-teacher.md).
+MT_CONSISTENCY, EMA_DECAY, NOISE_STD, NOISE_BOUND = 0.1, 0.99, 0.1, 0.2
 
 
 def lr_at(t, iterations, lr=0.01):
@@ -104,14 +106,51 @@ def forward(net, x, masks):
 
 
 def networks(method):
-    return 2 if method in ("dtml", "dtml-released") else 1
+    return 2 if method in ("dtml", "dtml-released", "mean-teacher") else 1
 
 
-def objective(method, nets, x, y, target, masks, lam):
-    """Forward passes and the method's loss; runs its backward pass(es). Returns (total, parts)."""
+def trained(method, nets):
+    """The networks SGD trains: all but mean-teacher's teacher."""
+    return nets[:1] if method == "mean-teacher" else nets
+
+
+def consistency_weight(method):
+    """Final weight w of lambda(t): each method's released value."""
+    return MT_CONSISTENCY if method == "mean-teacher" else 1.0
+
+
+def teacher_noise(rng, shape):
+    """clamp(randn * 0.1, -0.2, 0.2) of the unlabelled patches' shape (None for other methods)."""
+    return np.clip(rng.standard_normal(shape) * NOISE_STD, -NOISE_BOUND, NOISE_BOUND)
+
+
+def ema_update(method, nets, t, decay=EMA_DECAY):
+    """After the optimiser step of 0-based iteration t: the teacher follows the student's weights
+    (parameters only; BN running statistics stay the teacher's own), as the released
+    update_ema_variables with alpha = min(1 - 1 / (t + 1), decay)."""
+    if method != "mean-teacher":
+        return
+    alpha = min(1 - 1 / (t + 1), decay)
+    with torch.no_grad():
+        for tp, sp in zip(nets[1].parameters(), nets[0].parameters()):
+            tp.mul_(alpha).add_(sp, alpha=1 - alpha)
+
+
+def objective(method, nets, x, y, target, masks, lam, noise=None):
+    """Forward passes and the method's loss; runs its backward pass(es). Returns (total, parts).
+    `lam` is the whole consistency weight lambda(t) (consistency_weight(method) * ramp)."""
     bce = nn.BCEWithLogitsLoss()
     L = y.shape[0]
-    if networks(method) == 2:
+    if method == "mean-teacher":
+        _, seg = forward(nets[0], x, masks[0])
+        with torch.no_grad():
+            _, seg_t = forward(nets[1], x[L:] + noise, masks[1])
+        loss = 0.5 * (bce(seg[:L], y) + dice_loss(torch.sigmoid(seg[:L]), y))
+        cons = ((torch.sigmoid(seg[L:]) - torch.sigmoid(seg_t)) ** 2).mean()
+        parts = {"loss": loss, "consistency": cons}
+        total = loss + lam * cons
+        total.backward()
+    elif networks(method) == 2:
         _, seg_a = forward(nets[0], x, masks[0])
         d_b, _ = forward(nets[1], x, masks[1])
         p_a, q_b = torch.sigmoid(seg_a), torch.sigmoid(-SHARPNESS * d_b)
@@ -188,7 +227,7 @@ def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), 
     nets = [VNet(1, width, 1) for _ in range(networks(method))]
     for n in nets:
         n.train()
-    opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=0.01, momentum=0.9, weight_decay=1e-4)
+    opt = torch.optim.SGD([p for n in trained(method, nets) for p in n.parameters()], lr=0.01, momentum=0.9, weight_decay=1e-4)
     lab_stream, unl_stream = Stream(rng, len(labelled)), Stream(rng, max(len(unlabelled), 1))
     start, log = time.time(), []
     for t in range(iterations):
@@ -204,12 +243,18 @@ def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), 
         target = None
         if method in ("dtml", "dtc"):
             target = torch.from_numpy(np.stack([sdm_target(m) for m in labels]).astype(np.float32))
-        masks = [dropout_masks(rng, n_lab + n_unl, width, dropout, torch.float32) for _ in nets]
+        masks = [dropout_masks(rng, n_unl if method == "mean-teacher" and i == 1 else n_lab + n_unl, width, dropout,
+                               torch.float32) for i, _ in enumerate(nets)]
+        noise = None
+        if method == "mean-teacher":
+            noise = torch.from_numpy(teacher_noise(rng, x[n_lab:].shape).astype(np.float32))
         for g in opt.param_groups:
             g["lr"] = lr_at(t, iterations)
         opt.zero_grad()
-        total, _ = objective(method, nets, x, y, target, masks, lambda_at(t, iterations))
+        total, _ = objective(method, nets, x, y, target, masks, consistency_weight(method) * lambda_at(t, iterations),
+                             noise)
         opt.step()
+        ema_update(method, nets, t)
         log.append(total.item())
         if t % 100 == 0:
             print(f"it {t} loss {total.item():.4f} {time.time() - start:.0f}s", flush=True)

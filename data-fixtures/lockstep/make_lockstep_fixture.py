@@ -46,7 +46,11 @@ LABELLED_CASES = 3
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-4
 LR_STEPS, LR_GAMMA, SHARPNESS, DTC_BETA = ref.LR_STEPS, ref.LR_GAMMA, ref.SHARPNESS, ref.DTC_BETA
 DROPOUT = 0.5
-METHODS = ["dtml", "dtml-released", "dtc", "supervised"]
+# The mean teacher's decay: below the released 0.99 so that it binds within 20 iterations
+# (alpha = min(1 - 1 / (t + 1), decay) is 0.9 from t = 9 on); at 0.99 it never would.
+EMA_DECAY = 0.9
+# New methods go last: the plan / mask stream is shared, so earlier runs keep their draws.
+METHODS = ["dtml", "dtml-released", "dtc", "supervised", "mean-teacher"]
 DTYPE = torch.float64
 # Trajectory mode (see `trajectory`): every iteration also records the norm of
 # every state-dict tensor (weights and BN running statistics).
@@ -89,15 +93,15 @@ def run(method, cases, init, rng, tensors, stop=None):
     """Trains `method` for `stop` (default: all) iterations of an ITERATIONS-long schedule."""
     stop = ITERATIONS if stop is None else stop
     labelled, unlabelled = cases[:LABELLED_CASES], cases[LABELLED_CASES:]
-    two = method in ("dtml", "dtml-released")
     n_lab, n_unl = (LABELLED_BATCH, UNLABELLED_BATCH) if method != "supervised" else (LABELLED_BATCH + UNLABELLED_BATCH, 0)
     nets = []
-    for state in init[: 2 if two else 1]:
+    for state in init[: ref.networks(method)]:
         net = VNet(1, WIDTH, 1).to(DTYPE)
         net.load_state_dict(state)
         net.train()
         nets.append(net)
-    opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    opt = torch.optim.SGD([p for n in ref.trained(method, nets) for p in n.parameters()], lr=LR, momentum=MOMENTUM,
+                          weight_decay=WEIGHT_DECAY)
     iterations = []
     for t in range(stop):
         plan = draw_plan(rng, n_lab, n_unl, [c[0].shape for c in labelled], [c[0].shape for c in unlabelled])
@@ -113,16 +117,25 @@ def run(method, cases, init, rng, tensors, stop=None):
         n = n_lab + n_unl
         masks = []
         for i, _ in enumerate(nets):
-            pair = [torch.from_numpy((rng.random((n, c)) >= DROPOUT) / (1 - DROPOUT)) for c in (16 * WIDTH, WIDTH)]
+            # Mean teacher's teacher sees the unlabelled patches only.
+            rows = n_unl if method == "mean-teacher" and i == 1 else n
+            pair = [torch.from_numpy((rng.random((rows, c)) >= DROPOUT) / (1 - DROPOUT)) for c in (16 * WIDTH, WIDTH)]
             tensors[f"{method}.{t}.dropout{i}.bottleneck"] = pair[0]
             tensors[f"{method}.{t}.dropout{i}.last"] = pair[1]
             masks.append([m.to(DTYPE) for m in pair])
-        lam, lr = ref.lambda_at(t, ITERATIONS), ref.lr_at(t, ITERATIONS, LR)
+        noise = None
+        if method == "mean-teacher":
+            # Stored in f32 (half the bytes), used exactly as stored.
+            noise = torch.from_numpy(ref.teacher_noise(rng, tuple(x[n_lab:].shape)).astype(np.float32))
+            tensors[f"{method}.{t}.noise"] = noise
+            noise = noise.to(DTYPE)
+        lam, lr = ref.consistency_weight(method) * ref.lambda_at(t, ITERATIONS), ref.lr_at(t, ITERATIONS, LR)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad()
-        total, parts = ref.objective(method, nets, x, y, target, masks, lam)
+        total, parts = ref.objective(method, nets, x, y, target, masks, lam, noise)
         opt.step()
+        ref.ema_update(method, nets, t, EMA_DECAY)
         iterations.append({
             "plan": plan, "lambda": lam, "lr": lr, "loss": total.item(),
             "parts": {k: v.item() for k, v in parts.items()},
@@ -148,6 +161,7 @@ def settings(n_cases, stable_for, runs):
         "unlabelled_batch": UNLABELLED_BATCH, "cases": n_cases, "labelled_cases": LABELLED_CASES,
         "lr": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY, "lr_steps": LR_STEPS,
         "lr_gamma": LR_GAMMA, "sharpness": SHARPNESS, "dropout": DROPOUT, "dtc_beta": DTC_BETA,
+        "ema_decay": EMA_DECAY,
         "stable_iterations": stable_for, "runs": runs,
     }
 
@@ -193,7 +207,8 @@ def trajectory(out, iterations, width, methods):
     meta["nudged"] = nudged_runs
     with open(f"{out}/lockstep.json", "w") as f:
         json.dump(meta, f)
-    save_file({k: v.contiguous() if k.startswith("case") else v.contiguous().double() for k, v in tensors.items()},
+    save_file({k: v.contiguous() if k.startswith("case") or k.endswith(".noise") else v.contiguous().double()
+               for k, v in tensors.items()},
               f"{out}/lockstep.safetensors")
     print("wrote", out)
 
@@ -230,7 +245,8 @@ def main():
     with open(f"{out}/lockstep.json", "w") as f:
         json.dump(settings(len(cases), stable_for, runs), f, indent=1)
     # Cases as the trainer holds them (f32 image, u8 label); goldens in f64.
-    save_file({k: v.contiguous() if k.startswith("case") else v.contiguous().double() for k, v in tensors.items()},
+    save_file({k: v.contiguous() if k.startswith("case") or k.endswith(".noise") else v.contiguous().double()
+               for k, v in tensors.items()},
               f"{out}/lockstep.safetensors")
     for m in METHODS:
         print(m, stable_for[m], "iterations compared;", " ".join(f"{r['loss']:.6f}" for r in runs[m][::5]))

@@ -54,7 +54,7 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
 fn every_method_trains_and_its_run_predicts() {
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_prepared(dir.path(), &[]);
-    for method in ["dtml", "dtml-released", "dtc", "supervised"] {
+    for method in ["dtml", "dtml-released", "dtc", "supervised", "mean-teacher"] {
         let run = dir.path().join(format!("run-{method}"));
         dtml_ok(&train_args(&data, &run, method, "4"));
         let log = losses(&run);
@@ -68,6 +68,7 @@ fn every_method_trains_and_its_run_predicts() {
         assert_eq!(info["method"], method);
         assert_eq!(info["foreground"], serde_json::json!([1]));
         let students = info["students"].as_array().unwrap().len();
+        // Mean teacher exports its student, not the teacher.
         assert_eq!(students, if method.starts_with("dtml") { 2 } else { 1 });
         assert!(run.join("checkpoint/trainer.json").is_file());
     }
@@ -133,21 +134,33 @@ fn every_method_trains_and_its_run_predicts() {
 
 #[test]
 fn same_seed_same_losses_and_sigkill_then_resume_continues_exactly() {
+    // DTML, and the mean teacher, whose teacher is not trained by SGD but
+    // must come back from the checkpoint all the same.
+    for method in ["dtml", "mean-teacher"] {
+        kill_and_resume(method);
+    }
+}
+
+fn kill_and_resume(method: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_prepared(dir.path(), &[]);
     let whole = dir.path().join("whole");
     let n = "24";
-    dtml_ok(&train_args(&data, &whole, "dtml", n));
+    dtml_ok(&train_args(&data, &whole, method, n));
     let reference = losses(&whole);
     assert_eq!(reference.len(), 24);
 
     let again = dir.path().join("again");
-    dtml_ok(&train_args(&data, &again, "dtml", n));
-    assert_eq!(losses(&again), reference, "same seed, same losses");
+    dtml_ok(&train_args(&data, &again, method, n));
+    assert_eq!(
+        losses(&again),
+        reference,
+        "{method}: same seed, same losses"
+    );
 
     let killed = dir.path().join("killed");
     let mut child = Command::new(dtml_bin())
-        .args(train_args(&data, &killed, "dtml", n))
+        .args(train_args(&data, &killed, method, n))
         .env("DTML_LOG", "warn")
         .spawn()
         .unwrap();
@@ -173,10 +186,14 @@ fn same_seed_same_losses_and_sigkill_then_resume_continues_exactly() {
     let before = losses(&killed).len();
     assert!(before < 24, "the kill came before the end");
 
-    let mut resume = train_args(&data, &killed, "dtml", n);
+    let mut resume = train_args(&data, &killed, method, n);
     resume.push("--resume");
     dtml_ok(&resume);
-    assert_eq!(losses(&killed), reference, "resumed run continues exactly");
+    assert_eq!(
+        losses(&killed),
+        reference,
+        "{method}: resumed run continues exactly"
+    );
 }
 
 #[test]
@@ -348,7 +365,7 @@ fn help_shows_every_default_and_choices_are_typed() {
         err.contains("l2") && err.contains("l1") && err.contains("mse"),
         "{err}"
     );
-    let err = dtml_err(&["train", "--method", "mean-teacher"]);
+    let err = dtml_err(&["train", "--method", "ua-mt"]);
     assert!(err.contains("dtml-released"), "{err}");
     // Sizes are three values x,y,z, refused with the reason otherwise.
     let err = dtml_err(&["train", "--patch", "112,112"]);

@@ -1,5 +1,5 @@
 //! The training methods by name (the paper's DTML, the released code's
-//! variant, DTC and a supervised baseline). What each trains is its
+//! variant, and the baselines it is compared with). What each trains is its
 //! plug-in in `dtml_train::methods`; the name lives here, below the
 //! trainer, because a run directory records which method trained it.
 
@@ -25,15 +25,20 @@ pub enum Method {
     Dtc,
     /// One V-Net on labelled patches only, `0.5 (BCE + Dice)`.
     Supervised,
+    /// Mean teacher (Tarvainen & Valpola 2017, as UA-MT's code trains it):
+    /// the student's supervised loss plus the squared difference from an
+    /// EMA teacher's prediction on noisy unlabelled patches.
+    MeanTeacher,
 }
 
 impl Method {
     /// All methods, for help texts.
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 5] = [
         Method::Dtml,
         Method::DtmlReleased,
         Method::Dtc,
         Method::Supervised,
+        Method::MeanTeacher,
     ];
 
     /// The name used on the command line and in files (as `Display`

@@ -487,3 +487,67 @@ fn dropout_zero_is_no_dropout() {
         assert_eq!(diff == 0.0, same, "dropout {p}: max difference {diff}");
     }
 }
+
+/// The mean teacher's moving average, weight by weight in f64 against the
+/// formula; BN running statistics stay the teacher's own.
+#[test]
+fn moving_average_moves_every_weight_and_no_bn_statistic() {
+    let config = VNetConfig {
+        width: 2,
+        ..VNetConfig::default()
+    };
+    let make = |seed| VNet::new(config.clone(), seed, DType::F64, &Device::Cpu).unwrap();
+    let (teacher, student) = (make(1), make(2));
+    // Distinct running statistics, so "left alone" can be told apart.
+    let x = Tensor::randn(0.0, 1.0, (2, 1, 16, 16, 16), &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    student.forward(&x, true, Dropout::Off).unwrap();
+    let state = |net: &VNet| -> HashMap<String, Vec<f64>> {
+        net.state_dict()
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| !k.contains("num_batches"))
+            .map(|(k, v)| (k, values(&v)))
+            .collect()
+    };
+    let before = state(&teacher);
+    teacher.average_towards(&student, 0.75).unwrap();
+    let mut moved = 0;
+    for (name, got) in state(&teacher) {
+        if name.contains("running_") {
+            assert_eq!(got, before[&name], "{name} changed");
+            continue;
+        }
+        moved += 1;
+        let theirs = &state(&student)[&name];
+        for ((g, t), s) in got.iter().zip(&before[&name]).zip(theirs) {
+            assert!(
+                (g - (0.75 * t + 0.25 * s)).abs() <= 1e-15 * (1.0 + g.abs()),
+                "{name}"
+            );
+        }
+    }
+    assert!(moved > 20, "only {moved} weights");
+    // alpha 0 copies the student; bad factors and architectures are errors.
+    teacher.average_towards(&student, 0.0).unwrap();
+    for (name, var) in student.named_trainable_vars() {
+        assert_eq!(
+            values(teacher.get(&name).unwrap().as_tensor()),
+            values(var.as_tensor())
+        );
+    }
+    assert!(teacher.average_towards(&student, 1.5).is_err());
+    let wider = VNet::new(
+        VNetConfig {
+            width: 4,
+            ..VNetConfig::default()
+        },
+        3,
+        DType::F64,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(teacher.average_towards(&wider, 0.5).is_err());
+}

@@ -22,6 +22,8 @@ pub enum Stream {
     UnlabelledOrder = 3,
     Augment = 4,
     Dropout = 5,
+    /// Input noise (the mean teacher's).
+    Noise = 6,
 }
 
 /// A generator for `(seed, stream, index)`, independent of every other.

@@ -16,17 +16,25 @@ use std::path::Path;
 /// here; keys, flags, help and resume checks cannot drift apart. Each doc
 /// is one paragraph: clap shows it as the flag's help, and
 /// `document_defaults` appends the default.
+/// The configuration's type of an entry: its own, or `Option` of it for
+/// an entry marked `[method default]`, whose `None` means "the method's
+/// own value" (the flag still parses a plain value).
+macro_rules! config_type {
+    ($ty:ty) => { $ty };
+    ($ty:ty, method default) => { Option<$ty> };
+}
+
 macro_rules! hyper_parameters {
     ($(
         $(#[doc = $doc:literal])*
         #[flag($heading:literal $($arg:tt)*)]
-        $field:ident: $ty:ty = $default:expr,
+        $field:ident: $ty:ty $([$($method_default:tt)+])? = $default:expr,
     )*) => {
         /// Hyper-parameters of a run. Sizes are (x, y, z).
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(default, deny_unknown_fields)]
         pub struct TrainConfig {
-            $( $(#[doc = $doc])* pub $field: $ty, )*
+            $( $(#[doc = $doc])* pub $field: config_type!($ty $(, $($method_default)+)?), )*
             /// Worker threads of the CPU (all cores when unset). Not part of
             /// what is trained: results are the same for any count, and a
             /// resume may change it.
@@ -63,7 +71,7 @@ macro_rules! hyper_parameters {
         impl TrainOverrides {
             /// Sets every hyper-parameter given as a flag.
             pub fn apply_to(&self, config: &mut TrainConfig) {
-                $( if let Some(value) = &self.$field { config.$field = value.clone(); } )*
+                $( if let Some(value) = &self.$field { config.$field = value.clone().into(); } )*
                 if self.threads.is_some() {
                     config.threads = self.threads;
                 }
@@ -112,9 +120,12 @@ hyper_parameters! {
     /// Ramp-up length of the consistency weight as a fraction of the run.
     #[flag("Objective")]
     rampup_fraction: f64 = 1.0,
-    /// Final weight of the consistency term (w of lambda(t)).
+    /// Final weight of the consistency term (w of lambda(t)): 1 for dtml, dtml-released and dtc, 0.1 for mean-teacher.
     #[flag("Objective")]
-    consistency: f64 = 1.0,
+    consistency: f64 [method default] = None,
+    /// Decay of the mean teacher's moving average of the student's weights (mean-teacher).
+    #[flag("Objective")]
+    ema_decay: f64 = 0.99,
     /// Weight of student B's SDM regression (dtml).
     #[flag("Objective")]
     sdm_weight: f64 = 1.0,
@@ -163,6 +174,8 @@ pub fn document_defaults(mut train: clap::Command) -> clap::Command {
             continue;
         };
         let shown = match value {
+            // Unset: the method's own value, which the help text gives.
+            serde_json::Value::Null => "the method's".to_string(),
             serde_json::Value::Array(items) => {
                 items.iter().map(shown).collect::<Vec<_>>().join(",")
             }
@@ -254,6 +267,9 @@ impl TrainConfig {
         if self.width == 0 {
             return bad("width must be positive".into());
         }
+        if !(0.0..=1.0).contains(&self.ema_decay) {
+            return bad(format!("ema_decay {} must be in [0, 1]", self.ema_decay));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout {} must be in [0, 1)", self.dropout));
         }
@@ -263,7 +279,7 @@ impl TrainConfig {
             ("weight_decay", self.weight_decay),
             ("lr_gamma", self.lr_gamma),
             ("rampup_fraction", self.rampup_fraction),
-            ("consistency", self.consistency),
+            ("consistency", self.consistency()),
             ("sdm_weight", self.sdm_weight),
             ("dtc_beta", self.dtc_beta),
         ] {
@@ -300,10 +316,16 @@ impl TrainConfig {
         self.lr * self.lr_gamma.powi(passed as i32)
     }
 
+    /// Final consistency weight `w`: the configured one, else the method's.
+    pub fn consistency(&self) -> f64 {
+        self.consistency
+            .unwrap_or_else(|| self.plugin().default_consistency())
+    }
+
     /// Consistency weight `lambda(t)` of 0-based iteration `t`.
     pub fn lambda_at(&self, t: usize) -> f64 {
         let ramp = (self.rampup_fraction * self.iterations as f64).round() as usize;
-        dtml_loss::rampup_weight(t, ramp, self.consistency)
+        dtml_loss::rampup_weight(t, ramp, self.consistency())
     }
 }
 
@@ -378,6 +400,7 @@ mod tests {
             ("lr_gamma", "0.5"),
             ("rampup_fraction", "0.5"),
             ("consistency", "0.5"),
+            ("ema_decay", "0.5"),
             ("sdm_weight", "0.5"),
             ("dtc_beta", "0.5"),
             ("sdm_loss", "mse"),

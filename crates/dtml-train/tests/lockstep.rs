@@ -21,7 +21,8 @@
 use candle_core::{DType, Device, Tensor};
 use dtml_model::{VNet, VNetConfig};
 use dtml_train::batch::{Augmentation, PatchSource, TrainingSet, assemble};
-use dtml_train::trainer::{optimizer, train_step_with_masks};
+use dtml_train::methods::GivenDraws;
+use dtml_train::trainer::{optimizer, train_step_with_draws};
 use dtml_train::{Method, TrainConfig};
 use dtml_volume::PreparedCase;
 use dtml_volume::Xyz;
@@ -55,6 +56,7 @@ struct Fixture {
     sharpness: f64,
     dropout: f64,
     dtc_beta: f64,
+    ema_decay: f64,
     /// Iterations compared per method: all, except where PyTorch's own run
     /// departs from a rerun nudged by 1e-13 (DTC's one-network sharp
     /// sigmoid is chaotic after a few steps).
@@ -163,9 +165,11 @@ impl Golden {
             lr_steps: f.lr_steps.clone(),
             lr_gamma: f.lr_gamma,
             rampup_fraction: 1.0,
-            consistency: 1.0,
+            // Each method's own final weight (mean-teacher's is 0.1).
+            consistency: None,
             sdm_weight: 1.0,
             dtc_beta: f.dtc_beta,
+            ema_decay: f.ema_decay,
             sharpness: f.sharpness,
             ..TrainConfig::default()
         }
@@ -236,8 +240,14 @@ fn replay(
                 (m("bottleneck"), m("last"))
             })
             .collect();
+        // The teacher's input noise (mean-teacher), stored (N, 1, x, y, z).
+        let noise = g
+            .tensors
+            .get(&format!("{}.{t}.noise", method.name()))
+            .map(|n| n.permute((0, 1, 4, 3, 2)).unwrap().to_dtype(dtype).unwrap());
+        let draws = GivenDraws { masks, noise };
         let (loss, parts) =
-            train_step_with_masks(cfg, &refs, &mut sgd, &batch, &Device::Cpu, Some(&masks))
+            train_step_with_draws(cfg, &refs, &mut sgd, &batch, &Device::Cpu, Some(&draws))
                 .unwrap();
         step(t, loss, &parts, &nets)?;
     }
@@ -395,6 +405,11 @@ fn supervised_matches_pytorch() {
     matches_pytorch(Method::Supervised);
 }
 
+#[test]
+fn mean_teacher_matches_pytorch() {
+    matches_pytorch(Method::MeanTeacher);
+}
+
 fn assert_caught(method: Method, cfg: TrainConfig, bn_momentum: f64, kind: &str) {
     let g = golden();
     match lockstep(&g, method, &cfg, bn_momentum) {
@@ -421,6 +436,24 @@ fn a_wrong_rampup_is_caught() {
     let mut cfg = g.config(Method::Dtml);
     cfg.rampup_fraction = 0.9;
     assert_caught(Method::Dtml, cfg, 0.1, "ramp-up");
+}
+
+#[test]
+fn a_wrong_ema_decay_is_caught() {
+    let g = golden();
+    let mut cfg = g.config(Method::MeanTeacher);
+    // The released 0.99 instead of the fixture's 0.9: the teacher differs from t = 10.
+    cfg.ema_decay = 0.99;
+    assert_caught(Method::MeanTeacher, cfg, 0.1, "EMA decay");
+}
+
+#[test]
+fn a_wrong_mean_teacher_consistency_is_caught() {
+    let g = golden();
+    let mut cfg = g.config(Method::MeanTeacher);
+    // DTML's weight 1 instead of the method's 0.1.
+    cfg.consistency = Some(1.0);
+    assert_caught(Method::MeanTeacher, cfg, 0.1, "consistency weight");
 }
 
 #[test]

@@ -513,6 +513,35 @@ impl VNet {
             .collect()
     }
 
+    /// Moves every trainable weight towards `student`'s, `w = alpha w +
+    /// (1 - alpha) w_student`: the mean teacher's exponential moving
+    /// average, as PyTorch's `w.mul_(alpha).add_(w_student, alpha=1 -
+    /// alpha)`. BatchNorm running statistics are left alone, as the
+    /// released mean-teacher code leaves them (the teacher's come from its
+    /// own forward passes). `alpha` must be in [0, 1] and the networks of
+    /// one architecture.
+    pub fn average_towards(&self, student: &VNet, alpha: f64) -> Result<()> {
+        if !(0.0..=1.0).contains(&alpha) {
+            return Err(ModelError::Config(format!(
+                "moving-average factor {alpha} must be in [0, 1]"
+            )));
+        }
+        if self.config != student.config || self.dtype() != student.dtype() {
+            return Err(ModelError::Config(
+                "a moving average needs two networks of one architecture and dtype".into(),
+            ));
+        }
+        for (name, var) in self.vars.iter().filter(|(k, _)| !k.contains("running_")) {
+            let other = student
+                .vars
+                .get(name)
+                .ok_or_else(|| ModelError::Config(format!("the student has no weight {name}")))?;
+            let moved = ((var.as_tensor() * alpha)? + (other.as_tensor() * (1.0 - alpha))?)?;
+            var.set(&moved)?;
+        }
+        Ok(())
+    }
+
     /// Names and variables of trainable parameters, sorted by name.
     pub fn named_trainable_vars(&self) -> Vec<(String, Var)> {
         self.vars

@@ -9,6 +9,7 @@
 
 mod dtc;
 mod dtml;
+mod mean_teacher;
 mod supervised;
 
 use crate::config::TrainConfig;
@@ -26,6 +27,7 @@ pub fn plugin(method: Method) -> &'static dyn TrainingMethod {
         Method::DtmlReleased => &dtml::Dtml { released: true },
         Method::Dtc => &dtc::Dtc,
         Method::Supervised => &supervised::Supervised,
+        Method::MeanTeacher => &mean_teacher::MeanTeacher,
     }
 }
 
@@ -66,21 +68,81 @@ pub struct Objective {
     pub parts: Vec<(&'static str, Tensor)>,
 }
 
-/// Where the channel-dropout masks of a step come from.
-pub enum DropoutSource<'a> {
-    /// The run's seeded stream of this iteration.
-    Seeded(Box<ChaCha8Rng>),
-    /// Given keep-masks, one (bottleneck, last stage) pair per network:
-    /// how the lockstep test feeds PyTorch's.
-    Masks(&'a [(Tensor, Tensor)]),
+/// The random draws of one step: channel-dropout masks and input noise.
+pub enum StepDraws<'a> {
+    /// The run's streams of this iteration.
+    Seeded {
+        dropout: Box<ChaCha8Rng>,
+        noise: Box<ChaCha8Rng>,
+    },
+    /// Draws a PyTorch run made (how the lockstep test feeds them).
+    Given(&'a GivenDraws),
 }
 
-impl DropoutSource<'_> {
-    /// The dropout of network `index`'s next forward pass.
-    pub fn for_network(&mut self, index: usize) -> Dropout<'_> {
+/// Draws fed to a step in place of the seeded streams.
+pub struct GivenDraws {
+    /// Channel-dropout keep-masks, one (bottleneck, last stage) pair of
+    /// `(N, C)` tensors per network, `N` the patches it sees.
+    pub masks: Vec<(Tensor, Tensor)>,
+    /// The step's input noise (mean-teacher's teacher), shaped as the
+    /// patches it is added to.
+    pub noise: Option<Tensor>,
+}
+
+impl StepDraws<'_> {
+    /// The seeded draws of iteration `t` of a run seeded `seed`.
+    pub fn seeded(seed: u64, t: usize) -> StepDraws<'static> {
+        use crate::batch::{Stream, rng_for};
+        StepDraws::Seeded {
+            dropout: Box::new(rng_for(seed, Stream::Dropout, t as u64)),
+            noise: Box::new(rng_for(seed, Stream::Noise, t as u64)),
+        }
+    }
+
+    /// The dropout of network `index`'s forward pass.
+    pub fn dropout_for(&mut self, index: usize) -> Result<Dropout<'_>> {
         match self {
-            DropoutSource::Seeded(rng) => Dropout::Seeded(rng.as_mut()),
-            DropoutSource::Masks(masks) => Dropout::Masks(&masks[index].0, &masks[index].1),
+            StepDraws::Seeded { dropout, .. } => Ok(Dropout::Seeded(dropout.as_mut())),
+            StepDraws::Given(given) => {
+                let (a, b) = given.masks.get(index).ok_or_else(|| {
+                    crate::TrainError::Other(format!("no given dropout masks for network {index}"))
+                })?;
+                Ok(Dropout::Masks(a, b))
+            }
+        }
+    }
+
+    /// Gaussian noise of standard deviation `std` clamped to [-bound,
+    /// bound] (`torch.clamp(torch.randn_like(x) * std, -bound, bound)`),
+    /// shaped, typed and placed as `like`.
+    pub fn noise_like(&mut self, like: &Tensor, std: f64, bound: f64) -> Result<Tensor> {
+        match self {
+            StepDraws::Seeded { noise, .. } => {
+                use rand_distr::{Distribution, StandardNormal};
+                let values: Vec<f64> = (0..like.elem_count())
+                    .map(|_| {
+                        let v: f64 = StandardNormal.sample(noise.as_mut());
+                        (v * std).clamp(-bound, bound)
+                    })
+                    .collect();
+                Ok(
+                    Tensor::from_vec(values, like.shape(), like.device())?
+                        .to_dtype(like.dtype())?,
+                )
+            }
+            StepDraws::Given(given) => {
+                let noise = given.noise.as_ref().ok_or_else(|| {
+                    crate::TrainError::Other("no given input noise for this step".into())
+                })?;
+                if noise.dims() != like.dims() {
+                    return Err(crate::TrainError::Other(format!(
+                        "given input noise of shape {:?} for patches of shape {:?}",
+                        noise.dims(),
+                        like.dims()
+                    )));
+                }
+                Ok(noise.to_dtype(like.dtype())?)
+            }
         }
     }
 }
@@ -100,23 +162,31 @@ pub trait TrainingMethod: Sync {
         true
     }
 
+    /// The final consistency weight `w` when the configuration leaves it
+    /// unset: the method's released value.
+    fn default_consistency(&self) -> f64 {
+        1.0
+    }
+
     /// Whether the labelled patches need normalised SDM targets.
     fn needs_sdm_target(&self) -> bool {
         false
     }
 
-    /// The networks' outputs on the batch `image` (labelled patches first).
-    /// By default every network in training mode, in order, with its own
-    /// dropout draw.
+    /// The networks' outputs on the batch `image`, whose first `labelled`
+    /// patches are the labelled ones. By default every network in
+    /// training mode on the whole batch, in order, with its own dropout.
     fn forward(
         &self,
         nets: &[&VNet],
         image: &Tensor,
-        dropout: &mut DropoutSource,
+        labelled: usize,
+        draws: &mut StepDraws,
     ) -> Result<Vec<VNetOutput>> {
+        let _ = labelled;
         nets.iter()
             .enumerate()
-            .map(|(i, net)| Ok(net.forward(image, true, dropout.for_network(i))?))
+            .map(|(i, net)| Ok(net.forward(image, true, draws.dropout_for(i)?)?))
             .collect()
     }
 

@@ -9,7 +9,7 @@ use crate::collective::{Collective, Solo, rank_seed};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::log::{IterationLog, LOG_FILE, open_log, read_log};
-use crate::methods::{DropoutSource, Targets};
+use crate::methods::{GivenDraws, StepDraws, Targets};
 use crate::optim::Sgd;
 use candle_core::{DType, Device, Tensor};
 use dtml_infer::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
@@ -28,7 +28,7 @@ mod step;
 use outputs::*;
 use setup::*;
 use step::*;
-pub use step::{optimizer, train_step, train_step_with_masks};
+pub use step::{optimizer, train_step, train_step_with_draws};
 
 /// Loss and validation curves, redrawn at every checkpoint.
 pub const CURVES_FILE: &str = "curves.png";

@@ -57,21 +57,20 @@ pub fn train_step(
     batch: &HostBatch,
     device: &Device,
 ) -> Result<(f64, BTreeMap<String, f64>)> {
-    train_step_with_masks(cfg, nets, sgd, batch, device, None)
+    train_step_with_draws(cfg, nets, sgd, batch, device, None)
 }
 
-/// [`train_step`] with given channel-dropout keep-masks, one (bottleneck,
-/// last stage) pair of `(N, C)` tensors per network, in place of the
-/// seeded stream: how the lockstep test feeds PyTorch's masks.
-pub fn train_step_with_masks(
+/// [`train_step`] with given dropout masks and input noise in place of
+/// the seeded streams: how the lockstep test feeds PyTorch's.
+pub fn train_step_with_draws(
     cfg: &TrainConfig,
     nets: &[&VNet],
     sgd: &mut Sgd,
     batch: &HostBatch,
     device: &Device,
-    masks: Option<&[(Tensor, Tensor)]>,
+    draws: Option<&GivenDraws>,
 ) -> Result<(f64, BTreeMap<String, f64>)> {
-    step_in_group(cfg, nets, sgd, batch, device, masks, &Solo)
+    step_in_group(cfg, nets, sgd, batch, device, draws, &Solo)
 }
 
 /// One step as one rank of `group`: the gradients are averaged over the
@@ -83,18 +82,18 @@ pub(super) fn step_in_group(
     sgd: &mut Sgd,
     batch: &HostBatch,
     device: &Device,
-    masks: Option<&[(Tensor, Tensor)]>,
+    draws: Option<&GivenDraws>,
     group: &dyn Collective,
 ) -> Result<(f64, BTreeMap<String, f64>)> {
     let t = batch.iteration;
     let dtype = nets[0].dtype();
     let (image, label, sdm) = to_device(batch, cfg.patch, device, dtype)?;
     let method = cfg.plugin();
-    let mut dropout = match masks {
-        Some(m) => DropoutSource::Masks(m),
-        None => DropoutSource::Seeded(Box::new(rng_for(cfg.seed, Stream::Dropout, t as u64))),
+    let mut draws = match draws {
+        Some(given) => StepDraws::Given(given),
+        None => StepDraws::seeded(cfg.seed, t),
     };
-    let outputs = method.forward(nets, &image, &mut dropout)?;
+    let outputs = method.forward(nets, &image, batch.labelled, &mut draws)?;
     let targets = Targets {
         label: &label,
         sdm: sdm.as_ref(),
