@@ -8,12 +8,12 @@ Two uses:
   dtml trains on) and save the students as `.pth`, which `dtml evaluate` scores exactly as it
   scores its own runs (its sliding window is golden-tested against the reference one):
 
-    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc|mean-teacher) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
+    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc|mean-teacher|ua-mt) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
 
 Batches: labelled and unlabelled case streams are fresh permutations per pass (as dtml draws
 them), each patch gets a random rot90 in x-y, a flip of x or y and a random crop (zero padding
-where the case is smaller than the patch). Channel dropout with probability DROPOUT (default 0, as
-dtml's default; the released code family uses 0.5) after the bottleneck and the last stage. f32,
+where the case is smaller than the patch). Channel dropout with probability DROPOUT (default: dtml's
+for the method, 0 or the mean teachers' released 0.5) after the bottleneck and the last stage. f32,
 2 threads.
 """
 import json
@@ -33,8 +33,10 @@ from make_vnet_fixture import VNet  # noqa: E402  (the module tree the V-Net gol
 SHARPNESS = 1500.0
 LR_STEPS, LR_GAMMA = (5 / 12, 10 / 12), 0.1
 DTC_BETA = 0.3
-# Mean teacher as UA-MT's code trains it (docs/methods/mean-teacher.md).
+# Mean teacher and UA-MT as UA-MT's code trains them (docs/methods/mean-teacher.md, ua-mt.md).
 MT_CONSISTENCY, EMA_DECAY, NOISE_STD, NOISE_BOUND = 0.1, 0.99, 0.1, 0.2
+TEACHERS = ("mean-teacher", "ua-mt")
+MC_PASSES = 4  # UA-MT: T = 8 samples as 4 passes of the unlabelled patches twice over
 
 
 def lr_at(t, iterations, lr=0.01):
@@ -106,17 +108,48 @@ def forward(net, x, masks):
 
 
 def networks(method):
-    return 2 if method in ("dtml", "dtml-released", "mean-teacher") else 1
+    return 2 if method in ("dtml", "dtml-released") + TEACHERS else 1
 
 
 def trained(method, nets):
-    """The networks SGD trains: all but mean-teacher's teacher."""
-    return nets[:1] if method == "mean-teacher" else nets
+    """The networks SGD trains: all but a teacher."""
+    return nets[:1] if method in TEACHERS else nets
 
 
 def consistency_weight(method):
     """Final weight w of lambda(t): each method's released value."""
-    return MT_CONSISTENCY if method == "mean-teacher" else 1.0
+    return MT_CONSISTENCY if method in TEACHERS else 1.0
+
+
+def default_dropout(method):
+    """dtml's default per method: 0 (measured) but for the mean teachers' released 0.5."""
+    return 0.5 if method in TEACHERS else 0.0
+
+
+def pass_rows(method, n_lab, n_unl):
+    """Patches seen by each forward pass of a step, in order (one dropout-mask pair each)."""
+    n = n_lab + n_unl
+    if method == "mean-teacher":
+        return [n, n_unl]
+    if method == "ua-mt":
+        return [n, n_unl] + [2 * n_unl] * MC_PASSES
+    return [n] * networks(method)
+
+
+def noise_shapes(method, x, n_lab):
+    """Shapes of the step's input-noise draws, in order: the teacher's, then UA-MT's Monte-Carlo passes'."""
+    u = tuple(x[n_lab:].shape)
+    if method == "mean-teacher":
+        return [u]
+    if method == "ua-mt":
+        return [u] + [(2 * u[0],) + u[1:]] * MC_PASSES
+    return []
+
+
+def ua_mt_threshold(t, iterations):
+    """(0.75 + 0.25 sigmoid_rampup(t, N)) ln 2, the released ramp without flooring."""
+    phase = 1.0 - min(max(t / iterations, 0.0), 1.0)
+    return (0.75 + 0.25 * math.exp(-5.0 * phase * phase)) * math.log(2)
 
 
 def teacher_noise(rng, shape):
@@ -128,7 +161,7 @@ def ema_update(method, nets, t, decay=EMA_DECAY):
     """After the optimiser step of 0-based iteration t: the teacher follows the student's weights
     (parameters only; BN running statistics stay the teacher's own), as the released
     update_ema_variables with alpha = min(1 - 1 / (t + 1), decay)."""
-    if method != "mean-teacher":
+    if method not in TEACHERS:
         return
     alpha = min(1 - 1 / (t + 1), decay)
     with torch.no_grad():
@@ -136,18 +169,32 @@ def ema_update(method, nets, t, decay=EMA_DECAY):
             tp.mul_(alpha).add_(sp, alpha=1 - alpha)
 
 
-def objective(method, nets, x, y, target, masks, lam, noise=None):
+def objective(method, nets, x, y, target, masks, lam, noise=(), threshold=None):
     """Forward passes and the method's loss; runs its backward pass(es). Returns (total, parts).
-    `lam` is the whole consistency weight lambda(t) (consistency_weight(method) * ramp)."""
+    `lam` is the whole consistency weight lambda(t) (consistency_weight(method) * ramp); `masks`
+    one pair per forward pass (pass_rows), `noise` the input-noise draws (noise_shapes), `threshold`
+    UA-MT's uncertainty threshold of the iteration."""
     bce = nn.BCEWithLogitsLoss()
     L = y.shape[0]
-    if method == "mean-teacher":
+    if method in TEACHERS:
         _, seg = forward(nets[0], x, masks[0])
         with torch.no_grad():
-            _, seg_t = forward(nets[1], x[L:] + noise, masks[1])
+            _, seg_t = forward(nets[1], x[L:] + noise[0], masks[1])
         loss = 0.5 * (bce(seg[:L], y) + dice_loss(torch.sigmoid(seg[:L]), y))
-        cons = ((torch.sigmoid(seg[L:]) - torch.sigmoid(seg_t)) ** 2).mean()
-        parts = {"loss": loss, "consistency": cons}
+        d = (torch.sigmoid(seg[L:]) - torch.sigmoid(seg_t)) ** 2
+        if method == "mean-teacher":
+            cons = d.mean()
+            parts = {"loss": loss, "consistency": cons}
+        else:
+            u = x.shape[0] - L
+            with torch.no_grad():
+                r = x[L:].repeat(2, 1, 1, 1, 1)
+                probs = [torch.sigmoid(forward(nets[1], r + noise[1 + k], masks[2 + k])[1]) for k in range(MC_PASSES)]
+                p = torch.cat(probs).reshape((2 * MC_PASSES, u) + tuple(seg_t.shape[1:])).mean(0)
+                uncertainty = -(p * torch.log(p + 1e-6) + (1 - p) * torch.log(1 - p + 1e-6))
+                mask = (uncertainty < threshold).to(d.dtype)
+            cons = 2 * (mask * d).sum() / (2 * mask.sum() + 1e-16)
+            parts = {"loss": loss, "consistency": cons, "certain_share": mask.mean()}
         total = loss + lam * cons
         total.backward()
     elif networks(method) == 2:
@@ -218,7 +265,8 @@ class Stream:
         return int(self.order.pop(0))
 
 
-def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), dropout=0.0):
+def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), dropout=None):
+    dropout = default_dropout(method) if dropout is None else dropout
     torch.manual_seed(seed)
     torch.set_num_threads(int(os.environ.get("DTML_REFERENCE_THREADS", "2")))
     rng = np.random.default_rng(seed)
@@ -243,23 +291,21 @@ def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), 
         target = None
         if method in ("dtml", "dtc"):
             target = torch.from_numpy(np.stack([sdm_target(m) for m in labels]).astype(np.float32))
-        masks = [dropout_masks(rng, n_unl if method == "mean-teacher" and i == 1 else n_lab + n_unl, width, dropout,
-                               torch.float32) for i, _ in enumerate(nets)]
-        noise = None
-        if method == "mean-teacher":
-            noise = torch.from_numpy(teacher_noise(rng, x[n_lab:].shape).astype(np.float32))
+        masks = [dropout_masks(rng, rows, width, dropout, torch.float32) for rows in pass_rows(method, n_lab, n_unl)]
+        noise = [torch.from_numpy(teacher_noise(rng, s).astype(np.float32)) for s in noise_shapes(method, x, n_lab)]
         for g in opt.param_groups:
             g["lr"] = lr_at(t, iterations)
         opt.zero_grad()
         total, _ = objective(method, nets, x, y, target, masks, consistency_weight(method) * lambda_at(t, iterations),
-                             noise)
+                             noise, ua_mt_threshold(t, iterations))
         opt.step()
         ema_update(method, nets, t)
         log.append(total.item())
         if t % 100 == 0:
             print(f"it {t} loss {total.item():.4f} {time.time() - start:.0f}s", flush=True)
     os.makedirs(out, exist_ok=True)
-    for i, n in enumerate(nets):
+    # The students inference reads: a teacher is not one of them.
+    for i, n in enumerate(trained(method, nets)):
         torch.save(n.state_dict(), os.path.join(out, f"student_{'ab'[i]}.pth"))
     json.dump({"method": method, "iterations": iterations, "seed": seed, "width": width, "patch": list(patch), "dropout": dropout,
                "seconds": round(time.time() - start, 1), "loss": log}, open(os.path.join(out, "reference.json"), "w"))
@@ -271,5 +317,5 @@ if __name__ == "__main__":
     _, _, prepared, out, method, iterations, seed = sys.argv[:7]
     width = int(sys.argv[7]) if len(sys.argv) > 7 else 8
     patch = tuple(int(v) for v in sys.argv[8].split(",")) if len(sys.argv) > 8 else (48, 48, 32)
-    dropout = float(sys.argv[9]) if len(sys.argv) > 9 else 0.0
+    dropout = float(sys.argv[9]) if len(sys.argv) > 9 else None
     train(prepared, out, method, int(iterations), int(seed), width, patch, dropout)

@@ -50,7 +50,7 @@ DROPOUT = 0.5
 # (alpha = min(1 - 1 / (t + 1), decay) is 0.9 from t = 9 on); at 0.99 it never would.
 EMA_DECAY = 0.9
 # New methods go last: the plan / mask stream is shared, so earlier runs keep their draws.
-METHODS = ["dtml", "dtml-released", "dtc", "supervised", "mean-teacher"]
+METHODS = ["dtml", "dtml-released", "dtc", "supervised", "mean-teacher", "ua-mt"]
 DTYPE = torch.float64
 # Trajectory mode (see `trajectory`): every iteration also records the norm of
 # every state-dict tensor (weights and BN running statistics).
@@ -71,6 +71,20 @@ def make_cases(rng):
         image = (image - image.mean()) / image.std()
         cases.append((image.astype(np.float32), label))
     return cases
+
+
+def lockstep_noise(t, i, shape):
+    """Noise draw i of iteration t: splitmix64 of each element's index (C order of `shape`, the
+    batch's (N, 1, x, y, z)) mapped to [-0.25, 0.25) and clamped to +-0.2 as the teacher's noise
+    is; exact f64 arithmetic, so `lockstep.rs` makes the same bits."""
+    j = np.arange(int(np.prod(shape)), dtype=np.uint64)
+    z = (np.uint64(t) << np.uint64(40)) + (np.uint64(i) << np.uint64(32)) + j
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    u = (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    return np.clip((u - 0.5) * 0.5, -0.2, 0.2).reshape(shape)
 
 
 def draw_plan(rng, n_labelled, n_unlabelled, shapes_lab, shapes_unl):
@@ -116,28 +130,26 @@ def run(method, cases, init, rng, tensors, stop=None):
         target = torch.from_numpy(np.stack([ref.sdm_target(m) for m in labels])).to(DTYPE)
         n = n_lab + n_unl
         masks = []
-        for i, _ in enumerate(nets):
-            # Mean teacher's teacher sees the unlabelled patches only.
-            rows = n_unl if method == "mean-teacher" and i == 1 else n
+        # One mask pair per forward pass: per network, a teacher's on the unlabelled patches only,
+        # and UA-MT's Monte-Carlo passes.
+        for i, rows in enumerate(ref.pass_rows(method, n_lab, n_unl)):
             pair = [torch.from_numpy((rng.random((rows, c)) >= DROPOUT) / (1 - DROPOUT)) for c in (16 * WIDTH, WIDTH)]
             tensors[f"{method}.{t}.dropout{i}.bottleneck"] = pair[0]
             tensors[f"{method}.{t}.dropout{i}.last"] = pair[1]
             masks.append([m.to(DTYPE) for m in pair])
-        noise = None
-        if method == "mean-teacher":
-            # Stored in f32 (half the bytes), used exactly as stored.
-            noise = torch.from_numpy(ref.teacher_noise(rng, tuple(x[n_lab:].shape)).astype(np.float32))
-            tensors[f"{method}.{t}.noise"] = noise
-            noise = noise.to(DTYPE)
+        # Input noise from a formula the Rust test evaluates bit for bit (UA-MT's would be 12 MB
+        # stored); the iteration records the shapes.
+        shapes = ref.noise_shapes(method, x, n_lab)
+        noise = [torch.from_numpy(lockstep_noise(t, i, s)).to(DTYPE) for i, s in enumerate(shapes)]
         lam, lr = ref.consistency_weight(method) * ref.lambda_at(t, ITERATIONS), ref.lr_at(t, ITERATIONS, LR)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad()
-        total, parts = ref.objective(method, nets, x, y, target, masks, lam, noise)
+        total, parts = ref.objective(method, nets, x, y, target, masks, lam, noise, ref.ua_mt_threshold(t, ITERATIONS))
         opt.step()
         ref.ema_update(method, nets, t, EMA_DECAY)
         iterations.append({
-            "plan": plan, "lambda": lam, "lr": lr, "loss": total.item(),
+            "plan": plan, "lambda": lam, "lr": lr, "loss": total.item(), "noise": [list(s) for s in shapes],
             "parts": {k: v.item() for k, v in parts.items()},
         })
         if RECORD_NORMS:
@@ -207,8 +219,7 @@ def trajectory(out, iterations, width, methods):
     meta["nudged"] = nudged_runs
     with open(f"{out}/lockstep.json", "w") as f:
         json.dump(meta, f)
-    save_file({k: v.contiguous() if k.startswith("case") or k.endswith(".noise") else v.contiguous().double()
-               for k, v in tensors.items()},
+    save_file({k: v.contiguous() if k.startswith("case") else v.contiguous().double() for k, v in tensors.items()},
               f"{out}/lockstep.safetensors")
     print("wrote", out)
 
@@ -245,8 +256,7 @@ def main():
     with open(f"{out}/lockstep.json", "w") as f:
         json.dump(settings(len(cases), stable_for, runs), f, indent=1)
     # Cases as the trainer holds them (f32 image, u8 label); goldens in f64.
-    save_file({k: v.contiguous() if k.startswith("case") or k.endswith(".noise") else v.contiguous().double()
-               for k, v in tensors.items()},
+    save_file({k: v.contiguous() if k.startswith("case") else v.contiguous().double() for k, v in tensors.items()},
               f"{out}/lockstep.safetensors")
     for m in METHODS:
         print(m, stable_for[m], "iterations compared;", " ".join(f"{r['loss']:.6f}" for r in runs[m][::5]))

@@ -29,16 +29,21 @@ pub enum Method {
     /// the student's supervised loss plus the squared difference from an
     /// EMA teacher's prediction on noisy unlabelled patches.
     MeanTeacher,
+    /// UA-MT (Yu et al., MICCAI 2019): the mean teacher whose consistency
+    /// counts only voxels where the teacher's Monte-Carlo predictions are
+    /// certain, under a threshold that rises over the run.
+    UaMt,
 }
 
 impl Method {
     /// All methods, for help texts.
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 6] = [
         Method::Dtml,
         Method::DtmlReleased,
         Method::Dtc,
         Method::Supervised,
         Method::MeanTeacher,
+        Method::UaMt,
     ];
 
     /// The name used on the command line and in files (as `Display`

@@ -202,7 +202,7 @@ fn main() -> Res<()> {
     let steps = args.steps.unwrap_or(default_steps).max(1);
     let net_cfg = VNetConfig {
         width: cfg.width,
-        dropout: cfg.dropout,
+        dropout: cfg.dropout(),
         ..VNetConfig::default()
     };
     let nets = (0..2)

@@ -99,9 +99,9 @@ hyper_parameters! {
     /// Base width of the V-Nets (channels of the first stage; 16 in the paper).
     #[flag("Model")]
     width: usize = 16,
-    /// Channel-dropout probability of the V-Nets in training (the released code's is 0.5; 0 measured better on LA-like data: BENCHMARKS.md, "Defaults on LA-like data").
+    /// Channel-dropout probability of the V-Nets in training: 0 for dtml, dtml-released, dtc and supervised (measured better than the released 0.5 on LA-like data: BENCHMARKS.md, "Defaults on LA-like data"), 0.5 for mean-teacher and ua-mt (their released code's, where the teacher's dropout is part of the method).
     #[flag("Model")]
-    dropout: f64 = 0.0,
+    dropout: f64 [method default] = None,
     /// SGD learning rate.
     #[flag("Optimiser")]
     lr: f64 = 0.01,
@@ -270,8 +270,8 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&self.ema_decay) {
             return bad(format!("ema_decay {} must be in [0, 1]", self.ema_decay));
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("dropout {} must be in [0, 1)", self.dropout));
+        if !(0.0..1.0).contains(&self.dropout()) {
+            return bad(format!("dropout {} must be in [0, 1)", self.dropout()));
         }
         for (name, v) in [
             ("lr", self.lr),
@@ -314,6 +314,12 @@ impl TrainConfig {
             .filter(|f| t as f64 >= *f * n - 1e-9 * n.max(1.0))
             .count();
         self.lr * self.lr_gamma.powi(passed as i32)
+    }
+
+    /// Channel-dropout probability: the configured one, else the method's.
+    pub fn dropout(&self) -> f64 {
+        self.dropout
+            .unwrap_or_else(|| self.plugin().default_dropout())
     }
 
     /// Final consistency weight `w`: the configured one, else the method's.
@@ -432,5 +438,31 @@ mod tests {
         for (key, _) in changed {
             assert_ne!(before.get(key), after.get(key), "--{key} did not set {key}");
         }
+    }
+
+    /// Unset, dropout and the consistency weight are each method's own;
+    /// set, they are what was set, for every method.
+    #[test]
+    fn method_defaults_fill_what_is_unset() {
+        let of = |method| TrainConfig {
+            method,
+            ..TrainConfig::default()
+        };
+        for (method, dropout, consistency) in [
+            (Method::Dtml, 0.0, 1.0),
+            (Method::Supervised, 0.0, 1.0),
+            (Method::MeanTeacher, 0.5, 0.1),
+            (Method::UaMt, 0.5, 0.1),
+        ] {
+            assert_eq!(of(method).dropout(), dropout, "{method}");
+            assert_eq!(of(method).consistency(), consistency, "{method}");
+            let set = TrainConfig {
+                dropout: Some(0.25),
+                consistency: Some(3.0),
+                ..of(method)
+            };
+            assert_eq!((set.dropout(), set.consistency()), (0.25, 3.0));
+        }
+        assert!((of(Method::MeanTeacher).lambda_at(6000) - 0.1).abs() < 1e-12);
     }
 }

@@ -74,6 +74,10 @@ struct Iteration {
     lr: f64,
     loss: f64,
     parts: BTreeMap<String, f64>,
+    /// Shapes `(N, 1, x, y, z)` of the step's input-noise draws, whose
+    /// values are [`lockstep_noise`]'s.
+    #[serde(default)]
+    noise: Vec<Vec<usize>>,
     /// Trajectory mode only: norm of every state-dict tensor after the step.
     #[serde(default)]
     norms: BTreeMap<String, f64>,
@@ -158,7 +162,7 @@ impl Golden {
             unlabelled_batch: f.unlabelled_batch,
             patch: f.patch,
             width: f.width,
-            dropout: f.dropout,
+            dropout: Some(f.dropout),
             lr: f.lr,
             momentum: f.momentum,
             weight_decay: f.weight_decay,
@@ -174,6 +178,27 @@ impl Golden {
             ..TrainConfig::default()
         }
     }
+}
+
+/// `make_lockstep_fixture.py`'s `lockstep_noise`: noise draw `i` of
+/// iteration `t`, splitmix64 of each element's index in C order of
+/// `shape`, mapped to [-0.25, 0.25) and clamped to +-0.2, bit for bit.
+fn lockstep_noise(t: usize, i: usize, shape: &[usize]) -> Tensor {
+    let count: usize = shape.iter().product();
+    let values: Vec<f64> = (0..count as u64)
+        .map(|j| {
+            let mut z = ((t as u64) << 40)
+                .wrapping_add((i as u64) << 32)
+                .wrapping_add(j)
+                .wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let u = (z >> 11) as f64 * 2f64.powi(-53);
+            ((u - 0.5) * 0.5).clamp(-0.2, 0.2)
+        })
+        .collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
 }
 
 fn close(got: f64, want: f64) -> bool {
@@ -197,7 +222,7 @@ fn replay(
     let runs = &g.fixture.runs[method.name()];
     let net_cfg = VNetConfig {
         width: cfg.width,
-        dropout: cfg.dropout,
+        dropout: cfg.dropout(),
         bn_momentum,
         ..VNetConfig::default()
     };
@@ -230,21 +255,31 @@ fn replay(
             })
             .collect();
         let batch = assemble(t, cfg, &set, &plan).unwrap();
-        let masks: Vec<(Tensor, Tensor)> = (0..nets.len())
-            .map(|i| {
+        // One pair of masks per forward pass (per network for most
+        // methods; ua-mt adds its Monte-Carlo passes).
+        let masks: Vec<(Tensor, Tensor)> = (0..)
+            .map_while(|i| {
                 let m = |which: &str| {
-                    g.tensor(&format!("{}.{t}.dropout{i}.{which}", method.name()))
-                        .to_dtype(dtype)
-                        .unwrap()
+                    g.tensors
+                        .get(&format!("{}.{t}.dropout{i}.{which}", method.name()))
+                        .map(|m| m.to_dtype(dtype).unwrap())
                 };
-                (m("bottleneck"), m("last"))
+                Some((m("bottleneck")?, m("last")?))
             })
             .collect();
-        // The teacher's input noise (mean-teacher), stored (N, 1, x, y, z).
-        let noise = g
-            .tensors
-            .get(&format!("{}.{t}.noise", method.name()))
-            .map(|n| n.permute((0, 1, 4, 3, 2)).unwrap().to_dtype(dtype).unwrap());
+        // Input noise in the order the method draws it, made (N, 1, x, y, z).
+        let noise: Vec<Tensor> = want
+            .noise
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| {
+                lockstep_noise(t, i, shape)
+                    .permute((0, 1, 4, 3, 2))
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+            })
+            .collect();
         let draws = GivenDraws { masks, noise };
         let (loss, parts) =
             train_step_with_draws(cfg, &refs, &mut sgd, &batch, &Device::Cpu, Some(&draws))
@@ -436,6 +471,11 @@ fn a_wrong_rampup_is_caught() {
     let mut cfg = g.config(Method::Dtml);
     cfg.rampup_fraction = 0.9;
     assert_caught(Method::Dtml, cfg, 0.1, "ramp-up");
+}
+
+#[test]
+fn ua_mt_matches_pytorch() {
+    matches_pytorch(Method::UaMt);
 }
 
 #[test]

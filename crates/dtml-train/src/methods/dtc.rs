@@ -28,6 +28,7 @@ impl TrainingMethod for Dtc {
         outputs: &[VNetOutput],
         targets: &Targets,
         lambda: f64,
+        _iteration: usize,
     ) -> Result<Objective> {
         let (o, l) = (&outputs[0], targets.labelled);
         let p = candle_nn::ops::sigmoid(&o.seg_logits)?;

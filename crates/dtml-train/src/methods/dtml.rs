@@ -42,6 +42,7 @@ impl TrainingMethod for Dtml {
         outputs: &[VNetOutput],
         targets: &Targets,
         lambda: f64,
+        _iteration: usize,
     ) -> Result<Objective> {
         let l = targets.labelled;
         let (a, b) = (&outputs[0], &outputs[1]);

@@ -12,8 +12,15 @@ use dtml_loss::consistency;
 
 /// Standard deviation and bound of the teacher's input noise
 /// (`clamp(randn * 0.1, -0.2, 0.2)` in the released code).
-const NOISE_STD: f64 = 0.1;
-const NOISE_BOUND: f64 = 0.2;
+pub(super) const NOISE_STD: f64 = 0.1;
+pub(super) const NOISE_BOUND: f64 = 0.2;
+
+/// `alpha` of the teacher's update after 0-based iteration `t`:
+/// `min(1 - 1 / (t + 1), decay)`, the true average of the weights so far
+/// until the moving average is the better estimate.
+pub(super) fn average_factor(t: usize, decay: f64) -> f64 {
+    (1.0 - 1.0 / (t as f64 + 1.0)).min(decay)
+}
 
 pub(super) struct MeanTeacher;
 
@@ -39,6 +46,11 @@ impl TrainingMethod for MeanTeacher {
     /// The released code's `--consistency 0.1`.
     fn default_consistency(&self) -> f64 {
         0.1
+    }
+
+    /// The released V-Net's (`has_dropout=True`), in student and teacher.
+    fn default_dropout(&self) -> f64 {
+        dtml_model::RELEASED_DROPOUT
     }
 
     /// The student on the whole batch; the teacher, in training mode as in
@@ -74,6 +86,7 @@ impl TrainingMethod for MeanTeacher {
         outputs: &[VNetOutput],
         targets: &Targets,
         lambda: f64,
+        _iteration: usize,
     ) -> Result<Objective> {
         let l = targets.labelled;
         let (student, teacher) = (&outputs[0].seg_logits, &outputs[1].seg_logits);
@@ -88,12 +101,10 @@ impl TrainingMethod for MeanTeacher {
         })
     }
 
-    /// `teacher = alpha teacher + (1 - alpha) student` with `alpha =
-    /// min(1 - 1 / (t + 1), ema_decay)`: the true average of the weights
-    /// so far until the moving average is the better estimate.
+    /// `teacher = alpha teacher + (1 - alpha) student`
+    /// ([`average_factor`]).
     fn after_update(&self, cfg: &TrainConfig, nets: &[&VNet], iteration: usize) -> Result<()> {
-        let alpha = (1.0 - 1.0 / (iteration as f64 + 1.0)).min(cfg.ema_decay);
-        nets[1].average_towards(nets[0], alpha)?;
+        nets[1].average_towards(nets[0], average_factor(iteration, cfg.ema_decay))?;
         Ok(())
     }
 }

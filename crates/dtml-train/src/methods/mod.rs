@@ -11,6 +11,7 @@ mod dtc;
 mod dtml;
 mod mean_teacher;
 mod supervised;
+mod ua_mt;
 
 use crate::config::TrainConfig;
 use crate::error::Result;
@@ -28,6 +29,7 @@ pub fn plugin(method: Method) -> &'static dyn TrainingMethod {
         Method::Dtc => &dtc::Dtc,
         Method::Supervised => &supervised::Supervised,
         Method::MeanTeacher => &mean_teacher::MeanTeacher,
+        Method::UaMt => &ua_mt::UaMt,
     }
 }
 
@@ -75,18 +77,23 @@ pub enum StepDraws<'a> {
         dropout: Box<ChaCha8Rng>,
         noise: Box<ChaCha8Rng>,
     },
-    /// Draws a PyTorch run made (how the lockstep test feeds them).
-    Given(&'a GivenDraws),
+    /// Draws a PyTorch run made (how the lockstep test feeds them), and
+    /// how many of its noise tensors the step has used.
+    Given {
+        draws: &'a GivenDraws,
+        used_noise: usize,
+    },
 }
 
 /// Draws fed to a step in place of the seeded streams.
 pub struct GivenDraws {
     /// Channel-dropout keep-masks, one (bottleneck, last stage) pair of
-    /// `(N, C)` tensors per network, `N` the patches it sees.
+    /// `(N, C)` tensors per forward pass, in the method's order (one pass
+    /// per network for most methods), `N` the patches the pass sees.
     pub masks: Vec<(Tensor, Tensor)>,
-    /// The step's input noise (mean-teacher's teacher), shaped as the
-    /// patches it is added to.
-    pub noise: Option<Tensor>,
+    /// The step's input noise, one tensor per draw in the method's order,
+    /// each shaped as the patches it is added to.
+    pub noise: Vec<Tensor>,
 }
 
 impl StepDraws<'_> {
@@ -99,13 +106,22 @@ impl StepDraws<'_> {
         }
     }
 
-    /// The dropout of network `index`'s forward pass.
-    pub fn dropout_for(&mut self, index: usize) -> Result<Dropout<'_>> {
+    /// Given draws, used from the first.
+    pub fn given(draws: &GivenDraws) -> StepDraws<'_> {
+        StepDraws::Given {
+            draws,
+            used_noise: 0,
+        }
+    }
+
+    /// The dropout of the step's forward pass number `pass` (from 0, in
+    /// the method's order; seeded passes draw in the order they run).
+    pub fn dropout_for(&mut self, pass: usize) -> Result<Dropout<'_>> {
         match self {
             StepDraws::Seeded { dropout, .. } => Ok(Dropout::Seeded(dropout.as_mut())),
-            StepDraws::Given(given) => {
-                let (a, b) = given.masks.get(index).ok_or_else(|| {
-                    crate::TrainError::Other(format!("no given dropout masks for network {index}"))
+            StepDraws::Given { draws, .. } => {
+                let (a, b) = draws.masks.get(pass).ok_or_else(|| {
+                    crate::TrainError::Other(format!("no given dropout masks for pass {pass}"))
                 })?;
                 Ok(Dropout::Masks(a, b))
             }
@@ -130,10 +146,15 @@ impl StepDraws<'_> {
                         .to_dtype(like.dtype())?,
                 )
             }
-            StepDraws::Given(given) => {
-                let noise = given.noise.as_ref().ok_or_else(|| {
-                    crate::TrainError::Other("no given input noise for this step".into())
+            StepDraws::Given { draws, used_noise } => {
+                let noise = draws.noise.get(*used_noise).ok_or_else(|| {
+                    crate::TrainError::Other(format!(
+                        "the step draws input noise {} times and {} were given",
+                        *used_noise + 1,
+                        draws.noise.len()
+                    ))
                 })?;
+                *used_noise += 1;
                 if noise.dims() != like.dims() {
                     return Err(crate::TrainError::Other(format!(
                         "given input noise of shape {:?} for patches of shape {:?}",
@@ -168,6 +189,13 @@ pub trait TrainingMethod: Sync {
         1.0
     }
 
+    /// The channel-dropout probability when the configuration leaves it
+    /// unset: 0, measured better than the released 0.5 for DTML and its
+    /// comparisons from `shared/method.md` (BENCHMARKS.md).
+    fn default_dropout(&self) -> f64 {
+        0.0
+    }
+
     /// Whether the labelled patches need normalised SDM targets.
     fn needs_sdm_target(&self) -> bool {
         false
@@ -190,14 +218,16 @@ pub trait TrainingMethod: Sync {
             .collect()
     }
 
-    /// The loss of one step from [`TrainingMethod::forward`]'s outputs;
-    /// `lambda` is the consistency weight of the iteration.
+    /// The loss of 0-based iteration `iteration` from
+    /// [`TrainingMethod::forward`]'s outputs; `lambda` is its consistency
+    /// weight.
     fn objective(
         &self,
         cfg: &TrainConfig,
         outputs: &[VNetOutput],
         targets: &Targets,
         lambda: f64,
+        iteration: usize,
     ) -> Result<Objective>;
 
     /// Runs after the optimiser's update of 0-based iteration `iteration`

@@ -25,6 +25,7 @@ impl TrainingMethod for Supervised {
         outputs: &[VNetOutput],
         targets: &Targets,
         _lambda: f64,
+        _iteration: usize,
     ) -> Result<Objective> {
         let loss = region_loss(cfg, &outputs[0].seg_logits, targets)?;
         Ok(Objective {

@@ -95,7 +95,7 @@ fn names_round_trip() {
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(json, format!("\"{}\"", m.name()));
     }
-    assert!("ua-mt".parse::<Method>().is_err());
+    assert!("sassnet".parse::<Method>().is_err());
     assert_eq!("dtml-released".parse(), Ok(Method::DtmlReleased));
 }
 
@@ -106,7 +106,7 @@ fn objective_of(
     targets: &Targets,
     lambda: f64,
 ) -> Result<Objective> {
-    plugin(method).objective(cfg, outputs, targets, lambda)
+    plugin(method).objective(cfg, outputs, targets, lambda, 0)
 }
 
 #[test]

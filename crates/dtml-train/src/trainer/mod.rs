@@ -79,7 +79,7 @@ pub struct TrainOutcome {
 fn network_config(cfg: &TrainConfig) -> VNetConfig {
     VNetConfig {
         width: cfg.width,
-        dropout: cfg.dropout,
+        dropout: cfg.dropout(),
         ..VNetConfig::default()
     }
 }

@@ -90,7 +90,7 @@ pub(super) fn step_in_group(
     let (image, label, sdm) = to_device(batch, cfg.patch, device, dtype)?;
     let method = cfg.plugin();
     let mut draws = match draws {
-        Some(given) => StepDraws::Given(given),
+        Some(given) => StepDraws::given(given),
         None => StepDraws::seeded(cfg.seed, t),
     };
     let outputs = method.forward(nets, &image, batch.labelled, &mut draws)?;
@@ -99,7 +99,7 @@ pub(super) fn step_in_group(
         sdm: sdm.as_ref(),
         labelled: batch.labelled,
     };
-    let obj = method.objective(cfg, &outputs, &targets, cfg.lambda_at(t))?;
+    let obj = method.objective(cfg, &outputs, &targets, cfg.lambda_at(t), t)?;
     let loss = obj.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     let mut parts = BTreeMap::new();
     for (name, v) in &obj.parts {
