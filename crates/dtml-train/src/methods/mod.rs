@@ -208,10 +208,9 @@ pub trait TrainingMethod: Sync {
         &self,
         nets: &[&VNet],
         image: &Tensor,
-        labelled: usize,
+        _labelled: usize,
         draws: &mut StepDraws,
     ) -> Result<Vec<VNetOutput>> {
-        let _ = labelled;
         nets.iter()
             .enumerate()
             .map(|(i, net)| Ok(net.forward(image, true, draws.dropout_for(i)?)?))
