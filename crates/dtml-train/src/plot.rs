@@ -229,6 +229,95 @@ pub fn loss_curves(log: &[IterationLog], path: &Path, scale: LossScale) -> Resul
     .save(path)
 }
 
+/// One bar of [`error_bars`]: its label, mean and standard deviation.
+pub type Bar = (String, f64, f64);
+
+/// Means as points with `mean +- std` error bars, one column per row (the
+/// study's picture: methods side by side over seeds), the value written
+/// above each and its label under it; `axis` names the y axis, which spans
+/// the bars (points, not filled bars, so a zoomed axis does not mislead).
+/// A standard deviation that is not finite (one seed) draws no bar.
+pub fn error_bars(bars: &[Bar], axis: &str, path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    register_font()?;
+    let n = bars.len().max(1);
+    let (w, h) = ((160 * n + 120) as u32, 460u32);
+    let spread = |s: f64| if s.is_finite() { s } else { 0.0 };
+    let lo = bars
+        .iter()
+        .map(|(_, m, s)| m - spread(*s))
+        .filter(|v| v.is_finite())
+        .fold(f64::INFINITY, f64::min);
+    let hi = bars
+        .iter()
+        .map(|(_, m, s)| m + spread(*s))
+        .filter(|v| v.is_finite())
+        .fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if lo.is_finite() && hi.is_finite() {
+        let pad = (0.15 * (hi - lo)).max(0.01);
+        ((lo - pad).max(0.0), hi + pad)
+    } else {
+        (0.0, 1.0)
+    };
+    let mut pixels = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(16)
+            .x_label_area_size(50)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..n as f64, lo..hi)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .disable_x_axis()
+            .y_desc(axis)
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(plot_err)?;
+        let [r, g, b] = PART_COLOURS[0];
+        let colour = RGBColor(r, g, b);
+        for (i, (label, mean, std)) in bars.iter().enumerate() {
+            let x = i as f64;
+            if !mean.is_finite() {
+                continue;
+            }
+            chart
+                .draw_series([Circle::new((x + 0.5, *mean), 6, colour.filled())])
+                .map_err(plot_err)?;
+            let (a, z) = (mean - spread(*std), mean + spread(*std));
+            let bar = [(x + 0.5, a), (x + 0.5, z)];
+            let caps = [[(x + 0.4, a), (x + 0.6, a)], [(x + 0.4, z), (x + 0.6, z)]];
+            chart
+                .draw_series(
+                    std::iter::once(PathElement::new(bar.to_vec(), BLACK.stroke_width(2)))
+                        .chain(caps.iter().map(|c| PathElement::new(c.to_vec(), BLACK))),
+                )
+                .map_err(plot_err)?;
+            let style = ("sans-serif", 14).into_font().color(&BLACK);
+            chart
+                .draw_series([Text::new(
+                    format!("{mean:.3}"),
+                    (x + 0.25, z + 0.03 * (hi - lo)),
+                    style.clone(),
+                )])
+                .map_err(plot_err)?;
+            let at = chart.backend_coord(&(x + 0.1, lo));
+            root.draw(&Text::new(label.clone(), (at.0, at.1 + 10), style))
+                .map_err(plot_err)?;
+        }
+        root.present().map_err(plot_err)?;
+    }
+    Canvas {
+        width: w as usize,
+        height: h as usize,
+        pixels,
+    }
+    .save(path)
+}
+
 /// Mid-z-slice panels, left to right: the image, the image with the label
 /// (green), with the prediction (red), and the disagreement `|p_A - q_B|`
 /// from black (0) to yellow (1). Arrays are x fastest, of `shape`.
@@ -361,6 +450,21 @@ mod tests {
         let mut buf = vec![0; reader.output_buffer_size().unwrap()];
         reader.next_frame(&mut buf).unwrap();
         assert!(!buf.chunks(3).any(|p| p == DICE_COLOUR));
+        // The study's bars: one filled bar per row, the size from the count.
+        let bars: Vec<Bar> = vec![
+            ("supervised".into(), 0.70, 0.03),
+            ("dtml".into(), 0.80, 0.02),
+            ("mean-teacher".into(), 0.75, f64::NAN),
+        ];
+        let p = dir.path().join("bars.png");
+        error_bars(&bars, "mean test Dice", &p).unwrap();
+        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
+        let mut reader = dec.read_info().unwrap();
+        assert_eq!((reader.info().width, reader.info().height), (600, 460));
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut buf).unwrap();
+        assert!(buf.chunks(3).any(|p| p == [0, 0, 0]));
+        assert!(buf.chunks(3).any(|p| p == PART_COLOURS[0]));
 
         let shape = Xyz::new(16, 12, 4);
         let n = shape.voxels();
