@@ -36,9 +36,10 @@ enum Task {
         #[arg(long, default_value = "target/dtml-demo")]
         out: PathBuf,
     },
-    /// Methods side by side on the hard synthetic data (20 % labelled), several
-    /// seeds, with the all-labelled bound and the PyTorch reference trained on
-    /// the same cache: mean Dice +- std (long; not part of the tests).
+    /// Methods side by side on one cache (the hard synthetic data, 20 %
+    /// labelled, or --prepared), several seeds, with the all-labelled bound and
+    /// the PyTorch reference trained on the same cache: Dice, Jaccard, HD95,
+    /// ASD, paired differences, times, a picture (long; not part of the tests).
     Study {
         #[arg(long, default_value = "target/study")]
         out: PathBuf,
@@ -58,6 +59,14 @@ enum Task {
         /// comma-separated; '' for none.
         #[arg(long, value_delimiter = ',', default_value = "supervised,dtml")]
         reference: Vec<String>,
+        /// A prepared cache of your own data (`dtml prepare`) in place of the
+        /// built-in data; its test cases score every run.
+        #[arg(long)]
+        prepared: Option<PathBuf>,
+        /// The same data prepared with every training case labelled, for the
+        /// all-labelled bound row (with --prepared).
+        #[arg(long, requires = "prepared")]
+        prepared_all: Option<PathBuf>,
     },
     /// Print each crate's workspace dependencies and module import graph;
     /// fail on import circles (also run by `test`).
@@ -153,6 +162,8 @@ fn main() -> Result<()> {
             methods,
             difficulty,
             reference,
+            prepared,
+            prepared_all,
         } => study::study(&study::Study {
             out,
             iterations,
@@ -160,6 +171,8 @@ fn main() -> Result<()> {
             methods,
             difficulty,
             reference: reference.into_iter().filter(|m| !m.is_empty()).collect(),
+            prepared,
+            prepared_all,
         }),
         Task::Bench { what, quick, tiers } => bench::bench(&what, quick, &tiers),
     }

@@ -304,8 +304,11 @@ pub fn error_bars(bars: &[Bar], axis: &str, path: &Path) -> Result<()> {
                     style.clone(),
                 )])
                 .map_err(plot_err)?;
-            let at = chart.backend_coord(&(x + 0.1, lo));
-            root.draw(&Text::new(label.clone(), (at.0, at.1 + 10), style))
+            // Centred under its column, so a long label stays in the frame.
+            let at = chart.backend_coord(&(x + 0.5, lo));
+            use plotters::style::text_anchor::{HPos, Pos, VPos};
+            let centred = style.pos(Pos::new(HPos::Center, VPos::Top));
+            root.draw(&Text::new(label.clone(), (at.0, at.1 + 10), centred))
                 .map_err(plot_err)?;
         }
         root.present().map_err(plot_err)?;
