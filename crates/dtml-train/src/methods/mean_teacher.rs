@@ -18,7 +18,7 @@ pub(super) const NOISE_BOUND: f64 = 0.2;
 /// `alpha` of the teacher's update after 0-based iteration `t`:
 /// `min(1 - 1 / (t + 1), decay)`, the true average of the weights so far
 /// until the moving average is the better estimate.
-pub(super) fn average_factor(t: usize, decay: f64) -> f64 {
+fn average_factor(t: usize, decay: f64) -> f64 {
     (1.0 - 1.0 / (t as f64 + 1.0)).min(decay)
 }
 

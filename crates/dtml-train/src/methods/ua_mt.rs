@@ -6,7 +6,7 @@
 //! forward passes of the unlabelled patches twice over), kept below a
 //! threshold that rises from 0.75 ln 2 to ln 2 over the run.
 
-use super::mean_teacher::{NOISE_BOUND, NOISE_STD, average_factor};
+use super::mean_teacher::{MeanTeacher, NOISE_BOUND, NOISE_STD};
 use super::*;
 
 /// Monte-Carlo predictions per unlabelled patch (`T = 8`), made as
@@ -31,16 +31,18 @@ impl TrainingMethod for UaMt {
         Method::UaMt
     }
 
+    /// Student and teacher, the consistency weight and dropout: the mean
+    /// teacher's.
     fn networks(&self) -> &'static [NetworkSpec] {
-        super::mean_teacher::MeanTeacher.networks()
+        MeanTeacher.networks()
     }
 
     fn default_consistency(&self) -> f64 {
-        0.1
+        MeanTeacher.default_consistency()
     }
 
     fn default_dropout(&self) -> f64 {
-        dtml_model::RELEASED_DROPOUT
+        MeanTeacher.default_dropout()
     }
 
     /// The mean teacher's two passes (student on the batch, teacher on the
@@ -55,7 +57,7 @@ impl TrainingMethod for UaMt {
         labelled: usize,
         draws: &mut StepDraws,
     ) -> Result<Vec<VNetOutput>> {
-        let mut outputs = super::mean_teacher::MeanTeacher.forward(nets, image, labelled, draws)?;
+        let mut outputs = MeanTeacher.forward(nets, image, labelled, draws)?;
         let unlabelled = image.narrow(0, labelled, image.dim(0)? - labelled)?;
         let repeated = Tensor::cat(&[&unlabelled, &unlabelled], 0)?;
         for pass in 0..MC_PASSES {
@@ -125,8 +127,8 @@ impl TrainingMethod for UaMt {
         })
     }
 
+    /// The teacher's moving average, as the mean teacher's.
     fn after_update(&self, cfg: &TrainConfig, nets: &[&VNet], iteration: usize) -> Result<()> {
-        nets[1].average_towards(nets[0], average_factor(iteration, cfg.ema_decay))?;
-        Ok(())
+        MeanTeacher.after_update(cfg, nets, iteration)
     }
 }
