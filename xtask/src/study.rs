@@ -49,9 +49,9 @@ const WIDTH: &str = "8";
 
 /// What every run of the study shares, and why, printed under the table.
 const DEFAULTS: &str = "Every run uses dtml's defaults, which follow measurement where it departs from the released code: \
-no channel dropout for dtml, dtc and supervised (the released V-Net's 0.5 gave smaller masks and lower Dice for \
-dtml and supervised on LA-like data; BENCHMARKS.md, \"Defaults on LA-like data\"; `--dropout 0.5` restores it; \
-mean-teacher and ua-mt keep their released 0.5, which their teachers' perturbations rely on), labelled cases cropped to their label box \
+no channel dropout for dtml (the released V-Net's 0.5 gave lower Dice for it on LA-like and hard built-in data; \
+BENCHMARKS.md, \"Defaults on LA-like data\"; `--dropout 0.5` restores it), the released 0.5 for every other \
+method (supervised measured better with it on the hard data), labelled cases cropped to their label box \
 plus 15 voxels in x and y, unlabelled and test scans to their non-zero box. The PyTorch reference trains with the same \
 dropout (bench/torch_reference.py, argument DROPOUT).";
 

@@ -48,11 +48,6 @@ impl TrainingMethod for MeanTeacher {
         0.1
     }
 
-    /// The released V-Net's (`has_dropout=True`), in student and teacher.
-    fn default_dropout(&self) -> f64 {
-        dtml_model::RELEASED_DROPOUT
-    }
-
     /// The student on the whole batch; the teacher, in training mode as in
     /// the released code (batch statistics, dropout, its own BN running
     /// statistics), on the noisy unlabelled patches, detached.

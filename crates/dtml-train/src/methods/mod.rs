@@ -190,10 +190,11 @@ pub trait TrainingMethod: Sync {
     }
 
     /// The channel-dropout probability when the configuration leaves it
-    /// unset: 0, measured better than the released 0.5 for DTML and its
-    /// comparisons from `shared/method.md` (BENCHMARKS.md).
+    /// unset: the released V-Net's 0.5, unless measurement on both the
+    /// LA-like and the hard built-in data found better (BENCHMARKS.md,
+    /// "Defaults on LA-like data").
     fn default_dropout(&self) -> f64 {
-        0.0
+        dtml_model::RELEASED_DROPOUT
     }
 
     /// Whether the labelled patches need normalised SDM targets.
