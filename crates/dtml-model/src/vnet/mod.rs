@@ -59,7 +59,7 @@ pub struct VNetConfig {
 }
 
 /// Channel-dropout probability of the released code family's V-Net, the
-/// architecture's value; training defaults to none (`dtml-train`'s
+/// architecture's value; `dtml` trains without it by default (`dtml-train`'s
 /// `TrainConfig::dropout` says why).
 pub const RELEASED_DROPOUT: f64 = 0.5;
 
