@@ -9,30 +9,11 @@
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use dtml_volume::{PreparedCase, Xyz};
+use rand::RngExt;
 use rand::seq::SliceRandom;
-use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Independent random streams of a run.
-#[derive(Debug, Clone, Copy)]
-#[repr(u64)]
-pub enum Stream {
-    Init = 1,
-    LabelledOrder = 2,
-    UnlabelledOrder = 3,
-    Augment = 4,
-    Dropout = 5,
-    /// Input noise (the mean teacher's).
-    Noise = 6,
-}
-
-/// A generator for `(seed, stream, index)`, independent of every other.
-pub fn rng_for(seed: u64, stream: Stream, index: u64) -> ChaCha8Rng {
-    let mut rng =
-        ChaCha8Rng::seed_from_u64(seed ^ (stream as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    rng.set_stream(index);
-    rng
-}
+pub use crate::streams::{Stream, rng_for};
 
 /// Cases a run trains on, loaded once.
 pub struct TrainingSet {

@@ -231,35 +231,15 @@ impl TrainConfig {
         }
     }
 
-    /// The plug-in of the configured method.
-    pub fn plugin(&self) -> &'static dyn crate::methods::TrainingMethod {
-        crate::methods::plugin(self.method)
-    }
-
-    /// (labelled, unlabelled) patches per batch: the supervised baseline
-    /// takes both counts of labelled patches.
-    pub fn batch_shape(&self) -> (usize, usize) {
-        if self.plugin().uses_unlabelled() {
-            (self.labelled_batch, self.unlabelled_batch)
-        } else {
-            (self.labelled_batch + self.unlabelled_batch, 0)
-        }
-    }
-
-    /// Refuses settings that cannot train.
-    pub fn validate(&self) -> Result<()> {
+    /// Refuses values that cannot train whatever the method
+    /// ([`TrainConfig::validate`] adds the method's own checks).
+    pub(crate) fn check_values(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
         if self.iterations == 0 {
             return bad("iterations must be positive".into());
         }
         if self.labelled_batch == 0 {
             return bad("labelled_batch must be positive".into());
-        }
-        if self.plugin().uses_unlabelled() && self.unlabelled_batch == 0 {
-            return bad(format!(
-                "method {} needs unlabelled_batch > 0",
-                self.method.name()
-            ));
         }
         if let Err(why) = dtml_model::vnet::check_spatial_size(&self.patch.xyz()) {
             return bad(format!("patch: {why}"));
@@ -270,8 +250,10 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&self.ema_decay) {
             return bad(format!("ema_decay {} must be in [0, 1]", self.ema_decay));
         }
-        if !(0.0..1.0).contains(&self.dropout()) {
-            return bad(format!("dropout {} must be in [0, 1)", self.dropout()));
+        if let Some(p) = self.dropout
+            && !(0.0..1.0).contains(&p)
+        {
+            return bad(format!("dropout {p} must be in [0, 1)"));
         }
         for (name, v) in [
             ("lr", self.lr),
@@ -279,7 +261,7 @@ impl TrainConfig {
             ("weight_decay", self.weight_decay),
             ("lr_gamma", self.lr_gamma),
             ("rampup_fraction", self.rampup_fraction),
-            ("consistency", self.consistency()),
+            ("consistency", self.consistency.unwrap_or(0.0)),
             ("sdm_weight", self.sdm_weight),
             ("dtc_beta", self.dtc_beta),
         ] {
@@ -314,24 +296,6 @@ impl TrainConfig {
             .filter(|f| t as f64 >= *f * n - 1e-9 * n.max(1.0))
             .count();
         self.lr * self.lr_gamma.powi(passed as i32)
-    }
-
-    /// Channel-dropout probability: the configured one, else the method's.
-    pub fn dropout(&self) -> f64 {
-        self.dropout
-            .unwrap_or_else(|| self.plugin().default_dropout())
-    }
-
-    /// Final consistency weight `w`: the configured one, else the method's.
-    pub fn consistency(&self) -> f64 {
-        self.consistency
-            .unwrap_or_else(|| self.plugin().default_consistency())
-    }
-
-    /// Consistency weight `lambda(t)` of 0-based iteration `t`.
-    pub fn lambda_at(&self, t: usize) -> f64 {
-        let ramp = (self.rampup_fraction * self.iterations as f64).round() as usize;
-        dtml_loss::rampup_weight(t, ramp, self.consistency())
     }
 }
 

@@ -35,6 +35,7 @@ pub mod log;
 pub mod methods;
 pub mod optim;
 pub mod plot;
+pub mod streams;
 pub mod trainer;
 
 pub use config::TrainConfig;

@@ -33,6 +33,56 @@ pub fn plugin(method: Method) -> &'static dyn TrainingMethod {
     }
 }
 
+/// The configuration as its method reads it: the plug-in, the values a
+/// method fills where the configuration leaves them unset, and the checks
+/// that depend on the method.
+impl TrainConfig {
+    /// The plug-in of the configured method.
+    pub fn plugin(&self) -> &'static dyn TrainingMethod {
+        plugin(self.method)
+    }
+
+    /// (labelled, unlabelled) patches per batch: the supervised baseline
+    /// takes both counts of labelled patches.
+    pub fn batch_shape(&self) -> (usize, usize) {
+        if self.plugin().uses_unlabelled() {
+            (self.labelled_batch, self.unlabelled_batch)
+        } else {
+            (self.labelled_batch + self.unlabelled_batch, 0)
+        }
+    }
+
+    /// Refuses settings that cannot train.
+    pub fn validate(&self) -> Result<()> {
+        self.check_values()?;
+        if self.plugin().uses_unlabelled() && self.unlabelled_batch == 0 {
+            return Err(crate::TrainError::Config(format!(
+                "method {} needs unlabelled_batch > 0",
+                self.method.name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Channel-dropout probability: the configured one, else the method's.
+    pub fn dropout(&self) -> f64 {
+        self.dropout
+            .unwrap_or_else(|| self.plugin().default_dropout())
+    }
+
+    /// Final consistency weight `w`: the configured one, else the method's.
+    pub fn consistency(&self) -> f64 {
+        self.consistency
+            .unwrap_or_else(|| self.plugin().default_consistency())
+    }
+
+    /// Consistency weight `lambda(t)` of 0-based iteration `t`.
+    pub fn lambda_at(&self, t: usize) -> f64 {
+        let ramp = (self.rampup_fraction * self.iterations as f64).round() as usize;
+        dtml_loss::rampup_weight(t, ramp, self.consistency())
+    }
+}
+
 /// One network of a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetworkSpec {
@@ -99,7 +149,7 @@ pub struct GivenDraws {
 impl StepDraws<'_> {
     /// The seeded draws of iteration `t` of a run seeded `seed`.
     pub fn seeded(seed: u64, t: usize) -> StepDraws<'static> {
-        use crate::batch::{Stream, rng_for};
+        use crate::streams::{Stream, rng_for};
         StepDraws::Seeded {
             dropout: Box::new(rng_for(seed, Stream::Dropout, t as u64)),
             noise: Box::new(rng_for(seed, Stream::Noise, t as u64)),
