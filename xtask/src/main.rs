@@ -67,6 +67,12 @@ enum Task {
         /// all-labelled bound row (with --prepared).
         #[arg(long, requires = "prepared")]
         prepared_all: Option<PathBuf>,
+        /// Training patch x,y,z of every run (multiples of 16; your scans may want 112,112,80).
+        #[arg(long, default_value = study::DEFAULT_PATCH)]
+        patch: String,
+        /// V-Net width of every run (16 in the paper).
+        #[arg(long, default_value_t = study::DEFAULT_WIDTH)]
+        width: usize,
     },
     /// Print each crate's workspace dependencies and module import graph;
     /// fail on import circles (also run by `test`).
@@ -164,6 +170,8 @@ fn main() -> Result<()> {
             reference,
             prepared,
             prepared_all,
+            patch,
+            width,
         } => study::study(&study::Study {
             out,
             iterations,
@@ -173,6 +181,8 @@ fn main() -> Result<()> {
             reference: reference.into_iter().filter(|m| !m.is_empty()).collect(),
             prepared,
             prepared_all,
+            patch,
+            width,
         }),
         Task::Bench { what, quick, tiers } => bench::bench(&what, quick, &tiers),
     }

@@ -40,12 +40,13 @@ pub struct Study {
     pub prepared: Option<PathBuf>,
     /// Its all-labelled counterpart (the bound row), if any.
     pub prepared_all: Option<PathBuf>,
+    /// Training patch `x,y,z` and V-Net width of every run.
+    pub patch: String,
+    pub width: usize,
 }
 
 const TRAIN_CASES: usize = 20;
 const TEST_CASES: usize = 10;
-const PATCH: &str = "48,48,32";
-const WIDTH: &str = "8";
 
 /// What every run of the study shares, and why, printed under the table.
 const DEFAULTS: &str = "Every run uses dtml's defaults, which follow measurement where it departs from the released code: \
@@ -150,19 +151,38 @@ struct Row {
 }
 
 impl Row {
-    fn run_name(&self, seed: u64, iterations: usize) -> String {
+    /// The run's folder name: what it trains, and the patch and width when
+    /// they are not the study's defaults (so runs of other sizes are never
+    /// reused as these).
+    fn run_name(&self, seed: u64, s: &Study) -> String {
+        let size = if s.patch == DEFAULT_PATCH && s.width == DEFAULT_WIDTH {
+            String::new()
+        } else {
+            format!("-p{}-w{}", s.patch.replace(',', "x"), s.width)
+        };
         format!(
-            "{}{}{}-seed{seed}-it{iterations}",
+            "{}{}{}-seed{seed}-it{}{size}",
             if self.pytorch { "torch-" } else { "" },
             self.method,
             if self.all_labelled { "-all" } else { "" },
+            s.iterations
         )
     }
 }
 
+/// The study's default patch and width (`cargo xtask study --patch
+/// --width`): small enough for 2 cores.
+pub const DEFAULT_PATCH: &str = "48,48,32";
+pub const DEFAULT_WIDTH: usize = 8;
+
 /// Generates the built-in data once and prepares its 20 %-labelled and
 /// all-labelled caches; returns them.
-fn prepare_builtin(out: &Path, dtml: &Path, difficulty: f64) -> Result<(PathBuf, PathBuf)> {
+fn prepare_builtin(
+    out: &Path,
+    dtml: &Path,
+    difficulty: f64,
+    patch: &str,
+) -> Result<(PathBuf, PathBuf)> {
     let data = out.join("data");
     if !data.join("dataset.json").is_file() {
         run(Command::new(dtml)
@@ -180,7 +200,7 @@ fn prepare_builtin(out: &Path, dtml: &Path, difficulty: f64) -> Result<(PathBuf,
                 .arg("--out")
                 .arg(out.join(dir))
                 .args(["--labelled-fraction", fraction])
-                .args(["--patch", PATCH, "--margin", "8,8,4"]))?;
+                .args(["--patch", patch, "--margin", "8,8,4"]))?;
         }
     }
     Ok((out.join("prepared"), out.join("prepared-all")))
@@ -213,14 +233,14 @@ fn train_and_evaluate(
             .arg(prepared)
             .arg(run_dir)
             .args([&row.method, &s.iterations.to_string(), &seed.to_string()])
-            .args([WIDTH, PATCH]))?;
+            .args([&s.width.to_string(), &s.patch]))?;
         for student in ["student_a.pth", "student_b.pth"] {
             let file = run_dir.join(student);
             if file.is_file() {
                 evaluate.arg("--model").arg(file);
             }
         }
-        evaluate.args(["--patch", PATCH]);
+        evaluate.args(["--patch", &s.patch]);
     } else {
         let mut train = Command::new(dtml);
         train
@@ -230,7 +250,7 @@ fn train_and_evaluate(
             .arg(run_dir)
             .args(["--method", &row.method, "--seed", &seed.to_string()])
             .args(["--iterations", &s.iterations.to_string()])
-            .args(["--patch", PATCH, "--width", WIDTH]);
+            .args(["--patch", &s.patch, "--width", &s.width.to_string()]);
         if run_dir.join("checkpoint").is_dir() {
             train.arg("--resume");
         }
@@ -278,7 +298,7 @@ pub fn study(s: &Study) -> Result<()> {
     let (prepared, prepared_all) = match &s.prepared {
         Some(p) => (p.clone(), s.prepared_all.clone()),
         None => {
-            let (p, all) = prepare_builtin(&out, &dtml, s.difficulty)?;
+            let (p, all) = prepare_builtin(&out, &dtml, s.difficulty, &s.patch)?;
             (p, Some(all))
         }
     };
@@ -319,7 +339,7 @@ pub fn study(s: &Study) -> Result<()> {
     // table is rewritten after every run.
     for seed in &s.seeds {
         for (i, row) in rows.iter().enumerate() {
-            let name = row.run_name(*seed, s.iterations);
+            let name = row.run_name(*seed, s);
             let cache = match (row.all_labelled, &prepared_all) {
                 (true, Some(all)) => all,
                 _ => &prepared,
@@ -425,7 +445,7 @@ fn report(s: &Study, out: &Path, rows: &[Row], scores: &[Vec<Option<Score>>]) ->
         "data": s.prepared.as_ref().map_or_else(
             || format!("built-in, difficulty {}, {TRAIN_CASES} training (20 % labelled) and {TEST_CASES} test cases", s.difficulty),
             |p| p.display().to_string()),
-        "patch": PATCH, "width": WIDTH, "all_labelled_bound": bound,
+        "patch": s.patch, "width": s.width, "all_labelled_bound": bound,
         "supervised_gap": low.zip(bound).map(|(l, b)| b - l), "results": results,
     });
     std::fs::write(
