@@ -22,6 +22,22 @@ fn average_factor(t: usize, decay: f64) -> f64 {
     (1.0 - 1.0 / (t as f64 + 1.0)).min(decay)
 }
 
+/// What every mean teacher's objective starts from: the student's
+/// `0.5 (BCE + Dice)` on the labelled patches, and the foreground
+/// probabilities of student and teacher on the unlabelled ones.
+pub(super) fn student_and_teacher(
+    cfg: &TrainConfig,
+    outputs: &[VNetOutput],
+    targets: &Targets,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let l = targets.labelled;
+    let (student, teacher) = (&outputs[0].seg_logits, &outputs[1].seg_logits);
+    let supervised = region_loss(cfg, student, targets)?;
+    let p_student = candle_nn::ops::sigmoid(&student.narrow(0, l, student.dim(0)? - l)?)?;
+    let p_teacher = candle_nn::ops::sigmoid(teacher)?;
+    Ok((supervised, p_student, p_teacher))
+}
+
 pub(super) struct MeanTeacher;
 
 impl TrainingMethod for MeanTeacher {
@@ -83,11 +99,7 @@ impl TrainingMethod for MeanTeacher {
         lambda: f64,
         _iteration: usize,
     ) -> Result<Objective> {
-        let l = targets.labelled;
-        let (student, teacher) = (&outputs[0].seg_logits, &outputs[1].seg_logits);
-        let supervised = region_loss(cfg, student, targets)?;
-        let p_student = candle_nn::ops::sigmoid(&student.narrow(0, l, student.dim(0)? - l)?)?;
-        let p_teacher = candle_nn::ops::sigmoid(teacher)?;
+        let (supervised, p_student, p_teacher) = student_and_teacher(cfg, outputs, targets)?;
         let cons = consistency(&p_student, &p_teacher)?;
         let total = (&supervised + (&cons * lambda)?)?;
         Ok(Objective {

@@ -6,7 +6,7 @@
 //! forward passes of the unlabelled patches twice over), kept below a
 //! threshold that rises from 0.75 ln 2 to ln 2 over the run.
 
-use super::mean_teacher::{MeanTeacher, NOISE_BOUND, NOISE_STD};
+use super::mean_teacher::{MeanTeacher, NOISE_BOUND, NOISE_STD, student_and_teacher};
 use super::*;
 
 /// Monte-Carlo predictions per unlabelled patch (`T = 8`), made as
@@ -85,12 +85,8 @@ impl TrainingMethod for UaMt {
         lambda: f64,
         iteration: usize,
     ) -> Result<Objective> {
-        let l = targets.labelled;
-        let (student, teacher) = (&outputs[0].seg_logits, &outputs[1].seg_logits);
-        let supervised = region_loss(cfg, student, targets)?;
-        let u = student.dim(0)? - l;
-        let p_student = candle_nn::ops::sigmoid(&student.narrow(0, l, u)?)?;
-        let p_teacher = candle_nn::ops::sigmoid(teacher)?;
+        let (supervised, p_student, p_teacher) = student_and_teacher(cfg, outputs, targets)?;
+        let u = p_student.dim(0)?;
         let diff = (&p_student - &p_teacher)?.sqr()?;
         // Mean foreground probability of the 8 samples of each patch: pass
         // k holds the patches twice, rows [0, u) and [u, 2u).
