@@ -8,7 +8,7 @@ Two uses:
   dtml trains on) and save the students as `.pth`, which `dtml evaluate` scores exactly as it
   scores its own runs (its sliding window is golden-tested against the reference one):
 
-    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc|mean-teacher|ua-mt) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
+    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc|mean-teacher|ua-mt|cps) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
 
 Batches: labelled and unlabelled case streams are fresh permutations per pass (as dtml draws
 them), each patch gets a random rot90 in x-y, a flip of x or y and a random crop (zero padding
@@ -37,10 +37,16 @@ DTC_BETA = 0.3
 MT_CONSISTENCY, EMA_DECAY, NOISE_STD, NOISE_BOUND = 0.1, 0.99, 0.1, 0.2
 TEACHERS = ("mean-teacher", "ua-mt")
 MC_PASSES = 4  # UA-MT: T = 8 samples as 4 passes of the unlabelled patches twice over
+# Cross pseudo supervision as SSL4MIS's 3D code trains it (docs/methods/cps.md).
+CPS_CONSISTENCY, POLY_POWER = 0.1, 0.9
+POLY_METHODS = ("cps",)
 
 
-def lr_at(t, iterations, lr=0.01):
-    """x0.1 once t >= 5/12 N and again once t >= 10/12 N (the reference's `0.1 ** (t // 2500)`)."""
+def lr_at(t, iterations, lr=0.01, method=None):
+    """x0.1 once t >= 5/12 N and again once t >= 10/12 N (the reference's `0.1 ** (t // 2500)`);
+    for the SSL4MIS-family methods lr (1 - t / N)^0.9, the rate their code sets after step t - 1."""
+    if method in POLY_METHODS:
+        return lr * (1.0 - t / iterations) ** POLY_POWER
     return lr * LR_GAMMA ** sum(t >= f * iterations for f in LR_STEPS)
 
 
@@ -108,7 +114,7 @@ def forward(net, x, masks):
 
 
 def networks(method):
-    return 2 if method in ("dtml", "dtml-released") + TEACHERS else 1
+    return 2 if method in ("dtml", "dtml-released", "cps") + TEACHERS else 1
 
 
 def trained(method, nets):
@@ -118,7 +124,7 @@ def trained(method, nets):
 
 def consistency_weight(method):
     """Final weight w of lambda(t): each method's released value."""
-    return MT_CONSISTENCY if method in TEACHERS else 1.0
+    return MT_CONSISTENCY if method in TEACHERS else CPS_CONSISTENCY if method == "cps" else 1.0
 
 
 def default_dropout(method):
@@ -197,6 +203,17 @@ def objective(method, nets, x, y, target, masks, lam, noise=(), threshold=None):
             parts = {"loss": loss, "consistency": cons, "certain_share": mask.mean()}
         total = loss + lam * cons
         total.backward()
+    elif method == "cps":
+        _, seg_1 = forward(nets[0], x, masks[0])
+        _, seg_2 = forward(nets[1], x, masks[1])
+        loss_1 = 0.5 * (bce(seg_1[:L], y) + dice_loss(torch.sigmoid(seg_1[:L]), y))
+        loss_2 = 0.5 * (bce(seg_2[:L], y) + dice_loss(torch.sigmoid(seg_2[:L]), y))
+        # Two-class argmax of the other network's detached prediction: foreground iff its logit > 0.
+        hard_1, hard_2 = (seg_1[L:].detach() > 0).to(x.dtype), (seg_2[L:].detach() > 0).to(x.dtype)
+        cps = bce(seg_1[L:], hard_2) + bce(seg_2[L:], hard_1)
+        parts = {"loss_1": loss_1, "loss_2": loss_2, "cps": cps}
+        total = loss_1 + loss_2 + lam * cps
+        total.backward()
     elif networks(method) == 2:
         _, seg_a = forward(nets[0], x, masks[0])
         d_b, _ = forward(nets[1], x, masks[1])
@@ -273,6 +290,12 @@ def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), 
     labelled, unlabelled = load_prepared(prepared)
     n_lab, n_unl = (2, 2) if method != "supervised" else (4, 0)
     nets = [VNet(1, width, 1) for _ in range(networks(method))]
+    if method == "cps":
+        # The released code's two re-initialisations of every Conv3d weight.
+        for net, init in zip(nets, (nn.init.kaiming_normal_, nn.init.xavier_normal_)):
+            for m in net.modules():
+                if isinstance(m, nn.Conv3d):
+                    init(m.weight)
     for n in nets:
         n.train()
     opt = torch.optim.SGD([p for n in trained(method, nets) for p in n.parameters()], lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -294,7 +317,7 @@ def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), 
         masks = [dropout_masks(rng, rows, width, dropout, torch.float32) for rows in pass_rows(method, n_lab, n_unl)]
         noise = [torch.from_numpy(teacher_noise(rng, s).astype(np.float32)) for s in noise_shapes(method, x, n_lab)]
         for g in opt.param_groups:
-            g["lr"] = lr_at(t, iterations)
+            g["lr"] = lr_at(t, iterations, method=method)
         opt.zero_grad()
         total, _ = objective(method, nets, x, y, target, masks, consistency_weight(method) * lambda_at(t, iterations),
                              noise, ua_mt_threshold(t, iterations))
@@ -304,8 +327,8 @@ def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), 
         if t % 100 == 0:
             print(f"it {t} loss {total.item():.4f} {time.time() - start:.0f}s", flush=True)
     os.makedirs(out, exist_ok=True)
-    # The students inference reads: a teacher is not one of them.
-    for i, n in enumerate(trained(method, nets)):
+    # The students inference reads: a teacher is not one of them, nor CPS's second network.
+    for i, n in enumerate(nets[:1] if method == "cps" else trained(method, nets)):
         torch.save(n.state_dict(), os.path.join(out, f"student_{'ab'[i]}.pth"))
     json.dump({"method": method, "iterations": iterations, "seed": seed, "width": width, "patch": list(patch), "dropout": dropout,
                "seconds": round(time.time() - start, 1), "loss": log}, open(os.path.join(out, "reference.json"), "w"))

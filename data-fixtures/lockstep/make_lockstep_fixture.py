@@ -50,7 +50,7 @@ DROPOUT = 0.5
 # (alpha = min(1 - 1 / (t + 1), decay) is 0.9 from t = 9 on); at 0.99 it never would.
 EMA_DECAY = 0.9
 # New methods go last: the plan / mask stream is shared, so earlier runs keep their draws.
-METHODS = ["dtml", "dtml-released", "dtc", "supervised", "mean-teacher", "ua-mt"]
+METHODS = ["dtml", "dtml-released", "dtc", "supervised", "mean-teacher", "ua-mt", "cps"]
 DTYPE = torch.float64
 # Trajectory mode (see `trajectory`): every iteration also records the norm of
 # every state-dict tensor (weights and BN running statistics).
@@ -141,7 +141,7 @@ def run(method, cases, init, rng, tensors, stop=None):
         # stored); the iteration records the shapes.
         shapes = ref.noise_shapes(method, x, n_lab)
         noise = [torch.from_numpy(lockstep_noise(t, i, s)).to(DTYPE) for i, s in enumerate(shapes)]
-        lam, lr = ref.consistency_weight(method) * ref.lambda_at(t, ITERATIONS), ref.lr_at(t, ITERATIONS, LR)
+        lam, lr = ref.consistency_weight(method) * ref.lambda_at(t, ITERATIONS), ref.lr_at(t, ITERATIONS, LR, method)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad()

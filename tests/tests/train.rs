@@ -54,14 +54,8 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
 fn every_method_trains_and_its_run_predicts() {
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_prepared(dir.path(), &[]);
-    for method in [
-        "dtml",
-        "dtml-released",
-        "dtc",
-        "supervised",
-        "mean-teacher",
-        "ua-mt",
-    ] {
+    // Every registered method: a new one is covered without an edit here.
+    for method in dtml_train::Method::ALL.map(|m| m.name()) {
         let run = dir.path().join(format!("run-{method}"));
         dtml_ok(&train_args(&data, &run, method, "4"));
         let log = losses(&run);
@@ -75,7 +69,13 @@ fn every_method_trains_and_its_run_predicts() {
         assert_eq!(info["method"], method);
         assert_eq!(info["foreground"], serde_json::json!([1]));
         let students = info["students"].as_array().unwrap().len();
-        // Mean teacher and UA-MT export their student, not the teacher.
+        // As the method declares (a teacher, CPS's second network: not exported).
+        let exported = dtml_train::methods::plugin(method.parse().unwrap())
+            .networks()
+            .iter()
+            .filter(|n| n.exported_as.is_some())
+            .count();
+        assert_eq!(students, exported, "{method}");
         assert_eq!(students, if method.starts_with("dtml") { 2 } else { 1 });
         assert!(run.join("checkpoint/trainer.json").is_file());
     }
@@ -143,7 +143,8 @@ fn every_method_trains_and_its_run_predicts() {
 fn same_seed_same_losses_and_sigkill_then_resume_continues_exactly() {
     // DTML, and the mean teacher, whose teacher is not trained by SGD but
     // must come back from the checkpoint all the same.
-    for method in ["dtml", "mean-teacher"] {
+    // And CPS, whose second network is trained but not exported.
+    for method in ["dtml", "mean-teacher", "cps"] {
         kill_and_resume(method);
     }
 }

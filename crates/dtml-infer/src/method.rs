@@ -33,17 +33,22 @@ pub enum Method {
     /// counts only voxels where the teacher's Monte-Carlo predictions are
     /// certain, under a threshold that rises over the run.
     UaMt,
+    /// Cross pseudo supervision (Chen et al., CVPR 2021, as SSL4MIS trains
+    /// it in 3D): two differently initialised networks, each also trained
+    /// on the other's hard labels of the unlabelled patches.
+    Cps,
 }
 
 impl Method {
     /// All methods, for help texts.
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 7] = [
         Method::Dtml,
         Method::DtmlReleased,
         Method::Dtc,
         Method::Supervised,
         Method::MeanTeacher,
         Method::UaMt,
+        Method::Cps,
     ];
 
     /// The name used on the command line and in files (as `Display`

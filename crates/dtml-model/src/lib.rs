@@ -12,11 +12,12 @@
 //! ```
 
 pub mod error;
-mod init;
+pub mod init;
 pub mod ops;
 pub mod runtime;
 pub mod simd;
 pub mod vnet;
 
 pub use error::{ModelError, Result};
+pub use init::Init;
 pub use vnet::{Dropout, RELEASED_DROPOUT, VNet, VNetConfig, VNetOutput};

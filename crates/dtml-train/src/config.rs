@@ -111,7 +111,10 @@ hyper_parameters! {
     /// Weight decay of the trained parameters (never BN statistics).
     #[flag("Optimiser")]
     weight_decay: f64 = 1e-4,
-    /// LR steps as fractions of the run, comma-separated: the rate is multiplied by the LR factor at each.
+    /// LR schedule: step (the LR steps and factor below; dtml's and the released code of DTML, DTC, UA-MT) or poly (`lr (1 - t / N)^0.9`; the SSL4MIS-family code of cps).
+    #[flag("Optimiser", value_enum)]
+    lr_schedule: LrSchedule [method default] = None,
+    /// LR steps as fractions of the run, comma-separated: the rate is multiplied by the LR factor at each (step schedule).
     #[flag("Optimiser", value_delimiter = ',')]
     lr_steps: Vec<f64> = vec![5.0 / 12.0, 10.0 / 12.0],
     /// LR factor at each step.
@@ -120,7 +123,7 @@ hyper_parameters! {
     /// Ramp-up length of the consistency weight as a fraction of the run.
     #[flag("Objective")]
     rampup_fraction: f64 = 1.0,
-    /// Final weight of the consistency term (w of lambda(t)): 1 for dtml, dtml-released and dtc, 0.1 for mean-teacher.
+    /// Final weight of the consistency term (w of lambda(t)): 1 for dtml, dtml-released and dtc, 0.1 for mean-teacher, ua-mt and cps.
     #[flag("Objective")]
     consistency: f64 [method default] = None,
     /// Decay of the mean teacher's moving average of the student's weights (mean-teacher).
@@ -206,6 +209,20 @@ fn shown(value: &serde_json::Value) -> String {
     }
 }
 
+/// How the learning rate falls over a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// Multiplied by `lr_gamma` at each of `lr_steps`.
+    Step,
+    /// `lr (1 - t / N)^POLY_POWER`.
+    Poly,
+}
+
+/// Exponent of the poly schedule (the SSL4MIS-family code's 0.9).
+pub const POLY_POWER: f64 = 0.9;
+
 /// The largest `--config` file read.
 const CONFIG_MAX_BYTES: u64 = 1 << 20;
 
@@ -282,12 +299,17 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Learning rate of 0-based iteration `t`: the base rate times `lr_gamma`
-    /// for each step fraction `f` with `t >= f * iterations` (for 6000
-    /// iterations: x0.1 from 2500 and again from 5000, as the reference's
-    /// `0.1 ** (t // 2500)`; for 20, from 9 and from 17).
+    /// Learning rate of 0-based iteration `t`. Step schedule: the base
+    /// rate times `lr_gamma` for each step fraction `f` with
+    /// `t >= f * iterations` (for 6000 iterations: x0.1 from 2500 and again
+    /// from 5000, as the reference's `0.1 ** (t // 2500)`; for 20, from 9
+    /// and from 17). Poly: `lr (1 - t / N)^0.9`, the rate the released code
+    /// sets after its step `t` for the next one, so step 0 runs at `lr`.
     pub fn lr_at(&self, t: usize) -> f64 {
         let n = self.iterations as f64;
+        if self.lr_schedule() == LrSchedule::Poly {
+            return self.lr * (1.0 - t as f64 / n).max(0.0).powf(POLY_POWER);
+        }
         // The tolerance absorbs the rounding of `f * n` (5/12 * 6000 is
         // 2500.0000000000005 in f64), far below one iteration.
         let passed = self
@@ -418,6 +440,7 @@ mod tests {
             (Method::Supervised, 0.5, 1.0),
             (Method::MeanTeacher, 0.5, 0.1),
             (Method::UaMt, 0.5, 0.1),
+            (Method::Cps, 0.5, 0.1),
         ] {
             assert_eq!(of(method).dropout(), dropout, "{method}");
             assert_eq!(of(method).consistency(), consistency, "{method}");
@@ -429,5 +452,21 @@ mod tests {
             assert_eq!((set.dropout(), set.consistency()), (0.25, 3.0));
         }
         assert!((of(Method::MeanTeacher).lambda_at(6000) - 0.1).abs() < 1e-12);
+        // The LR schedule: steps, but poly for cps; set, what was set.
+        let lr = |cfg: TrainConfig, t| {
+            TrainConfig {
+                iterations: 100,
+                ..cfg
+            }
+            .lr_at(t)
+        };
+        assert_eq!(lr(of(Method::Dtml), 50), 0.001);
+        assert!((lr(of(Method::Cps), 50) - 0.01 * 0.5f64.powf(0.9)).abs() < 1e-15);
+        assert_eq!(lr(of(Method::Cps), 0), 0.01);
+        let step = TrainConfig {
+            lr_schedule: Some(LrSchedule::Step),
+            ..of(Method::Cps)
+        };
+        assert_eq!(lr(step, 50), 0.001);
     }
 }

@@ -21,6 +21,7 @@
 use candle_core::{DType, Device, Tensor};
 use dtml_model::{VNet, VNetConfig};
 use dtml_train::batch::{Augmentation, PatchSource, TrainingSet, assemble};
+use dtml_train::config::LrSchedule;
 use dtml_train::methods::GivenDraws;
 use dtml_train::trainer::{optimizer, train_step_with_draws};
 use dtml_train::{Method, TrainConfig};
@@ -449,10 +450,14 @@ fn assert_caught(method: Method, cfg: TrainConfig, bn_momentum: f64, kind: &str)
     let g = golden();
     match lockstep(&g, method, &cfg, bn_momentum) {
         Ok(()) => panic!("a deliberately wrong {kind} went unnoticed"),
-        Err(e) => assert!(
-            e.starts_with("loss:") || kind == "BN momentum",
-            "{kind}: {e}"
-        ),
+        Err(e) => {
+            // What the note of a new method quotes (`--nocapture`).
+            eprintln!("{}: a wrong {kind} is caught: {e}", method.name());
+            assert!(
+                e.starts_with("loss:") || kind == "BN momentum",
+                "{kind}: {e}"
+            )
+        }
     }
 }
 
@@ -494,6 +499,29 @@ fn a_wrong_mean_teacher_consistency_is_caught() {
     // DTML's weight 1 instead of the method's 0.1.
     cfg.consistency = Some(1.0);
     assert_caught(Method::MeanTeacher, cfg, 0.1, "consistency weight");
+}
+
+#[test]
+fn cps_matches_pytorch() {
+    matches_pytorch(Method::Cps);
+}
+
+#[test]
+fn a_wrong_cps_lr_schedule_is_caught() {
+    let g = golden();
+    let mut cfg = g.config(Method::Cps);
+    // dtml's LR steps instead of the released code's poly schedule.
+    cfg.lr_schedule = Some(LrSchedule::Step);
+    assert_caught(Method::Cps, cfg, 0.1, "LR schedule");
+}
+
+#[test]
+fn a_wrong_cps_consistency_is_caught() {
+    let g = golden();
+    let mut cfg = g.config(Method::Cps);
+    // DTML's weight 1 instead of the released 0.1.
+    cfg.consistency = Some(1.0);
+    assert_caught(Method::Cps, cfg, 0.1, "consistency weight");
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //! here loads in PyTorch with `load_state_dict` and vice versa.
 
 use crate::error::{ModelError, Result};
-use crate::init::uniform;
+use crate::init::{Init, uniform};
 use crate::ops;
 use candle_core::{DType, Device, Module, Tensor, Var};
 use rand::{RngExt, SeedableRng};
@@ -256,6 +256,7 @@ pub struct VNet {
 
 struct Builder<'a> {
     rng: ChaCha8Rng,
+    init: Init,
     dtype: DType,
     device: &'a Device,
     config: &'a VNetConfig,
@@ -276,15 +277,26 @@ impl Builder<'_> {
         cin: usize,
         cout: usize,
     ) -> candle_core::Result<Conv> {
-        let (shape, fan_in) = match kind {
-            Kind::Conv3 => (vec![cout, cin, 3, 3, 3], cin * 27),
-            Kind::Down => (vec![cout, cin, 2, 2, 2], cin * 8),
-            // PyTorch computes a transposed conv's fan-in from dim 1 (Cout).
-            Kind::Up => (vec![cin, cout, 2, 2, 2], cout * 8),
-            Kind::Conv1 => (vec![cout, cin, 1, 1, 1], cin),
+        let (shape, kernel) = match kind {
+            Kind::Conv3 => (vec![cout, cin, 3, 3, 3], 27),
+            Kind::Down => (vec![cout, cin, 2, 2, 2], 8),
+            // PyTorch computes a transposed conv's fans from dims 1 and 0.
+            Kind::Up => (vec![cin, cout, 2, 2, 2], 8),
+            Kind::Conv1 => (vec![cout, cin, 1, 1, 1], 1),
         };
+        let (fan_in, fan_out) = (shape[1] * kernel, shape[0] * kernel);
         let bound = 1.0 / (fan_in as f64).sqrt();
-        let w = uniform(&mut self.rng, &shape, bound, self.dtype, self.device)?;
+        let init = match kind {
+            Kind::Up => Init::PyTorch,
+            _ => self.init,
+        };
+        let w = init.conv_weight(
+            &mut self.rng,
+            &shape,
+            (fan_in, fan_out),
+            self.dtype,
+            self.device,
+        )?;
         let b = uniform(&mut self.rng, &[cout], bound, self.dtype, self.device)?;
         Ok(Conv {
             kind,
@@ -357,9 +369,22 @@ impl VNetConfig {
 impl VNet {
     /// A V-Net with PyTorch's default initialisation drawn from `seed`.
     pub fn new(config: VNetConfig, seed: u64, dtype: DType, device: &Device) -> Result<VNet> {
+        VNet::with_init(config, Init::PyTorch, seed, dtype, device)
+    }
+
+    /// A V-Net whose convolution weights start as `init` says, drawn from
+    /// `seed`.
+    pub fn with_init(
+        config: VNetConfig,
+        init: Init,
+        seed: u64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<VNet> {
         config.validate()?;
         let mut b = Builder {
             rng: ChaCha8Rng::seed_from_u64(seed),
+            init,
             dtype,
             device,
             config: &config,

@@ -51,10 +51,7 @@ impl TrainingMethod for MeanTeacher {
             // The teacher: its own initial weights (the released code
             // creates it as a second network), replaced by the student's at
             // the first update, where the average's factor is 0.
-            NetworkSpec {
-                exported_as: None,
-                trained: false,
-            },
+            NetworkSpec::follower(),
         ];
         &NETS
     }

@@ -7,18 +7,19 @@
 //! [`plugin`] (and its name in `dtml_infer::Method`, which a run directory
 //! records).
 
+mod cps;
 mod dtc;
 mod dtml;
 mod mean_teacher;
 mod supervised;
 mod ua_mt;
 
-use crate::config::TrainConfig;
+use crate::config::{LrSchedule, TrainConfig};
 use crate::error::Result;
 use crate::method::Method;
 use candle_core::Tensor;
 use dtml_infer::run::StudentRole;
-use dtml_model::{Dropout, VNet, VNetOutput};
+use dtml_model::{Dropout, Init, VNet, VNetOutput};
 use rand_chacha::ChaCha8Rng;
 
 /// The registry: the plug-in behind each method name.
@@ -30,6 +31,7 @@ pub fn plugin(method: Method) -> &'static dyn TrainingMethod {
         Method::Supervised => &supervised::Supervised,
         Method::MeanTeacher => &mean_teacher::MeanTeacher,
         Method::UaMt => &ua_mt::UaMt,
+        Method::Cps => &cps::Cps,
     }
 }
 
@@ -70,6 +72,12 @@ impl TrainConfig {
             .unwrap_or_else(|| self.plugin().default_dropout())
     }
 
+    /// LR schedule: the configured one, else the method's.
+    pub fn lr_schedule(&self) -> LrSchedule {
+        self.lr_schedule
+            .unwrap_or_else(|| self.plugin().default_lr_schedule())
+    }
+
     /// Final consistency weight `w`: the configured one, else the method's.
     pub fn consistency(&self) -> f64 {
         self.consistency
@@ -92,6 +100,8 @@ pub struct NetworkSpec {
     /// Trained by SGD on the objective; otherwise only
     /// [`TrainingMethod::after_update`] changes it (an EMA teacher, say).
     pub trained: bool,
+    /// How its convolution weights start.
+    pub init: Init,
 }
 
 impl NetworkSpec {
@@ -100,6 +110,17 @@ impl NetworkSpec {
         NetworkSpec {
             exported_as: Some(role),
             trained: true,
+            init: Init::PyTorch,
+        }
+    }
+
+    /// A network only [`TrainingMethod::after_update`] changes (an EMA
+    /// teacher), not exported.
+    pub const fn follower() -> NetworkSpec {
+        NetworkSpec {
+            exported_as: None,
+            trained: false,
+            init: Init::PyTorch,
         }
     }
 }
@@ -237,6 +258,12 @@ pub trait TrainingMethod: Sync {
     /// unset: the method's released value.
     fn default_consistency(&self) -> f64 {
         1.0
+    }
+
+    /// The LR schedule when the configuration leaves it unset: the
+    /// method's released code's (steps for the DTML / DTC / UA-MT code).
+    fn default_lr_schedule(&self) -> LrSchedule {
+        LrSchedule::Step
     }
 
     /// The channel-dropout probability when the configuration leaves it

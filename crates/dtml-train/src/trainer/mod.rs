@@ -110,8 +110,11 @@ pub fn train_in_group(
     let device = req.device.clone();
     let net_cfg = network_config(&cfg);
     let mut init = rng_for(cfg.seed, Stream::Init, 0);
-    let nets: Vec<VNet> = (0..cfg.plugin().networks().len())
-        .map(|_| VNet::new(net_cfg.clone(), init.next_u64(), DType::F32, &device))
+    let nets: Vec<VNet> = (cfg.plugin().networks().iter())
+        .map(|spec| {
+            let seed = init.next_u64();
+            VNet::with_init(net_cfg.clone(), spec.init, seed, DType::F32, &device)
+        })
         .collect::<std::result::Result<_, _>>()?;
     let refs: Vec<&VNet> = nets.iter().collect();
     let mut sgd = optimizer(&cfg, &refs);
