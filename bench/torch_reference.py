@@ -8,7 +8,7 @@ Two uses:
   dtml trains on) and save the students as `.pth`, which `dtml evaluate` scores exactly as it
   scores its own runs (its sliding window is golden-tested against the reference one):
 
-    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc|mean-teacher|ua-mt|cps) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
+    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc|mean-teacher|ua-mt|cps|mc-net|mc-net-plus) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
 
 Batches: labelled and unlabelled case streams are fresh permutations per pass (as dtml draws
 them), each patch gets a random rot90 in x-y, a flip of x or y and a random crop (zero padding
@@ -28,7 +28,7 @@ import torch.nn as nn
 from scipy import ndimage as ndi
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data-fixtures", "vnet"))
-from make_vnet_fixture import VNet  # noqa: E402  (the module tree the V-Net golden test uses)
+from make_vnet_fixture import Stage, VNet  # noqa: E402  (the module tree the V-Net golden test uses)
 
 SHARPNESS = 1500.0
 LR_STEPS, LR_GAMMA = (5 / 12, 10 / 12), 0.1
@@ -40,6 +40,12 @@ MC_PASSES = 4  # UA-MT: T = 8 samples as 4 passes of the unlabelled patches twic
 # Cross pseudo supervision as SSL4MIS's 3D code trains it (docs/methods/cps.md).
 CPS_CONSISTENCY, POLY_POWER = 0.1, 0.9
 POLY_METHODS = ("cps",)
+# MC-Net as its released code trains it (docs/methods/mc-net.md): constant LR, Dice weight 0.5,
+# sharpening temperature 0.1, Binary_dice_loss's 1e-8.
+CONSTANT_LR_METHODS = ("mc-net", "mc-net-plus")
+# The extra decoders' up-sampling: MC-Net's trilinear one, MC-Net+'s trilinear and nearest ones.
+EXTRA_DECODERS = {"mc-net": ("trilinear",), "mc-net-plus": ("trilinear", "nearest")}
+MC_DICE_WEIGHT, MC_TEMPERATURE, MC_DICE_SMOOTH = 0.5, 0.1, 1e-8
 
 
 def lr_at(t, iterations, lr=0.01, method=None):
@@ -47,6 +53,8 @@ def lr_at(t, iterations, lr=0.01, method=None):
     for the SSL4MIS-family methods lr (1 - t / N)^0.9, the rate their code sets after step t - 1."""
     if method in POLY_METHODS:
         return lr * (1.0 - t / iterations) ** POLY_POWER
+    if method in CONSTANT_LR_METHODS:
+        return lr
     return lr * LR_GAMMA ** sum(t >= f * iterations for f in LR_STEPS)
 
 
@@ -111,6 +119,78 @@ def forward(net, x, masks):
     x8 = net.block_eight(net.block_seven_up(x7) + x2)
     x9 = net.block_nine(net.block_eight_up(x8) + x1) * masks[1][:, :, None, None, None]
     return torch.tanh(net.out_conv(x9))[:, 0], net.out_conv2(x9)[:, 0]
+
+
+class InterpolatingUp(nn.Module):
+    """MC-Net's Upsampling_function with interpolation: Upsample x2, Conv3d 3x3x3, BN, ReLU."""
+
+    def __init__(self, cin, cout, mode):
+        super().__init__()
+        up = nn.Upsample(scale_factor=2, mode=mode, align_corners=True) if mode == "trilinear" else nn.Upsample(
+            scale_factor=2, mode=mode)
+        self.conv = nn.Sequential(up, nn.Conv3d(cin, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class ExtraDecoder(nn.Module):
+    """A second decoder on the V-Net's encoder (MC-Net's decoder2), named as dtml's `aux0.`."""
+
+    def __init__(self, f, mode="trilinear", classes=1):
+        super().__init__()
+        self.block_five_up = InterpolatingUp(16 * f, 8 * f, mode)
+        self.block_six = Stage(3, 8 * f, 8 * f)
+        self.block_six_up = InterpolatingUp(8 * f, 4 * f, mode)
+        self.block_seven = Stage(3, 4 * f, 4 * f)
+        self.block_seven_up = InterpolatingUp(4 * f, 2 * f, mode)
+        self.block_eight = Stage(2, 2 * f, 2 * f)
+        self.block_eight_up = InterpolatingUp(2 * f, f, mode)
+        self.block_nine = Stage(1, f, f)
+        self.out_conv = nn.Conv3d(f, classes, 1)
+
+
+class McNet(VNet):
+    """MC-Net's network: the V-Net (encoder, its transposed-conv decoder and heads) plus `aux0`
+    (trilinear) and, for MC-Net+, `aux1` (nearest)."""
+
+    def __init__(self, cin=1, f=16, classes=1, modes=("trilinear",)):
+        super().__init__(cin, f, classes)
+        self.modes = modes
+        for k, mode in enumerate(modes):
+            setattr(self, f"aux{k}", ExtraDecoder(f, mode, classes))
+
+
+def mc_forward(net, x, masks):
+    """Train-mode MC-Net forward: both decoders' segmentation logits; the bottleneck's dropout mask
+    once for both (MC-Net's encoder dropout), then each decoder's own on its last stage."""
+    x1 = net.block_one(x)
+    x2 = net.block_two(net.block_one_dw(x1))
+    x3 = net.block_three(net.block_two_dw(x2))
+    x4 = net.block_four(net.block_three_dw(x3))
+    x5 = net.block_five(net.block_four_dw(x4)) * masks[0][:, :, None, None, None]
+    outs = []
+    decoders = [(net, masks[1], "out_conv2")] + [(getattr(net, f"aux{k}"), masks[2 + k], "out_conv")
+                                                 for k in range(len(net.modes))]
+    for d, mask, head in decoders:
+        h = d.block_six(d.block_five_up(x5) + x4)
+        h = d.block_seven(d.block_six_up(h) + x3)
+        h = d.block_eight(d.block_seven_up(h) + x2)
+        h = d.block_nine(d.block_eight_up(h) + x1) * mask[:, :, None, None, None]
+        outs.append(getattr(d, head)(h)[:, 0])
+    return outs
+
+
+def make_networks(method, width):
+    """The method's networks, PyTorch-default initialised (CPS re-initialises them in `train`)."""
+    if method in EXTRA_DECODERS:
+        return [McNet(1, width, 1, EXTRA_DECODERS[method])]
+    return [VNet(1, width, 1) for _ in range(networks(method))]
+
+
+def mask_channels(method, width):
+    """Channels of each dropout mask of one forward pass: bottleneck, last stage, extra decoders'."""
+    return (16 * width, width) + (width,) * len(EXTRA_DECODERS.get(method, ()))
 
 
 def networks(method):
@@ -203,6 +283,15 @@ def objective(method, nets, x, y, target, masks, lam, noise=(), threshold=None):
             parts = {"loss": loss, "consistency": cons, "certain_share": mask.mean()}
         total = loss + lam * cons
         total.backward()
+    elif method in EXTRA_DECODERS:
+        probs = [torch.sigmoid(z) for z in mc_forward(nets[0], x, masks[0])]
+        dice = sum(1 - (2 * (p[:L] * y).sum() + MC_DICE_SMOOTH) / (p[:L].sum() + y.sum() + MC_DICE_SMOOTH) for p in probs)
+        # The released sharpening, literally, and not detached.
+        sharp = [p ** (1 / MC_TEMPERATURE) / (p ** (1 / MC_TEMPERATURE) + (1 - p) ** (1 / MC_TEMPERATURE)) for p in probs]
+        cons = sum(((probs[i] - sharp[j]) ** 2).mean() for i in range(len(probs)) for j in range(len(probs)) if i != j)
+        parts = {"dice": dice, "consistency": cons}
+        total = MC_DICE_WEIGHT * dice + lam * cons
+        total.backward()
     elif method == "cps":
         _, seg_1 = forward(nets[0], x, masks[0])
         _, seg_2 = forward(nets[1], x, masks[1])
@@ -250,8 +339,8 @@ def objective(method, nets, x, y, target, masks, lam, noise=(), threshold=None):
     return total, parts
 
 
-def dropout_masks(rng, n, width, p, dtype):
-    return [torch.from_numpy((rng.random((n, c)) >= p) / (1 - p)).to(dtype) for c in (16 * width, width)]
+def dropout_masks(rng, n, width, p, dtype, method=None):
+    return [torch.from_numpy((rng.random((n, c)) >= p) / (1 - p)).to(dtype) for c in mask_channels(method, width)]
 
 
 def load_prepared(prepared):
@@ -289,7 +378,7 @@ def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), 
     rng = np.random.default_rng(seed)
     labelled, unlabelled = load_prepared(prepared)
     n_lab, n_unl = (2, 2) if method != "supervised" else (4, 0)
-    nets = [VNet(1, width, 1) for _ in range(networks(method))]
+    nets = make_networks(method, width)
     if method == "cps":
         # The released code's two re-initialisations of every Conv3d weight.
         for net, init in zip(nets, (nn.init.kaiming_normal_, nn.init.xavier_normal_)):
@@ -314,7 +403,7 @@ def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), 
         target = None
         if method in ("dtml", "dtc"):
             target = torch.from_numpy(np.stack([sdm_target(m) for m in labels]).astype(np.float32))
-        masks = [dropout_masks(rng, rows, width, dropout, torch.float32) for rows in pass_rows(method, n_lab, n_unl)]
+        masks = [dropout_masks(rng, rows, width, dropout, torch.float32, method) for rows in pass_rows(method, n_lab, n_unl)]
         noise = [torch.from_numpy(teacher_noise(rng, s).astype(np.float32)) for s in noise_shapes(method, x, n_lab)]
         for g in opt.param_groups:
             g["lr"] = lr_at(t, iterations, method=method)

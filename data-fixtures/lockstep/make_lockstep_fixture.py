@@ -50,7 +50,7 @@ DROPOUT = 0.5
 # (alpha = min(1 - 1 / (t + 1), decay) is 0.9 from t = 9 on); at 0.99 it never would.
 EMA_DECAY = 0.9
 # New methods go last: the plan / mask stream is shared, so earlier runs keep their draws.
-METHODS = ["dtml", "dtml-released", "dtc", "supervised", "mean-teacher", "ua-mt", "cps"]
+METHODS = ["dtml", "dtml-released", "dtc", "supervised", "mean-teacher", "ua-mt", "cps", "mc-net", "mc-net-plus"]
 DTYPE = torch.float64
 # Trajectory mode (see `trajectory`): every iteration also records the norm of
 # every state-dict tensor (weights and BN running statistics).
@@ -103,15 +103,22 @@ def draw_plan(rng, n_labelled, n_unlabelled, shapes_lab, shapes_unl):
     return plan
 
 
+def extra_init(method, init):
+    """The initial weights of the method's extra decoders (MC-Net's `aux0`, MC-Net+'s `aux1` too)."""
+    n = len(ref.EXTRA_DECODERS.get(method, ()))
+    return {k: v for k, v in init[2].items() if any(k.startswith(f"aux{j}.") for j in range(n))}
+
+
 def run(method, cases, init, rng, tensors, stop=None):
     """Trains `method` for `stop` (default: all) iterations of an ITERATIONS-long schedule."""
     stop = ITERATIONS if stop is None else stop
     labelled, unlabelled = cases[:LABELLED_CASES], cases[LABELLED_CASES:]
     n_lab, n_unl = (LABELLED_BATCH, UNLABELLED_BATCH) if method != "supervised" else (LABELLED_BATCH + UNLABELLED_BATCH, 0)
     nets = []
-    for state in init[: ref.networks(method)]:
-        net = VNet(1, WIDTH, 1).to(DTYPE)
-        net.load_state_dict(state)
+    for net, state in zip(ref.make_networks(method, WIDTH), init):
+        net = net.to(DTYPE)
+        # MC-Net's extra decoders start from init_extra.pth.
+        net.load_state_dict({**state, **extra_init(method, init)})
         net.train()
         nets.append(net)
     opt = torch.optim.SGD([p for n in ref.trained(method, nets) for p in n.parameters()], lr=LR, momentum=MOMENTUM,
@@ -133,10 +140,11 @@ def run(method, cases, init, rng, tensors, stop=None):
         # One mask pair per forward pass: per network, a teacher's on the unlabelled patches only,
         # and UA-MT's Monte-Carlo passes.
         for i, rows in enumerate(ref.pass_rows(method, n_lab, n_unl)):
-            pair = [torch.from_numpy((rng.random((rows, c)) >= DROPOUT) / (1 - DROPOUT)) for c in (16 * WIDTH, WIDTH)]
-            tensors[f"{method}.{t}.dropout{i}.bottleneck"] = pair[0]
-            tensors[f"{method}.{t}.dropout{i}.last"] = pair[1]
-            masks.append([m.to(DTYPE) for m in pair])
+            drawn = [torch.from_numpy((rng.random((rows, c)) >= DROPOUT) / (1 - DROPOUT)) for c in ref.mask_channels(method, WIDTH)]
+            names = ["bottleneck", "last"] + [f"extra{k}" for k in range(len(drawn) - 2)]
+            for name, m in zip(names, drawn):
+                tensors[f"{method}.{t}.dropout{i}.{name}"] = m
+            masks.append([m.to(DTYPE) for m in drawn])
         # Input noise from a formula the Rust test evaluates bit for bit (UA-MT's would be 12 MB
         # stored); the iteration records the shapes.
         shapes = ref.noise_shapes(method, x, n_lab)
@@ -156,7 +164,7 @@ def run(method, cases, init, rng, tensors, stop=None):
             iterations[-1]["norms"] = {f"net{i}.{k}": v.double().norm().item() for i, n in enumerate(nets)
                                        for k, v in n.state_dict().items() if "num_batches" not in k}
     for i, net in enumerate(nets):
-        start = init[i]
+        start = {**init[i], **extra_init(method, init)}
         for k, v in net.state_dict().items():
             if "running" in k:
                 tensors[f"{method}.net{i}.{k}"] = v.detach().clone()
@@ -187,6 +195,13 @@ def setup(out):
         state = {k: v.float() if v.is_floating_point() else v for k, v in VNet(1, WIDTH, 1).state_dict().items()}
         torch.save(state, f"{out}/init_{name}.pth")
         init.append(state)
+    # MC-Net's extra decoders (drawn after both V-Nets, so theirs are unchanged).
+    extra = {}
+    for k, mode in enumerate(ref.EXTRA_DECODERS["mc-net-plus"]):
+        extra.update({f"aux{k}.{n}": v.float() if v.is_floating_point() else v
+                      for n, v in ref.ExtraDecoder(WIDTH, mode).state_dict().items()})
+    torch.save(extra, f"{out}/init_extra.pth")
+    init.append(extra)
     rng = np.random.default_rng(11)
     cases = make_cases(rng)
     tensors = {}

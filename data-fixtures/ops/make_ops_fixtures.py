@@ -52,6 +52,17 @@ out["dropout.x"] = x
 out["dropout.y"] = y.contiguous()
 out["dropout.mask"] = mask.contiguous()
 
+# Up-sampling by 2 (MC-Net's decoders): output and input gradient of sum(y * r).
+for name, mode, shape in [("up_trilinear", "trilinear", (2, 3, 3, 4, 5)), ("up_trilinear_one", "trilinear", (1, 2, 1, 2, 3)),
+                          ("up_nearest", "nearest", (2, 2, 3, 4, 5))]:
+    x = torch.randn(*shape, dtype=torch.float32, requires_grad=True)
+    corners = {"align_corners": True} if mode == "trilinear" else {}
+    y = F.interpolate(x, scale_factor=2, mode=mode, **corners)
+    r = torch.randn_like(y)
+    (y * r).sum().backward()
+    for k, v in dict(x=x, r=r, y=y, dx=x.grad).items():
+        out[f"{name}.{k}"] = v.detach().contiguous()
+
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ops.safetensors")
 save_file(out, path)
 print(path, os.path.getsize(path), "bytes", len(out), "tensors")

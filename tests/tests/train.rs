@@ -78,6 +78,21 @@ fn every_method_trains_and_its_run_predicts() {
         assert_eq!(students, exported, "{method}");
         assert_eq!(students, if method.starts_with("dtml") { 2 } else { 1 });
         assert!(run.join("checkpoint/trainer.json").is_file());
+        // Every run's exported networks predict (MC-Net's carry a second
+        // decoder that inference builds and does not run).
+        let eval = dir.path().join(format!("eval-{method}"));
+        dtml_ok(&[
+            "evaluate",
+            "--model",
+            s(&run),
+            "--data",
+            s(&data),
+            "--out",
+            s(&eval),
+            "--stride",
+            "16,16,8",
+        ]);
+        assert!(eval.join("metrics.csv").is_file(), "{method}");
     }
     let run = dir.path().join("run-dtml");
     let eval = dir.path().join("eval");
@@ -143,8 +158,9 @@ fn every_method_trains_and_its_run_predicts() {
 fn same_seed_same_losses_and_sigkill_then_resume_continues_exactly() {
     // DTML, and the mean teacher, whose teacher is not trained by SGD but
     // must come back from the checkpoint all the same.
-    // And CPS, whose second network is trained but not exported.
-    for method in ["dtml", "mean-teacher", "cps"] {
+    // CPS, whose second network is trained but not exported, and MC-Net,
+    // whose network has a second decoder.
+    for method in ["dtml", "mean-teacher", "cps", "mc-net"] {
         kill_and_resume(method);
     }
 }

@@ -37,11 +37,17 @@ pub enum Method {
     /// it in 3D): two differently initialised networks, each also trained
     /// on the other's hard labels of the unlabelled patches.
     Cps,
+    /// MC-Net (Wu et al., MICCAI 2021): one encoder, a transposed-conv and
+    /// a trilinear decoder, each fitting the other's sharpened prediction.
+    McNet,
+    /// MC-Net+ (Wu et al., MedIA 2022): MC-Net with a third decoder that
+    /// up-samples by nearest neighbour.
+    McNetPlus,
 }
 
 impl Method {
     /// All methods, for help texts.
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 9] = [
         Method::Dtml,
         Method::DtmlReleased,
         Method::Dtc,
@@ -49,6 +55,8 @@ impl Method {
         Method::MeanTeacher,
         Method::UaMt,
         Method::Cps,
+        Method::McNet,
+        Method::McNetPlus,
     ];
 
     /// The name used on the command line and in files (as `Display`

@@ -122,6 +122,17 @@ fn as_dtype_of(target: &Tensor, pred: &Tensor) -> Result<Tensor> {
 /// [`DiceVariant`]. `p` are probabilities, `y` the label (cast to `p`'s
 /// dtype). All-zero `p` and `y` give 0.
 pub fn dice_loss(p: &Tensor, y: &Tensor, variant: DiceVariant) -> Result<Tensor> {
+    dice_loss_smoothed(p, y, variant, DICE_SMOOTH)
+}
+
+/// [`dice_loss`] with another smoothing term in place of 1e-5 (MC-Net's
+/// released `Binary_dice_loss` adds 1e-8).
+pub fn dice_loss_smoothed(
+    p: &Tensor,
+    y: &Tensor,
+    variant: DiceVariant,
+    smooth: f64,
+) -> Result<Tensor> {
     check_same("dice_loss: prediction and target shapes differ", p, y)?;
     let y = as_dtype_of(y, p)?;
     let intersect = (p * &y)?.sum_all()?;
@@ -129,7 +140,7 @@ pub fn dice_loss(p: &Tensor, y: &Tensor, variant: DiceVariant) -> Result<Tensor>
         DiceVariant::Squared => (p.sqr()?.sum_all()? + y.sqr()?.sum_all()?)?,
         DiceVariant::Linear => (p.sum_all()? + y.sum_all()?)?,
     };
-    let ratio = (intersect.affine(2.0, DICE_SMOOTH)? / (den + DICE_SMOOTH)?)?;
+    let ratio = (intersect.affine(2.0, smooth)? / (den + smooth)?)?;
     Ok(ratio.affine(-1.0, 1.0)?)
 }
 

@@ -20,4 +20,5 @@ pub mod vnet;
 
 pub use error::{ModelError, Result};
 pub use init::Init;
+pub use ops::Upsampling;
 pub use vnet::{Dropout, RELEASED_DROPOUT, VNet, VNetConfig, VNetOutput};

@@ -425,7 +425,9 @@ fn vnet_matches_cpu(dtype: DType) {
     let r2 = random(&[2, 1, 32, 16, 48], dtype, &mut rng);
     let to = |t: &Tensor| t.to_device(&dev).unwrap();
     let run = |net: &VNet, x: &Tensor, m1: &Tensor, m2: &Tensor, r1: &Tensor, r2: &Tensor| {
-        let out = net.forward(x, true, Dropout::Masks(m1, m2)).unwrap();
+        let out = net
+            .forward(x, true, Dropout::Masks(&[m1.clone(), m2.clone()]))
+            .unwrap();
         let loss = ((&out.sdm * r1).unwrap().sum_all().unwrap()
             + (&out.seg_logits * r2).unwrap().sum_all().unwrap())
         .unwrap();

@@ -573,3 +573,70 @@ fn channel_dropout_reproduces_pytorch_mask() {
     let y = ops::channel_dropout_with_mask(&fx["dropout.x"], &fx["dropout.mask"]).unwrap();
     assert!(max_err(&y, &fx["dropout.y"]) < 1e-6);
 }
+
+/// Up-sampling by 2 (MC-Net's decoders) against PyTorch's
+/// `F.interpolate(scale_factor=2)`: trilinear with `align_corners=True`
+/// (an axis of size 1 included) and nearest, output and input gradient.
+#[test]
+fn upsampling_matches_pytorch() {
+    let fx = fixtures();
+    for (name, mode) in [
+        ("up_trilinear", ops::Upsampling::Trilinear),
+        ("up_trilinear_one", ops::Upsampling::Trilinear),
+        ("up_nearest", ops::Upsampling::Nearest),
+    ] {
+        let get = |k: &str| fx[&format!("{name}.{k}")].clone();
+        let x = Var::from_tensor(&get("x")).unwrap();
+        let y = ops::upsample2x(x.as_tensor(), mode).unwrap();
+        let g = (&y * get("r"))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let e = max_err(&y, &get("y"));
+        assert!(e < 1e-6, "{name}.y: off PyTorch by {e}");
+        let e = max_err(g.get(x.as_tensor()).unwrap(), &get("dx"));
+        assert!(e < 1e-5, "{name}.dx: off PyTorch by {e}");
+    }
+}
+
+/// The up-sampling's gradient against central differences in f64.
+#[test]
+fn upsampling_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for mode in [ops::Upsampling::Trilinear, ops::Upsampling::Nearest] {
+        let x = random(&[1, 2, 2, 3, 4], DType::F64, &mut rng);
+        let r = random(&[1, 2, 4, 6, 8], DType::F64, &mut rng);
+        let loss = |x: &Tensor| -> f64 {
+            (ops::upsample2x(x, mode).unwrap() * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        let xv = Var::from_tensor(&x).unwrap();
+        let g = (ops::upsample2x(xv.as_tensor(), mode).unwrap() * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let analytic = to_vec(g.get(xv.as_tensor()).unwrap());
+        let base = to_vec(&x);
+        let h = 1e-6;
+        for (i, want) in analytic.iter().enumerate() {
+            let at = |d: f64| {
+                let mut v = base.clone();
+                v[i] += d;
+                loss(&Tensor::from_vec(v, x.dims(), &Device::Cpu).unwrap())
+            };
+            let numeric = (at(h) - at(-h)) / (2.0 * h);
+            assert!(
+                (numeric - want).abs() < 1e-7 * (1.0 + want.abs()),
+                "{mode:?} dx[{i}]: {numeric} vs {want}"
+            );
+        }
+    }
+}

@@ -525,7 +525,7 @@ fn seeded_dropout_zeroes_whole_channels() {
     let zero = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
     let zero5 = Tensor::zeros((2, 32), DType::F32, &Device::Cpu).unwrap();
     let out = net
-        .forward(&x, true, Dropout::Masks(&zero5, &zero))
+        .forward(&x, true, Dropout::Masks(&[zero5.clone(), zero.clone()]))
         .unwrap()
         .seg_logits;
     let bias = net.get("out_conv2.bias").unwrap().to_vec1::<f32>().unwrap()[0];

@@ -111,7 +111,7 @@ hyper_parameters! {
     /// Weight decay of the trained parameters (never BN statistics).
     #[flag("Optimiser")]
     weight_decay: f64 = 1e-4,
-    /// LR schedule: step (the LR steps and factor below; dtml's and the released code of DTML, DTC, UA-MT) or poly (`lr (1 - t / N)^0.9`; the SSL4MIS-family code of cps).
+    /// LR schedule: step (the LR steps and factor below; dtml's and the released code of DTML, DTC, UA-MT), poly (`lr (1 - t / N)^0.9`; the SSL4MIS-family code of cps) or constant (MC-Net's released code).
     #[flag("Optimiser", value_enum)]
     lr_schedule: LrSchedule [method default] = None,
     /// LR steps as fractions of the run, comma-separated: the rate is multiplied by the LR factor at each (step schedule).
@@ -129,6 +129,9 @@ hyper_parameters! {
     /// Decay of the mean teacher's moving average of the student's weights (mean-teacher).
     #[flag("Objective")]
     ema_decay: f64 = 0.99,
+    /// Temperature T of MC-Net's sharpened pseudo labels, `p^(1/T) / (p^(1/T) + (1 - p)^(1/T))` (mc-net).
+    #[flag("Objective")]
+    temperature: f64 = 0.1,
     /// Weight of student B's SDM regression (dtml).
     #[flag("Objective")]
     sdm_weight: f64 = 1.0,
@@ -218,6 +221,8 @@ pub enum LrSchedule {
     Step,
     /// `lr (1 - t / N)^POLY_POWER`.
     Poly,
+    /// `lr` throughout.
+    Constant,
 }
 
 /// Exponent of the poly schedule (the SSL4MIS-family code's 0.9).
@@ -264,6 +269,12 @@ impl TrainConfig {
         if self.width == 0 {
             return bad("width must be positive".into());
         }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(format!(
+                "temperature {} must be finite and > 0",
+                self.temperature
+            ));
+        }
         if !(0.0..=1.0).contains(&self.ema_decay) {
             return bad(format!("ema_decay {} must be in [0, 1]", self.ema_decay));
         }
@@ -307,8 +318,10 @@ impl TrainConfig {
     /// sets after its step `t` for the next one, so step 0 runs at `lr`.
     pub fn lr_at(&self, t: usize) -> f64 {
         let n = self.iterations as f64;
-        if self.lr_schedule() == LrSchedule::Poly {
-            return self.lr * (1.0 - t as f64 / n).max(0.0).powf(POLY_POWER);
+        match self.lr_schedule() {
+            LrSchedule::Poly => return self.lr * (1.0 - t as f64 / n).max(0.0).powf(POLY_POWER),
+            LrSchedule::Constant => return self.lr,
+            LrSchedule::Step => {}
         }
         // The tolerance absorbs the rounding of `f * n` (5/12 * 6000 is
         // 2500.0000000000005 in f64), far below one iteration.
@@ -441,6 +454,8 @@ mod tests {
             (Method::MeanTeacher, 0.5, 0.1),
             (Method::UaMt, 0.5, 0.1),
             (Method::Cps, 0.5, 0.1),
+            (Method::McNet, 0.5, 1.0),
+            (Method::McNetPlus, 0.5, 1.0),
         ] {
             assert_eq!(of(method).dropout(), dropout, "{method}");
             assert_eq!(of(method).consistency(), consistency, "{method}");
@@ -468,5 +483,6 @@ mod tests {
             ..of(Method::Cps)
         };
         assert_eq!(lr(step, 50), 0.001);
+        assert_eq!(lr(of(Method::McNet), 99), 0.01);
     }
 }

@@ -26,10 +26,12 @@ pub mod cudnn;
 mod dropout;
 mod kernel;
 mod resample;
+mod upsample;
 
 use candle_core::{DType, Device, Result, Tensor, bail};
 
 pub use dropout::{channel_dropout, channel_dropout_mask, channel_dropout_with_mask};
+pub use upsample::{Upsampling, upsample2x};
 
 /// Reference implementations built only from candle's own differentiable
 /// ops. They run on every device and are what the public functions use off

@@ -15,7 +15,7 @@
 
 use crate::error::{ModelError, Result};
 use crate::init::{Init, uniform};
-use crate::ops;
+use crate::ops::{self, Upsampling};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -56,6 +56,11 @@ pub struct VNetConfig {
     pub dropout: f64,
     pub bn_eps: f64,
     pub bn_momentum: f64,
+    /// Further decoders on the same encoder, each up-sampling its own way
+    /// (MC-Net's second and third) and ending in its own segmentation
+    /// head ([`VNetOutput::aux_seg`]); inference reads only the first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_decoders: Vec<Upsampling>,
 }
 
 /// Channel-dropout probability of the released code family's V-Net, the
@@ -72,6 +77,7 @@ impl Default for VNetConfig {
             dropout: RELEASED_DROPOUT,
             bn_eps: 1e-5,
             bn_momentum: 0.1,
+            extra_decoders: Vec::new(),
         }
     }
 }
@@ -82,9 +88,10 @@ pub enum Dropout<'a> {
     Off,
     /// Masks drawn from a seeded stream.
     Seeded(&'a mut ChaCha8Rng),
-    /// Given keep-masks of shape (N, C) for the bottleneck and the last
-    /// decoder stage, with values 0 or 1 / (1 - p).
-    Masks(&'a Tensor, &'a Tensor),
+    /// Given keep-masks of shape (N, C), values 0 or 1 / (1 - p): for the
+    /// bottleneck, the last decoder stage, then each extra decoder's last
+    /// stage.
+    Masks(&'a [Tensor]),
 }
 
 /// The two heads' outputs, `(N, classes, Z, Y, X)`.
@@ -94,6 +101,20 @@ pub struct VNetOutput {
     pub sdm: Tensor,
     /// The segmentation head's logits.
     pub seg_logits: Tensor,
+    /// Each extra decoder's segmentation logits (none for a plain V-Net;
+    /// not computed by [`VNet::predict`]).
+    pub aux_seg: Vec<Tensor>,
+}
+
+impl VNetOutput {
+    /// The same outputs cut from the graph (a teacher's prediction).
+    pub fn detach(&self) -> VNetOutput {
+        VNetOutput {
+            sdm: self.sdm.detach(),
+            seg_logits: self.seg_logits.detach(),
+            aux_seg: self.aux_seg.iter().map(Tensor::detach).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -211,6 +232,16 @@ impl Block {
     }
 }
 
+/// A decoder beside the V-Net's own on the same encoder features: each
+/// up-sampling step interpolates, then convolves (3x3x3) with BatchNorm and
+/// ReLU, as MC-Net's `Upsampling_function`; stages as the V-Net's.
+struct ExtraDecoder {
+    mode: Upsampling,
+    ups: Vec<Layer>,
+    stages: Vec<Block>,
+    out_seg: Conv,
+}
+
 /// Names of the nine stages and eight resampling blocks, as in PyTorch.
 const STAGES: [&str; 9] = [
     "block_one",
@@ -248,6 +279,7 @@ pub struct VNet {
     ups: Vec<Layer>,
     out_sdm: Conv,
     out_seg: Conv,
+    extra: Vec<ExtraDecoder>,
     /// Every tensor of the state dict except `num_batches_tracked`, by name.
     vars: BTreeMap<String, Var>,
     /// Training forward passes so far (PyTorch's `num_batches_tracked`).
@@ -417,6 +449,30 @@ impl VNet {
         }
         let out_sdm = b.conv("out_conv", Kind::Conv1, f, config.classes)?;
         let out_seg = b.conv("out_conv2", Kind::Conv1, f, config.classes)?;
+        let mut extra = Vec::new();
+        for (k, &mode) in config.extra_decoders.iter().enumerate() {
+            // `aux{k}.` + MC-Net's decoder names: an up-sampling block's
+            // interpolation is its module 0, the convolution 1, BatchNorm 2.
+            let name = |block: &str| format!("aux{k}.{block}");
+            let mut ups = Vec::new();
+            let mut stages = Vec::new();
+            for (i, up) in UPS.iter().enumerate() {
+                let (cin, cout) = (WIDTHS[4 + i] * f, WIDTHS[5 + i] * f);
+                ups.push(b.layer(&name(up), 1, Kind::Conv3, cin, cout)?);
+                let s = 5 + i;
+                let layers = (0..DEPTHS[s])
+                    .map(|j| b.layer(&name(STAGES[s]), 3 * j, Kind::Conv3, cout, cout))
+                    .collect::<candle_core::Result<_>>()?;
+                stages.push(Block { layers });
+            }
+            let out_seg = b.conv(&name("out_conv"), Kind::Conv1, f, config.classes)?;
+            extra.push(ExtraDecoder {
+                mode,
+                ups,
+                stages,
+                out_seg,
+            });
+        }
         let vars = b.vars;
         Ok(VNet {
             config,
@@ -427,6 +483,7 @@ impl VNet {
             ups,
             out_sdm,
             out_seg,
+            extra,
             vars,
             batches_tracked: AtomicU64::new(0),
         })
@@ -492,7 +549,8 @@ impl VNet {
             h = self.downs[s].forward(&h, pass)?;
         }
         h = self.stages[4].forward(&h, pass)?;
-        h = self.drop(&h, &mut dropout, 0)?;
+        let bottom = self.drop(&h, &mut dropout, 0)?;
+        h = bottom.clone();
         for u in 0..4 {
             h = (self.ups[u].forward(&h, pass)? + &skips[3 - u])?;
             h = self.stages[5 + u].forward(&h, pass)?;
@@ -500,14 +558,38 @@ impl VNet {
         h = self.drop(&h, &mut dropout, 1)?;
         let sdm = self.out_sdm.forward(&h, pass)?.tanh()?;
         let seg_logits = self.out_seg.forward(&h, pass)?;
-        Ok(VNetOutput { sdm, seg_logits })
+        // Inference reads the first decoder only.
+        let mut aux_seg = Vec::new();
+        if pass.track {
+            for (k, d) in self.extra.iter().enumerate() {
+                let mut h = bottom.clone();
+                for u in 0..4 {
+                    let up = ops::upsample2x(&h, d.mode)?;
+                    h = (d.ups[u].forward(&up, pass)? + &skips[3 - u])?;
+                    h = d.stages[u].forward(&h, pass)?;
+                }
+                h = self.drop(&h, &mut dropout, 2 + k)?;
+                aux_seg.push(d.out_seg.forward(&h, pass)?);
+            }
+        }
+        Ok(VNetOutput {
+            sdm,
+            seg_logits,
+            aux_seg,
+        })
     }
 
     fn drop(&self, h: &Tensor, dropout: &mut Dropout, which: usize) -> Result<Tensor> {
         let (n, c) = (h.dim(0)?, h.dim(1)?);
         let mask = match dropout {
             Dropout::Off => return Ok(h.clone()),
-            Dropout::Masks(a, b) => (if which == 0 { *a } else { *b }).clone(),
+            Dropout::Masks(masks) => masks
+                .get(which)
+                .ok_or_else(|| ModelError::Input {
+                    shape: vec![masks.len()],
+                    reason: format!("no dropout mask for layer {which} among those given"),
+                })?
+                .clone(),
             Dropout::Seeded(rng) => {
                 let p = self.config.dropout;
                 let keep = 1.0 / (1.0 - p);

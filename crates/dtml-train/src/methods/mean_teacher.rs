@@ -75,13 +75,7 @@ impl TrainingMethod for MeanTeacher {
         let unlabelled = image.narrow(0, labelled, image.dim(0)? - labelled)?;
         let noisy = (&unlabelled + draws.noise_like(&unlabelled, NOISE_STD, NOISE_BOUND)?)?;
         let teacher = nets[1].forward(&noisy, true, draws.dropout_for(1)?)?;
-        Ok(vec![
-            student,
-            VNetOutput {
-                sdm: teacher.sdm.detach(),
-                seg_logits: teacher.seg_logits.detach(),
-            },
-        ])
+        Ok(vec![student, teacher.detach()])
     }
 
     /// `0.5 (BCE + Dice)` on the labelled patches + `lambda` times

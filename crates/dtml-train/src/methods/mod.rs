@@ -10,6 +10,7 @@
 mod cps;
 mod dtc;
 mod dtml;
+mod mc_net;
 mod mean_teacher;
 mod supervised;
 mod ua_mt;
@@ -19,7 +20,7 @@ use crate::error::Result;
 use crate::method::Method;
 use candle_core::Tensor;
 use dtml_infer::run::StudentRole;
-use dtml_model::{Dropout, Init, VNet, VNetOutput};
+use dtml_model::{Dropout, Init, Upsampling, VNet, VNetOutput};
 use rand_chacha::ChaCha8Rng;
 
 /// The registry: the plug-in behind each method name.
@@ -32,6 +33,8 @@ pub fn plugin(method: Method) -> &'static dyn TrainingMethod {
         Method::MeanTeacher => &mean_teacher::MeanTeacher,
         Method::UaMt => &ua_mt::UaMt,
         Method::Cps => &cps::Cps,
+        Method::McNet => &mc_net::McNet { plus: false },
+        Method::McNetPlus => &mc_net::McNet { plus: true },
     }
 }
 
@@ -158,10 +161,11 @@ pub enum StepDraws<'a> {
 
 /// Draws fed to a step in place of the seeded streams.
 pub struct GivenDraws {
-    /// Channel-dropout keep-masks, one (bottleneck, last stage) pair of
-    /// `(N, C)` tensors per forward pass, in the method's order (one pass
-    /// per network for most methods), `N` the patches the pass sees.
-    pub masks: Vec<(Tensor, Tensor)>,
+    /// Channel-dropout keep-masks per forward pass, in the method's order
+    /// (one pass per network for most methods): `(N, C)` tensors for the
+    /// bottleneck, the last stage and each extra decoder's last stage, `N`
+    /// the patches the pass sees.
+    pub masks: Vec<Vec<Tensor>>,
     /// The step's input noise, one tensor per draw in the method's order,
     /// each shaped as the patches it is added to.
     pub noise: Vec<Tensor>,
@@ -191,10 +195,10 @@ impl StepDraws<'_> {
         match self {
             StepDraws::Seeded { dropout, .. } => Ok(Dropout::Seeded(dropout.as_mut())),
             StepDraws::Given { draws, .. } => {
-                let (a, b) = draws.masks.get(pass).ok_or_else(|| {
+                let masks = draws.masks.get(pass).ok_or_else(|| {
                     crate::TrainError::Other(format!("no given dropout masks for pass {pass}"))
                 })?;
-                Ok(Dropout::Masks(a, b))
+                Ok(Dropout::Masks(masks))
             }
         }
     }
@@ -247,6 +251,11 @@ pub trait TrainingMethod: Sync {
     /// Its networks, in checkpoint order; all share one architecture
     /// (`TrainConfig::width`, `dropout`).
     fn networks(&self) -> &'static [NetworkSpec];
+
+    /// Decoders its networks have beside the V-Net's own (MC-Net's).
+    fn extra_decoders(&self) -> &'static [Upsampling] {
+        &[]
+    }
 
     /// Whether unlabelled patches enter the batch (otherwise the batch
     /// holds `labelled_batch + unlabelled_batch` labelled patches).

@@ -30,10 +30,12 @@ fn objectives_combine_the_parts_as_the_spec_says() {
         VNetOutput {
             sdm: t(&sdm_a),
             seg_logits: t(&seg),
+            aux_seg: vec![],
         },
         VNetOutput {
             sdm: t(&sdm_b),
             seg_logits: t(&[0.0; 4]),
+            aux_seg: vec![],
         },
     ];
     let (label, sdm) = (t(&y), t(&target));

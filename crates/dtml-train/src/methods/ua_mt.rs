@@ -63,10 +63,7 @@ impl TrainingMethod for UaMt {
         for pass in 0..MC_PASSES {
             let noisy = (&repeated + draws.noise_like(&repeated, NOISE_STD, NOISE_BOUND)?)?;
             let out = nets[1].forward(&noisy, true, draws.dropout_for(2 + pass)?)?;
-            outputs.push(VNetOutput {
-                sdm: out.sdm.detach(),
-                seg_logits: out.seg_logits.detach(),
-            });
+            outputs.push(out.detach());
         }
         Ok(outputs)
     }

@@ -76,10 +76,13 @@ pub struct TrainOutcome {
     pub weights_digest: u64,
 }
 
-fn network_config(cfg: &TrainConfig) -> VNetConfig {
+/// The architecture every network of a run shares (the method's extra
+/// decoders included).
+pub fn network_config(cfg: &TrainConfig) -> VNetConfig {
     VNetConfig {
         width: cfg.width,
         dropout: cfg.dropout(),
+        extra_decoders: cfg.plugin().extra_decoders().to_vec(),
         ..VNetConfig::default()
     }
 }
