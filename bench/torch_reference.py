@@ -8,7 +8,7 @@ Two uses:
   dtml trains on) and save the students as `.pth`, which `dtml evaluate` scores exactly as it
   scores its own runs (its sliding window is golden-tested against the reference one):
 
-    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc|mean-teacher|ua-mt|cps|mc-net|mc-net-plus) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
+    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc|mean-teacher|ua-mt|cps|mc-net|mc-net-plus|sassnet) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
 
 Batches: labelled and unlabelled case streams are fresh permutations per pass (as dtml draws
 them), each patch gets a random rot90 in x-y, a flip of x or y and a random crop (zero padding
@@ -46,6 +46,9 @@ CONSTANT_LR_METHODS = ("mc-net", "mc-net-plus")
 # The extra decoders' up-sampling: MC-Net's trilinear one, MC-Net+'s trilinear and nearest ones.
 EXTRA_DECODERS = {"mc-net": ("trilinear",), "mc-net-plus": ("trilinear", "nearest")}
 MC_DICE_WEIGHT, MC_TEMPERATURE, MC_DICE_SMOOTH = 0.5, 0.1, 1e-8
+# SASSNet as its released code trains it (docs/methods/sassnet.md): adversarial weight 0.01, SDM MSE
+# weight 0.3, the discriminator (width 64) trained by Adam(1e-4, betas (0.9, 0.99)) after every step.
+SASS_CONSISTENCY, SASS_BETA, DISC_WIDTH, DISC_LR, DISC_BETAS, DISC_DROPOUT = 0.01, 0.3, 64, 1e-4, (0.9, 0.99), 0.5
 
 
 def lr_at(t, iterations, lr=0.01, method=None):
@@ -181,6 +184,50 @@ def mc_forward(net, x, masks):
     return outs
 
 
+class Discriminator(nn.Module):
+    """SASSNet's FC3DDiscriminator; its AvgPool3d((7, 7, 5)), the mean over the remaining voxels at the
+    paper's patch, is that mean at every patch size. `masks`: keep-masks of the three dropout layers
+    (training), or None (evaluation)."""
+
+    def __init__(self, ndf=DISC_WIDTH):
+        super().__init__()
+        self.conv0 = nn.Conv3d(1, ndf, 4, stride=2, padding=1)
+        self.conv1 = nn.Conv3d(1, ndf, 4, stride=2, padding=1)
+        self.conv2 = nn.Conv3d(ndf, 2 * ndf, 4, stride=2, padding=1)
+        self.conv3 = nn.Conv3d(2 * ndf, 4 * ndf, 4, stride=2, padding=1)
+        self.conv4 = nn.Conv3d(4 * ndf, 8 * ndf, 4, stride=2, padding=1)
+        self.classifier = nn.Linear(8 * ndf, 2)
+
+    def forward(self, sdm, image, masks=None):
+        leaky = nn.functional.leaky_relu
+        h = self.conv0(sdm) + self.conv1(image)
+        for k, conv in enumerate((self.conv2, self.conv3, self.conv4)):
+            h = leaky(h, 0.2)
+            if masks is not None:
+                h = h * masks[k][:, :, None, None, None]
+            h = conv(h)
+        return self.classifier(leaky(h, 0.2).mean(dim=(2, 3, 4)))
+
+
+def disc_mask_channels(ndf):
+    return (ndf, 2 * ndf, 4 * ndf)
+
+
+def discriminator_step(net, disc, dopt, x, n_lab, masks):
+    """After the V-Net's update: its maps of the whole batch in evaluation mode, the discriminator in
+    training mode (dropout `masks`) against [labelled = 1, unlabelled = 0], one Adam step."""
+    net.eval()
+    with torch.no_grad():
+        sdm, _ = net(x)
+    net.train()
+    target = torch.tensor([1] * n_lab + [0] * (x.shape[0] - n_lab))
+    loss = nn.functional.cross_entropy(disc(sdm, x, masks), target)
+    dopt.zero_grad()
+    loss.backward()
+    dopt.step()
+    return loss
+
+
 def make_networks(method, width):
     """The method's networks, PyTorch-default initialised (CPS re-initialises them in `train`)."""
     if method in EXTRA_DECODERS:
@@ -204,6 +251,8 @@ def trained(method, nets):
 
 def consistency_weight(method):
     """Final weight w of lambda(t): each method's released value."""
+    if method == "sassnet":
+        return SASS_CONSISTENCY
     return MT_CONSISTENCY if method in TEACHERS else CPS_CONSISTENCY if method == "cps" else 1.0
 
 
@@ -255,11 +304,11 @@ def ema_update(method, nets, t, decay=EMA_DECAY):
             tp.mul_(alpha).add_(sp, alpha=1 - alpha)
 
 
-def objective(method, nets, x, y, target, masks, lam, noise=(), threshold=None):
+def objective(method, nets, x, y, target, masks, lam, noise=(), threshold=None, disc=None):
     """Forward passes and the method's loss; runs its backward pass(es). Returns (total, parts).
     `lam` is the whole consistency weight lambda(t) (consistency_weight(method) * ramp); `masks`
     one pair per forward pass (pass_rows), `noise` the input-noise draws (noise_shapes), `threshold`
-    UA-MT's uncertainty threshold of the iteration."""
+    UA-MT's uncertainty threshold of the iteration, `disc` SASSNet's discriminator."""
     bce = nn.BCEWithLogitsLoss()
     L = y.shape[0]
     if method in TEACHERS:
@@ -282,6 +331,16 @@ def objective(method, nets, x, y, target, masks, lam, noise=(), threshold=None):
             cons = 2 * (mask * d).sum() / (2 * mask.sum() + 1e-16)
             parts = {"loss": loss, "consistency": cons, "certain_share": mask.mean()}
         total = loss + lam * cons
+        total.backward()
+    elif method == "sassnet":
+        d, seg = forward(nets[0], x, masks[0])
+        dice = dice_loss(torch.sigmoid(seg[:L]), y)
+        mse = ((d[:L] - target) ** 2).mean()
+        # The discriminator in evaluation mode: the unlabelled maps should pass for labelled ones.
+        logits = disc(d[L:, None], x[L:])
+        adversarial = nn.functional.cross_entropy(logits, torch.ones(x.shape[0] - L, dtype=torch.long))
+        parts = {"dice": dice, "sdm_mse": mse, "adversarial": adversarial}
+        total = dice + SASS_BETA * mse + lam * adversarial
         total.backward()
     elif method in EXTRA_DECODERS:
         probs = [torch.sigmoid(z) for z in mc_forward(nets[0], x, masks[0])]
@@ -388,6 +447,8 @@ def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), 
     for n in nets:
         n.train()
     opt = torch.optim.SGD([p for n in trained(method, nets) for p in n.parameters()], lr=0.01, momentum=0.9, weight_decay=1e-4)
+    disc = Discriminator() if method == "sassnet" else None
+    dopt = torch.optim.Adam(disc.parameters(), lr=DISC_LR, betas=DISC_BETAS) if disc is not None else None
     lab_stream, unl_stream = Stream(rng, len(labelled)), Stream(rng, max(len(unlabelled), 1))
     start, log = time.time(), []
     for t in range(iterations):
@@ -401,7 +462,7 @@ def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), 
         x = torch.from_numpy(np.stack(images))[:, None]
         y = torch.from_numpy(np.stack(labels).astype(np.float32))
         target = None
-        if method in ("dtml", "dtc"):
+        if method in ("dtml", "dtc", "sassnet"):
             target = torch.from_numpy(np.stack([sdm_target(m) for m in labels]).astype(np.float32))
         masks = [dropout_masks(rng, rows, width, dropout, torch.float32, method) for rows in pass_rows(method, n_lab, n_unl)]
         noise = [torch.from_numpy(teacher_noise(rng, s).astype(np.float32)) for s in noise_shapes(method, x, n_lab)]
@@ -409,8 +470,12 @@ def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), 
             g["lr"] = lr_at(t, iterations, method=method)
         opt.zero_grad()
         total, _ = objective(method, nets, x, y, target, masks, consistency_weight(method) * lambda_at(t, iterations),
-                             noise, ua_mt_threshold(t, iterations))
+                             noise, ua_mt_threshold(t, iterations), disc)
         opt.step()
+        if disc is not None:
+            dmasks = [torch.from_numpy((rng.random((x.shape[0], c)) >= DISC_DROPOUT) / (1 - DISC_DROPOUT)).float()
+                      for c in disc_mask_channels(DISC_WIDTH)]
+            discriminator_step(nets[0], disc, dopt, x, n_lab, dmasks)
         ema_update(method, nets, t)
         log.append(total.item())
         if t % 100 == 0:

@@ -49,8 +49,11 @@ DROPOUT = 0.5
 # The mean teacher's decay: below the released 0.99 so that it binds within 20 iterations
 # (alpha = min(1 - 1 / (t + 1), decay) is 0.9 from t = 9 on); at 0.99 it never would.
 EMA_DECAY = 0.9
+# SASSNet's discriminator: narrower than the released 64 (the same code at any width), so the
+# fixture stays small.
+DISC_WIDTH = 8
 # New methods go last: the plan / mask stream is shared, so earlier runs keep their draws.
-METHODS = ["dtml", "dtml-released", "dtc", "supervised", "mean-teacher", "ua-mt", "cps", "mc-net", "mc-net-plus"]
+METHODS = ["dtml", "dtml-released", "dtc", "supervised", "mean-teacher", "ua-mt", "cps", "mc-net", "mc-net-plus", "sassnet"]
 DTYPE = torch.float64
 # Trajectory mode (see `trajectory`): every iteration also records the norm of
 # every state-dict tensor (weights and BN running statistics).
@@ -123,6 +126,11 @@ def run(method, cases, init, rng, tensors, stop=None):
         nets.append(net)
     opt = torch.optim.SGD([p for n in ref.trained(method, nets) for p in n.parameters()], lr=LR, momentum=MOMENTUM,
                           weight_decay=WEIGHT_DECAY)
+    disc, dopt = None, None
+    if method == "sassnet":
+        disc = ref.Discriminator(DISC_WIDTH).to(DTYPE)
+        disc.load_state_dict(init[3])
+        dopt = torch.optim.Adam(disc.parameters(), lr=ref.DISC_LR, betas=ref.DISC_BETAS)
     iterations = []
     for t in range(stop):
         plan = draw_plan(rng, n_lab, n_unl, [c[0].shape for c in labelled], [c[0].shape for c in unlabelled])
@@ -153,9 +161,19 @@ def run(method, cases, init, rng, tensors, stop=None):
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad()
-        total, parts = ref.objective(method, nets, x, y, target, masks, lam, noise, ref.ua_mt_threshold(t, ITERATIONS))
+        total, parts = ref.objective(method, nets, x, y, target, masks, lam, noise, ref.ua_mt_threshold(t, ITERATIONS),
+                                     disc)
         opt.step()
         ref.ema_update(method, nets, t, EMA_DECAY)
+        if disc is not None:
+            # The discriminator's dropout masks: the step's next pass.
+            i = len(masks)
+            drawn = [torch.from_numpy((rng.random((x.shape[0], c)) >= ref.DISC_DROPOUT) / (1 - ref.DISC_DROPOUT))
+                     for c in ref.disc_mask_channels(DISC_WIDTH)]
+            for k, m in enumerate(drawn):
+                tensors[f"{method}.{t}.dropout{i}.disc{k}"] = m
+            parts = dict(parts)
+            parts["discriminator"] = ref.discriminator_step(nets[0], disc, dopt, x, n_lab, [m.to(DTYPE) for m in drawn])
         iterations.append({
             "plan": plan, "lambda": lam, "lr": lr, "loss": total.item(), "noise": [list(s) for s in shapes],
             "parts": {k: v.item() for k, v in parts.items()},
@@ -163,6 +181,10 @@ def run(method, cases, init, rng, tensors, stop=None):
         if RECORD_NORMS:
             iterations[-1]["norms"] = {f"net{i}.{k}": v.double().norm().item() for i, n in enumerate(nets)
                                        for k, v in n.state_dict().items() if "num_batches" not in k}
+    if disc is not None:
+        for k, v in disc.state_dict().items():
+            tensors[f"{method}.disc.norm.{k}"] = v.detach().norm().reshape(1)
+            tensors[f"{method}.disc.change.{k}"] = (v.detach() - init[3][k]).norm().reshape(1)
     for i, net in enumerate(nets):
         start = {**init[i], **extra_init(method, init)}
         for k, v in net.state_dict().items():
@@ -181,7 +203,7 @@ def settings(n_cases, stable_for, runs):
         "unlabelled_batch": UNLABELLED_BATCH, "cases": n_cases, "labelled_cases": LABELLED_CASES,
         "lr": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY, "lr_steps": LR_STEPS,
         "lr_gamma": LR_GAMMA, "sharpness": SHARPNESS, "dropout": DROPOUT, "dtc_beta": DTC_BETA,
-        "ema_decay": EMA_DECAY,
+        "ema_decay": EMA_DECAY, "discriminator_width": DISC_WIDTH,
         "stable_iterations": stable_for, "runs": runs,
     }
 
@@ -202,6 +224,10 @@ def setup(out):
                       for n, v in ref.ExtraDecoder(WIDTH, mode).state_dict().items()})
     torch.save(extra, f"{out}/init_extra.pth")
     init.append(extra)
+    # SASSNet's discriminator (drawn last, so nothing above changes).
+    disc = {k: v.float() for k, v in ref.Discriminator(DISC_WIDTH).state_dict().items()}
+    torch.save(disc, f"{out}/init_disc.pth")
+    init.append(disc)
     rng = np.random.default_rng(11)
     cases = make_cases(rng)
     tensors = {}

@@ -63,6 +63,9 @@ for name, mode, shape in [("up_trilinear", "trilinear", (2, 3, 3, 4, 5)), ("up_t
     for k, v in dict(x=x, r=r, y=y, dx=x.grad).items():
         out[f"{name}.{k}"] = v.detach().contiguous()
 
+# SASSNet's discriminator convolution: kernel 4, stride 2, padding 1.
+case("conv4_s2", lambda x, w: F.conv3d(x, w, stride=2, padding=1), (2, 3, 4, 6, 8), (5, 3, 4, 4, 4), 0.15)
+
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ops.safetensors")
 save_file(out, path)
 print(path, os.path.getsize(path), "bytes", len(out), "tensors")

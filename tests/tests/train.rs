@@ -158,9 +158,10 @@ fn every_method_trains_and_its_run_predicts() {
 fn same_seed_same_losses_and_sigkill_then_resume_continues_exactly() {
     // DTML, and the mean teacher, whose teacher is not trained by SGD but
     // must come back from the checkpoint all the same.
-    // CPS, whose second network is trained but not exported, and MC-Net,
-    // whose network has a second decoder.
-    for method in ["dtml", "mean-teacher", "cps", "mc-net"] {
+    // CPS, whose second network is trained but not exported, MC-Net, whose
+    // network has a second decoder, and SASSNet, whose discriminator and
+    // its Adam moments live beside the network.
+    for method in ["dtml", "mean-teacher", "cps", "mc-net", "sassnet"] {
         kill_and_resume(method);
     }
 }

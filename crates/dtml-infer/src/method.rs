@@ -43,11 +43,15 @@ pub enum Method {
     /// MC-Net+ (Wu et al., MedIA 2022): MC-Net with a third decoder that
     /// up-samples by nearest neighbour.
     McNetPlus,
+    /// SASSNet (Li et al., MICCAI 2020): the V-Net with both heads and a
+    /// discriminator that pushes unlabelled patches' signed distance maps
+    /// towards the labelled ones'.
+    Sassnet,
 }
 
 impl Method {
     /// All methods, for help texts.
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 10] = [
         Method::Dtml,
         Method::DtmlReleased,
         Method::Dtc,
@@ -57,6 +61,7 @@ impl Method {
         Method::Cps,
         Method::McNet,
         Method::McNetPlus,
+        Method::Sassnet,
     ];
 
     /// The name used on the command line and in files (as `Display`

@@ -11,6 +11,7 @@
 //! assert_eq!(net.forward(&x, false, Dropout::Off).unwrap().seg_logits.dims(), &[1, 1, 16, 16, 16]);
 //! ```
 
+pub mod discriminator;
 pub mod error;
 pub mod init;
 pub mod ops;
@@ -18,6 +19,7 @@ pub mod runtime;
 pub mod simd;
 pub mod vnet;
 
+pub use discriminator::Discriminator;
 pub use error::{ModelError, Result};
 pub use init::Init;
 pub use ops::Upsampling;

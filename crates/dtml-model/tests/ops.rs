@@ -210,7 +210,7 @@ fn fixtures() -> std::collections::HashMap<String, Tensor> {
 #[test]
 fn pytorch_golden_values() {
     let fx = fixtures();
-    let cases: [(&str, OpFn); 9] = [
+    let cases: [(&str, OpFn); 10] = [
         ("conv3_p1", conv3_p1),
         ("conv3_p0", conv3_p0),
         ("conv3_odd", conv3_p1),
@@ -220,6 +220,7 @@ fn pytorch_golden_values() {
         ("down", ops::down_conv2),
         ("up", ops::up_conv2),
         ("conv1", ops::conv1x1),
+        ("conv4_s2", ops::conv3d_k4_s2),
     ];
     for (name, op) in cases {
         let get = |k: &str| {
@@ -638,5 +639,62 @@ fn upsampling_finite_differences() {
                 "{mode:?} dx[{i}]: {numeric} vs {want}"
             );
         }
+    }
+}
+
+/// The discriminator's strided convolution against central differences in
+/// f64 (both gradients) and against the stride-1 convolution it must equal
+/// at even output positions.
+#[test]
+fn strided_convolution_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let x = random(&[1, 2, 4, 2, 6], DType::F64, &mut rng);
+    let w = random(&[3, 2, 4, 4, 4], DType::F64, &mut rng);
+    let r = random(&[1, 3, 2, 1, 3], DType::F64, &mut rng);
+    let (_, dx, dw) = value_and_grads(ops::conv3d_k4_s2, &x, &w, &r);
+    for (which, analytic) in [(0, dx), (1, dw)] {
+        let numeric = numeric_grad(ops::conv3d_k4_s2, &x, &w, &r, which);
+        let e = max_err(&analytic, &numeric);
+        assert!(e < 1e-7, "gradient {which}: off finite differences by {e}");
+    }
+    // Every second output of the padded stride-1 convolution with a 4x4x4
+    // kernel (padding 1 on each side, one more on the far side).
+    let y = ops::conv3d_k4_s2(&x, &w).unwrap();
+    let padded = x
+        .pad_with_zeros(2, 1, 2)
+        .unwrap()
+        .pad_with_zeros(3, 1, 2)
+        .unwrap()
+        .pad_with_zeros(4, 1, 2)
+        .unwrap();
+    let full = ops::conv3d(&padded, &w, 0).unwrap();
+    let (_, _, d, h, wd) = y.dims5().unwrap();
+    for (z, yy, xx) in
+        (0..d).flat_map(|z| (0..h).flat_map(move |a| (0..wd).map(move |b| (z, a, b))))
+    {
+        let ours = y
+            .get(0)
+            .unwrap()
+            .get(1)
+            .unwrap()
+            .get(z)
+            .unwrap()
+            .get(yy)
+            .unwrap()
+            .get(xx)
+            .unwrap();
+        let want = full
+            .get(0)
+            .unwrap()
+            .get(1)
+            .unwrap()
+            .get(2 * z)
+            .unwrap()
+            .get(2 * yy)
+            .unwrap()
+            .get(2 * xx)
+            .unwrap();
+        let (a, b): (f64, f64) = (ours.to_scalar().unwrap(), want.to_scalar().unwrap());
+        assert!((a - b).abs() < 1e-12, "({z}, {yy}, {xx}): {a} vs {b}");
     }
 }

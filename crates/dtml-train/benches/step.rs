@@ -217,7 +217,7 @@ fn main() -> Res<()> {
     for t in 0..warmup + steps {
         batch.iteration = t;
         let start = Instant::now();
-        let (loss, _) = train_step(&cfg, &refs, &mut sgd, &batch, &device)?;
+        let (loss, _) = train_step(&cfg, &refs, &mut sgd, None, &batch, &device)?;
         // The loss is read on the host; wait for the parameter updates too.
         device.synchronize()?;
         let s = start.elapsed().as_secs_f64();

@@ -123,7 +123,7 @@ hyper_parameters! {
     /// Ramp-up length of the consistency weight as a fraction of the run.
     #[flag("Objective")]
     rampup_fraction: f64 = 1.0,
-    /// Final weight of the consistency term (w of lambda(t)): 1 for dtml, dtml-released and dtc, 0.1 for mean-teacher, ua-mt and cps.
+    /// Final weight of the consistency term (w of lambda(t)): 1 for dtml, dtml-released, dtc and mc-net, 0.1 for mean-teacher, ua-mt and cps, 0.01 for sassnet's adversarial term.
     #[flag("Objective")]
     consistency: f64 [method default] = None,
     /// Decay of the mean teacher's moving average of the student's weights (mean-teacher).
@@ -135,9 +135,15 @@ hyper_parameters! {
     /// Weight of student B's SDM regression (dtml).
     #[flag("Objective")]
     sdm_weight: f64 = 1.0,
-    /// Weight of DTC's SDM MSE (beta of the DTC code).
+    /// Weight of the SDM MSE of dtc and sassnet (beta of the DTC and SASSNet code).
     #[flag("Objective")]
     dtc_beta: f64 = 0.3,
+    /// Base width of SASSNet's discriminator (the released 64; channels 1, 2, 4, 8 times it) (sassnet).
+    #[flag("Objective")]
+    discriminator_width: usize = 64,
+    /// Adam learning rate of SASSNet's discriminator (sassnet).
+    #[flag("Objective")]
+    discriminator_lr: f64 = 1e-4,
     /// SDM regression loss of the boundary student.
     #[flag("Objective", value_enum)]
     sdm_loss: SdmLoss = SdmLoss::L1,
@@ -269,6 +275,9 @@ impl TrainConfig {
         if self.width == 0 {
             return bad("width must be positive".into());
         }
+        if self.discriminator_width == 0 {
+            return bad("discriminator_width must be positive".into());
+        }
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return bad(format!(
                 "temperature {} must be finite and > 0",
@@ -292,6 +301,7 @@ impl TrainConfig {
             ("consistency", self.consistency.unwrap_or(0.0)),
             ("sdm_weight", self.sdm_weight),
             ("dtc_beta", self.dtc_beta),
+            ("discriminator_lr", self.discriminator_lr),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return bad(format!("{name} = {v} must be finite and >= 0"));

@@ -23,7 +23,7 @@ use dtml_model::vnet::read_weight_file;
 use dtml_model::{VNet, VNetConfig};
 use dtml_train::batch::{Augmentation, PatchSource, TrainingSet, assemble};
 use dtml_train::config::LrSchedule;
-use dtml_train::methods::GivenDraws;
+use dtml_train::methods::{GivenDraws, MethodState};
 use dtml_train::trainer::{optimizer, train_step_with_draws};
 use dtml_train::{Method, TrainConfig};
 use dtml_volume::PreparedCase;
@@ -59,6 +59,9 @@ struct Fixture {
     dropout: f64,
     dtc_beta: f64,
     ema_decay: f64,
+    /// SASSNet's discriminator width (absent in fixtures made before it).
+    #[serde(default)]
+    discriminator_width: Option<usize>,
     /// Iterations compared per method: all, except where PyTorch's own run
     /// departs from a rerun nudged by 1e-13 (DTC's one-network sharp
     /// sigmoid is chaotic after a few steps).
@@ -176,6 +179,7 @@ impl Golden {
             sdm_weight: 1.0,
             dtc_beta: f.dtc_beta,
             ema_decay: f.ema_decay,
+            discriminator_width: f.discriminator_width.unwrap_or(64),
             sharpness: f.sharpness,
             ..TrainConfig::default()
         }
@@ -207,6 +211,14 @@ fn close(got: f64, want: f64) -> bool {
     (got - want).abs() <= TOLERANCE * want.abs().max(1e-6)
 }
 
+/// A replay's networks and method state, with their starting values.
+struct Replayed {
+    nets: Vec<VNet>,
+    start: Vec<HashMap<String, Tensor>>,
+    state: Option<Box<dyn MethodState>>,
+    state_start: HashMap<String, Tensor>,
+}
+
 /// Replays `method` as the fixture did, in `dtype`, with `cfg` and the
 /// networks' `bn_momentum`: the fixture's initial weights, cases, batch
 /// plans and dropout masks. `step` sees each iteration's loss and parts
@@ -220,7 +232,7 @@ fn replay(
     bn_momentum: f64,
     dtype: DType,
     step: &mut dyn FnMut(usize, f64, &BTreeMap<String, f64>, &[VNet]) -> Result<(), String>,
-) -> Result<(Vec<VNet>, Vec<HashMap<String, Tensor>>), String> {
+) -> Result<Replayed, String> {
     let runs = &g.fixture.runs[method.name()];
     let net_cfg = VNetConfig {
         bn_momentum,
@@ -247,6 +259,26 @@ fn replay(
     let start: Vec<HashMap<String, Tensor>> =
         nets.iter().map(|n| n.state_dict().unwrap()).collect();
     let mut sgd = optimizer(cfg, &refs);
+    // SASSNet's discriminator from the fixture's initial weights.
+    let mut state = dtml_train::methods::plugin(method)
+        .state(cfg, 0, dtype, &Device::Cpu)
+        .unwrap();
+    if let Some(state) = state.as_mut() {
+        let mut init: HashMap<String, Tensor> = read_weight_file(&g.dir.join("init_disc.pth"))
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (format!("disc.{k}"), v))
+            .collect();
+        init.insert(
+            "adam.steps".into(),
+            Tensor::new(&[0.0f64], &Device::Cpu).unwrap(),
+        );
+        state.restore(&init).unwrap();
+    }
+    let state_start = match &state {
+        Some(s) => s.save().unwrap(),
+        None => HashMap::new(),
+    };
     let set = g.training_set();
     for (t, want) in runs.iter().enumerate() {
         let plan: Vec<PatchSource> = want
@@ -274,12 +306,16 @@ fn replay(
                         .map(|m| m.to_dtype(dtype).unwrap())
                 };
                 let extra = (0..).map_while(|k| m(&format!("extra{k}")));
-                Some(
-                    [m("bottleneck")?, m("last")?]
-                        .into_iter()
-                        .chain(extra)
-                        .collect(),
-                )
+                match (m("bottleneck"), m("last")) {
+                    (Some(b), Some(l)) => Some([b, l].into_iter().chain(extra).collect()),
+                    // SASSNet's discriminator pass.
+                    _ => Some(
+                        (0..)
+                            .map_while(|k| m(&format!("disc{k}")))
+                            .collect::<Vec<_>>(),
+                    )
+                    .filter(|v| !v.is_empty()),
+                }
             })
             .collect();
         // Input noise in the order the method draws it, made (N, 1, x, y, z).
@@ -296,12 +332,24 @@ fn replay(
             })
             .collect();
         let draws = GivenDraws { masks, noise };
-        let (loss, parts) =
-            train_step_with_draws(cfg, &refs, &mut sgd, &batch, &Device::Cpu, Some(&draws))
-                .unwrap();
+        let (loss, parts) = train_step_with_draws(
+            cfg,
+            &refs,
+            &mut sgd,
+            state.as_mut().map(|s| &mut **s as &mut dyn MethodState),
+            &batch,
+            &Device::Cpu,
+            Some(&draws),
+        )
+        .unwrap();
         step(t, loss, &parts, &nets)?;
     }
-    Ok((nets, start))
+    Ok(Replayed {
+        nets,
+        start,
+        state,
+        state_start,
+    })
 }
 
 /// Runs `method` in f64 as the fixture did, with `cfg` and the networks'
@@ -310,7 +358,12 @@ fn replay(
 /// `Err("state: ...")` for the final weights and statistics.
 fn lockstep(g: &Golden, method: Method, cfg: &TrainConfig, bn_momentum: f64) -> Result<(), String> {
     let runs = &g.fixture.runs[method.name()];
-    let (nets, start) = replay(
+    let Replayed {
+        nets,
+        start,
+        state,
+        state_start,
+    } = replay(
         g,
         method,
         cfg,
@@ -383,6 +436,41 @@ fn lockstep(g: &Golden, method: Method, cfg: &TrainConfig, bn_momentum: f64) -> 
                     .find(|(a, b)| (*a - *b).abs() > tolerance * scale)
                 {
                     wrong.push(format!("{key}: {a} vs PyTorch {b}"));
+                }
+            }
+        }
+    }
+    // SASSNet's discriminator: each weight's norm and change.
+    if let Some(state) = &state {
+        let norm = |t: &Tensor| -> f64 {
+            t.to_dtype(DType::F64)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .sqrt()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        for (key, value) in state.save().unwrap() {
+            let Some(name) = key.strip_prefix("disc.") else {
+                continue;
+            };
+            let change = (value.to_dtype(DType::F64).unwrap()
+                - state_start[&key].to_dtype(DType::F64).unwrap())
+            .unwrap();
+            for (kind, got) in [("norm", norm(&value)), ("change", norm(&change))] {
+                let fixture_key = format!("{}.disc.{kind}.{name}", method.name());
+                let want: f64 = g
+                    .tensor(&fixture_key)
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap()[0];
+                if (got - want).abs() > TOLERANCE * want.abs().max(1e-6) {
+                    wrong.push(format!("{fixture_key}: {got} vs PyTorch {want}"));
                 }
             }
         }
@@ -566,6 +654,30 @@ fn a_wrong_mc_net_temperature_is_caught() {
     // Softer pseudo labels than the released T = 0.1.
     cfg.temperature = 0.2;
     assert_caught(Method::McNet, cfg, 0.1, "sharpening temperature");
+}
+
+#[test]
+fn sassnet_matches_pytorch() {
+    matches_pytorch(Method::Sassnet);
+}
+
+#[test]
+fn a_wrong_discriminator_lr_is_caught() {
+    let g = golden();
+    let mut cfg = g.config(Method::Sassnet);
+    // Ten times the released Adam rate: the discriminator, and from the
+    // next step the adversarial loss, part from PyTorch's.
+    cfg.discriminator_lr = 1e-3;
+    assert_caught(Method::Sassnet, cfg, 0.1, "discriminator learning rate");
+}
+
+#[test]
+fn a_wrong_sassnet_consistency_is_caught() {
+    let g = golden();
+    let mut cfg = g.config(Method::Sassnet);
+    // DTML's weight 1 instead of the released 0.01.
+    cfg.consistency = Some(1.0);
+    assert_caught(Method::Sassnet, cfg, 0.1, "adversarial weight");
 }
 
 #[test]

@@ -26,11 +26,13 @@ pub mod cudnn;
 mod dropout;
 mod kernel;
 mod resample;
+mod strided;
 mod upsample;
 
 use candle_core::{DType, Device, Result, Tensor, bail};
 
 pub use dropout::{channel_dropout, channel_dropout_mask, channel_dropout_with_mask};
+pub use strided::conv3d_k4_s2;
 pub use upsample::{Upsampling, upsample2x};
 
 /// Reference implementations built only from candle's own differentiable

@@ -12,6 +12,7 @@ mod dtc;
 mod dtml;
 mod mc_net;
 mod mean_teacher;
+mod sassnet;
 mod supervised;
 mod ua_mt;
 
@@ -22,6 +23,7 @@ use candle_core::Tensor;
 use dtml_infer::run::StudentRole;
 use dtml_model::{Dropout, Init, Upsampling, VNet, VNetOutput};
 use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
 
 /// The registry: the plug-in behind each method name.
 pub fn plugin(method: Method) -> &'static dyn TrainingMethod {
@@ -35,6 +37,7 @@ pub fn plugin(method: Method) -> &'static dyn TrainingMethod {
         Method::Cps => &cps::Cps,
         Method::McNet => &mc_net::McNet { plus: false },
         Method::McNetPlus => &mc_net::McNet { plus: true },
+        Method::Sassnet => &sassnet::Sassnet,
     }
 }
 
@@ -128,8 +131,13 @@ impl NetworkSpec {
     }
 }
 
-/// The device-side targets of a batch.
+/// The device-side targets of a batch, with what else an objective may
+/// read.
 pub struct Targets<'a> {
+    /// The batch's input patches `(N, 1, Z, Y, X)`, labelled ones first.
+    pub image: &'a Tensor,
+    /// The method's own state ([`TrainingMethod::state`]), if it has one.
+    pub state: Option<&'a dyn MethodState>,
     /// Labels of the labelled patches `(L, 1, Z, Y, X)`, 0/1 floats.
     pub label: &'a Tensor,
     /// Normalised SDM targets of the labelled patches, same shape.
@@ -243,6 +251,40 @@ impl StepDraws<'_> {
     }
 }
 
+/// What a method trains besides its V-Nets (SASSNet's discriminator and
+/// its optimiser): made once per run by [`TrainingMethod::state`], read by
+/// its objective, changed by [`TrainingMethod::update_state`] after each
+/// step, and saved in every checkpoint, so a resume continues it exactly.
+pub trait MethodState: Send {
+    /// Everything a checkpoint keeps, by name, on the CPU.
+    fn save(&self) -> Result<HashMap<String, Tensor>>;
+    /// Restores what [`MethodState::save`] wrote.
+    fn restore(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()>;
+    /// For the method's own code to reach its concrete type.
+    fn as_any(&self) -> &dyn std::any::Any;
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+/// What [`TrainingMethod::update_state`] works with.
+pub struct StateUpdate<'a, 'd> {
+    /// The step's batch (labelled patches first) and how many are labelled.
+    pub image: &'a Tensor,
+    pub labelled: usize,
+    /// The step's random draws, after the forward passes took theirs.
+    pub draws: &'a mut StepDraws<'d>,
+    /// The ranks whose gradients a data-parallel step averages.
+    pub group: &'a dyn crate::collective::Collective,
+}
+
+/// The method's state, downcast, or an error naming the method.
+pub(crate) fn state_of<T: 'static>(state: Option<&dyn MethodState>, method: Method) -> Result<&T> {
+    state
+        .and_then(|s| s.as_any().downcast_ref::<T>())
+        .ok_or_else(|| {
+            crate::TrainError::Other(format!("method {} runs without its state", method.name()))
+        })
+}
+
 /// A training method.
 pub trait TrainingMethod: Sync {
     /// Its name, as run directories record it.
@@ -320,6 +362,31 @@ pub trait TrainingMethod: Sync {
     /// (where an EMA teacher follows its student). Nothing by default.
     fn after_update(&self, _cfg: &TrainConfig, _nets: &[&VNet], _iteration: usize) -> Result<()> {
         Ok(())
+    }
+
+    /// The method's state beyond its networks for a run (`None` for most
+    /// methods); `seed` draws its initial weights.
+    fn state(
+        &self,
+        _cfg: &TrainConfig,
+        _seed: u64,
+        _dtype: candle_core::DType,
+        _device: &candle_core::Device,
+    ) -> Result<Option<Box<dyn MethodState>>> {
+        Ok(None)
+    }
+
+    /// Updates the state after [`TrainingMethod::after_update`]; returns
+    /// loss parts to log (SASSNet's discriminator loss).
+    fn update_state(
+        &self,
+        _cfg: &TrainConfig,
+        _nets: &[&VNet],
+        _iteration: usize,
+        _state: &mut dyn MethodState,
+        _step: StateUpdate,
+    ) -> Result<Vec<(&'static str, f64)>> {
+        Ok(Vec::new())
     }
 }
 

@@ -39,7 +39,10 @@ fn objectives_combine_the_parts_as_the_spec_says() {
         },
     ];
     let (label, sdm) = (t(&y), t(&target));
+    let image = t(&[0.0; 4]);
     let targets = Targets {
+        image: &image,
+        state: None,
         label: &label,
         sdm: Some(&sdm),
         labelled: 2,
@@ -83,6 +86,8 @@ fn objectives_combine_the_parts_as_the_spec_says() {
     assert!((scalar(&got.total) - loss_a).abs() < 1e-12);
 
     let no_sdm = Targets {
+        image: &image,
+        state: None,
         sdm: None,
         ..targets
     };

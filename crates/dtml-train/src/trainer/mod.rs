@@ -9,7 +9,7 @@ use crate::collective::{Collective, Solo, rank_seed};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::log::{IterationLog, LOG_FILE, open_log, read_log};
-use crate::methods::{GivenDraws, StepDraws, Targets};
+use crate::methods::{GivenDraws, MethodState, StateUpdate, StepDraws, Targets};
 use crate::optim::Sgd;
 use candle_core::{DType, Device, Tensor};
 use dtml_infer::run::{RUN_FORMAT, RUN_VERSION, RunInfo, StudentFile, StudentRole};
@@ -17,7 +17,7 @@ use dtml_model::{VNet, VNetConfig};
 use dtml_volume::axes::AXIS_NAMES;
 use dtml_volume::{CaseRecord, PreparedDataset, Role, Xyz};
 use rand::Rng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -121,12 +121,19 @@ pub fn train_in_group(
         .collect::<std::result::Result<_, _>>()?;
     let refs: Vec<&VNet> = nets.iter().collect();
     let mut sgd = optimizer(&cfg, &refs);
+    let mut state = cfg
+        .plugin()
+        .state(&cfg, init.next_u64(), DType::F32, &device)?;
     let (first, mut best) = match &loaded {
         Some(l) => {
             for (i, net) in nets.iter().enumerate() {
                 l.restore_network(i, net)?;
             }
-            sgd.load_state(&l.optimizer)?;
+            let (optimizer, method_state) = split_method_state(&l.optimizer);
+            sgd.load_state(&optimizer)?;
+            if let Some(state) = state.as_mut() {
+                state.restore(&method_state)?;
+            }
             (l.trainer.next_iteration, l.trainer.best)
         }
         None => (0, None),
@@ -160,7 +167,16 @@ pub fn train_in_group(
         let (step, prefetched) = std::thread::scope(|s| {
             let ahead =
                 (t + 1 < cfg.iterations).then(|| s.spawn(|| batch_for(t + 1, &rank_cfg, &set)));
-            let step = step_in_group(&rank_cfg, &refs, &mut sgd, &batch, &device, None, group);
+            let step = step_in_group(
+                &rank_cfg,
+                &refs,
+                &mut sgd,
+                state.as_mut().map(|s| &mut **s as &mut dyn MethodState),
+                &batch,
+                &device,
+                None,
+                group,
+            );
             let prefetched = ahead.map(|h| h.join().expect("batch worker panicked"));
             (step, prefetched)
         });
@@ -183,9 +199,28 @@ pub fn train_in_group(
             log = Some(open_log(req.run_dir, first)?);
         }
         let log = log.as_mut().expect("opened above");
-        last = Some(run.after_step(entry, &sgd, &mut best, log, on_event)?);
+        last = Some(run.after_step(entry, &sgd, state.as_deref(), &mut best, log, on_event)?);
     }
     run.finish(best, last)
+}
+
+/// The method's state rides in the checkpoint's optimizer file under this
+/// prefix (SGD's keys are `{network}/{name}`, so the two cannot meet).
+const METHOD_STATE_PREFIX: &str = "method/";
+
+/// A checkpoint's optimizer tensors split into SGD's and the method
+/// state's (prefix removed).
+fn split_method_state(
+    saved: &HashMap<String, Tensor>,
+) -> (HashMap<String, Tensor>, HashMap<String, Tensor>) {
+    let (mut sgd, mut method) = (HashMap::new(), HashMap::new());
+    for (k, v) in saved {
+        match k.strip_prefix(METHOD_STATE_PREFIX) {
+            Some(name) => method.insert(name.to_string(), v.clone()),
+            None => sgd.insert(k.clone(), v.clone()),
+        };
+    }
+    (sgd, method)
 }
 
 /// What every iteration of a run refers to.
@@ -204,6 +239,7 @@ impl Session<'_> {
         &self,
         mut entry: IterationLog,
         sgd: &Sgd,
+        state: Option<&dyn MethodState>,
         best: &mut Option<(usize, f64)>,
         log: &mut std::fs::File,
         on_event: &mut dyn FnMut(Event),
@@ -234,7 +270,7 @@ impl Session<'_> {
         log.flush().map_err(|e| TrainError::file(&log_path, e))?;
         on_event(Event::Iteration(&entry));
         if finished || (cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every)) {
-            let state = TrainerState::new(
+            let trainer = TrainerState::new(
                 done,
                 cfg.clone(),
                 self.req.data.dir.clone(),
@@ -242,7 +278,13 @@ impl Session<'_> {
                 self.group.size(),
                 self.req.data.manifest_digest(),
             );
-            checkpoint::save(run_dir, self.nets, &sgd.state()?, &state)?;
+            let mut optimizer = sgd.state()?;
+            if let Some(method_state) = state {
+                for (k, v) in method_state.save()? {
+                    optimizer.insert(format!("{METHOD_STATE_PREFIX}{k}"), v);
+                }
+            }
+            checkpoint::save(run_dir, self.nets, &optimizer, &trainer)?;
             crate::plot::loss_curves(
                 &read_log(run_dir)?,
                 &run_dir.join(CURVES_FILE),

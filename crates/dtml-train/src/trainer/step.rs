@@ -54,10 +54,11 @@ pub fn train_step(
     cfg: &TrainConfig,
     nets: &[&VNet],
     sgd: &mut Sgd,
+    state: Option<&mut dyn MethodState>,
     batch: &HostBatch,
     device: &Device,
 ) -> Result<(f64, BTreeMap<String, f64>)> {
-    train_step_with_draws(cfg, nets, sgd, batch, device, None)
+    train_step_with_draws(cfg, nets, sgd, state, batch, device, None)
 }
 
 /// [`train_step`] with given dropout masks and input noise in place of
@@ -66,11 +67,12 @@ pub fn train_step_with_draws(
     cfg: &TrainConfig,
     nets: &[&VNet],
     sgd: &mut Sgd,
+    state: Option<&mut dyn MethodState>,
     batch: &HostBatch,
     device: &Device,
     draws: Option<&GivenDraws>,
 ) -> Result<(f64, BTreeMap<String, f64>)> {
-    step_in_group(cfg, nets, sgd, batch, device, draws, &Solo)
+    step_in_group(cfg, nets, sgd, state, batch, device, draws, &Solo)
 }
 
 /// One step as one rank of `group`: the gradients are averaged over the
@@ -80,6 +82,7 @@ pub(super) fn step_in_group(
     cfg: &TrainConfig,
     nets: &[&VNet],
     sgd: &mut Sgd,
+    state: Option<&mut dyn MethodState>,
     batch: &HostBatch,
     device: &Device,
     draws: Option<&GivenDraws>,
@@ -95,6 +98,8 @@ pub(super) fn step_in_group(
     };
     let outputs = method.forward(nets, &image, batch.labelled, &mut draws)?;
     let targets = Targets {
+        image: &image,
+        state: state.as_deref(),
         label: &label,
         sdm: sdm.as_ref(),
         labelled: batch.labelled,
@@ -119,5 +124,16 @@ pub(super) fn step_in_group(
     sgd.average_gradients(&mut grads, group)?;
     sgd.step(&grads, cfg.lr_at(t))?;
     method.after_update(cfg, nets, t)?;
+    if let Some(state) = state {
+        let step = StateUpdate {
+            image: &image,
+            labelled: batch.labelled,
+            draws: &mut draws,
+            group,
+        };
+        for (name, v) in method.update_state(cfg, nets, t, state, step)? {
+            parts.insert(name.to_string(), v);
+        }
+    }
     Ok((loss, parts))
 }
