@@ -327,7 +327,13 @@ impl TrainConfig {
     /// and from 17). Poly: `lr (1 - t / N)^0.9`, the rate the released code
     /// sets after its step `t` for the next one, so step 0 runs at `lr`.
     pub fn lr_at(&self, t: usize) -> f64 {
-        let n = self.iterations as f64;
+        // A method's second stage runs the schedule over the rest of the
+        // run; before it the rate is constant.
+        let (t, n) = match self.plugin().restart_at(self) {
+            Some(start) if t < start => return self.lr,
+            Some(start) => (t - start, (self.iterations - start) as f64),
+            None => (t, self.iterations as f64),
+        };
         match self.lr_schedule() {
             LrSchedule::Poly => return self.lr * (1.0 - t as f64 / n).max(0.0).powf(POLY_POWER),
             LrSchedule::Constant => return self.lr,

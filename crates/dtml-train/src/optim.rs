@@ -115,6 +115,12 @@ impl Sgd {
         Ok(())
     }
 
+    /// Forgets the momentum, as a new PyTorch optimizer would start (BCP's
+    /// self-training stage).
+    pub fn clear_momentum(&mut self) {
+        self.buffers.iter_mut().for_each(|b| *b = None);
+    }
+
     /// Momentum buffers by parameter name, on the CPU.
     pub fn state(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();

@@ -17,6 +17,8 @@ pub enum Stream {
     Dropout = 5,
     /// Input noise (the mean teacher's).
     Noise = 6,
+    /// Box positions (BCP's copy-paste box).
+    Boxes = 7,
 }
 
 /// A generator for `(seed, stream, index)`, independent of every other.

@@ -83,6 +83,9 @@ struct Iteration {
     /// values are [`lockstep_noise`]'s.
     #[serde(default)]
     noise: Vec<Vec<usize>>,
+    /// Origins (x, y, z) of the step's boxes (BCP's copy-paste box).
+    #[serde(default)]
+    boxes: Vec<[usize; 3]>,
     /// Trajectory mode only: norm of every state-dict tensor after the step.
     #[serde(default)]
     norms: BTreeMap<String, f64>,
@@ -331,7 +334,13 @@ fn replay(
                     .unwrap()
             })
             .collect();
-        let draws = GivenDraws { masks, noise };
+        // Box origins, (x, y, z) in the fixture, (z, y, x) here.
+        let boxes = want.boxes.iter().map(|b| [b[2], b[1], b[0]]).collect();
+        let draws = GivenDraws {
+            masks,
+            noise,
+            boxes,
+        };
         let (loss, parts) = train_step_with_draws(
             cfg,
             &refs,

@@ -66,16 +66,18 @@ impl TrainingMethod for MeanTeacher {
     /// statistics), on the noisy unlabelled patches, detached.
     fn forward(
         &self,
+        _cfg: &TrainConfig,
         nets: &[&VNet],
         image: &Tensor,
         labelled: usize,
+        _iteration: usize,
         draws: &mut StepDraws,
-    ) -> Result<Vec<VNetOutput>> {
+    ) -> Result<Forward> {
         let student = nets[0].forward(image, true, draws.dropout_for(0)?)?;
         let unlabelled = image.narrow(0, labelled, image.dim(0)? - labelled)?;
         let noisy = (&unlabelled + draws.noise_like(&unlabelled, NOISE_STD, NOISE_BOUND)?)?;
         let teacher = nets[1].forward(&noisy, true, draws.dropout_for(1)?)?;
-        Ok(vec![student, teacher.detach()])
+        Ok(vec![student, teacher.detach()].into())
     }
 
     /// `0.5 (BCE + Dice)` on the labelled patches + `lambda` times

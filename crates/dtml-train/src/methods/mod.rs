@@ -63,6 +63,7 @@ impl TrainConfig {
     /// Refuses settings that cannot train.
     pub fn validate(&self) -> Result<()> {
         self.check_values()?;
+        self.plugin().check(self)?;
         if self.plugin().uses_unlabelled() && self.unlabelled_batch == 0 {
             return Err(crate::TrainError::Config(format!(
                 "method {} needs unlabelled_batch > 0",
@@ -131,9 +132,29 @@ impl NetworkSpec {
     }
 }
 
+/// What a method's forward passes give its objective.
+pub struct Forward {
+    /// The networks' outputs, in the method's order.
+    pub outputs: Vec<VNetOutput>,
+    /// Tensors the passes made that the objective needs (BCP's pseudo
+    /// labels and copy-paste mask), in the method's order.
+    pub targets: Vec<Tensor>,
+}
+
+impl From<Vec<VNetOutput>> for Forward {
+    fn from(outputs: Vec<VNetOutput>) -> Forward {
+        Forward {
+            outputs,
+            targets: Vec::new(),
+        }
+    }
+}
+
 /// The device-side targets of a batch, with what else an objective may
 /// read.
 pub struct Targets<'a> {
+    /// [`Forward::targets`].
+    pub forwarded: &'a [Tensor],
     /// The batch's input patches `(N, 1, Z, Y, X)`, labelled ones first.
     pub image: &'a Tensor,
     /// The method's own state ([`TrainingMethod::state`]), if it has one.
@@ -158,12 +179,14 @@ pub enum StepDraws<'a> {
     Seeded {
         dropout: Box<ChaCha8Rng>,
         noise: Box<ChaCha8Rng>,
+        boxes: Box<ChaCha8Rng>,
     },
     /// Draws a PyTorch run made (how the lockstep test feeds them), and
-    /// how many of its noise tensors the step has used.
+    /// how many of its noise tensors and boxes the step has used.
     Given {
         draws: &'a GivenDraws,
         used_noise: usize,
+        used_boxes: usize,
     },
 }
 
@@ -177,6 +200,9 @@ pub struct GivenDraws {
     /// The step's input noise, one tensor per draw in the method's order,
     /// each shaped as the patches it is added to.
     pub noise: Vec<Tensor>,
+    /// The step's box origins (BCP's copy-paste box), (z, y, x), in the
+    /// method's order.
+    pub boxes: Vec<[usize; 3]>,
 }
 
 impl StepDraws<'_> {
@@ -186,6 +212,7 @@ impl StepDraws<'_> {
         StepDraws::Seeded {
             dropout: Box::new(rng_for(seed, Stream::Dropout, t as u64)),
             noise: Box::new(rng_for(seed, Stream::Noise, t as u64)),
+            boxes: Box::new(rng_for(seed, Stream::Boxes, t as u64)),
         }
     }
 
@@ -194,6 +221,7 @@ impl StepDraws<'_> {
         StepDraws::Given {
             draws,
             used_noise: 0,
+            used_boxes: 0,
         }
     }
 
@@ -207,6 +235,40 @@ impl StepDraws<'_> {
                     crate::TrainError::Other(format!("no given dropout masks for pass {pass}"))
                 })?;
                 Ok(Dropout::Masks(masks))
+            }
+        }
+    }
+
+    /// The origin (z, y, x) of a box, each coordinate uniform in
+    /// `0..limits[axis]` (every limit positive).
+    pub fn box_origin(&mut self, limits: [usize; 3]) -> Result<[usize; 3]> {
+        if limits.contains(&0) {
+            return Err(crate::TrainError::Other(format!(
+                "no room for a box: origin limits {limits:?}"
+            )));
+        }
+        match self {
+            StepDraws::Seeded { boxes, .. } => {
+                use rand::RngExt;
+                Ok(limits.map(|l| boxes.random_range(0..l)))
+            }
+            StepDraws::Given {
+                draws, used_boxes, ..
+            } => {
+                let origin = *draws.boxes.get(*used_boxes).ok_or_else(|| {
+                    crate::TrainError::Other(format!(
+                        "the step draws {} boxes and {} were given",
+                        *used_boxes + 1,
+                        draws.boxes.len()
+                    ))
+                })?;
+                *used_boxes += 1;
+                if origin.iter().zip(limits).any(|(o, l)| *o >= l) {
+                    return Err(crate::TrainError::Other(format!(
+                        "given box origin {origin:?} outside 0..{limits:?}"
+                    )));
+                }
+                Ok(origin)
             }
         }
     }
@@ -229,7 +291,9 @@ impl StepDraws<'_> {
                         .to_dtype(like.dtype())?,
                 )
             }
-            StepDraws::Given { draws, used_noise } => {
+            StepDraws::Given {
+                draws, used_noise, ..
+            } => {
                 let noise = draws.noise.get(*used_noise).ok_or_else(|| {
                     crate::TrainError::Other(format!(
                         "the step draws input noise {} times and {} were given",
@@ -330,20 +394,38 @@ pub trait TrainingMethod: Sync {
         false
     }
 
-    /// The networks' outputs on the batch `image`, whose first `labelled`
-    /// patches are the labelled ones. By default every network in
-    /// training mode on the whole batch, in order, with its own dropout.
+    /// The networks' outputs on the batch `image` of 0-based iteration
+    /// `iteration`, whose first `labelled` patches are the labelled ones.
+    /// By default every network in training mode on the whole batch, in
+    /// order, with its own dropout.
     fn forward(
         &self,
+        _cfg: &TrainConfig,
         nets: &[&VNet],
         image: &Tensor,
         _labelled: usize,
+        _iteration: usize,
         draws: &mut StepDraws,
-    ) -> Result<Vec<VNetOutput>> {
+    ) -> Result<Forward> {
         nets.iter()
             .enumerate()
             .map(|(i, net)| Ok(net.forward(image, true, draws.dropout_for(i)?)?))
-            .collect()
+            .collect::<Result<Vec<_>>>()
+            .map(Forward::from)
+    }
+
+    /// Checks the configuration against what the method needs (BCP's even
+    /// and equal halves of the batch, say). Nothing by default.
+    fn check(&self, _cfg: &TrainConfig) -> Result<()> {
+        Ok(())
+    }
+
+    /// The iteration at which the method's second stage starts, if it has
+    /// one (BCP's self-training after its supervised pre-training): SGD's
+    /// momentum is cleared there and the LR schedule starts over, running
+    /// over the rest of the run; before it the rate is constant.
+    fn restart_at(&self, _cfg: &TrainConfig) -> Option<usize> {
+        None
     }
 
     /// The loss of 0-based iteration `iteration` from

@@ -41,6 +41,7 @@ fn objectives_combine_the_parts_as_the_spec_says() {
     let (label, sdm) = (t(&y), t(&target));
     let image = t(&[0.0; 4]);
     let targets = Targets {
+        forwarded: &[],
         image: &image,
         state: None,
         label: &label,

@@ -52,12 +52,16 @@ impl TrainingMethod for UaMt {
     /// all but the student's detached.
     fn forward(
         &self,
+        cfg: &TrainConfig,
         nets: &[&VNet],
         image: &Tensor,
         labelled: usize,
+        iteration: usize,
         draws: &mut StepDraws,
-    ) -> Result<Vec<VNetOutput>> {
-        let mut outputs = MeanTeacher.forward(nets, image, labelled, draws)?;
+    ) -> Result<Forward> {
+        let mut outputs = MeanTeacher
+            .forward(cfg, nets, image, labelled, iteration, draws)?
+            .outputs;
         let unlabelled = image.narrow(0, labelled, image.dim(0)? - labelled)?;
         let repeated = Tensor::cat(&[&unlabelled, &unlabelled], 0)?;
         for pass in 0..MC_PASSES {
@@ -65,7 +69,7 @@ impl TrainingMethod for UaMt {
             let out = nets[1].forward(&noisy, true, draws.dropout_for(2 + pass)?)?;
             outputs.push(out.detach());
         }
-        Ok(outputs)
+        Ok(outputs.into())
     }
 
     /// `0.5 (BCE + Dice)` on the labelled patches + `lambda` times the

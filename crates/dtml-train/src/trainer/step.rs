@@ -96,15 +96,20 @@ pub(super) fn step_in_group(
         Some(given) => StepDraws::given(given),
         None => StepDraws::seeded(cfg.seed, t),
     };
-    let outputs = method.forward(nets, &image, batch.labelled, &mut draws)?;
+    if method.restart_at(cfg) == Some(t) {
+        // The method's second stage starts afresh.
+        sgd.clear_momentum();
+    }
+    let forward = method.forward(cfg, nets, &image, batch.labelled, t, &mut draws)?;
     let targets = Targets {
+        forwarded: &forward.targets,
         image: &image,
         state: state.as_deref(),
         label: &label,
         sdm: sdm.as_ref(),
         labelled: batch.labelled,
     };
-    let obj = method.objective(cfg, &outputs, &targets, cfg.lambda_at(t), t)?;
+    let obj = method.objective(cfg, &forward.outputs, &targets, cfg.lambda_at(t), t)?;
     let loss = obj.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     let mut parts = BTreeMap::new();
     for (name, v) in &obj.parts {
