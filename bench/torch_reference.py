@@ -8,7 +8,7 @@ Two uses:
   dtml trains on) and save the students as `.pth`, which `dtml evaluate` scores exactly as it
   scores its own runs (its sliding window is golden-tested against the reference one):
 
-    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc|mean-teacher|ua-mt|cps|mc-net|mc-net-plus|sassnet) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
+    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc|mean-teacher|ua-mt|cps|mc-net|mc-net-plus|sassnet|bcp) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
 
 Batches: labelled and unlabelled case streams are fresh permutations per pass (as dtml draws
 them), each patch gets a random rot90 in x-y, a flip of x or y and a random crop (zero padding
@@ -49,11 +49,20 @@ MC_DICE_WEIGHT, MC_TEMPERATURE, MC_DICE_SMOOTH = 0.5, 0.1, 1e-8
 # SASSNet as its released code trains it (docs/methods/sassnet.md): adversarial weight 0.01, SDM MSE
 # weight 0.3, the discriminator (width 64) trained by Adam(1e-4, betas (0.9, 0.99)) after every step.
 SASS_CONSISTENCY, SASS_BETA, DISC_WIDTH, DISC_LR, DISC_BETAS, DISC_DROPOUT = 0.01, 0.3, 64, 1e-4, (0.9, 0.99), 0.5
+# BCP as its released code trains it (docs/methods/bcp.md): pre-training on the first 2000 of 17000
+# iterations, a box of 2/3 of each side, pseudo-labelled voxels weighted 0.5, a fixed EMA factor.
+BCP_PRETRAIN_FRACTION, BCP_MASK_RATIO, BCP_U_WEIGHT = 2000 / 17000, 2 / 3, 0.5
 
 
 def lr_at(t, iterations, lr=0.01, method=None):
     """x0.1 once t >= 5/12 N and again once t >= 10/12 N (the reference's `0.1 ** (t // 2500)`);
-    for the SSL4MIS-family methods lr (1 - t / N)^0.9, the rate their code sets after step t - 1."""
+    for the SSL4MIS-family methods lr (1 - t / N)^0.9, the rate their code sets after step t - 1;
+    for BCP constant while it pre-trains, then the steps over the rest of the run."""
+    if method == "bcp":
+        start = bcp_start(iterations)
+        if t < start:
+            return lr
+        t, iterations = t - start, iterations - start
     if method in POLY_METHODS:
         return lr * (1.0 - t / iterations) ** POLY_POWER
     if method in CONSTANT_LR_METHODS:
@@ -228,6 +237,98 @@ def discriminator_step(net, disc, dopt, x, n_lab, masks):
     return loss
 
 
+def bcp_start(iterations):
+    """BCP's first self-training iteration."""
+    return int(math.floor(BCP_PRETRAIN_FRACTION * iterations + 0.5))
+
+
+def bcp_box(rng, patch):
+    """The copy-paste box: (origin, size) per axis (x, y, z), origin in 0..side - size as the released
+    `context_mask`'s np.random.randint(0, side - size)."""
+    size = [int(s * BCP_MASK_RATIO) for s in patch]
+    origin = [int(rng.integers(0, s - z)) for s, z in zip(patch, size)]
+    return origin, size
+
+
+def bcp_mask(patch, origin, size, dtype):
+    """Ones with the box zero, shaped (x, y, z)."""
+    m = torch.ones(patch, dtype=dtype)
+    m[origin[0]:origin[0] + size[0], origin[1]:origin[1] + size[1], origin[2]:origin[2] + size[2]] = 0
+    return m
+
+
+def largest_cc(hard):
+    """Each patch's largest 26-connected component (skimage's label default, as released); empty stays empty."""
+    out = np.zeros_like(hard)
+    for i, m in enumerate(hard):
+        labels, n = ndi.label(m, np.ones((3, 3, 3)))
+        if n > 0:
+            out[i] = labels == np.argmax(np.bincount(labels.flat)[1:]) + 1
+    return out
+
+
+def bcp_dice(z, y, m):
+    """The released mask_DiceLoss on one logit: per patch and class (2 p y m + 1e-5) / ((p + y) m + 1e-5)."""
+    p = torch.sigmoid(z)
+    dice = []
+    for pc, yc in ((p, y), (1 - p, 1 - y)):
+        inter = (pc * yc * m).flatten(1).sum(1)
+        union = ((pc + yc) * m).flatten(1).sum(1)
+        dice.append((2 * inter + 1e-5) / (union + 1e-5))
+    return 1 - torch.cat(dice).mean()
+
+
+def bcp_ce(z, y, m):
+    ce = nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none")
+    return (ce * m).sum() / (m.expand_as(ce).sum() + 1e-16)
+
+
+def bcp_mix_loss(z, image_label, patch_label, m, image_weight, patch_weight):
+    inside = 1 - m
+    dice = bcp_dice(z, image_label, m) * image_weight + bcp_dice(z, patch_label, inside) * patch_weight
+    ce = bcp_ce(z, image_label, m) * image_weight + bcp_ce(z, patch_label, inside) * patch_weight
+    return (dice + ce) / 2
+
+
+def bcp_objective(nets, x, y, masks, n_lab, t, iterations, box):
+    """One BCP step's forward passes and loss (runs backward). The teacher must already be the
+    pre-trained student at the first self-training step (`bcp_copy_teacher`)."""
+    h = n_lab // 2
+    img_a, img_b, lab_a, lab_b = x[:h], x[h:n_lab], y[:h], y[h:n_lab]
+    m = bcp_mask(tuple(x.shape[2:]), box[0], box[1], x.dtype)
+    if t < bcp_start(iterations):
+        _, z = forward(nets[0], img_a * m + img_b * (1 - m), masks[0])
+        label = lab_a * m + lab_b * (1 - m)
+        ce, dice = bcp_ce(z, label, torch.ones_like(m)), bcp_dice(z, label, torch.ones_like(m))
+        total = (ce + dice) / 2
+        total.backward()
+        return total, {"pretrain_ce": ce, "pretrain_dice": dice}
+    unl_a, unl_b = x[n_lab:n_lab + h], x[n_lab + h:]
+    with torch.no_grad():
+        plab = [torch.from_numpy(largest_cc((forward(nets[1], u, masks[k])[1] >= 0).numpy())).to(x.dtype)
+                for k, u in enumerate((unl_a, unl_b))]
+    mm = m[None, None]
+    _, z_l = forward(nets[0], img_a * mm + unl_a * (1 - mm), masks[2])
+    _, z_u = forward(nets[0], unl_b * mm + img_b * (1 - mm), masks[3])
+    loss_l = bcp_mix_loss(z_l, lab_a, plab[0], m, 1.0, BCP_U_WEIGHT)
+    loss_u = bcp_mix_loss(z_u, plab[1], lab_b, m, BCP_U_WEIGHT, 1.0)
+    total = loss_l + loss_u
+    total.backward()
+    return total, {"loss_l": loss_l, "loss_u": loss_u}
+
+
+def bcp_copy_teacher(nets):
+    """At the first self-training step the teacher becomes the pre-trained student, statistics and all."""
+    nets[1].load_state_dict(nets[0].state_dict())
+
+
+def bcp_ema(nets, decay):
+    """BCP's teacher update: a fixed factor, parameters only."""
+    with torch.no_grad():
+        for tp, sp in zip(nets[1].parameters(), nets[0].parameters()):
+            tp.mul_(decay).add_((1 - decay) * sp)
+
+
 def make_networks(method, width):
     """The method's networks, PyTorch-default initialised (CPS re-initialises them in `train`)."""
     if method in EXTRA_DECODERS:
@@ -241,12 +342,12 @@ def mask_channels(method, width):
 
 
 def networks(method):
-    return 2 if method in ("dtml", "dtml-released", "cps") + TEACHERS else 1
+    return 2 if method in ("dtml", "dtml-released", "cps", "bcp") + TEACHERS else 1
 
 
 def trained(method, nets):
     """The networks SGD trains: all but a teacher."""
-    return nets[:1] if method in TEACHERS else nets
+    return nets[:1] if method in TEACHERS + ("bcp",) else nets
 
 
 def consistency_weight(method):
@@ -261,9 +362,13 @@ def default_dropout(method):
     return 0.0 if method == "dtml" else 0.5
 
 
-def pass_rows(method, n_lab, n_unl):
-    """Patches seen by each forward pass of a step, in order (one dropout-mask pair each)."""
+def pass_rows(method, n_lab, n_unl, t=0, iterations=1):
+    """Patches seen by each forward pass of step t, in order (one dropout-mask pair each)."""
     n = n_lab + n_unl
+    if method == "bcp":
+        # Pre-training: the student on the pasted labelled halves; then the teacher on both unlabelled
+        # halves and the student on both mixed halves.
+        return [n_lab // 2] if t < bcp_start(iterations) else [n_lab // 2] * 4
     if method == "mean-teacher":
         return [n, n_unl]
     if method == "ua-mt":
@@ -464,14 +569,26 @@ def train(prepared, out, method, iterations, seed, width=8, patch=(48, 48, 32), 
         target = None
         if method in ("dtml", "dtc", "sassnet"):
             target = torch.from_numpy(np.stack([sdm_target(m) for m in labels]).astype(np.float32))
-        masks = [dropout_masks(rng, rows, width, dropout, torch.float32, method) for rows in pass_rows(method, n_lab, n_unl)]
+        masks = [dropout_masks(rng, rows, width, dropout, torch.float32, method)
+                 for rows in pass_rows(method, n_lab, n_unl, t, iterations)]
         noise = [torch.from_numpy(teacher_noise(rng, s).astype(np.float32)) for s in noise_shapes(method, x, n_lab)]
         for g in opt.param_groups:
             g["lr"] = lr_at(t, iterations, method=method)
+        if method == "bcp" and t == bcp_start(iterations):
+            # Self-training: the teacher from the pre-trained student, a fresh optimizer.
+            bcp_copy_teacher(nets)
+            opt = torch.optim.SGD(nets[0].parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(t, iterations, method=method)
         opt.zero_grad()
-        total, _ = objective(method, nets, x, y, target, masks, consistency_weight(method) * lambda_at(t, iterations),
-                             noise, ua_mt_threshold(t, iterations), disc)
+        if method == "bcp":
+            total, _ = bcp_objective(nets, x, y, masks, n_lab, t, iterations, bcp_box(rng, patch))
+        else:
+            total, _ = objective(method, nets, x, y, target, masks, consistency_weight(method) * lambda_at(t, iterations),
+                                 noise, ua_mt_threshold(t, iterations), disc)
         opt.step()
+        if method == "bcp" and t >= bcp_start(iterations):
+            bcp_ema(nets, EMA_DECAY)
         if disc is not None:
             dmasks = [torch.from_numpy((rng.random((x.shape[0], c)) >= DISC_DROPOUT) / (1 - DISC_DROPOUT)).float()
                       for c in disc_mask_channels(DISC_WIDTH)]

@@ -52,8 +52,11 @@ EMA_DECAY = 0.9
 # SASSNet's discriminator: narrower than the released 64 (the same code at any width), so the
 # fixture stays small.
 DISC_WIDTH = 8
+# BCP's pre-training: the first quarter (5 iterations) instead of the released 2000 / 17000, so
+# both stages and the switch between them are compared.
+ref.BCP_PRETRAIN_FRACTION = 0.25
 # New methods go last: the plan / mask stream is shared, so earlier runs keep their draws.
-METHODS = ["dtml", "dtml-released", "dtc", "supervised", "mean-teacher", "ua-mt", "cps", "mc-net", "mc-net-plus", "sassnet"]
+METHODS = ["dtml", "dtml-released", "dtc", "supervised", "mean-teacher", "ua-mt", "cps", "mc-net", "mc-net-plus", "sassnet", "bcp"]
 DTYPE = torch.float64
 # Trajectory mode (see `trajectory`): every iteration also records the norm of
 # every state-dict tensor (weights and BN running statistics).
@@ -117,6 +120,10 @@ def run(method, cases, init, rng, tensors, stop=None):
     stop = ITERATIONS if stop is None else stop
     labelled, unlabelled = cases[:LABELLED_CASES], cases[LABELLED_CASES:]
     n_lab, n_unl = (LABELLED_BATCH, UNLABELLED_BATCH) if method != "supervised" else (LABELLED_BATCH + UNLABELLED_BATCH, 0)
+    if method == "bcp":
+        # BCP's passes each see half the labelled or unlabelled patches: 4 + 4 gives them 2 each, where
+        # 1 (BatchNorm over one patch's 2 bottleneck voxels) makes PyTorch's own run chaotic at once.
+        n_lab, n_unl = 2 * LABELLED_BATCH, 2 * UNLABELLED_BATCH
     nets = []
     for net, state in zip(ref.make_networks(method, WIDTH), init):
         net = net.to(DTYPE)
@@ -147,7 +154,7 @@ def run(method, cases, init, rng, tensors, stop=None):
         masks = []
         # One mask pair per forward pass: per network, a teacher's on the unlabelled patches only,
         # and UA-MT's Monte-Carlo passes.
-        for i, rows in enumerate(ref.pass_rows(method, n_lab, n_unl)):
+        for i, rows in enumerate(ref.pass_rows(method, n_lab, n_unl, t, ITERATIONS)):
             drawn = [torch.from_numpy((rng.random((rows, c)) >= DROPOUT) / (1 - DROPOUT)) for c in ref.mask_channels(method, WIDTH)]
             names = ["bottleneck", "last"] + [f"extra{k}" for k in range(len(drawn) - 2)]
             for name, m in zip(names, drawn):
@@ -158,13 +165,25 @@ def run(method, cases, init, rng, tensors, stop=None):
         shapes = ref.noise_shapes(method, x, n_lab)
         noise = [torch.from_numpy(lockstep_noise(t, i, s)).to(DTYPE) for i, s in enumerate(shapes)]
         lam, lr = ref.consistency_weight(method) * ref.lambda_at(t, ITERATIONS), ref.lr_at(t, ITERATIONS, LR, method)
+        boxes = []
+        if method == "bcp" and t == ref.bcp_start(ITERATIONS):
+            # Self-training: the teacher from the pre-trained student, a fresh optimizer.
+            ref.bcp_copy_teacher(nets)
+            opt = torch.optim.SGD(nets[0].parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad()
-        total, parts = ref.objective(method, nets, x, y, target, masks, lam, noise, ref.ua_mt_threshold(t, ITERATIONS),
-                                     disc)
+        if method == "bcp":
+            box = ref.bcp_box(rng, PATCH)
+            boxes.append(box[0])
+            total, parts = ref.bcp_objective(nets, x, y, masks, n_lab, t, ITERATIONS, box)
+        else:
+            total, parts = ref.objective(method, nets, x, y, target, masks, lam, noise,
+                                         ref.ua_mt_threshold(t, ITERATIONS), disc)
         opt.step()
         ref.ema_update(method, nets, t, EMA_DECAY)
+        if method == "bcp" and t >= ref.bcp_start(ITERATIONS):
+            ref.bcp_ema(nets, EMA_DECAY)
         if disc is not None:
             # The discriminator's dropout masks: the step's next pass.
             i = len(masks)
@@ -176,6 +195,7 @@ def run(method, cases, init, rng, tensors, stop=None):
             parts["discriminator"] = ref.discriminator_step(nets[0], disc, dopt, x, n_lab, [m.to(DTYPE) for m in drawn])
         iterations.append({
             "plan": plan, "lambda": lam, "lr": lr, "loss": total.item(), "noise": [list(s) for s in shapes],
+            "boxes": boxes,
             "parts": {k: v.item() for k, v in parts.items()},
         })
         if RECORD_NORMS:
@@ -203,7 +223,7 @@ def settings(n_cases, stable_for, runs):
         "unlabelled_batch": UNLABELLED_BATCH, "cases": n_cases, "labelled_cases": LABELLED_CASES,
         "lr": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY, "lr_steps": LR_STEPS,
         "lr_gamma": LR_GAMMA, "sharpness": SHARPNESS, "dropout": DROPOUT, "dtc_beta": DTC_BETA,
-        "ema_decay": EMA_DECAY, "discriminator_width": DISC_WIDTH,
+        "ema_decay": EMA_DECAY, "discriminator_width": DISC_WIDTH, "pretrain_fraction": ref.BCP_PRETRAIN_FRACTION,
         "stable_iterations": stable_for, "runs": runs,
     }
 

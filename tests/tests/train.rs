@@ -13,6 +13,8 @@ fn train_args<'a>(
     method: &'a str,
     iterations: &'a str,
 ) -> Vec<&'a str> {
+    // BCP pairs halves of the labelled and unlabelled patches.
+    let batch = if method == "bcp" { "2" } else { "1" };
     vec![
         "train",
         "--data",
@@ -28,9 +30,9 @@ fn train_args<'a>(
         "--width",
         "2",
         "--labelled-batch",
-        "1",
+        batch,
         "--unlabelled-batch",
-        "1",
+        batch,
         "--checkpoint-every",
         "3",
     ]
@@ -161,7 +163,8 @@ fn same_seed_same_losses_and_sigkill_then_resume_continues_exactly() {
     // CPS, whose second network is trained but not exported, MC-Net, whose
     // network has a second decoder, and SASSNet, whose discriminator and
     // its Adam moments live beside the network.
-    for method in ["dtml", "mean-teacher", "cps", "mc-net", "sassnet"] {
+    // BCP, whose second stage restarts SGD and copies the teacher.
+    for method in ["dtml", "mean-teacher", "cps", "mc-net", "sassnet", "bcp"] {
         kill_and_resume(method);
     }
 }

@@ -47,11 +47,15 @@ pub enum Method {
     /// discriminator that pushes unlabelled patches' signed distance maps
     /// towards the labelled ones'.
     Sassnet,
+    /// BCP (Bai et al., CVPR 2023): supervised copy-paste pre-training,
+    /// then a mean teacher whose pseudo labels and the real ones are
+    /// pasted into each other's patches both ways.
+    Bcp,
 }
 
 impl Method {
     /// All methods, for help texts.
-    pub const ALL: [Method; 10] = [
+    pub const ALL: [Method; 11] = [
         Method::Dtml,
         Method::DtmlReleased,
         Method::Dtc,
@@ -62,6 +66,7 @@ impl Method {
         Method::McNet,
         Method::McNetPlus,
         Method::Sassnet,
+        Method::Bcp,
     ];
 
     /// The name used on the command line and in files (as `Display`

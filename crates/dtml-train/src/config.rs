@@ -144,6 +144,15 @@ hyper_parameters! {
     /// Adam learning rate of SASSNet's discriminator (sassnet).
     #[flag("Objective")]
     discriminator_lr: f64 = 1e-4,
+    /// Share of the run BCP pre-trains on labelled copy-paste before its self-training (the released 2000 of 2000 + 15000 iterations) (bcp).
+    #[flag("Objective")]
+    pretrain_fraction: f64 = 2000.0 / 17000.0,
+    /// Side of BCP's copy-paste box as a share of the patch's, on each axis (bcp).
+    #[flag("Objective")]
+    mask_ratio: f64 = 2.0 / 3.0,
+    /// Weight of pseudo-labelled voxels in BCP's losses, where real labels weigh 1 (bcp).
+    #[flag("Objective")]
+    unlabelled_weight: f64 = 0.5,
     /// SDM regression loss of the boundary student.
     #[flag("Objective", value_enum)]
     sdm_loss: SdmLoss = SdmLoss::L1,
@@ -472,6 +481,8 @@ mod tests {
             (Method::Cps, 0.5, 0.1),
             (Method::McNet, 0.5, 1.0),
             (Method::McNetPlus, 0.5, 1.0),
+            (Method::Sassnet, 0.5, 0.01),
+            (Method::Bcp, 0.5, 1.0),
         ] {
             assert_eq!(of(method).dropout(), dropout, "{method}");
             assert_eq!(of(method).consistency(), consistency, "{method}");
@@ -500,5 +511,13 @@ mod tests {
         };
         assert_eq!(lr(step, 50), 0.001);
         assert_eq!(lr(of(Method::McNet), 99), 0.01);
+        // BCP: constant while it pre-trains (12 of 100 iterations), then
+        // the steps over the 88 left (x0.1 from 12 + 36.7).
+        let bcp = |t| lr(of(Method::Bcp), t);
+        assert_eq!(
+            (bcp(0), bcp(11), bcp(12), bcp(48)),
+            (0.01, 0.01, 0.01, 0.01)
+        );
+        assert!((bcp(49) - 0.001).abs() < 1e-15);
     }
 }

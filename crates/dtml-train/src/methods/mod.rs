@@ -7,6 +7,7 @@
 //! [`plugin`] (and its name in `dtml_infer::Method`, which a run directory
 //! records).
 
+mod bcp;
 mod cps;
 mod dtc;
 mod dtml;
@@ -38,6 +39,7 @@ pub fn plugin(method: Method) -> &'static dyn TrainingMethod {
         Method::McNet => &mc_net::McNet { plus: false },
         Method::McNetPlus => &mc_net::McNet { plus: true },
         Method::Sassnet => &sassnet::Sassnet,
+        Method::Bcp => &bcp::Bcp,
     }
 }
 

@@ -103,7 +103,7 @@ fn names_round_trip() {
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(json, format!("\"{}\"", m.name()));
     }
-    assert!("sassnet".parse::<Method>().is_err());
+    assert!("fixmatch".parse::<Method>().is_err());
     assert_eq!("dtml-released".parse(), Ok(Method::DtmlReleased));
 }
 
