@@ -617,6 +617,15 @@ fn ua_mt_matches_pytorch() {
 }
 
 #[test]
+fn a_wrong_ua_mt_ramp_is_caught() {
+    let g = golden();
+    let mut cfg = g.config(Method::UaMt);
+    // The consistency ramp over 90 % of the run instead of all of it.
+    cfg.rampup_fraction = 0.9;
+    assert_caught(Method::UaMt, cfg, 0.1, "ramp-up");
+}
+
+#[test]
 fn a_wrong_ema_decay_is_caught() {
     let g = golden();
     let mut cfg = g.config(Method::MeanTeacher);

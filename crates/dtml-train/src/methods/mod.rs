@@ -460,6 +460,12 @@ pub trait TrainingMethod: Sync {
         Ok(None)
     }
 
+    /// Training memory of the method's state per patch voxel and sample
+    /// (beyond its V-Nets), for the step's memory check.
+    fn state_bytes_per_voxel_sample(&self, _cfg: &TrainConfig) -> f64 {
+        0.0
+    }
+
     /// Updates the state after [`TrainingMethod::after_update`]; returns
     /// loss parts to log (SASSNet's discriminator loss).
     fn update_state(
