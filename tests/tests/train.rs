@@ -97,19 +97,6 @@ fn every_method_trains_and_its_run_predicts() {
         assert!(eval.join("metrics.csv").is_file(), "{method}");
     }
     let run = dir.path().join("run-dtml");
-    let eval = dir.path().join("eval");
-    dtml_ok(&[
-        "evaluate",
-        "--model",
-        s(&run),
-        "--data",
-        s(&data),
-        "--out",
-        s(&eval),
-        "--stride",
-        "16,16,8",
-    ]);
-    assert!(eval.join("metrics.csv").is_file());
     let scans = dir.path().join("data/imagesTs");
     let pred = dir.path().join("pred");
     dtml_ok(&[

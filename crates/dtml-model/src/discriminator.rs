@@ -117,42 +117,13 @@ impl Discriminator {
         let mut dropout = dropout;
         let mut h = (self.conv("conv0", map)? + self.conv("conv1", image)?)?;
         for (stage, next) in ["conv2", "conv3", "conv4"].into_iter().enumerate() {
-            h = self.drop(&leaky_relu(&h)?, &mut dropout, stage)?;
+            h = dropout.apply(&leaky_relu(&h)?, stage, DISCRIMINATOR_DROPOUT)?;
             h = self.conv(next, &h)?;
         }
         let h = leaky_relu(&h)?.flatten_from(2)?.mean(2)?;
         let w = self.var("classifier.weight");
         Ok(h.matmul(&w.t()?)?
             .broadcast_add(&self.var("classifier.bias"))?)
-    }
-
-    fn drop(&self, h: &Tensor, dropout: &mut Dropout, which: usize) -> Result<Tensor> {
-        let (n, c) = (h.dim(0)?, h.dim(1)?);
-        let mask = match dropout {
-            Dropout::Off => return Ok(h.clone()),
-            Dropout::Masks(masks) => masks
-                .get(which)
-                .ok_or_else(|| ModelError::Input {
-                    shape: vec![masks.len()],
-                    reason: format!("no discriminator dropout mask for stage {which}"),
-                })?
-                .clone(),
-            Dropout::Seeded(rng) => ops::channel_dropout_mask(
-                n,
-                c,
-                DISCRIMINATOR_DROPOUT,
-                rng,
-                self.dtype,
-                &self.device,
-            )?,
-        };
-        if mask.dims() != [n, c] {
-            return Err(ModelError::Input {
-                shape: mask.dims().to_vec(),
-                reason: format!("discriminator dropout mask must be ({n}, {c})"),
-            });
-        }
-        Ok(h.broadcast_mul(&mask.reshape((n, c, 1, 1, 1))?)?)
     }
 
     /// Its parameters by name (all are trained).

@@ -83,7 +83,7 @@ impl Default for VNetConfig {
     }
 }
 
-/// What to do with the two channel-dropout layers.
+/// What to do with a network's channel-dropout layers.
 pub enum Dropout<'a> {
     /// No dropout (evaluation, or training with dropout disabled).
     Off,
@@ -93,6 +93,42 @@ pub enum Dropout<'a> {
     /// bottleneck, the last decoder stage, then each extra decoder's last
     /// stage.
     Masks(&'a [Tensor]),
+}
+
+impl Dropout<'_> {
+    /// Channel dropout of `h` `(N, C, ...)` with probability `p` at
+    /// dropout layer `which` of a network: given masks by index, seeded
+    /// ones drawn as PyTorch's `Dropout3d` keeps a channel (kept values
+    /// scaled by `1 / (1 - p)`).
+    pub(crate) fn apply(&mut self, h: &Tensor, which: usize, p: f64) -> Result<Tensor> {
+        let (n, c) = (h.dim(0)?, h.dim(1)?);
+        let mask = match self {
+            Dropout::Off => return Ok(h.clone()),
+            Dropout::Masks(masks) => masks
+                .get(which)
+                .ok_or_else(|| ModelError::Input {
+                    shape: vec![masks.len()],
+                    reason: format!("no dropout mask for layer {which} among those given"),
+                })?
+                .clone(),
+            Dropout::Seeded(rng) => {
+                let keep = 1.0 / (1.0 - p);
+                let v: Vec<f64> = (0..n * c)
+                    .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+                    .collect();
+                Tensor::from_vec(v, (n, c), &Device::Cpu)?
+                    .to_dtype(h.dtype())?
+                    .to_device(h.device())?
+            }
+        };
+        if mask.dims() != [n, c] {
+            return Err(ModelError::Input {
+                shape: mask.dims().to_vec(),
+                reason: format!("dropout mask must be ({n}, {c})"),
+            });
+        }
+        Ok(h.broadcast_mul(&mask.reshape((n, c, 1, 1, 1))?)?)
+    }
 }
 
 /// The two heads' outputs, `(N, classes, Z, Y, X)`.
@@ -412,34 +448,7 @@ impl VNet {
     }
 
     fn drop(&self, h: &Tensor, dropout: &mut Dropout, which: usize) -> Result<Tensor> {
-        let (n, c) = (h.dim(0)?, h.dim(1)?);
-        let mask = match dropout {
-            Dropout::Off => return Ok(h.clone()),
-            Dropout::Masks(masks) => masks
-                .get(which)
-                .ok_or_else(|| ModelError::Input {
-                    shape: vec![masks.len()],
-                    reason: format!("no dropout mask for layer {which} among those given"),
-                })?
-                .clone(),
-            Dropout::Seeded(rng) => {
-                let p = self.config.dropout;
-                let keep = 1.0 / (1.0 - p);
-                let v: Vec<f64> = (0..n * c)
-                    .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
-                    .collect();
-                Tensor::from_vec(v, (n, c), &Device::Cpu)?
-                    .to_dtype(self.dtype)?
-                    .to_device(&self.device)?
-            }
-        };
-        if mask.dims() != [n, c] {
-            return Err(ModelError::Input {
-                shape: mask.dims().to_vec(),
-                reason: format!("dropout mask must be ({n}, {c})"),
-            });
-        }
-        Ok(h.broadcast_mul(&mask.reshape((n, c, 1, 1, 1))?)?)
+        dropout.apply(h, which, self.config.dropout)
     }
 
     /// Parameters an optimizer updates: conv weights and biases, BN affine.
