@@ -459,8 +459,11 @@ def objective(method, nets, x, y, target, masks, lam, noise=(), threshold=None, 
     elif method == "cps":
         _, seg_1 = forward(nets[0], x, masks[0])
         _, seg_2 = forward(nets[1], x, masks[1])
-        loss_1 = 0.5 * (bce(seg_1[:L], y) + dice_loss(torch.sigmoid(seg_1[:L]), y))
-        loss_2 = 0.5 * (bce(seg_2[:L], y) + dice_loss(torch.sigmoid(seg_2[:L]), y))
+        # SSL4MIS's DiceLoss(2): the mean of the background's and the foreground's Dice.
+        def sup(z):
+            p = torch.sigmoid(z)
+            return 0.5 * (bce(z, y) + 0.5 * (dice_loss(p, y) + dice_loss(1 - p, 1 - y)))
+        loss_1, loss_2 = sup(seg_1[:L]), sup(seg_2[:L])
         # Two-class argmax of the other network's detached prediction: foreground iff its logit > 0.
         hard_1, hard_2 = (seg_1[L:].detach() > 0).to(x.dtype), (seg_2[L:].detach() > 0).to(x.dtype)
         cps = bce(seg_1[L:], hard_2) + bce(seg_2[L:], hard_1)

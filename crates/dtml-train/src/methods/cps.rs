@@ -1,13 +1,26 @@
 //! Cross pseudo supervision (Chen et al., CVPR 2021) as SSL4MIS trains it
 //! in 3D (`docs/methods/cps.md`): two networks of one architecture,
 //! initialised differently (Kaiming-normal and Xavier-normal convolution
-//! weights), each trained on `0.5 (BCE + Dice)` of the labelled patches
+//! weights), each trained on `0.5 (CE + Dice)` of the labelled patches
 //! plus `lambda(t)` times the cross entropy against the other network's
 //! hard labels of the unlabelled patches. The first network is the one
 //! exported; the second only trains it.
 
 use super::*;
-use dtml_loss::bce_with_logits;
+use dtml_loss::{DiceVariant, bce_with_logits, dice_loss};
+
+/// `0.5 (CE + Dice)` on the labelled patches with SSL4MIS's `DiceLoss`:
+/// the mean of the background's and the foreground's squared-denominator
+/// Dice over the batch.
+fn supervised_loss(logits: &Tensor, targets: &Targets) -> Result<Tensor> {
+    let z = head(logits, targets.labelled)?;
+    let p = candle_nn::ops::sigmoid(&z)?;
+    let y = targets.label;
+    let fg = dice_loss(&p, y, DiceVariant::Squared)?;
+    let bg = dice_loss(&p.affine(-1.0, 1.0)?, &y.affine(-1.0, 1.0)?, DiceVariant::Squared)?;
+    let dice = ((fg + bg)? * 0.5)?;
+    Ok(((bce_with_logits(&z, y)? + dice)? * 0.5)?)
+}
 
 pub(super) struct Cps;
 
@@ -42,12 +55,12 @@ impl TrainingMethod for Cps {
     }
 
     /// `L_1 + L_2 + lambda (CE(s1_u, [s2_u > 0]) + CE(s2_u, [s1_u > 0]))`,
-    /// `L_i` each network's `0.5 (BCE + Dice)` on the labelled patches and
+    /// `L_i` each network's [`supervised_loss`] and
     /// `[s > 0]` the argmax of the detached two-class prediction (a tie
     /// goes to background, as `argmax` picks the first).
     fn objective(
         &self,
-        cfg: &TrainConfig,
+        _cfg: &TrainConfig,
         outputs: &[VNetOutput],
         targets: &Targets,
         lambda: f64,
@@ -55,8 +68,8 @@ impl TrainingMethod for Cps {
     ) -> Result<Objective> {
         let l = targets.labelled;
         let (s1, s2) = (&outputs[0].seg_logits, &outputs[1].seg_logits);
-        let loss_1 = region_loss(cfg, s1, targets)?;
-        let loss_2 = region_loss(cfg, s2, targets)?;
+        let loss_1 = supervised_loss(s1, targets)?;
+        let loss_2 = supervised_loss(s2, targets)?;
         let unlabelled = |s: &Tensor| s.narrow(0, l, s.dim(0)? - l);
         let (u1, u2) = (unlabelled(s1)?, unlabelled(s2)?);
         let hard = |s: &Tensor| -> Result<Tensor> { Ok(s.detach().gt(0.0)?.to_dtype(s.dtype())?) };
