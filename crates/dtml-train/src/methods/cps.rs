@@ -7,20 +7,7 @@
 //! exported; the second only trains it.
 
 use super::*;
-use dtml_loss::{DiceVariant, bce_with_logits, dice_loss};
-
-/// `0.5 (CE + Dice)` on the labelled patches with SSL4MIS's `DiceLoss`:
-/// the mean of the background's and the foreground's squared-denominator
-/// Dice over the batch.
-fn supervised_loss(logits: &Tensor, targets: &Targets) -> Result<Tensor> {
-    let z = head(logits, targets.labelled)?;
-    let p = candle_nn::ops::sigmoid(&z)?;
-    let y = targets.label;
-    let fg = dice_loss(&p, y, DiceVariant::Squared)?;
-    let bg = dice_loss(&p.affine(-1.0, 1.0)?, &y.affine(-1.0, 1.0)?, DiceVariant::Squared)?;
-    let dice = ((fg + bg)? * 0.5)?;
-    Ok(((bce_with_logits(&z, y)? + dice)? * 0.5)?)
-}
+use dtml_loss::bce_with_logits;
 
 pub(super) struct Cps;
 
@@ -55,7 +42,7 @@ impl TrainingMethod for Cps {
     }
 
     /// `L_1 + L_2 + lambda (CE(s1_u, [s2_u > 0]) + CE(s2_u, [s1_u > 0]))`,
-    /// `L_i` each network's [`supervised_loss`] and
+    /// `L_i` each network's [`ssl4mis_supervised_loss`] and
     /// `[s > 0]` the argmax of the detached two-class prediction (a tie
     /// goes to background, as `argmax` picks the first).
     fn objective(
@@ -68,8 +55,8 @@ impl TrainingMethod for Cps {
     ) -> Result<Objective> {
         let l = targets.labelled;
         let (s1, s2) = (&outputs[0].seg_logits, &outputs[1].seg_logits);
-        let loss_1 = supervised_loss(s1, targets)?;
-        let loss_2 = supervised_loss(s2, targets)?;
+        let loss_1 = ssl4mis_supervised_loss(s1, targets)?;
+        let loss_2 = ssl4mis_supervised_loss(s2, targets)?;
         let unlabelled = |s: &Tensor| s.narrow(0, l, s.dim(0)? - l);
         let (u1, u2) = (unlabelled(s1)?, unlabelled(s2)?);
         let hard = |s: &Tensor| -> Result<Tensor> { Ok(s.detach().gt(0.0)?.to_dtype(s.dtype())?) };

@@ -505,5 +505,23 @@ fn region_loss(cfg: &TrainConfig, seg: &Tensor, targets: &Targets) -> Result<Ten
     Ok(((bce + dice)? * 0.5)?)
 }
 
+/// `0.5 (CE + Dice)` on the labelled patches with SSL4MIS's `DiceLoss(2)`
+/// (the supervised loss of its 3D baselines, cps among them):
+/// the mean of the background's and the foreground's squared-denominator
+/// Dice over the batch.
+fn ssl4mis_supervised_loss(logits: &Tensor, targets: &Targets) -> Result<Tensor> {
+    let z = head(logits, targets.labelled)?;
+    let p = candle_nn::ops::sigmoid(&z)?;
+    let y = targets.label;
+    let fg = dtml_loss::dice_loss(&p, y, dtml_loss::DiceVariant::Squared)?;
+    let bg = dtml_loss::dice_loss(
+        &p.affine(-1.0, 1.0)?,
+        &y.affine(-1.0, 1.0)?,
+        dtml_loss::DiceVariant::Squared,
+    )?;
+    let dice = ((fg + bg)? * 0.5)?;
+    Ok(((dtml_loss::bce_with_logits(&z, y)? + dice)? * 0.5)?)
+}
+
 #[cfg(test)]
 mod tests;
