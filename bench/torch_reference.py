@@ -8,7 +8,7 @@ Two uses:
   dtml trains on) and save the students as `.pth`, which `dtml evaluate` scores exactly as it
   scores its own runs (its sliding window is golden-tested against the reference one):
 
-    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc|mean-teacher|ua-mt|cps|mc-net|mc-net-plus|sassnet|bcp) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
+    torch_reference.py train PREPARED OUT METHOD(dtml|supervised|dtc|mean-teacher|ua-mt|cps|mc-net|mc-net-plus|sassnet|bcp|entropy-min) ITERATIONS SEED [WIDTH] [PATCH x,y,z] [DROPOUT]
 
 Batches: labelled and unlabelled case streams are fresh permutations per pass (as dtml draws
 them), each patch gets a random rot90 in x-y, a flip of x or y and a random crop (zero padding
@@ -39,7 +39,7 @@ TEACHERS = ("mean-teacher", "ua-mt")
 MC_PASSES = 4  # UA-MT: T = 8 samples as 4 passes of the unlabelled patches twice over
 # Cross pseudo supervision as SSL4MIS's 3D code trains it (docs/methods/cps.md).
 CPS_CONSISTENCY, POLY_POWER = 0.1, 0.9
-POLY_METHODS = ("cps",)
+POLY_METHODS = ("cps", "entropy-min")
 # MC-Net as its released code trains it (docs/methods/mc-net.md): constant LR, Dice weight 0.5,
 # sharpening temperature 0.1, Binary_dice_loss's 1e-8.
 CONSTANT_LR_METHODS = ("mc-net", "mc-net-plus")
@@ -117,6 +117,14 @@ def sdm_target(mask):
 
 def dice_loss(p, y):
     return 1 - (2 * (p * y).sum() + 1e-5) / ((p * p).sum() + (y * y).sum() + 1e-5)
+
+
+def ssl4mis_supervised(z, y):
+    """SSL4MIS's 3D supervised loss: 0.5 (CE + DiceLoss(2)), its Dice the mean of the background's and
+    the foreground's."""
+    p = torch.sigmoid(z)
+    ce = nn.functional.binary_cross_entropy_with_logits(z, y)
+    return 0.5 * (ce + 0.5 * (dice_loss(p, y) + dice_loss(1 - p, 1 - y)))
 
 
 def forward(net, x, masks):
@@ -354,7 +362,7 @@ def consistency_weight(method):
     """Final weight w of lambda(t): each method's released value."""
     if method == "sassnet":
         return SASS_CONSISTENCY
-    return MT_CONSISTENCY if method in TEACHERS else CPS_CONSISTENCY if method == "cps" else 1.0
+    return MT_CONSISTENCY if method in TEACHERS else CPS_CONSISTENCY if method in ("cps", "entropy-min") else 1.0
 
 
 def default_dropout(method):
@@ -456,14 +464,19 @@ def objective(method, nets, x, y, target, masks, lam, noise=(), threshold=None, 
         parts = {"dice": dice, "consistency": cons}
         total = MC_DICE_WEIGHT * dice + lam * cons
         total.backward()
+    elif method == "entropy-min":
+        _, z = forward(nets[0], x, masks[0])
+        loss = ssl4mis_supervised(z[:L], y)
+        p = torch.sigmoid(z)
+        # The released two-class entropy_loss: sum over the classes, / ln 2, mean over the voxels.
+        entropy = (-(p * torch.log(p + 1e-6) + (1 - p) * torch.log(1 - p + 1e-6)) / math.log(2)).mean()
+        parts = {"loss": loss, "entropy": entropy}
+        total = loss + lam * entropy
+        total.backward()
     elif method == "cps":
         _, seg_1 = forward(nets[0], x, masks[0])
         _, seg_2 = forward(nets[1], x, masks[1])
-        # SSL4MIS's DiceLoss(2): the mean of the background's and the foreground's Dice.
-        def sup(z):
-            p = torch.sigmoid(z)
-            return 0.5 * (bce(z, y) + 0.5 * (dice_loss(p, y) + dice_loss(1 - p, 1 - y)))
-        loss_1, loss_2 = sup(seg_1[:L]), sup(seg_2[:L])
+        loss_1, loss_2 = ssl4mis_supervised(seg_1[:L], y), ssl4mis_supervised(seg_2[:L], y)
         # Two-class argmax of the other network's detached prediction: foreground iff its logit > 0.
         hard_1, hard_2 = (seg_1[L:].detach() > 0).to(x.dtype), (seg_2[L:].detach() > 0).to(x.dtype)
         cps = bce(seg_1[L:], hard_2) + bce(seg_2[L:], hard_1)

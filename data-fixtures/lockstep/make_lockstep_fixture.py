@@ -56,7 +56,7 @@ DISC_WIDTH = 8
 # both stages and the switch between them are compared.
 ref.BCP_PRETRAIN_FRACTION = 0.25
 # New methods go last: the plan / mask stream is shared, so earlier runs keep their draws.
-METHODS = ["dtml", "dtml-released", "dtc", "supervised", "mean-teacher", "ua-mt", "cps", "mc-net", "mc-net-plus", "sassnet", "bcp"]
+METHODS = ["dtml", "dtml-released", "dtc", "supervised", "mean-teacher", "ua-mt", "cps", "mc-net", "mc-net-plus", "sassnet", "bcp", "entropy-min"]
 DTYPE = torch.float64
 # Trajectory mode (see `trajectory`): every iteration also records the norm of
 # every state-dict tensor (weights and BN running statistics).

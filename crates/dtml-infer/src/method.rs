@@ -51,11 +51,15 @@ pub enum Method {
     /// then a mean teacher whose pseudo labels and the real ones are
     /// pasted into each other's patches both ways.
     Bcp,
+    /// Entropy minimisation (Grandvalet & Bengio 2004, as SSL4MIS trains
+    /// it in 3D): the supervised loss plus the mean entropy of the
+    /// predictions on every patch.
+    EntropyMin,
 }
 
 impl Method {
     /// All methods, for help texts.
-    pub const ALL: [Method; 11] = [
+    pub const ALL: [Method; 12] = [
         Method::Dtml,
         Method::DtmlReleased,
         Method::Dtc,
@@ -67,6 +71,7 @@ impl Method {
         Method::McNetPlus,
         Method::Sassnet,
         Method::Bcp,
+        Method::EntropyMin,
     ];
 
     /// The name used on the command line and in files (as `Display`

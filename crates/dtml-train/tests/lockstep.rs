@@ -742,6 +742,20 @@ fn a_wrong_bcp_pretraining_is_caught() {
 }
 
 #[test]
+fn entropy_min_matches_pytorch() {
+    matches_pytorch(Method::EntropyMin);
+}
+
+#[test]
+fn a_wrong_entropy_min_lr_schedule_is_caught() {
+    let g = golden();
+    let mut cfg = g.config(Method::EntropyMin);
+    // dtml's steps instead of the released poly rate.
+    cfg.lr_schedule = Some(LrSchedule::Step);
+    assert_caught(Method::EntropyMin, cfg, 0.1, "LR schedule");
+}
+
+#[test]
 fn a_wrong_bn_momentum_is_caught() {
     let g = golden();
     let cfg = g.config(Method::Supervised);

@@ -11,6 +11,7 @@ mod bcp;
 mod cps;
 mod dtc;
 mod dtml;
+mod entropy_min;
 mod mc_net;
 mod mean_teacher;
 mod sassnet;
@@ -40,6 +41,7 @@ pub fn plugin(method: Method) -> &'static dyn TrainingMethod {
         Method::McNetPlus => &mc_net::McNet { plus: true },
         Method::Sassnet => &sassnet::Sassnet,
         Method::Bcp => &bcp::Bcp,
+        Method::EntropyMin => &entropy_min::EntropyMin,
     }
 }
 
