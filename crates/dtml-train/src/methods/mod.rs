@@ -462,9 +462,10 @@ pub trait TrainingMethod: Sync {
         Ok(None)
     }
 
-    /// Training memory of the method's state per patch voxel and sample
-    /// (beyond its V-Nets), for the step's memory check.
-    fn state_bytes_per_voxel_sample(&self, _cfg: &TrainConfig) -> f64 {
+    /// Training memory of the method's state beyond its V-Nets, for a
+    /// step over `voxel_samples` patch voxels (voxels times patches), for
+    /// the step's memory check.
+    fn state_memory_bytes(&self, _cfg: &TrainConfig, _voxel_samples: f64) -> f64 {
         0.0
     }
 

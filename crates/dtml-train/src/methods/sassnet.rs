@@ -110,12 +110,16 @@ impl TrainingMethod for Sassnet {
         Ok(Some(Box::new(Adversary::new(cfg, seed, dtype, device)?)))
     }
 
-    /// The discriminator's activations, gradients and Adam moments: peak
-    /// RSS at 48x48x32, width 8, 4 patches grew by 48 bytes per voxel and
-    /// patch for each unit of its width (338 MB at 8, 566 MB at 32, 1128 MB
-    /// at 64; supervised alone 283 MB).
-    fn state_bytes_per_voxel_sample(&self, cfg: &TrainConfig) -> f64 {
-        48.0 * cfg.discriminator_width as f64
+    /// The discriminator's weights, gradients and Adam moments (growing
+    /// with the square of its width) and its activations. Measured as peak
+    /// RSS over the supervised baseline's at V-Net width 8, 4 patches,
+    /// discriminator width 64: 650 MB at 32x32x32, 845 MB at 48x48x32,
+    /// 1391 MB at 64x64x48, so about 500 MB fixed and 1130 bytes per patch
+    /// voxel (18 per voxel and unit of width; 338 / 566 MB total at widths
+    /// 8 / 32 and 48x48x32).
+    fn state_memory_bytes(&self, cfg: &TrainConfig, voxel_samples: f64) -> f64 {
+        let width = cfg.discriminator_width as f64;
+        500e6 * (width / 64.0).powi(2) + 18.0 * width * voxel_samples
     }
 
     /// `Dice + beta * MSE(sdm) + lambda * CE(D(sdm_u, x_u), labelled)`;

@@ -61,10 +61,8 @@ pub(super) fn check_step_memory(cfg: &TrainConfig) -> Result<()> {
     let method = cfg.plugin();
     let networks =
         method.networks().len() as f64 + EXTRA_DECODER_NETS * method.extra_decoders().len() as f64;
-    let need = voxels
-        * samples
-        * (cfg.width as f64 * networks * BYTES_PER_VOXEL_SAMPLE_WIDTH_NET
-            + method.state_bytes_per_voxel_sample(cfg));
+    let need = voxels * samples * cfg.width as f64 * networks * BYTES_PER_VOXEL_SAMPLE_WIDTH_NET
+        + method.state_memory_bytes(cfg, voxels * samples);
     dtml_volume::confine::check_memory(
         Path::new("--patch"),
         &format!(
