@@ -382,7 +382,7 @@ fn help_shows_every_default_and_choices_are_typed() {
         err.contains("l2") && err.contains("l1") && err.contains("mse"),
         "{err}"
     );
-    let err = dtml_err(&["train", "--method", "sassnet"]);
+    let err = dtml_err(&["train", "--method", "fixmatch"]);
     assert!(err.contains("dtml-released"), "{err}");
     // Sizes are three values x,y,z, refused with the reason otherwise.
     let err = dtml_err(&["train", "--patch", "112,112"]);

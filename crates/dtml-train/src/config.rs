@@ -408,6 +408,15 @@ mod tests {
         assert!(bad.validate().is_err());
     }
 
+    /// The configuration survives `run.json` exactly, fractions such as
+    /// BCP's 2000 / 17000 included (a resume compares the two).
+    #[test]
+    fn defaults_round_trip_through_json_exactly() {
+        let text = serde_json::to_string(&TrainConfig::default()).unwrap();
+        let back: TrainConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, TrainConfig::default());
+    }
+
     /// Every key of the configuration is a flag of the same name, and
     /// every flag sets its key (the help test checks the defaults shown).
     #[cfg(feature = "clap")]
@@ -441,6 +450,13 @@ mod tests {
             ("validate_every", "13"),
             ("validation_stride", "8,8,4"),
             ("threads", "1"),
+            ("lr_schedule", "poly"),
+            ("temperature", "0.5"),
+            ("discriminator_width", "8"),
+            ("discriminator_lr", "0.5"),
+            ("pretrain_fraction", "0.5"),
+            ("mask_ratio", "0.5"),
+            ("unlabelled_weight", "0.25"),
         ];
         let mut args = vec!["train".to_string()];
         for (key, value) in changed {
