@@ -13,8 +13,7 @@ impl TrainingMethod for Dtc {
     }
 
     fn networks(&self) -> &'static [NetworkSpec] {
-        const ONE: [NetworkSpec; 1] = [NetworkSpec::student(StudentRole::Region)];
-        &ONE
+        &ONE_STUDENT
     }
 
     fn needs_sdm_target(&self) -> bool {

@@ -17,8 +17,7 @@ impl TrainingMethod for EntropyMin {
     }
 
     fn networks(&self) -> &'static [NetworkSpec] {
-        const ONE: [NetworkSpec; 1] = [NetworkSpec::student(StudentRole::Region)];
-        &ONE
+        &ONE_STUDENT
     }
 
     /// The released `--consistency 0.1`.

@@ -31,8 +31,7 @@ impl TrainingMethod for McNet {
     }
 
     fn networks(&self) -> &'static [NetworkSpec] {
-        const NET: [NetworkSpec; 1] = [NetworkSpec::student(StudentRole::Region)];
-        &NET
+        &ONE_STUDENT
     }
 
     fn extra_decoders(&self) -> &'static [Upsampling] {

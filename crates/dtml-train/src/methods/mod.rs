@@ -154,6 +154,9 @@ impl From<Vec<VNetOutput>> for Forward {
     }
 }
 
+/// The networks of a method that trains one V-Net and exports it.
+const ONE_STUDENT: [NetworkSpec; 1] = [NetworkSpec::student(StudentRole::Region)];
+
 /// The device-side targets of a batch, with what else an objective may
 /// read.
 pub struct Targets<'a> {

@@ -11,8 +11,7 @@ impl TrainingMethod for Supervised {
     }
 
     fn networks(&self) -> &'static [NetworkSpec] {
-        const ONE: [NetworkSpec; 1] = [NetworkSpec::student(StudentRole::Region)];
-        &ONE
+        &ONE_STUDENT
     }
 
     fn uses_unlabelled(&self) -> bool {
