@@ -159,12 +159,22 @@ pub fn bce_with_logits(logits: &Tensor, y: &Tensor) -> Result<Tensor> {
         "bce_with_logits: empty input, the mean is undefined",
         logits,
     )?;
+    Ok(bce_with_logits_per_element(logits, y)?.mean_all()?)
+}
+
+/// [`bce_with_logits`] before its mean: one value per element (BCP
+/// weights them by region).
+pub fn bce_with_logits_per_element(logits: &Tensor, y: &Tensor) -> Result<Tensor> {
+    check_same(
+        "bce_with_logits: logits and target shapes differ",
+        logits,
+        y,
+    )?;
     let y = as_dtype_of(y, logits)?;
     let pos = logits.relu()?;
     let abs = (pos.affine(2.0, 0.0)? - logits)?;
     let log_term = (abs.neg()?.exp()? + 1.0)?.log()?;
-    let per_elem = ((pos + log_term)? - (logits * &y)?)?;
-    Ok(per_elem.mean_all()?)
+    Ok(((pos + log_term)? - (logits * &y)?)?)
 }
 
 /// Soft mask `sigmoid(-k d)` of a signed distance map `d` (the SDM head's

@@ -98,10 +98,7 @@ fn masked_dice(logits: &Tensor, y: &Tensor, mask: &Tensor) -> Result<Tensor> {
 /// the voxels `mask` weights (the released `(CE * mask).sum() /
 /// (mask.sum() + 1e-16)`).
 fn masked_ce(logits: &Tensor, y: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    // max(z, 0) - z y + log(1 + exp(-|z|)), as `bce_with_logits` per voxel.
-    let relu = logits.relu()?;
-    let abs = ((&relu * 2.0)? - logits)?;
-    let ce = ((relu - (logits * y)?)? + abs.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+    let ce = dtml_loss::bce_with_logits_per_element(logits, y)?;
     let mask = mask.broadcast_as(ce.shape())?;
     let total = (&ce * &mask)?.sum_all()?;
     Ok(total.div(&(mask.sum_all()? + REGION_GUARD)?)?)
