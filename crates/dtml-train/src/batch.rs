@@ -6,8 +6,10 @@
 //! uninterrupted run would, with no sampler state to save beyond the seed
 //! and the iteration.
 
+use crate::cases::TrainingCase;
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
+use dtml_volume::prepare::GridBox;
 use dtml_volume::{PreparedCase, Xyz};
 use rand::RngExt;
 use rand::seq::SliceRandom;
@@ -15,10 +17,21 @@ use rand_chacha::ChaCha8Rng;
 
 pub use crate::streams::{Stream, rng_for};
 
-/// Cases a run trains on, loaded once.
+/// Cases a run trains on, in memory or read patch by patch
+/// ([`crate::cases`]).
 pub struct TrainingSet {
-    pub labelled: Vec<PreparedCase>,
-    pub unlabelled: Vec<PreparedCase>,
+    pub labelled: Vec<TrainingCase>,
+    pub unlabelled: Vec<TrainingCase>,
+}
+
+impl TrainingSet {
+    /// A set whose cases are all in memory.
+    pub fn in_memory(labelled: Vec<PreparedCase>, unlabelled: Vec<PreparedCase>) -> TrainingSet {
+        TrainingSet {
+            labelled: labelled.into_iter().map(TrainingCase::resident).collect(),
+            unlabelled: unlabelled.into_iter().map(TrainingCase::resident).collect(),
+        }
+    }
 }
 
 /// One iteration's input on the host: labelled patches first.
@@ -128,19 +141,19 @@ pub fn assemble(
             ))
         })?;
         let view = &source.view;
+        let window = case.window(view.source_box(case.shape, cfg.patch), source.labelled)?;
         view.extract(
-            &case.image,
+            &window.image,
+            window.window,
             case.shape,
             cfg.patch,
             &mut image[i * voxels..(i + 1) * voxels],
             0.0,
         );
-        if source.labelled {
-            let src = case.label.as_ref().ok_or_else(|| {
-                TrainError::Other("a labelled case was loaded without its label".into())
-            })?;
+        if let Some(src) = &window.label {
             view.extract(
                 src,
+                window.window,
                 case.shape,
                 cfg.patch,
                 &mut label[i * voxels..(i + 1) * voxels],
@@ -218,17 +231,49 @@ impl Augmentation {
         (i, j)
     }
 
-    /// Writes the transformed crop of `src` (of `shape`) into `out` (of
-    /// `patch`), `fill` outside the volume.
+    /// The box of a volume of `shape` that the crop of `patch` reads: the
+    /// crop clipped to the turned volume, mapped back (a quarter turn or a
+    /// flip maps opposite corners of a box to opposite corners).
+    pub fn source_box(&self, shape: Xyz<usize>, patch: Xyz<usize>) -> GridBox {
+        let turned = turned_shape(shape, self.quarter_turns);
+        let range = |a: usize| {
+            let lo = self.origin[a].max(0);
+            let hi = (self.origin[a] + patch[a] as i64).min(turned[a] as i64);
+            (lo as usize, hi.max(lo) as usize)
+        };
+        let ([i0, j0, z0], [i1, j1, z1]) = {
+            let r = [range(0), range(1), range(2)];
+            ([r[0].0, r[1].0, r[2].0], [r[0].1, r[1].1, r[2].1])
+        };
+        if i1 == i0 || j1 == j0 || z1 == z0 {
+            return GridBox {
+                start: Xyz::splat(0),
+                size: Xyz::splat(0),
+            };
+        }
+        let (xa, ya) = self.source_xy(shape, i0, j0);
+        let (xb, yb) = self.source_xy(shape, i1 - 1, j1 - 1);
+        GridBox {
+            start: Xyz::new(xa.min(xb), ya.min(yb), z0),
+            size: Xyz::new(xa.abs_diff(xb) + 1, ya.abs_diff(yb) + 1, z1 - z0),
+        }
+    }
+
+    /// Writes the transformed crop of a volume of `shape` into `out` (of
+    /// `patch`), `fill` outside the volume; `src` holds the volume's box
+    /// `window`, which covers [`Self::source_box`].
     pub fn extract<T: Copy + Send + Sync>(
         &self,
         src: &[T],
+        window: GridBox,
         shape: Xyz<usize>,
         patch: Xyz<usize>,
         out: &mut [T],
         fill: T,
     ) {
-        let [nx, ny, nz] = shape.xyz();
+        let nz = shape.z();
+        let [wx, wy, _] = window.size.xyz();
+        let [sx, sy, sz] = window.start.xyz();
         let turned = turned_shape(shape, self.quarter_turns);
         let (px, py) = (patch.x(), patch.y());
         for (k, plane) in out.chunks_exact_mut(px * py).enumerate() {
@@ -245,7 +290,7 @@ impl Augmentation {
                         && (i as usize) < turned[0];
                     *v = if inside {
                         let (x, y) = self.source_xy(shape, i as usize, j as usize);
-                        src[(z as usize * ny + y) * nx + x]
+                        src[((z as usize - sz) * wy + (y - sy)) * wx + (x - sx)]
                     } else {
                         fill
                     };
@@ -314,7 +359,14 @@ mod tests {
                 };
                 let (want, tshape) = reference(&src, shape, &a);
                 let mut got = vec![u32::MAX; 30];
-                a.extract(&src, shape, tshape, &mut got, u32::MAX);
+                a.extract(
+                    &src,
+                    GridBox::whole(shape),
+                    shape,
+                    tshape,
+                    &mut got,
+                    u32::MAX,
+                );
                 assert_eq!(got, want, "k = {k}, flip {flip}");
             }
         }
@@ -330,9 +382,60 @@ mod tests {
             origin: Xyz::new(-1, 0, 0),
         };
         let mut out = vec![9u8; 4 * 2];
-        a.extract(&src, shape, Xyz::new(4, 2, 1), &mut out, 0);
+        a.extract(
+            &src,
+            GridBox::whole(shape),
+            shape,
+            Xyz::new(4, 2, 1),
+            &mut out,
+            0,
+        );
         // y flipped: rows (3, 4) then (1, 2), shifted right by one.
         assert_eq!(out, vec![0, 3, 4, 0, 0, 1, 2, 0]);
+    }
+
+    #[test]
+    fn crops_from_the_source_box_equal_crops_from_the_whole_volume() {
+        let mut rng = rng_for(11, Stream::Augment, 0);
+        for trial in 0..300 {
+            let shape = Xyz::new(
+                rng.random_range(1..12usize),
+                rng.random_range(1..12usize),
+                rng.random_range(1..6usize),
+            );
+            let patch = Xyz::new(
+                rng.random_range(1..14usize),
+                rng.random_range(1..14usize),
+                rng.random_range(1..8usize),
+            );
+            let a = Augmentation::draw(&mut rng, shape, patch);
+            let src: Vec<u32> = (0..shape.voxels() as u32).collect();
+            let mut whole = vec![0u32; patch.voxels()];
+            a.extract(
+                &src,
+                GridBox::whole(shape),
+                shape,
+                patch,
+                &mut whole,
+                u32::MAX,
+            );
+            let b = a.source_box(shape, patch);
+            assert!(b.fits(shape), "trial {trial}: {b:?} outside {shape:?}");
+            let mut window = Vec::new();
+            for z in b.start.z()..b.start.z() + b.size.z() {
+                for y in b.start.y()..b.start.y() + b.size.y() {
+                    let row = (z * shape.y() + y) * shape.x() + b.start.x();
+                    window.extend_from_slice(&src[row..row + b.size.x()]);
+                }
+            }
+            let mut part = vec![0u32; patch.voxels()];
+            a.extract(&window, b, shape, patch, &mut part, u32::MAX);
+            assert_eq!(part, whole, "trial {trial}: {a:?} {shape:?} {patch:?}");
+            // The box is the smallest: every voxel of it is read.
+            let read: std::collections::HashSet<u32> =
+                whole.iter().copied().filter(|&v| v != u32::MAX).collect();
+            assert_eq!(read.len(), b.size.voxels(), "trial {trial}");
+        }
     }
 
     #[test]

@@ -196,8 +196,7 @@ fn read_state(dir: &Path) -> Result<TrainerState> {
 }
 
 /// What a resume asked to change: `field: saved -> asked` for every
-/// setting that alters the run (all but `checkpoint_every`, which only
-/// decides when snapshots are written, and `threads`).
+/// setting that alters the run (all but [`crate::config::RESUME_MAY_CHANGE`]).
 pub fn changes(saved: &TrainConfig, asked: &TrainConfig) -> Vec<String> {
     let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
         (serde_json::to_value(saved), serde_json::to_value(asked))
@@ -205,7 +204,7 @@ pub fn changes(saved: &TrainConfig, asked: &TrainConfig) -> Vec<String> {
         return vec!["the configuration (not comparable)".into()];
     };
     a.iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "checkpoint_every" | "threads"))
+        .filter(|(k, _)| !crate::config::RESUME_MAY_CHANGE.contains(&k.as_str()))
         .filter(|(k, v)| b.get(k.as_str()) != Some(v))
         .map(|(k, v)| {
             let new = b

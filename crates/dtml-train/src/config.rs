@@ -40,6 +40,13 @@ macro_rules! hyper_parameters {
             /// resume may change it.
             #[serde(skip_serializing_if = "Option::is_none")]
             pub threads: Option<usize>,
+            /// MiB of training cases held in memory; cases beyond it are
+            /// read from the cache patch by patch ([`crate::cases`]).
+            /// Unset: half the memory available at the start. Not part of
+            /// what is trained (batches are the same for any budget), and a
+            /// resume may change it.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub data_memory: Option<u64>,
         }
 
         impl Default for TrainConfig {
@@ -47,6 +54,7 @@ macro_rules! hyper_parameters {
                 TrainConfig {
                     $( $field: $default, )*
                     threads: None,
+                    data_memory: None,
                 }
             }
         }
@@ -65,6 +73,11 @@ macro_rules! hyper_parameters {
             /// Worker threads for the CPU [default: all cores].
             #[arg(long)]
             pub threads: Option<usize>,
+            /// MiB of training cases kept in memory; the others are read
+            /// from the cache patch by patch, with the same batches
+            /// [default: half the available memory].
+            #[arg(long, value_name = "MiB")]
+            pub data_memory: Option<u64>,
         }
 
         #[cfg(feature = "clap")]
@@ -74,6 +87,9 @@ macro_rules! hyper_parameters {
                 $( if let Some(value) = &self.$field { config.$field = value.clone().into(); } )*
                 if self.threads.is_some() {
                     config.threads = self.threads;
+                }
+                if self.data_memory.is_some() {
+                    config.data_memory = self.data_memory;
                 }
             }
         }
@@ -246,7 +262,20 @@ pub const POLY_POWER: f64 = 0.9;
 /// The largest `--config` file read.
 const CONFIG_MAX_BYTES: u64 = 1 << 20;
 
+/// Settings a resume may change: when snapshots are written and how the
+/// machine is used, not what is trained.
+pub const RESUME_MAY_CHANGE: &[&str] = &["checkpoint_every", "threads", "data_memory"];
+
 impl TrainConfig {
+    /// Bytes of training cases held in memory (`data_memory`, or half the
+    /// memory available now).
+    pub fn data_memory_bytes(&self) -> u64 {
+        self.data_memory
+            .map_or_else(crate::cases::default_data_memory, |mib| {
+                mib.saturating_mul(1 << 20)
+            })
+    }
+
     /// Reads a TOML file; keys it leaves out keep their defaults.
     pub fn from_toml_file(path: &Path) -> Result<TrainConfig> {
         let bytes = dtml_volume::confine::read_bounded(path, CONFIG_MAX_BYTES, "config file")?;

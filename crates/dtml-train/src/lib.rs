@@ -26,6 +26,7 @@
 //! at toy size.
 
 pub mod batch;
+pub mod cases;
 pub mod checkpoint;
 pub mod collective;
 pub mod config;

@@ -160,10 +160,7 @@ impl Golden {
             .collect();
         let mut labelled = cases;
         let unlabelled = labelled.split_off(self.fixture.labelled_cases);
-        TrainingSet {
-            labelled,
-            unlabelled,
-        }
+        TrainingSet::in_memory(labelled, unlabelled)
     }
 
     fn config(&self, method: Method) -> TrainConfig {

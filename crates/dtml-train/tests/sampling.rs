@@ -21,6 +21,7 @@
 use dtml_train::TrainConfig;
 use dtml_train::batch::{Augmentation, Stream, TrainingSet, plan_for, rng_for};
 use dtml_train::method::Method;
+use dtml_volume::prepare::GridBox;
 use dtml_volume::{PreparedCase, Xyz};
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
@@ -167,7 +168,7 @@ fn exact_label_statistics(label: &[u8], shape: Xyz<usize>, patch: Xyz<usize>) ->
                 origin: Xyz::new(0, 0, 0),
             };
             let mut view = vec![0u8; t.voxels()];
-            whole.extract(label, shape, t, &mut view, 0);
+            whole.extract(label, GridBox::whole(shape), shape, t, &mut view, 0);
             // sat[(z, y, x)] = foreground voxels in [0, x) x [0, y) x [0, z).
             let (sx, sy) = (t.x() + 1, t.y() + 1);
             let mut sat = vec![0u64; sx * sy * (t.z() + 1)];
@@ -225,7 +226,7 @@ fn crops_hold_the_label_as_often_as_uniform_crops_do() {
     let mut crop = vec![0u8; patch.voxels()];
     for _ in 0..draws {
         let a = Augmentation::draw(&mut rng, shape, patch);
-        a.extract(&label, shape, patch, &mut crop, 0);
+        a.extract(&label, GridBox::whole(shape), shape, patch, &mut crop, 0);
         let fg = crop.iter().filter(|&&v| v > 0).count();
         touching += u64::from(fg > 0);
         fractions.push(fg as f64 / patch.voxels() as f64);
@@ -255,10 +256,7 @@ fn cases(n: usize, labelled: bool) -> Vec<PreparedCase> {
 #[test]
 fn case_draws_give_every_case_its_share_and_batches_mix_cases() {
     // The LA-like study's shape: 3 labelled cases, 29 unlabelled ones.
-    let set = TrainingSet {
-        labelled: cases(3, true),
-        unlabelled: cases(29, false),
-    };
+    let set = TrainingSet::in_memory(cases(3, true), cases(29, false));
     let iterations = 3 * 29 * 8;
     for method in [Method::Supervised, Method::Dtml] {
         let cfg = TrainConfig {

@@ -2,6 +2,7 @@
 //! inputs a user's folder may hold.
 
 use dtml_volume::dataset::{self, OpenOptions};
+use dtml_volume::prepare::GridBox;
 use dtml_volume::{
     Dataset, Geometry, LabelledSpec, Layout, PrepareOptions, PreparedDataset, Role, ScanCrop,
     Volume, VoxelData, Xyz, prepare, read_volume, write_nifti,
@@ -447,4 +448,108 @@ fn validation_and_list_files_split_the_cases() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("bad.list") && e.contains("c_999"), "{e}");
+}
+
+/// The box `window` of a whole array of `shape`, x fastest.
+fn crop<T: Copy>(whole: &[T], shape: Xyz<usize>, window: GridBox) -> Vec<T> {
+    let mut out = Vec::new();
+    for z in window.start[2]..window.start[2] + window.size[2] {
+        for y in window.start[1]..window.start[1] + window.size[1] {
+            let row = (z * shape[1] + y) * shape[0];
+            out.extend_from_slice(
+                &whole[row + window.start[0]..row + window.start[0] + window.size[0]],
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn windows_read_from_the_cache_equal_the_loaded_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, out) = (dir.path().join("ds"), dir.path().join("prep"));
+    msd(&root, 4, 0);
+    let prep = prepare_msd(&root, &out, 2, &options()).unwrap();
+    let mut rng = 7u64;
+    let mut next = |n: usize| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) as usize % n
+    };
+    for rec in &prep.manifest.cases {
+        let whole = prep.load(rec).unwrap();
+        let file = prep.open_case(rec).unwrap();
+        assert_eq!(file.shape, rec.shape);
+        assert_eq!(file.has_label(), rec.has_label);
+        let mut boxes = vec![GridBox::whole(rec.shape)];
+        for _ in 0..20 {
+            let size = Xyz::from_fn(|a| 1 + next(rec.shape[a]));
+            let start = Xyz::from_fn(|a| next(rec.shape[a] - size[a] + 1));
+            boxes.push(GridBox { start, size });
+        }
+        for window in boxes {
+            let image = file.read_image(window).unwrap();
+            assert_eq!(image, crop(&whole.image, rec.shape, window), "{window:?}");
+            match &whole.label {
+                Some(label) => assert_eq!(
+                    file.read_label(window).unwrap(),
+                    crop(label, rec.shape, window)
+                ),
+                None => assert!(file.read_label(window).is_err()),
+            }
+        }
+        let past = GridBox {
+            start: Xyz::new(rec.shape[0], 0, 0),
+            size: Xyz::new(1, 1, 1),
+        };
+        assert!(file.read_image(past).is_err());
+    }
+}
+
+#[test]
+fn damaged_cache_files_are_refused_by_windowed_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, out) = (dir.path().join("ds"), dir.path().join("prep"));
+    msd(&root, 3, 0);
+    let prep = prepare_msd(&root, &out, 1, &options()).unwrap();
+    let rec = prep.cases(Role::Labelled).next().unwrap().clone();
+    let path = out.join(&rec.file);
+    let good = std::fs::read(&path).unwrap();
+    let header = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let expect = |bytes: &[u8], needle: &str| {
+        std::fs::write(&path, bytes).unwrap();
+        let err = prep
+            .open_case(&rec)
+            .and_then(|f| {
+                f.read_image(GridBox::whole(rec.shape))?;
+                f.read_label(GridBox::whole(rec.shape))
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{err}");
+        assert!(err.contains(&rec.file), "{err}");
+    };
+    expect(&good[..good.len() - 1], "the file holds");
+    expect(&good[..4], "no header");
+    let mut huge = good.clone();
+    huge[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    expect(&huge, "a header of");
+    let mut nan = good.clone();
+    nan[header + 4..header + 8].copy_from_slice(&f32::NAN.to_le_bytes());
+    expect(&nan, "is finite");
+    let mut two = good.clone();
+    let last = two.len() - 1;
+    two[last] = 2;
+    expect(&two, "0 or 1");
+    // The manifest promises a larger grid than the file holds.
+    std::fs::write(&path, &good).unwrap();
+    let mut bigger = rec.clone();
+    bigger.shape = Xyz::new(rec.shape[0] + 1, rec.shape[1], rec.shape[2]);
+    let err = prep.open_case(&bigger).unwrap_err().to_string();
+    assert!(err.contains("manifest says"), "{err}");
+    // A case outside the cache folder is refused before it is opened.
+    let mut outside = rec.clone();
+    outside.file = "../elsewhere.safetensors".into();
+    assert!(prep.open_case(&outside).is_err());
 }

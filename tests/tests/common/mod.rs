@@ -48,6 +48,7 @@ pub fn dtml_ok(args: &[&str]) -> String {
 }
 
 /// Runs `dtml`, asserts failure without a panic, returns stderr.
+#[allow(dead_code)]
 pub fn dtml_err(args: &[&str]) -> String {
     let out = dtml(args);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();

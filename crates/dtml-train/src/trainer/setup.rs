@@ -4,27 +4,6 @@
 
 use super::*;
 
-pub(super) fn load_set(
-    data: &PreparedDataset,
-    role: Role,
-    need_label: bool,
-) -> Result<Vec<dtml_volume::PreparedCase>> {
-    let records: Vec<_> = data.cases(role).collect();
-    use rayon::prelude::*;
-    records
-        .par_iter()
-        .map(|r| {
-            if need_label && !r.has_label {
-                return Err(TrainError::file(
-                    &data.dir.join(&r.file),
-                    "labelled case has no label in the cache",
-                ));
-            }
-            Ok(data.load(r)?)
-        })
-        .collect()
-}
-
 /// Bytes of training memory per voxel of a patch, per sample, per unit of
 /// width and per network: the measured peak RSS of the step bench (demo and
 /// paper size both give about 90).
@@ -179,6 +158,7 @@ pub(super) fn open_run(
             TrainConfig {
                 checkpoint_every: req.config.checkpoint_every,
                 threads: req.config.threads,
+                data_memory: req.config.data_memory,
                 ..l.trainer.config.clone()
             }
         }
@@ -222,30 +202,45 @@ fn is_run_record(path: &Path) -> bool {
     }
 }
 
-/// The cases a run trains on (loaded and checked) and validates on.
+/// The cases a run trains on (checked, in memory within the run's data
+/// budget, the rest read per patch: [`crate::cases`]) and validates on.
 pub(super) fn training_cases<'a>(
     data: &'a PreparedDataset,
     cfg: &TrainConfig,
 ) -> Result<(TrainingSet, Vec<&'a CaseRecord>)> {
-    let set = TrainingSet {
-        labelled: load_set(data, Role::Labelled, true)?,
-        unlabelled: if cfg.plugin().uses_unlabelled() {
-            load_set(data, Role::Unlabelled, false)?
-        } else {
-            Vec::new()
-        },
+    let labelled: Vec<_> = data.cases(Role::Labelled).map(|r| (r, true)).collect();
+    let unlabelled: Vec<_> = if cfg.plugin().uses_unlabelled() {
+        data.cases(Role::Unlabelled).map(|r| (r, false)).collect()
+    } else {
+        Vec::new()
     };
+    let budget = cfg.data_memory_bytes();
+    let mut cases =
+        crate::cases::open_cases(data, &[labelled, unlabelled.clone()].concat(), budget)?;
+    let unlabelled = cases.split_off(cases.len() - unlabelled.len());
+    let set = TrainingSet {
+        labelled: cases,
+        unlabelled,
+    };
+    let all = || set.labelled.iter().chain(&set.unlabelled);
+    let resident = all().filter(|c| c.is_resident()).count();
     let validation: Vec<_> = data
         .cases(Role::Validation)
         .filter(|c| c.has_label)
         .collect();
     tracing::info!(
-        "{}: {} labelled, {} unlabelled, {} validation cases; {} iterations",
+        "{}: {} labelled, {} unlabelled, {} validation cases; {} iterations; {} of {} training cases in memory (data budget {}), the rest read from the cache per patch",
         cfg.method.name(),
         set.labelled.len(),
         set.unlabelled.len(),
         validation.len(),
-        cfg.iterations
+        cfg.iterations,
+        resident,
+        all().count(),
+        match budget {
+            u64::MAX => "unlimited".to_string(),
+            b => format!("{} MiB", b >> 20),
+        }
     );
     Ok((set, validation))
 }

@@ -179,73 +179,18 @@ impl PreparedDataset {
         self.manifest.cases.iter().filter(move |c| c.role == role)
     }
 
-    /// Loads one case's arrays.
+    /// Loads one case's arrays, checked ([`CaseFile`]: the header against
+    /// the record, a finite image, a 0/1 label).
     pub fn load(&self, record: &CaseRecord) -> Result<PreparedCase> {
-        let path = crate::confine::inside(
-            &self.dir,
-            &self.dir.join(&record.file),
-            &format!("file of case {}", record.id),
-            &self.dir.join(MANIFEST),
-        )?;
-        // image f32 + label u8 per voxel, plus the safetensors header.
-        let most = (record.shape.voxels() as u64)
-            .saturating_mul(5)
-            .saturating_add(1 << 16);
-        let bytes = crate::confine::read_bounded(&path, most, "cache file")?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| VolumeError::dataset(&path, format!("corrupt safetensors: {e}")))?;
-        let want = record.shape.zyx().to_vec();
-        let image = st
-            .tensor("image")
-            .map_err(|e| VolumeError::dataset(&path, format!("no image tensor: {e}")))?;
-        if image.dtype() != safetensors::Dtype::F32 || image.shape() != want.as_slice() {
-            return Err(VolumeError::dataset(
-                &path,
-                format!(
-                    "image tensor is {:?} {:?}, manifest says F32 {want:?}",
-                    image.dtype(),
-                    image.shape()
-                ),
-            ));
-        }
-        let image: Vec<f32> = bytemuck::pod_collect_to_vec(image.data());
-        // `prepare` writes finite z-scores and 0/1 labels; anything else is
-        // a damaged or tampered cache, refused before training touches it.
-        if let Some(i) = image.iter().position(|v| !v.is_finite()) {
-            return Err(VolumeError::dataset(
-                &path,
-                format!(
-                    "image voxel {i} holds {}: a prepared image is finite (damaged cache; prepare again)",
-                    image[i]
-                ),
-            ));
-        }
-        let label = match (record.has_label, st.tensor("label")) {
-            (false, _) => None,
-            (true, Ok(t))
-                if t.dtype() == safetensors::Dtype::U8 && t.shape() == want.as_slice() =>
-            {
-                if let Some(i) = t.data().iter().position(|&v| v > 1) {
-                    return Err(VolumeError::dataset(
-                        &path,
-                        format!(
-                            "label voxel {i} holds {}: a prepared label is 0 or 1 (damaged cache; prepare again)",
-                            t.data()[i]
-                        ),
-                    ));
-                }
-                Some(t.data().to_vec())
-            }
-            (true, _) => {
-                return Err(VolumeError::dataset(
-                    &path,
-                    format!("missing or malformed label tensor (want U8 {want:?})"),
-                ));
-            }
-        };
+        let file = self.open_case(record)?;
+        let whole = GridBox::whole(record.shape);
         Ok(PreparedCase {
-            image,
-            label,
+            image: file.read_image(whole)?,
+            label: if file.has_label() {
+                Some(file.read_label(whole)?)
+            } else {
+                None
+            },
             shape: record.shape,
         })
     }

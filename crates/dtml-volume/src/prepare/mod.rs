@@ -26,8 +26,10 @@ use std::path::{Path, PathBuf};
 use strum::{Display, EnumString};
 
 mod cache;
+mod case_file;
 mod label;
 pub use cache::*;
+pub use case_file::{CaseFile, GridBox};
 pub use label::{binarize, read_label};
 
 /// The paper's training patch (x, y, z): the default of preparation,
