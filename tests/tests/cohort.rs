@@ -52,7 +52,10 @@ fn cache_bytes(prepared: &Path) -> u64 {
 /// Trains 6 dtml iterations with `extra` flags; returns the losses and
 /// the process's peak resident set in bytes.
 #[cfg(target_os = "linux")]
-#[allow(clippy::zombie_processes, reason = "reaped by wait4, which also gives its rusage")]
+#[allow(
+    clippy::zombie_processes,
+    reason = "reaped by wait4, which also gives its rusage"
+)]
 fn train(prepared: &Path, run: &Path, extra: &[&str]) -> (Vec<f64>, u64) {
     let mut args = vec![
         "train",

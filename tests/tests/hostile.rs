@@ -692,12 +692,24 @@ fn a_failed_prepare_keeps_the_old_cache_and_foreign_folders_are_not_replaced() {
         std::fs::read_dir(prepared.join("cases")).unwrap().count(),
         cases_before
     );
+    // What is left beside it is the staging folder alone, holding the
+    // finished cases and their receipts for the next run to reuse.
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".prepared"))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".prepared"))
         .collect();
-    assert!(leftovers.is_empty(), "staging folders left: {leftovers:?}");
+    assert_eq!(leftovers, [".prepared.preparing"]);
+    let staged: Vec<String> = std::fs::read_dir(dir.path().join(".prepared.preparing/cases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        staged.iter().any(|n| n.ends_with(".receipt.json"))
+            && staged.iter().all(|n| !n.starts_with("synth_003")),
+        "{staged:?}"
+    );
     // --out naming a folder that is not a cache is refused, not emptied.
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();

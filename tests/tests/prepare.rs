@@ -120,3 +120,130 @@ fn bad_input_is_reported_not_panicked() {
     ]);
     assert!(err.contains("three values"), "{err}");
 }
+
+/// Case files (not receipts) of a cache folder: name -> (inode, mtime).
+#[cfg(unix)]
+fn case_stamps(
+    folder: &std::path::Path,
+) -> std::collections::BTreeMap<String, (u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(folder.join("cases")) else {
+        return Default::default();
+    };
+    entries
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap(),
+            )
+        })
+        .filter(|(n, _)| n.ends_with(".safetensors"))
+        .map(|(n, m)| (n, (m.ino(), m.modified().unwrap())))
+        .collect()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_prepare_killed_midway_resumes_without_redoing_finished_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // 40 scans of 128x128x64 (a real scan's size once cropped: 4 MiB of f32).
+    dtml_ok(&[
+        "generate",
+        "--out",
+        s(&data),
+        "--shape",
+        "128,128,64",
+        "--train-cases",
+        "40",
+        "--test-cases",
+        "0",
+        "--seed",
+        "4",
+    ]);
+    let args = |out: &std::path::Path| -> Vec<String> {
+        [
+            "prepare",
+            "--data",
+            s(&data),
+            "--out",
+            s(out),
+            "--labelled",
+            "8",
+            "--patch",
+            "32,32,16",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let out = dir.path().join("prepared");
+    let staging = dir.path().join(".prepared.preparing");
+    let mut child = std::process::Command::new(common::dtml_bin())
+        .args(args(&out))
+        .env("DTML_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let finished_before_kill = loop {
+        let receipts = std::fs::read_dir(staging.join("cases")).map_or(0, |d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".receipt.json"))
+            })
+            .count()
+        });
+        if receipts >= 4 {
+            break receipts;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "prepare finished before it could be killed"
+        );
+        assert!(start.elapsed().as_secs() < 300);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !out.join("manifest.json").exists(),
+        "no half cache under --out"
+    );
+    // Cases with a receipt at the kill (the receipt follows its case file).
+    let staged = case_stamps(&staging);
+    let receipted: Vec<_> = staged
+        .iter()
+        .filter(|(n, _)| staging.join(format!("cases/{n}.receipt.json")).is_file())
+        .collect();
+    assert!(receipted.len() >= finished_before_kill && receipted.len() < 40);
+
+    let resumed: Vec<String> = args(&out);
+    dtml_ok(&resumed.iter().map(String::as_str).collect::<Vec<_>>());
+    let published = case_stamps(&out);
+    assert_eq!(published.len(), 40);
+    for (name, stamp) in receipted {
+        assert_eq!(
+            published.get(name),
+            Some(stamp),
+            "{name} was prepared again"
+        );
+    }
+    assert!(!staging.exists());
+    // The same cache as one uninterrupted prepare.
+    let clean = dir.path().join("clean");
+    dtml_ok(&args(&clean).iter().map(String::as_str).collect::<Vec<_>>());
+    let manifest = |p: &std::path::Path| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p.join("manifest.json")).unwrap())
+                .unwrap();
+        v["cases"].take()
+    };
+    assert_eq!(manifest(&out), manifest(&clean));
+    for name in published.keys() {
+        assert!(
+            std::fs::read(out.join("cases").join(name)).unwrap()
+                == std::fs::read(clean.join("cases").join(name)).unwrap(),
+            "{name} differs from a clean prepare"
+        );
+    }
+}

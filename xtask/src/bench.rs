@@ -540,6 +540,9 @@ pub(crate) fn bench(what: &str, quick: bool, tiers: &[String]) -> Result<()> {
     if matches!(what, "scale" | "all") {
         bench_scale(quick)?;
     }
+    if matches!(what, "data" | "all") {
+        crate::bench_data::bench_data(quick)?;
+    }
     if matches!(what, "edt" | "all") {
         run(cargo().args(["bench", "-p", "dtml-edt"]))?;
         let peers = root().join("crates/dtml-edt/bench/peers.py");

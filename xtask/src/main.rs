@@ -2,6 +2,7 @@
 //! with its Python peers, the demo data, and side-by-side benchmarks.
 
 mod bench;
+mod bench_data;
 mod checks;
 mod graph;
 mod study;
@@ -80,7 +81,7 @@ enum Task {
     /// Run benchmarks side by side with Python peers when installed.
     Bench {
         /// What to measure.
-        #[arg(value_parser = ["edt", "infer", "model", "train", "scale", "all"], default_value = "all")]
+        #[arg(value_parser = ["edt", "infer", "model", "train", "scale", "data", "all"], default_value = "all")]
         what: String,
         /// Tiny sizes (a smoke test of the bench itself, not a measurement).
         #[arg(long)]

@@ -110,10 +110,11 @@ fn prepare_split(
         .with_context(|| format!("preparing {} into {}", data.display(), out.display()))?;
     pb.finish_and_clear();
     tracing::info!(
-        "prepared {} cases into {} in {:.1} s ({} warnings)",
+        "prepared {} cases into {} in {:.1} s ({} of them already prepared and reused, {} warnings)",
         report.cases,
         out.display(),
         start.elapsed().as_secs_f64(),
+        report.reused,
         report.warnings.len()
     );
     Ok(())

@@ -17,9 +17,12 @@ use dtml_volume::{CaseRecord, PreparedCase, PreparedDataset, Xyz};
 use std::borrow::Cow;
 
 /// Bytes of training data kept in memory when the run does not say: half
-/// of the memory available when it starts (everything when unknown).
-pub fn default_data_memory() -> u64 {
-    dtml_volume::confine::available_memory().map_or(u64::MAX, |bytes| bytes / 2)
+/// of the memory available when it starts beyond what each step needs
+/// (`step_bytes`), everything when unknown. The page cache keeps the rest
+/// of the cache's hot files at no cost to the process.
+pub fn default_data_memory(step_bytes: u64) -> u64 {
+    dtml_volume::confine::available_memory()
+        .map_or(u64::MAX, |bytes| bytes.saturating_sub(step_bytes) / 2)
 }
 
 /// One training case, in memory or in the cache.

@@ -267,13 +267,15 @@ const CONFIG_MAX_BYTES: u64 = 1 << 20;
 pub const RESUME_MAY_CHANGE: &[&str] = &["checkpoint_every", "threads", "data_memory"];
 
 impl TrainConfig {
-    /// Bytes of training cases held in memory (`data_memory`, or half the
-    /// memory available now).
-    pub fn data_memory_bytes(&self) -> u64 {
-        self.data_memory
-            .map_or_else(crate::cases::default_data_memory, |mib| {
-                mib.saturating_mul(1 << 20)
-            })
+    /// Bytes of training cases one of `ranks` holds in memory:
+    /// `data_memory`, or its share of half the memory available now beyond
+    /// what a step needs (`step_bytes`; the ranks of a data-parallel run
+    /// may share this machine).
+    pub fn data_memory_bytes(&self, ranks: usize, step_bytes: u64) -> u64 {
+        match self.data_memory {
+            Some(mib) => mib.saturating_mul(1 << 20),
+            None => crate::cases::default_data_memory(step_bytes) / ranks.max(1) as u64,
+        }
     }
 
     /// Reads a TOML file; keys it leaves out keep their defaults.

@@ -553,3 +553,140 @@ fn damaged_cache_files_are_refused_by_windowed_reads() {
     outside.file = "../elsewhere.safetensors".into();
     assert!(prep.open_case(&outside).is_err());
 }
+
+/// The cases' files of a cache: name -> (inode, modification time).
+#[cfg(unix)]
+fn case_files(out: &Path) -> std::collections::BTreeMap<String, (u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(out.join("cases"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                (m.ino(), m.modified().unwrap()),
+            )
+        })
+        .filter(|(n, _)| n.ends_with(".safetensors"))
+        .collect()
+}
+
+/// Rewrites `dataset.json` of an MSD folder to list the training cases
+/// `0..train` (their files written by [`msd`] or [`add_case`]).
+fn list_training(root: &Path, train: usize) {
+    let training: Vec<_> = (0..train)
+        .map(|i| serde_json::json!({"image": format!("./imagesTr/c_{i:03}.nii.gz"), "label": format!("./labelsTr/c_{i:03}.nii.gz")}))
+        .collect();
+    let json = serde_json::json!({
+        "name": "toy", "labels": {"0": "background", "1": "target"}, "modality": {"0": "MRI"},
+        "numTraining": train, "numTest": 0, "training": training, "test": [],
+    });
+    std::fs::write(root.join("dataset.json"), json.to_string()).unwrap();
+}
+
+fn add_case(root: &Path, i: usize) {
+    let (img, lab) = case([4 + i % 5, 6, 3], 1);
+    write_nifti(&root.join(format!("imagesTr/c_{i:03}_0000.nii.gz")), &img).unwrap();
+    write_nifti(&root.join(format!("labelsTr/c_{i:03}.nii.gz")), &lab).unwrap();
+}
+
+fn prepare_report(
+    root: &Path,
+    out: &Path,
+    options: &PrepareOptions,
+) -> dtml_volume::Result<dtml_volume::prepare::PrepareReport> {
+    let ds = Dataset::open(root, OpenOptions::default())?;
+    let split = dataset::split(&ds, &LabelledSpec::Count(2), None, None)?;
+    prepare(&ds.root, ds.layout, &split, out, options, &|_| {})
+}
+
+#[cfg(unix)]
+#[test]
+fn prepare_again_redoes_only_new_or_changed_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, out) = (dir.path().join("ds"), dir.path().join("prep"));
+    msd(&root, 6, 0);
+    let first = prepare_report(&root, &out, &options()).unwrap();
+    assert_eq!((first.cases, first.reused), (6, 0));
+    let before = case_files(&out);
+    let loaded = |out: &Path| {
+        let p = PreparedDataset::open(out).unwrap();
+        p.manifest
+            .cases
+            .iter()
+            .map(|r| (r.id.clone(), p.load(r).unwrap().image))
+            .collect::<Vec<_>>()
+    };
+    let images = loaded(&out);
+
+    // Two scans added to the dataset: only they are prepared.
+    add_case(&root, 6);
+    add_case(&root, 7);
+    list_training(&root, 8);
+    let added = prepare_report(&root, &out, &options()).unwrap();
+    assert_eq!((added.cases, added.reused), (8, 6));
+    let after = case_files(&out);
+    for (name, stamp) in &before {
+        assert_eq!(after.get(name), Some(stamp), "{name} was not rewritten");
+    }
+    assert_eq!(loaded(&out)[..6], images[..]);
+    assert!(!dir.path().join(".prep.preparing").exists());
+
+    // A source modified since: that case alone is prepared again.
+    let touched = root.join("imagesTr/c_003_0000.nii.gz");
+    let file = std::fs::File::options().write(true).open(&touched).unwrap();
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    let again = prepare_report(&root, &out, &options()).unwrap();
+    assert_eq!((again.cases, again.reused), (8, 7));
+    assert_ne!(
+        case_files(&out)["c_003.safetensors"],
+        after["c_003.safetensors"]
+    );
+
+    // Other options: every case is prepared again.
+    let wider = PrepareOptions {
+        patch: Xyz::new(10, 8, 6),
+        ..options()
+    };
+    let other = prepare_report(&root, &out, &wider).unwrap();
+    assert_eq!((other.cases, other.reused), (8, 0));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_failed_prepare_keeps_its_finished_cases_for_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, out) = (dir.path().join("ds"), dir.path().join("prep"));
+    msd(&root, 6, 0);
+    list_training(&root, 6);
+    let broken = root.join("imagesTr/c_004_0000.nii.gz");
+    let original = std::fs::read(&broken).unwrap();
+    std::fs::write(&broken, b"not a scan").unwrap();
+    let err = prepare_report(&root, &out, &options())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("c_004"), "{err}");
+    let staging = dir.path().join(".prep.preparing");
+    let kept = case_files(&staging);
+    assert_eq!(kept.len(), 5, "the five good cases stay staged: {kept:?}");
+    assert!(
+        !out.join("manifest.json").exists(),
+        "no half cache under --out"
+    );
+
+    std::fs::write(&broken, original).unwrap();
+    let resumed = prepare_report(&root, &out, &options()).unwrap();
+    assert_eq!((resumed.cases, resumed.reused), (6, 5));
+    let published = case_files(&out);
+    for (name, stamp) in &kept {
+        assert_eq!(published.get(name), Some(stamp), "{name} was not rewritten");
+    }
+    assert!(!staging.exists());
+    let p = PreparedDataset::open(&out).unwrap();
+    assert_eq!(p.manifest.cases.len(), 6);
+    for r in &p.manifest.cases {
+        p.load(r).unwrap();
+    }
+}

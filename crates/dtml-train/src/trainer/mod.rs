@@ -109,7 +109,7 @@ pub fn train_in_group(
         ..cfg.clone()
     };
     check_patch(&cfg, req.data)?;
-    let (set, validation) = training_cases(req.data, &cfg)?;
+    let (set, validation) = training_cases(req.data, &cfg, group.size())?;
     let device = req.device.clone();
     let net_cfg = network_config(&cfg);
     let mut init = rng_for(cfg.seed, Stream::Init, 0);

@@ -32,23 +32,29 @@ pub(super) fn check_patch(cfg: &TrainConfig, data: &PreparedDataset) -> Result<(
     check_step_memory(cfg)
 }
 
-/// The memory check of a training step alone (patch, batch, width,
-/// networks), run before the cases are loaded.
-pub(super) fn check_step_memory(cfg: &TrainConfig) -> Result<()> {
+/// Bytes a training step needs (patch, batch, width, networks and the
+/// method's own state): the measured peak of the step bench per unit.
+pub(super) fn step_memory_bytes(cfg: &TrainConfig) -> f64 {
     let voxels = cfg.patch.voxels() as f64;
     let samples = (cfg.labelled_batch + cfg.unlabelled_batch) as f64;
     let method = cfg.plugin();
     let networks =
         method.networks().len() as f64 + EXTRA_DECODER_NETS * method.extra_decoders().len() as f64;
-    let need = voxels * samples * cfg.width as f64 * networks * BYTES_PER_VOXEL_SAMPLE_WIDTH_NET
-        + method.state_memory_bytes(cfg, voxels * samples);
+    voxels * samples * cfg.width as f64 * networks * BYTES_PER_VOXEL_SAMPLE_WIDTH_NET
+        + method.state_memory_bytes(cfg, voxels * samples)
+}
+
+/// The memory check of a training step alone (patch, batch, width,
+/// networks), run before the cases are loaded.
+pub(super) fn check_step_memory(cfg: &TrainConfig) -> Result<()> {
+    let samples = cfg.labelled_batch + cfg.unlabelled_batch;
     dtml_volume::confine::check_memory(
         Path::new("--patch"),
         &format!(
             "a training step at patch {:?}, batch {}, width {}",
             cfg.patch, samples, cfg.width
         ),
-        need,
+        step_memory_bytes(cfg),
     )
     .map_err(|e| TrainError::Config(e.to_string()))
 }
@@ -204,9 +210,12 @@ fn is_run_record(path: &Path) -> bool {
 
 /// The cases a run trains on (checked, in memory within the run's data
 /// budget, the rest read per patch: [`crate::cases`]) and validates on.
+/// The default budget is shared by the `ranks` of a data-parallel run,
+/// which may all run on this machine.
 pub(super) fn training_cases<'a>(
     data: &'a PreparedDataset,
     cfg: &TrainConfig,
+    ranks: usize,
 ) -> Result<(TrainingSet, Vec<&'a CaseRecord>)> {
     let labelled: Vec<_> = data.cases(Role::Labelled).map(|r| (r, true)).collect();
     let unlabelled: Vec<_> = if cfg.plugin().uses_unlabelled() {
@@ -214,7 +223,7 @@ pub(super) fn training_cases<'a>(
     } else {
         Vec::new()
     };
-    let budget = cfg.data_memory_bytes();
+    let budget = cfg.data_memory_bytes(ranks, step_memory_bytes(cfg) as u64);
     let mut cases =
         crate::cases::open_cases(data, &[labelled, unlabelled.clone()].concat(), budget)?;
     let unlabelled = cases.split_off(cases.len() - unlabelled.len());
@@ -238,7 +247,7 @@ pub(super) fn training_cases<'a>(
         resident,
         all().count(),
         match budget {
-            u64::MAX => "unlimited".to_string(),
+            b if b >= u64::MAX / 4 => "unlimited".to_string(),
             b => format!("{} MiB", b >> 20),
         }
     );

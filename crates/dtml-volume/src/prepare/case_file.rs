@@ -61,6 +61,14 @@ impl PreparedDataset {
             &format!("file of case {}", record.id),
             &self.dir.join(MANIFEST),
         )?;
+        CaseFile::open(&path, record)
+    }
+}
+
+impl CaseFile {
+    /// Opens the case file at `path` (already confined) for `record`.
+    pub(super) fn open(path: &Path, record: &CaseRecord) -> Result<CaseFile> {
+        let path = path.to_path_buf();
         let mut file = File::open(&path).map_err(|e| VolumeError::io(&path, e))?;
         let length = file
             .metadata()
@@ -125,9 +133,7 @@ impl PreparedDataset {
             label_at,
         })
     }
-}
 
-impl CaseFile {
     /// The cache file.
     pub fn path(&self) -> &Path {
         &self.path

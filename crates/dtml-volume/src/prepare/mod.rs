@@ -28,6 +28,7 @@ use strum::{Display, EnumString};
 mod cache;
 mod case_file;
 mod label;
+mod receipt;
 pub use cache::*;
 pub use case_file::{CaseFile, GridBox};
 pub use label::{binarize, read_label};
@@ -143,6 +144,9 @@ impl Default for PrepareOptions {
 #[derive(Debug, Clone, Default)]
 pub struct PrepareReport {
     pub cases: usize,
+    /// Cases taken as they were from an unfinished run or the cache being
+    /// replaced (their sources and the options unchanged).
+    pub reused: usize,
     pub warnings: Vec<String>,
 }
 
@@ -176,7 +180,8 @@ pub fn prepare(
     }
     check_case_memory(out, options)?;
     // Built beside `out` and swapped in only when complete: a failed or
-    // killed run leaves the old cache (if any) as it was.
+    // killed run leaves the old cache (if any) as it was, and its staging
+    // folder, whose finished cases the next run reuses ([`receipt`]).
     // A dataset dtml generated is not rewritten while it is read.
     let _input = output::lock_input(dataset_root)?;
     let mut lock = output::claim(
@@ -188,17 +193,29 @@ pub fn prepare(
     )?;
     check_cases_owned(out)?;
     let staging = sibling(out, "preparing")?;
-    remove_leftover(&staging)?;
     // Checked now, not after the build: the swap moves the old cache there.
     remove_leftover(&sibling(out, "replaced")?)?;
     // The new cache carries its own lock, taken before it is swapped in,
     // so no other writer gets between the swap and the end of this run.
-    let staged = output::claim(&staging, &CACHE_KIND, &[], LockMode::Exclusive, "--out")?;
+    let staged = output::claim(&staging, &STAGING_KIND, &[], LockMode::Exclusive, "--out")
+        .map_err(|_| {
+            VolumeError::invalid(
+                &staging,
+                "is in the way of preparation (dtml stages a cache there) but is not dtml's; move it away",
+            )
+        })?;
+    // A manifest there is an earlier run's, finished but not swapped in:
+    // its cases are reused by their receipts, the manifest written anew.
+    let stale = staging.join(MANIFEST);
+    if stale.exists() {
+        std::fs::remove_file(&stale).map_err(|e| VolumeError::io(&stale, e))?;
+    }
     let stage_cases = staging.join("cases");
     std::fs::create_dir_all(&stage_cases).map_err(|e| VolumeError::io(&stage_cases, e))?;
-    let built = build(dataset_root, layout, split, &staging, options, tick);
+    let built = build(dataset_root, layout, split, &staging, out, options, tick);
     match built {
         Ok(report) => {
+            drop_unnamed_cases(&staging)?;
             swap_in(&staging, out)?;
             lock.keep();
             drop(staged);
@@ -206,10 +223,51 @@ pub fn prepare(
         }
         Err(e) => {
             drop(staged);
-            let _ = std::fs::remove_dir_all(&staging);
+            // Kept for the next run when it holds finished cases.
+            let finished = std::fs::read_dir(&stage_cases).is_ok_and(|mut d| d.next().is_some());
+            if finished {
+                tracing::warn!(
+                    "the cases finished so far stay in {}: the next prepare into {} reuses them",
+                    staging.display(),
+                    out.display()
+                );
+            } else {
+                let _ = std::fs::remove_dir_all(&staging);
+            }
             Err(e)
         }
     }
+}
+
+/// A cache being built (`.<out>.preparing`): dtml's lock file, `cases/`
+/// and, last, the manifest. The lock file is what says it is dtml's.
+const STAGING_KIND: Kind = Kind {
+    name: "cache being prepared",
+    records: &[output::LOCK_FILE],
+    recognise: holds_lock,
+    only: Some(&["cases", MANIFEST]),
+};
+
+fn holds_lock(path: &Path) -> bool {
+    path.is_file()
+}
+
+/// Removes from a finished staging folder's `cases/` what its manifest
+/// does not name (cases of an earlier run no longer in the split), so
+/// the published cache holds only its own cases and their receipts.
+fn drop_unnamed_cases(staging: &Path) -> Result<()> {
+    let manifest = PreparedDataset::open(staging)?.manifest;
+    let named: BTreeSet<String> = manifest.cases.iter().map(|c| c.file.clone()).collect();
+    let cases = staging.join("cases");
+    for e in std::fs::read_dir(&cases).map_err(|e| VolumeError::io(&cases, e))? {
+        let e = e.map_err(|e| VolumeError::io(&cases, e))?;
+        let name = format!("cases/{}", e.file_name().to_string_lossy());
+        let case = name.strip_suffix(receipt::RECEIPT_SUFFIX).unwrap_or(&name);
+        if !named.contains(case) {
+            std::fs::remove_file(e.path()).map_err(|err| VolumeError::io(e.path(), err))?;
+        }
+    }
+    Ok(())
 }
 
 /// A prepared cache: `manifest.json` and `cases/`, nothing else.
@@ -253,7 +311,10 @@ fn check_cases_owned(out: &Path) -> Result<()> {
     let mut foreign: Vec<String> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !named.contains(&format!("cases/{n}")) && !n.starts_with(".dtml-"))
+        .filter(|n| {
+            let case = n.strip_suffix(receipt::RECEIPT_SUFFIX).unwrap_or(n);
+            !named.contains(&format!("cases/{case}")) && !n.starts_with(".dtml-")
+        })
         .collect();
     if foreign.is_empty() {
         return Ok(());
@@ -358,32 +419,46 @@ fn swap_in(staging: &Path, out: &Path) -> Result<()> {
     remove_leftover(&old)
 }
 
-/// Prepares every case into `out` (a fresh folder with `cases/`) and
-/// writes the manifest last.
+/// Prepares every case into `out` (a staging folder with `cases/`),
+/// reusing those already prepared there or in `published` whose receipts
+/// match, and writes the manifest last.
 fn build(
     dataset_root: &Path,
     layout: Layout,
     split: &Split,
     out: &Path,
+    published: &Path,
     options: &PrepareOptions,
     tick: &(dyn Fn(&str) + Sync),
 ) -> Result<PrepareReport> {
     let manifest_path = out.join(MANIFEST);
-    let results: Vec<Result<Prepared>> = split
+    let results: Vec<Result<(Prepared, bool)>> = split
         .cases
         .par_iter()
         .map(|(case, role)| {
-            let r = prepare_case(case, *role, out, options, &split.declared_labels);
+            let r = (|| {
+                let inputs = receipt::CaseInputs::of(case, *role, options, &split.declared_labels)?;
+                if let Some(found) = receipt::reuse(out, published, &inputs) {
+                    return Ok((found, true));
+                }
+                let p = prepare_case(case, *role, out, options, &split.declared_labels)?;
+                receipt::write(out, &inputs, &p)?;
+                Ok((p, false))
+            })();
             tick(&case.id);
             r
         })
         .collect();
     let mut prepared = Vec::with_capacity(results.len());
+    let mut reused = 0;
     for r in results {
-        prepared.push(r?);
+        let (p, was_reused) = r?;
+        reused += usize::from(was_reused);
+        prepared.push(p);
     }
     let mut report = PrepareReport {
         cases: prepared.len(),
+        reused,
         warnings: Vec::new(),
     };
     for p in &prepared {
