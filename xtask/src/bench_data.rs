@@ -3,7 +3,8 @@
 //! iteration time of `dtml train` with every case read from the cache per
 //! patch against every case in memory (demo and paper size), and the peak
 //! resident set of training against the cache's size, with the default
-//! data budget and with a fixed one.
+//! data budget and with a fixed one, and of `dtml predict` over every scan
+//! of the cohort.
 
 use crate::bench::{
     STEP_SIZES, json_strings, median_iteration_seconds, step_size_args, system_info,
@@ -183,9 +184,9 @@ pub(crate) fn bench_data(quick: bool) -> Result<()> {
     );
     let counts: &[usize] = if quick { &[4] } else { &[4, 24, 96] };
     println!(
-        "| cases | cache (MiB) | peak RSS, default budget (MiB) | peak RSS, --data-memory 64 (MiB) |"
+        "| cases | cache (MiB) | train peak RSS, default budget (MiB) | train peak RSS, --data-memory 64 (MiB) | predict every scan, peak RSS (MiB) |"
     );
-    println!("| --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- |");
     for &n in counts {
         let dir = base.join(format!("rss-{n}"));
         cohort(&dtml, &dir, "96,96,64", n)?;
@@ -208,11 +209,25 @@ pub(crate) fn bench_data(quick: bool) -> Result<()> {
             iterations,
             &["--data-memory", "64"],
         )?;
+        // Inference over the whole cohort: one scan at a time.
+        let masks = dir.join("masks");
+        let _ = std::fs::remove_dir_all(&masks);
+        let predict = peak_rss(
+            Command::new(&dtml)
+                .args(["predict", "--model"])
+                .arg(dir.join("run-64"))
+                .arg("--input")
+                .arg(dir.join("data/imagesTr"))
+                .arg("--out")
+                .arg(&masks)
+                .env("DTML_LOG", "warn"),
+        )?;
         println!(
-            "| {n} | {:.0} | {:.0} | {:.0} |",
+            "| {n} | {:.0} | {:.0} | {:.0} | {:.0} |",
             mib(cache_bytes(&prepared)),
             mib(default),
-            mib(budget)
+            mib(budget),
+            mib(predict)
         );
     }
     Ok(())
