@@ -148,3 +148,54 @@ fn a_cache_four_times_the_data_budget_trains_within_it_with_the_same_losses() {
         "budget run {peak_budget} over the step-only run {peak_none} + {budget}"
     );
 }
+
+#[test]
+fn a_damaged_case_read_per_patch_stops_the_run_naming_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let prepared = common::tiny_prepared(dir.path(), &[]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(prepared.join("manifest.json")).unwrap())
+            .unwrap();
+    // Every unlabelled image NaN from its first voxel on (the header and
+    // length intact, so only reading the voxels finds it).
+    let mut damaged = Vec::new();
+    for case in manifest["cases"].as_array().unwrap() {
+        if case["role"] != "unlabelled" {
+            continue;
+        }
+        let file = case["file"].as_str().unwrap().to_string();
+        let path = prepared.join(&file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let voxels: usize = case["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .product();
+        for v in bytes[header..header + 4 * voxels].chunks_exact_mut(4) {
+            v.copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+        std::fs::write(&path, bytes).unwrap();
+        damaged.push(file);
+    }
+    assert!(!damaged.is_empty());
+    let run = dir.path().join("run");
+    let err = common::dtml_err(&[
+        "train",
+        "--data",
+        s(&prepared),
+        "--out",
+        s(&run),
+        "--iterations",
+        "3",
+        "--patch",
+        "32,32,16",
+        "--width",
+        "2",
+        "--data-memory",
+        "0",
+    ]);
+    assert!(err.contains("damaged cache"), "{err}");
+    assert!(damaged.iter().any(|f| err.contains(f.as_str())), "{err}");
+}
