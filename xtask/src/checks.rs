@@ -42,6 +42,7 @@ pub(crate) fn test(no_lint: bool) -> Result<()> {
             .envs(envs))?;
     }
     run(cargo().args(["test", "--workspace", "--doc"]).envs(envs))?;
+    python_package_tests(&python)?;
     mpi_tests()?;
     // The kernels' golden and finite-difference tests once more under every
     // other tier this CPU supports, so an AVX-512 machine also checks the
@@ -54,6 +55,34 @@ pub(crate) fn test(no_lint: bool) -> Result<()> {
             .env("DTML_CPU", &tier))?;
     }
     Ok(())
+}
+
+/// Builds the `dtml` wheel (`crates/dtml-py`, maturin from the venv) into
+/// the test venv as a user's `pip install` would, and runs its pytest
+/// suite against the live peers there (scipy, medpy, scikit-image).
+pub(crate) fn python_package_tests(python: &Path) -> Result<()> {
+    let bin = python.parent().context("the venv's bin folder")?;
+    let path = std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))?;
+    run(Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-build-isolation",
+            "--force-reinstall",
+            "--no-deps",
+        ])
+        .arg(root().join("crates/dtml-py"))
+        .env("PATH", &path))?;
+    run(Command::new(python)
+        .args(["-m", "pytest", "-q"])
+        .arg(root().join("crates/dtml-py/tests"))
+        // Imports the installed wheel, not a folder named dtml.
+        .current_dir(std::env::temp_dir()))
 }
 
 /// The kernel tiers this CPU supports besides the one `dtml` picks itself.

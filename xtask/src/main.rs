@@ -74,6 +74,11 @@ enum Task {
         /// V-Net width of every run (16 in the paper).
         #[arg(long, default_value_t = study::DEFAULT_WIDTH)]
         width: usize,
+        /// Keep each finished run's scores and step times in this folder
+        /// (in the repository, a few kB a run) and reuse the runs found
+        /// there: a study continues on another machine.
+        #[arg(long)]
+        record: Option<PathBuf>,
     },
     /// Print each crate's workspace dependencies and module import graph;
     /// fail on import circles (also run by `test`).
@@ -173,6 +178,7 @@ fn main() -> Result<()> {
             prepared_all,
             patch,
             width,
+            record,
         } => study::study(&study::Study {
             out,
             iterations,
@@ -184,6 +190,7 @@ fn main() -> Result<()> {
             prepared_all,
             patch,
             width,
+            record,
         }),
         Task::Bench { what, quick, tiers } => bench::bench(&what, quick, &tiers),
     }

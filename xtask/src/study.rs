@@ -43,6 +43,64 @@ pub struct Study {
     /// Training patch `x,y,z` and V-Net width of every run.
     pub patch: String,
     pub width: usize,
+    /// A folder (in the repository) that keeps each finished run's scores
+    /// and step times, so a study continues on another machine ([`record`]).
+    pub record: Option<PathBuf>,
+}
+
+/// A study's finished runs kept beside the code: `eval/<run>/metrics.json`
+/// (every score the table reads) and `runs/<run>/log.jsonl` reduced to its
+/// step times, a few kB a run. Runs found there are not trained again; the
+/// weights are not kept (the table does not need them).
+mod record {
+    use super::*;
+
+    const FILES: [(&str, &str); 2] = [("eval", "metrics.json"), ("runs", "log.jsonl")];
+
+    /// Copies run `name` from `record` into `out` where `out` lacks it.
+    pub fn restore(record: &Path, out: &Path, name: &str) -> Result<()> {
+        if !record
+            .join("eval")
+            .join(name)
+            .join("metrics.json")
+            .is_file()
+        {
+            return Ok(());
+        }
+        for (folder, file) in FILES {
+            let (from, to) = (
+                record.join(folder).join(name).join(file),
+                out.join(folder).join(name),
+            );
+            if from.is_file() && !to.join(file).is_file() {
+                std::fs::create_dir_all(&to)?;
+                std::fs::copy(&from, to.join(file))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps finished run `name` of `out` in `record`.
+    pub fn keep(record: &Path, out: &Path, name: &str) -> Result<()> {
+        let eval = record.join("eval").join(name);
+        std::fs::create_dir_all(&eval)?;
+        std::fs::copy(
+            out.join("eval").join(name).join("metrics.json"),
+            eval.join("metrics.json"),
+        )?;
+        if let Ok(log) = std::fs::read_to_string(out.join("runs").join(name).join("log.jsonl")) {
+            let seconds: String = log
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| Some(serde_json::json!({"seconds": v["seconds"].as_f64()?})))
+                .map(|v| format!("{v}\n"))
+                .collect();
+            let runs = record.join("runs").join(name);
+            std::fs::create_dir_all(&runs)?;
+            std::fs::write(runs.join("log.jsonl"), seconds)?;
+        }
+        Ok(())
+    }
 }
 
 const TRAIN_CASES: usize = 20;
@@ -344,6 +402,9 @@ pub fn study(s: &Study) -> Result<()> {
                 (true, Some(all)) => all,
                 _ => &prepared,
             };
+            if let Some(r) = &s.record {
+                record::restore(&root().join(r), &out, &name)?;
+            }
             let run_dir = out.join("runs").join(&name);
             let eval = out.join("eval").join(&name);
             let metrics = eval.join("metrics.json");
@@ -358,6 +419,9 @@ pub fn study(s: &Study) -> Result<()> {
                     &run_dir,
                     &eval,
                 )?;
+            }
+            if let Some(r) = &s.record {
+                record::keep(&root().join(r), &out, &name)?;
             }
             scores[i].push(Some(score_of(&metrics, &run_dir)?));
             report(s, &out, &rows, &scores)?;

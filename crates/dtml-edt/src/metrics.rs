@@ -29,6 +29,12 @@ pub struct DistanceMetrics {
     /// 95th percentile (numpy linear interpolation) of both directed
     /// surface-distance sets concatenated (medpy `hd95`).
     pub hd95: f64,
+    /// The larger of the two directed 95th percentiles (numpy linear
+    /// interpolation of each directed set): MONAI's
+    /// `compute_hausdorff_distance(percentile=95)` and seg-metrics' hd95.
+    /// Never below [`DistanceMetrics::hd95`]'s pooled value by much, often
+    /// above it when one surface is much larger than the other.
+    pub hd95_max_directed: f64,
     /// Hausdorff distance: maximum of both directed sets (medpy `hd`).
     pub hausdorff: f64,
     /// Mean distance from the prediction's surface voxels to the reference
@@ -342,10 +348,15 @@ fn distances<M: MaskValue>(a: &[M], b: &[M], grid: &Grid) -> DistanceMetrics {
     let (np, nr) = (d_ab.len(), d_ba.len());
     let mut all = d_ab;
     all.extend_from_slice(&d_ba);
+    let hd95_max_directed = {
+        let (ab, ba) = all.split_at_mut(np);
+        percentile_linear(ab, 95.0).max(percentile_linear(ba, 95.0))
+    };
     let hausdorff = all.iter().copied().fold(0.0f64, f64::max);
     let hd95 = percentile_linear(&mut all, 95.0);
     DistanceMetrics {
         hd95,
+        hd95_max_directed,
         hausdorff,
         asd,
         asd_reference_to_prediction: asd_rev,

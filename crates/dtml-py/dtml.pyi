@@ -1,0 +1,63 @@
+"""Exact Euclidean distance maps and segmentation metrics from dtml.
+
+Masks are numpy arrays (or array-likes) of 1 to 3 axes; non-zero is
+foreground. Axes and `spacing` are in numpy's order (for a nibabel array,
+(x, y, z) and its zooms). Distances are float32 arrays of the mask's shape.
+"""
+
+from typing import Literal, Optional, Sequence, TypedDict
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+def edt(mask: npt.ArrayLike, spacing: Optional[Sequence[float]] = None) -> npt.NDArray[np.float32]:
+    """scipy.ndimage.distance_transform_edt(mask, sampling=spacing); inf without background."""
+
+def signed_distance(
+    mask: npt.ArrayLike, spacing: Optional[Sequence[float]] = None
+) -> npt.NDArray[np.float32]:
+    """edt(~mask) - edt(mask): negative inside, positive outside."""
+
+def normalized_sdm(mask: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """The DTC / DTML code's normalised SDM target (voxel units)."""
+
+class SurfaceMetrics(TypedDict):
+    dice: Optional[float]
+    jaccard: Optional[float]
+    prediction_voxels: int
+    reference_voxels: int
+    empty: Optional[Literal["prediction", "reference", "both"]]
+    hd95: Optional[float]
+    hd95_max_directed: Optional[float]
+    hausdorff: Optional[float]
+    asd: Optional[float]
+    asd_reference_to_prediction: Optional[float]
+    assd: Optional[float]
+    assd_mean_of_means: Optional[float]
+
+def surface_metrics(
+    prediction: npt.ArrayLike, reference: npt.ArrayLike, spacing: Optional[Sequence[float]] = None
+) -> SurfaceMetrics:
+    """Every metric of one pair; distances None when a mask is empty."""
+
+def dice(prediction: npt.ArrayLike, reference: npt.ArrayLike) -> Optional[float]: ...
+def jaccard(prediction: npt.ArrayLike, reference: npt.ArrayLike) -> Optional[float]: ...
+def hd95(
+    prediction: npt.ArrayLike,
+    reference: npt.ArrayLike,
+    spacing: Optional[Sequence[float]] = None,
+    definition: Literal["pooled", "max_directed"] = "pooled",
+) -> Optional[float]:
+    """pooled: medpy's hd95 (default); max_directed: MONAI's."""
+
+def hd(
+    prediction: npt.ArrayLike, reference: npt.ArrayLike, spacing: Optional[Sequence[float]] = None
+) -> Optional[float]: ...
+def asd(
+    prediction: npt.ArrayLike, reference: npt.ArrayLike, spacing: Optional[Sequence[float]] = None
+) -> Optional[float]: ...
+def assd(
+    prediction: npt.ArrayLike, reference: npt.ArrayLike, spacing: Optional[Sequence[float]] = None
+) -> Optional[float]: ...
