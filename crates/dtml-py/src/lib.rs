@@ -339,46 +339,42 @@ fn hd95(
     Ok(m.distances.computed().map(pick))
 }
 
-/// The Hausdorff distance (medpy `hd`); None when either mask is empty.
-#[pyfunction]
-#[pyo3(signature = (prediction, reference, spacing=None))]
-fn hd(
-    py: Python<'_>,
-    prediction: &Bound<'_, PyAny>,
-    reference: &Bound<'_, PyAny>,
-    spacing: Option<Vec<f64>>,
-) -> PyResult<Option<f64>> {
-    let m = metrics_of(py, prediction, reference, spacing)?;
-    Ok(m.distances.computed().map(|c| c.hausdorff))
+/// A function of one surface-distance metric of a pair: None when either
+/// mask is empty (medpy raises there).
+macro_rules! distance_metric {
+    ($(#[doc = $doc:literal])* $name:ident, $field:ident) => {
+        $(#[doc = $doc])*
+        #[pyfunction]
+        #[pyo3(signature = (prediction, reference, spacing=None))]
+        fn $name(
+            py: Python<'_>,
+            prediction: &Bound<'_, PyAny>,
+            reference: &Bound<'_, PyAny>,
+            spacing: Option<Vec<f64>>,
+        ) -> PyResult<Option<f64>> {
+            let m = metrics_of(py, prediction, reference, spacing)?;
+            Ok(m.distances.computed().map(|c| c.$field))
+        }
+    };
 }
 
-/// Mean distance from the prediction's surface to the reference's (medpy
-/// `asd(prediction, reference)`); None when either mask is empty.
-#[pyfunction]
-#[pyo3(signature = (prediction, reference, spacing=None))]
-fn asd(
-    py: Python<'_>,
-    prediction: &Bound<'_, PyAny>,
-    reference: &Bound<'_, PyAny>,
-    spacing: Option<Vec<f64>>,
-) -> PyResult<Option<f64>> {
-    let m = metrics_of(py, prediction, reference, spacing)?;
-    Ok(m.distances.computed().map(|c| c.asd))
-}
-
-/// Average symmetric surface distance as medpy 0.5 computes `assd` (the
-/// mean over both directed sets pooled); None when either mask is empty.
-#[pyfunction]
-#[pyo3(signature = (prediction, reference, spacing=None))]
-fn assd(
-    py: Python<'_>,
-    prediction: &Bound<'_, PyAny>,
-    reference: &Bound<'_, PyAny>,
-    spacing: Option<Vec<f64>>,
-) -> PyResult<Option<f64>> {
-    let m = metrics_of(py, prediction, reference, spacing)?;
-    Ok(m.distances.computed().map(|c| c.assd))
-}
+distance_metric!(
+    /// The Hausdorff distance (medpy `hd`); None when either mask is empty.
+    hd,
+    hausdorff
+);
+distance_metric!(
+    /// Mean distance from the prediction's surface to the reference's
+    /// (medpy `asd(prediction, reference)`); None when either mask is empty.
+    asd,
+    asd
+);
+distance_metric!(
+    /// Average symmetric surface distance as medpy 0.5 computes `assd` (the
+    /// mean over both directed sets pooled); None when either mask is empty.
+    assd,
+    assd
+);
 
 #[pymodule]
 fn dtml(m: &Bound<'_, PyModule>) -> PyResult<()> {
