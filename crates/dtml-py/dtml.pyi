@@ -1,11 +1,14 @@
-"""Exact Euclidean distance maps and segmentation metrics from dtml.
+"""Exact Euclidean distance maps, segmentation metrics and NIfTI / NRRD
+volumes from dtml.
 
 Masks are numpy arrays (or array-likes) of 1 to 3 axes; non-zero is
 foreground. Axes and `spacing` are in numpy's order (for a nibabel array,
 (x, y, z) and its zooms). Distances are float32 arrays of the mask's shape.
+Volumes follow nibabel: arrays indexed [i, j, k], RAS+ affines in mm.
 """
 
-from typing import Literal, Optional, Sequence, TypedDict
+import os
+from typing import Literal, Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -61,3 +64,41 @@ def asd(
 def assd(
     prediction: npt.ArrayLike, reference: npt.ArrayLike, spacing: Optional[Sequence[float]] = None
 ) -> Optional[float]: ...
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+class Volume:
+    """A scan or label map read by `read_volume`."""
+
+    @property
+    def array(self) -> np.ndarray:
+        """Voxels (X, Y, Z) as nibabel's dataobj: Fortran order, the file's type
+        (float64 when the header scales values)."""
+    @property
+    def shape(self) -> Tuple[int, int, int]: ...
+    @property
+    def affine(self) -> npt.NDArray[np.float64]:
+        """4x4 voxel-to-world matrix, RAS+ mm (nibabel's img.affine)."""
+    @property
+    def spacing(self) -> Tuple[float, float, float]:
+        """Voxel size in mm along i, j, k (header.get_zooms()[:3])."""
+    @property
+    def origin(self) -> Tuple[float, float, float]:
+        """affine[:3, 3]."""
+    @property
+    def directions(self) -> npt.NDArray[np.float64]:
+        """affine[:3, :3] with unit columns."""
+
+def read_volume(path: PathLike, channel: Optional[int] = None) -> Volume:
+    """Reads NIfTI-1 (.nii, .nii.gz, .hdr/.img) or NRRD (.nrrd, .nhdr); a 4D
+    file needs `channel`."""
+
+def write_nifti(
+    path: PathLike,
+    array: npt.ArrayLike,
+    affine: Optional[npt.ArrayLike] = None,
+    like: Optional[Volume] = None,
+) -> None:
+    """Writes a 3D array as .nii / .nii.gz atomically, with `like`'s header
+    geometry or `affine`; raises FileExistsError rather than replace a file
+    dtml did not write."""

@@ -485,6 +485,16 @@ pub fn write_nifti(path: &Path, volume: &Volume) -> Result<()> {
             "NIfTI output must end in .nii or .nii.gz",
         ));
     };
+    if volume.shape.any(|d| d > i16::MAX as usize) {
+        return Err(VolumeError::invalid(
+            path,
+            format!(
+                "a NIfTI-1 header holds at most {} voxels per axis; the volume has {:?}",
+                i16::MAX,
+                volume.shape
+            ),
+        ));
+    }
     let mut bytes =
         Vec::with_capacity(SINGLE_FILE_OFFSET + volume.len() * volume.data.dtype().size());
     bytes.extend_from_slice(&header_bytes(volume));

@@ -444,3 +444,19 @@ fn writing_is_atomic_and_refuses_unknown_extensions() {
         .collect();
     assert_eq!(names.len(), 1, "no temporary file may be left: {names:?}");
 }
+
+#[test]
+fn writing_refuses_axes_longer_than_the_header_holds() {
+    // NIfTI-1 stores dims as int16: 40000 would wrap to a negative size.
+    let dir = tempfile::tempdir().unwrap();
+    let vol = Volume::new(
+        VoxelData::U8(vec![0; 40_000]),
+        Xyz::new(40_000, 1, 1),
+        Geometry::from_spacing(Xyz::splat(1.0)),
+    )
+    .unwrap();
+    let path = dir.path().join("long.nii");
+    let e = write_nifti(&path, &vol).unwrap_err().to_string();
+    assert!(e.contains("long.nii") && e.contains("32767"), "{e}");
+    assert!(!path.exists());
+}
