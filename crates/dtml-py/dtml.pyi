@@ -102,3 +102,37 @@ def write_nifti(
     """Writes a 3D array as .nii / .nii.gz atomically, with `like`'s header
     geometry or `affine`; raises FileExistsError rather than replace a file
     dtml did not write."""
+
+class Prediction(TypedDict):
+    mask: npt.NDArray[np.uint8]
+    probability: npt.NDArray[np.float32]
+    disagreement: Optional[npt.NDArray[np.float32]]
+
+class Model:
+    """Trained students: a run directory, or one or two weight files
+    (.safetensors, or the authors' V-Net .pth; two are region then boundary)."""
+
+    def __init__(
+        self,
+        model: Union[PathLike, Sequence[PathLike]],
+        student: Optional[Literal["ensemble", "region", "boundary"]] = None,
+    ) -> None: ...
+    def predict(
+        self,
+        image: Union[Volume, npt.ArrayLike],
+        *,
+        patch: Optional[Tuple[int, int, int]] = None,
+        stride: Optional[Tuple[int, int, int]] = None,
+        batch: Optional[int] = None,
+        threshold: Optional[float] = None,
+        largest_component: bool = True,
+        connectivity: Literal[6, 26] = 26,
+        disagreement: bool = False,
+    ) -> Prediction:
+        """Segments a scan (raw intensities, [i, j, k]) as `dtml predict` does."""
+    @property
+    def width(self) -> Optional[int]: ...
+    @property
+    def patch(self) -> Tuple[int, int, int]: ...
+    @property
+    def student(self) -> str: ...

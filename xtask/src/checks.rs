@@ -42,7 +42,7 @@ pub(crate) fn test(no_lint: bool) -> Result<()> {
             .envs(envs))?;
     }
     run(cargo().args(["test", "--workspace", "--doc"]).envs(envs))?;
-    python_package_tests(&python)?;
+    python_package_tests(&python, &bin)?;
     mpi_tests()?;
     // The kernels' golden and finite-difference tests once more under every
     // other tier this CPU supports, so an AVX-512 machine also checks the
@@ -59,8 +59,9 @@ pub(crate) fn test(no_lint: bool) -> Result<()> {
 
 /// Builds the `dtml` wheel (`crates/dtml-py`, maturin from the venv) into
 /// the test venv as a user's `pip install` would, and runs its pytest
-/// suite against the live peers there (scipy, medpy, scikit-image).
-pub(crate) fn python_package_tests(python: &Path) -> Result<()> {
+/// suite against the live peers there (scipy, medpy, scikit-image,
+/// nibabel, pynrrd) and against the `dtml` CLI at `dtml`.
+pub(crate) fn python_package_tests(python: &Path, dtml: &Path) -> Result<()> {
     let bin = python.parent().context("the venv's bin folder")?;
     let path = std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
@@ -81,6 +82,8 @@ pub(crate) fn python_package_tests(python: &Path) -> Result<()> {
     run(Command::new(python)
         .args(["-m", "pytest", "-q"])
         .arg(root().join("crates/dtml-py/tests"))
+        // Predictions from Python are compared with this CLI's.
+        .env("DTML_BIN", dtml)
         // Imports the installed wheel, not a folder named dtml.
         .current_dir(std::env::temp_dir()))
 }

@@ -1,8 +1,10 @@
 //! Flags shared by `dtml predict` and `dtml evaluate`: which trained
 //! students to load, on which device, and how to slide the window.
 
-use anyhow::{Context, Result, bail};
-use dtml_infer::students::{DeviceKind, LoadedStudents, load_models, select_device};
+use anyhow::{Context, Result};
+use dtml_infer::students::{
+    DeviceKind, InferenceChoices, LoadedStudents, load_models, select_device,
+};
 use dtml_infer::{Ensemble, InferenceOptions, StudentRole};
 use dtml_model::vnet::SIZE_MULTIPLE;
 use dtml_volume::Xyz;
@@ -64,40 +66,17 @@ impl ModelArgs {
         let shown: Vec<String> = self.model.iter().map(|m| m.display().to_string()).collect();
         let loaded = load_models(&self.model, single, &device)
             .with_context(|| format!("loading --model {}", shown.join(" ")))?;
-        let students = loaded.students();
-        let base = loaded.default_options();
-        let ensemble = self.student.unwrap_or(base.ensemble);
-        if ensemble == Ensemble::Both && (students.region.is_none() || students.boundary.is_none())
-        {
-            bail!(
-                "the ensemble needs two students: give --model twice (region, then boundary weights) or choose --student region or boundary"
-            );
-        }
-        if disagreement && (students.region.is_none() || students.boundary.is_none()) {
-            bail!(
-                "--disagreement compares two students: give --model twice (region, then boundary)"
-            );
-        }
-        let patch = self.patch.unwrap_or(base.patch);
-        let opts = InferenceOptions {
-            patch,
+        let opts = loaded.options(&InferenceChoices {
+            patch: self.patch,
             stride: self.stride,
             batch: self.batch,
-            ensemble,
+            ensemble: self.student,
             threshold: self.threshold,
             largest_component: !self.no_largest_component,
             connectivity: self.connectivity,
             disagreement,
-            ..base
-        };
-        opts.check()?;
+        })?;
         if let Some(c) = loaded.config() {
-            let networks = if loaded.shared {
-                1
-            } else {
-                usize::from(students.region.is_some()) + usize::from(students.boundary.is_some())
-            };
-            opts.check_memory(c, networks)?;
             tracing::info!(
                 "{} (V-Net width {}, {} input channel(s)): {} on {}, patch {:?}, strides {:?}",
                 shown.join(" + "),
@@ -105,7 +84,7 @@ impl ModelArgs {
                 c.in_channels,
                 opts.ensemble,
                 self.device,
-                patch,
+                opts.patch,
                 self.stride
             );
         }

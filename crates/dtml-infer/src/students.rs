@@ -127,6 +127,84 @@ impl LoadedStudents {
             .or(self.boundary.as_ref())
             .map(|n| n.config())
     }
+
+    /// How many networks are loaded (one when one network is both students).
+    pub fn networks(&self) -> usize {
+        if self.shared {
+            1
+        } else {
+            usize::from(self.region.is_some()) + usize::from(self.boundary.is_some())
+        }
+    }
+
+    /// The inference options for a user's choices, checked against these
+    /// students (the ensemble and the disagreement map need two) and
+    /// against the machine's memory, before any scan is read.
+    pub fn options(&self, choices: &InferenceChoices) -> Result<InferenceOptions> {
+        let students = self.students();
+        let two = students.region.is_some() && students.boundary.is_some();
+        let base = self.default_options();
+        let ensemble = choices.ensemble.unwrap_or(base.ensemble);
+        if ensemble == Ensemble::Both && !two {
+            return Err(InferError::Config(
+                "the ensemble needs two students: load a run of two students or two weight files (region, then boundary), or choose the region or boundary student".into(),
+            ));
+        }
+        if choices.disagreement && !two {
+            return Err(InferError::Config(
+                "the disagreement map compares two students: load a run of two students or two weight files (region, then boundary)".into(),
+            ));
+        }
+        let opts = InferenceOptions {
+            patch: choices.patch.unwrap_or(base.patch),
+            stride: choices.stride,
+            batch: choices.batch,
+            ensemble,
+            threshold: choices.threshold,
+            largest_component: choices.largest_component,
+            connectivity: choices.connectivity,
+            disagreement: choices.disagreement,
+            ..base
+        };
+        opts.check()?;
+        if let Some(c) = self.config() {
+            opts.check_memory(c, self.networks())?;
+        }
+        Ok(opts)
+    }
+}
+
+/// What a user chooses about inference (`dtml predict`'s flags, the Python
+/// `Model.predict`'s arguments); `None` takes the students' default
+/// ([`LoadedStudents::default_options`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferenceChoices {
+    /// Window size [default: the run's training patch, else the paper's].
+    pub patch: Option<Xyz<usize>>,
+    pub stride: Xyz<usize>,
+    pub batch: usize,
+    /// [default: the ensemble with two students, else the one there is].
+    pub ensemble: Option<Ensemble>,
+    pub threshold: f32,
+    pub largest_component: bool,
+    pub connectivity: dtml_edt::Connectivity,
+    pub disagreement: bool,
+}
+
+impl Default for InferenceChoices {
+    fn default() -> Self {
+        let d = InferenceOptions::default();
+        InferenceChoices {
+            patch: None,
+            stride: d.stride,
+            batch: d.batch,
+            ensemble: None,
+            threshold: d.threshold,
+            largest_component: d.largest_component,
+            connectivity: d.connectivity,
+            disagreement: d.disagreement,
+        }
+    }
 }
 
 /// The V-Net shape of a state dict: width and input channels from

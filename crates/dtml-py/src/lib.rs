@@ -1,7 +1,8 @@
 //! The `dtml` Python package, built by maturin: dtml's exact Euclidean
 //! distance maps and segmentation metrics ([`dtml_edt`]) on numpy arrays,
-//! and NIfTI / NRRD volumes read into numpy with their geometry
-//! ([`dtml_volume`]).
+//! NIfTI / NRRD volumes read into numpy with their geometry
+//! ([`dtml_volume`]), and trained students predicting numpy volumes as
+//! `dtml predict` does ([`dtml_infer`]).
 //!
 //! Masks come in as any numpy array (or array-like) of 1 to 3 axes: bool
 //! and uint8 arrays in C order are read in place; anything else (other
@@ -17,6 +18,7 @@ mod distances;
 mod errors;
 mod masks;
 mod metrics;
+mod models;
 mod volumes;
 
 use pyo3::prelude::*;
@@ -27,5 +29,6 @@ fn dtml(m: &Bound<'_, PyModule>) -> PyResult<()> {
     distances::register(m)?;
     metrics::register(m)?;
     volumes::register(m)?;
+    models::register(m)?;
     Ok(())
 }

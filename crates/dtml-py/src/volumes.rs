@@ -14,8 +14,8 @@ use std::path::PathBuf;
 
 /// A scan or label map read by [`read_volume`]: its voxels and geometry.
 #[pyclass(frozen, module = "dtml")]
-struct Volume {
-    array: Py<PyAny>,
+pub(crate) struct Volume {
+    pub(crate) array: Py<PyAny>,
     shape: Xyz<usize>,
     geometry: Geometry,
 }
@@ -82,7 +82,11 @@ impl Volume {
 }
 
 /// The voxels as a Fortran-order numpy array of `shape`, without a copy.
-fn numpy_array(py: Python<'_>, data: VoxelData, shape: Xyz<usize>) -> PyResult<Py<PyAny>> {
+pub(crate) fn numpy_array(
+    py: Python<'_>,
+    data: VoxelData,
+    shape: Xyz<usize>,
+) -> PyResult<Py<PyAny>> {
     let dims = [shape[0], shape[1], shape[2]];
     macro_rules! fortran {
         ($v:expr) => {
@@ -157,19 +161,19 @@ fn affine_of(obj: &Bound<'_, PyAny>) -> PyResult<dtml_volume::Affine> {
 /// The voxels of a 3D numpy array in file order (x fastest), in a type
 /// NIfTI-1 stores: bool becomes uint8, float16 float32, and int64 / uint64
 /// int32 when every value fits (else an error, never a wrapped value).
-fn voxels_of(array: &Bound<'_, PyAny>) -> PyResult<(VoxelData, Xyz<usize>)> {
+pub(crate) fn voxels_of(array: &Bound<'_, PyAny>, what: &str) -> PyResult<(VoxelData, Xyz<usize>)> {
     let np = array.py().import("numpy")?;
     let array = np.call_method1("asarray", (array,))?;
     let shape: Vec<usize> = array.getattr("shape")?.extract()?;
     let [x, y, z] = shape[..] else {
         return Err(PyValueError::new_err(format!(
-            "array has {} axes; a volume has 3 (i, j, k)",
+            "{what} has {} axes; a volume has 3 (i, j, k)",
             shape.len()
         )));
     };
     if shape.contains(&0) {
         return Err(PyValueError::new_err(format!(
-            "array has shape {shape:?}: a volume has at least one voxel"
+            "{what} has shape {shape:?}: a volume has at least one voxel"
         )));
     }
     let dtype = array.getattr("dtype")?;
@@ -186,7 +190,7 @@ fn voxels_of(array: &Bound<'_, PyAny>) -> PyResult<(VoxelData, Xyz<usize>)> {
             };
             if !fits(array.call_method0("min")?)? || !fits(array.call_method0("max")?)? {
                 return Err(PyValueError::new_err(format!(
-                    "array is {} with values outside int32: NIfTI-1 as dtml writes it holds at most 32-bit integers; cast it (to float64 for example)",
+                    "{what} is {} with values outside int32: dtml's volumes (as NIfTI-1) hold at most 32-bit integers; cast it (to float64 for example)",
                     dtype.str()?
                 )));
             }
@@ -195,7 +199,7 @@ fn voxels_of(array: &Bound<'_, PyAny>) -> PyResult<(VoxelData, Xyz<usize>)> {
         ("u", 1 | 2 | 4) | ("i", 1 | 2 | 4) | ("f", 4 | 8) => array,
         _ => {
             return Err(PyTypeError::new_err(format!(
-                "array has dtype {}: NIfTI-1 volumes hold bool, 8- to 32-bit integers, float32 or float64",
+                "{what} has dtype {}: volumes hold bool, 8- to 32-bit integers, float32 or float64",
                 dtype.str()?
             )));
         }
@@ -239,7 +243,7 @@ fn write_nifti(
     affine: Option<&Bound<'_, PyAny>>,
     like: Option<&Bound<'_, Volume>>,
 ) -> PyResult<()> {
-    let (data, shape) = voxels_of(array)?;
+    let (data, shape) = voxels_of(array, "array")?;
     let geometry = match (affine, like) {
         (Some(_), Some(_)) => {
             return Err(PyValueError::new_err(

@@ -20,7 +20,7 @@
 use crate::error::{InferError, Result};
 use candle_core::{DType, Device, Tensor};
 use dtml_model::VNet;
-use dtml_volume::{ReadOptions, Volume, Xyz, ZScore};
+use dtml_volume::{ReadOptions, Volume, VoxelData, Xyz, ZScore};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -274,19 +274,26 @@ pub fn read_scan(path: &Path, channel: Option<usize>) -> Result<(Volume, Vec<f32
         ));
     }
     volume.check_finite(path)?;
-    let z = ZScore::of_data(&volume.data);
-    if z.constant {
+    let (image, constant) = zscored(&volume.data);
+    if constant {
         tracing::warn!(
             "{}: the image is constant; its intensities become 0",
             path.display()
         );
     }
-    let data = &volume.data;
-    let image = (0..volume.len())
+    Ok((volume, image))
+}
+
+/// A scan's voxels z-scored in their stored type exactly as preparation
+/// does (what the students were trained on), and whether the scan is
+/// constant (then every intensity is 0).
+pub fn zscored(data: &VoxelData) -> (Vec<f32>, bool) {
+    let z = ZScore::of_data(data);
+    let image = (0..data.len())
         .into_par_iter()
         .map(|i| z.apply(data.get_f64(i)))
         .collect();
-    Ok((volume, image))
+    (image, z.constant)
 }
 
 /// Checks a network for single-channel, single-class sigmoid inference.
