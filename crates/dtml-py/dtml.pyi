@@ -8,7 +8,7 @@ Volumes follow nibabel: arrays indexed [i, j, k], RAS+ affines in mm.
 """
 
 import os
-from typing import Literal, Optional, Sequence, Tuple, TypedDict, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -136,3 +136,24 @@ class Model:
     def patch(self) -> Tuple[int, int, int]: ...
     @property
     def student(self) -> str: ...
+
+class TrainResult(TypedDict):
+    run: "os.PathLike[str]"
+    iterations: Optional[int]
+    loss: Optional[float]
+    best_iteration: Optional[int]
+    best_dice: Optional[float]
+    students: List["os.PathLike[str]"]
+
+def train(
+    data: PathLike,
+    out: PathLike,
+    *,
+    resume: bool = False,
+    callback: Optional[Callable[[Dict[str, Any]], None]] = None,
+    **settings: Any,
+) -> TrainResult:
+    """`dtml train --data DATA --out OUT`; settings are the run's TOML keys
+    (method, iterations, patch, width, seed, threads, ...). Ctrl-C or an
+    exception in the callback stops after the iteration in progress with a
+    checkpoint there; resume=True goes on exactly."""

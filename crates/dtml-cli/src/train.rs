@@ -256,6 +256,7 @@ fn train_with_progress(
             config,
             device,
             resume,
+            stop: None,
         },
         group,
         &mut on_event,

@@ -2,7 +2,8 @@
 //! distance maps and segmentation metrics ([`dtml_edt`]) on numpy arrays,
 //! NIfTI / NRRD volumes read into numpy with their geometry
 //! ([`dtml_volume`]), and trained students predicting numpy volumes as
-//! `dtml predict` does ([`dtml_infer`]).
+//! `dtml predict` does ([`dtml_infer`]), and `dtml train` with a progress
+//! callback ([`dtml_train`]).
 //!
 //! Masks come in as any numpy array (or array-like) of 1 to 3 axes: bool
 //! and uint8 arrays in C order are read in place; anything else (other
@@ -19,6 +20,7 @@ mod errors;
 mod masks;
 mod metrics;
 mod models;
+mod training;
 mod volumes;
 
 use pyo3::prelude::*;
@@ -30,5 +32,6 @@ fn dtml(m: &Bound<'_, PyModule>) -> PyResult<()> {
     metrics::register(m)?;
     volumes::register(m)?;
     models::register(m)?;
+    training::register(m)?;
     Ok(())
 }

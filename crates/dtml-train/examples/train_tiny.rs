@@ -67,6 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config,
         device: candle_core::Device::Cpu,
         resume: false,
+        stop: None,
     };
     let outcome = dtml_train::train(request, &mut |event| {
         if let Event::Iteration(log) = event {

@@ -29,6 +29,11 @@ pub enum TrainError {
         loss: f64,
         parts: String,
     },
+    /// The caller asked the run to stop ([`crate::TrainRequest::stop`]).
+    #[error(
+        "stopped after iteration {iteration} as asked; a checkpoint is saved there: resume {run_dir} to go on"
+    )]
+    Stopped { iteration: usize, run_dir: PathBuf },
     #[error("{0}")]
     Other(String),
 }

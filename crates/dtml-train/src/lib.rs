@@ -16,6 +16,7 @@
 //!     config,
 //!     device: candle_core::Device::Cpu,
 //!     resume: false,
+//!     stop: None,
 //! };
 //! let outcome = dtml_train::train(request, &mut |_event| {})?;
 //! println!("students in run/: {:?}", outcome.run.students);

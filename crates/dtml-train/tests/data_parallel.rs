@@ -58,6 +58,7 @@ fn train_ranks(
                         config: cfg.clone(),
                         device: Device::Cpu,
                         resume,
+                        stop: None,
                     };
                     dtml_train::trainer::train_in_group(req, &group, &mut |_| {})
                 })

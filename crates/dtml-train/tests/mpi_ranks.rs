@@ -59,6 +59,7 @@ fn rank() {
         config: config(),
         device: candle_core::Device::Cpu,
         resume,
+        stop: None,
     };
     let slow = std::env::var_os("DTML_MPI_TEST_SLOW").is_some();
     let outcome = dtml_train::trainer::train_in_group(req, &group, &mut |e| {

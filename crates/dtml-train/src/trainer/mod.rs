@@ -20,6 +20,7 @@ use rand::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 mod outputs;
@@ -44,6 +45,12 @@ pub struct TrainRequest<'a> {
     pub config: TrainConfig,
     pub device: Device,
     pub resume: bool,
+    /// Set (from the event callback or another thread) to stop a run of
+    /// one process after the iteration in progress: a checkpoint is saved
+    /// there, so `resume` goes on exactly, and the trainer returns
+    /// [`TrainError::Stopped`]. A data-parallel group ignores it (every
+    /// rank would have to stop at the same iteration).
+    pub stop: Option<&'a AtomicBool>,
 }
 
 /// Progress reported to the caller (the CLI draws it).
@@ -199,7 +206,19 @@ pub fn train_in_group(
             log = Some(open_log(req.run_dir, first)?);
         }
         let log = log.as_mut().expect("opened above");
-        last = Some(run.after_step(entry, &sgd, state.as_deref(), &mut best, log, on_event)?);
+        let entry = run.after_step(entry, &sgd, state.as_deref(), &mut best, log, on_event)?;
+        let done = entry.iteration;
+        last = Some(entry);
+        let stop = req.stop.is_some_and(|s| s.load(Ordering::SeqCst)) && group.size() == 1;
+        if stop && done < cfg.iterations {
+            if !run.checkpoint_due(done) {
+                run.checkpoint(done, &sgd, state.as_deref(), best, on_event)?;
+            }
+            return Err(TrainError::Stopped {
+                iteration: done,
+                run_dir: req.run_dir.to_path_buf(),
+            });
+        }
     }
     run.finish(best, last)
 }
@@ -269,30 +288,51 @@ impl Session<'_> {
         writeln!(log, "{line}").map_err(|e| TrainError::file(&log_path, e))?;
         log.flush().map_err(|e| TrainError::file(&log_path, e))?;
         on_event(Event::Iteration(&entry));
-        if finished || (cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every)) {
-            let trainer = TrainerState::new(
-                done,
-                cfg.clone(),
-                self.req.data.dir.clone(),
-                *best,
-                self.group.size(),
-                self.req.data.manifest_digest(),
-            );
-            let mut optimizer = sgd.state()?;
-            if let Some(method_state) = state {
-                for (k, v) in method_state.save()? {
-                    optimizer.insert(format!("{METHOD_STATE_PREFIX}{k}"), v);
-                }
-            }
-            checkpoint::save(run_dir, self.nets, &optimizer, &trainer)?;
-            crate::plot::loss_curves(
-                &read_log(run_dir)?,
-                &run_dir.join(CURVES_FILE),
-                crate::plot::LossScale::Linear,
-            )?;
-            on_event(Event::Checkpoint { iteration: done });
+        if self.checkpoint_due(done) {
+            self.checkpoint(done, sgd, state, *best, on_event)?;
         }
         Ok(entry)
+    }
+
+    /// Whether the run checkpoints after iteration `done` by itself.
+    fn checkpoint_due(&self, done: usize) -> bool {
+        let cfg = self.cfg;
+        done == cfg.iterations
+            || (cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every))
+    }
+
+    /// Saves the state after iteration `done` and redraws the curves.
+    fn checkpoint(
+        &self,
+        done: usize,
+        sgd: &Sgd,
+        state: Option<&dyn MethodState>,
+        best: Option<(usize, f64)>,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<()> {
+        let run_dir = self.req.run_dir;
+        let trainer = TrainerState::new(
+            done,
+            self.cfg.clone(),
+            self.req.data.dir.clone(),
+            best,
+            self.group.size(),
+            self.req.data.manifest_digest(),
+        );
+        let mut optimizer = sgd.state()?;
+        if let Some(method_state) = state {
+            for (k, v) in method_state.save()? {
+                optimizer.insert(format!("{METHOD_STATE_PREFIX}{k}"), v);
+            }
+        }
+        checkpoint::save(run_dir, self.nets, &optimizer, &trainer)?;
+        crate::plot::loss_curves(
+            &read_log(run_dir)?,
+            &run_dir.join(CURVES_FILE),
+            crate::plot::LossScale::Linear,
+        )?;
+        on_event(Event::Checkpoint { iteration: done });
+        Ok(())
     }
 
     /// The run's end: rank 0 exports the last students unless validation
