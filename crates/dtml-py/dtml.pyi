@@ -64,6 +64,14 @@ def asd(
 def assd(
     prediction: npt.ArrayLike, reference: npt.ArrayLike, spacing: Optional[Sequence[float]] = None
 ) -> Optional[float]: ...
+def surface_dice(
+    prediction: npt.ArrayLike,
+    reference: npt.ArrayLike,
+    spacing: Optional[Sequence[float]] = None,
+    *,
+    tolerance: float,
+) -> Optional[float]:
+    """Surface Dice at `tolerance` (DeepMind's surface-distance); 3D masks."""
 
 PathLike = Union[str, "os.PathLike[str]"]
 

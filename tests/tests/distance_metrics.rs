@@ -118,3 +118,55 @@ fn metrics_match_by_name_and_report_empty_cases() {
     let err = dtml_err(&["metrics", "--pred", s(&pred), "--ref", s(&refs)]);
     assert!(err.contains("\"c\""), "{err}");
 }
+
+#[test]
+fn metrics_add_the_surface_dice_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pred, refs) = (dir.path().join("pred"), dir.path().join("ref"));
+    std::fs::create_dir_all(&pred).unwrap();
+    std::fs::create_dir_all(&refs).unwrap();
+    let (p, r) = (cube_mask(4, 10, 1), cube_mask(3, 9, 1));
+    write_nifti(&refs.join("a.nii.gz"), &r).unwrap();
+    write_nifti(&pred.join("a.nii.gz"), &p).unwrap();
+    write_nifti(&refs.join("b.nii.gz"), &r).unwrap();
+    write_nifti(&pred.join("b.nii.gz"), &cube_mask(0, 0, 1)).unwrap();
+    let args = |extra: &[&'static str]| {
+        let mut a = vec!["metrics", "--pred", s(&pred), "--ref", s(&refs)];
+        a.extend_from_slice(extra);
+        dtml_ok(&a)
+    };
+    let j: serde_json::Value =
+        serde_json::from_str(&args(&["--json", "--surface-dice", "0.6"])).unwrap();
+    // The file's spacing is (0.5, 0.5, 2) mm in (x, y, z).
+    let mask = |v: &Volume| match &v.data {
+        VoxelData::U8(m) => m.clone(),
+        _ => unreachable!(),
+    };
+    let want = dtml_edt::surface_dice(&mask(&p), &mask(&r), &[N, N, N], &[2.0, 0.5, 0.5], 0.6)
+        .unwrap()
+        .unwrap();
+    assert!(want > 0.2 && want < 1.0, "{want}");
+    assert_eq!(j["surface_dice_tolerance"], 0.6);
+    assert_eq!(j["cases"][0]["surface_dice"], want);
+    assert_eq!(j["cases"][1]["surface_dice"], 0.0);
+    assert_eq!(j["summary"]["surface_dice"]["n"], 2);
+    // In voxels the tolerance is in voxels: one voxel's shift is within 1.
+    let v: serde_json::Value =
+        serde_json::from_str(&args(&["--json", "--voxels", "--surface-dice", "1"])).unwrap();
+    assert!(v["cases"][0]["surface_dice"].as_f64().unwrap() > want);
+    let table = args(&["--surface-dice", "0.6"]);
+    assert!(table.contains("sdice@0.6mm"), "{table}");
+    // Without the flag there is no such column or key.
+    let plain: serde_json::Value = serde_json::from_str(&args(&["--json"])).unwrap();
+    assert!(plain["cases"][0].get("surface_dice").is_none());
+    assert!(!args(&[]).contains("sdice"));
+    let err = dtml_err(&[
+        "metrics",
+        "--pred",
+        s(&pred),
+        "--ref",
+        s(&refs),
+        "--surface-dice=-1",
+    ]);
+    assert!(err.contains("tolerance"), "{err}");
+}

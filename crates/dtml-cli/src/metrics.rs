@@ -35,6 +35,11 @@ pub struct MetricsArgs {
     /// Foreground label value(s) of both masks [default: any non-zero].
     #[arg(long, value_parser = int_list)]
     foreground: Option<::std::vec::Vec<i64>>,
+    /// Also the surface Dice at this tolerance (mm, or voxels with
+    /// --voxels): the share of both surfaces, by area, within the
+    /// tolerance of the other, as DeepMind's surface-distance package.
+    #[arg(long, value_name = "TOLERANCE")]
+    surface_dice: Option<f64>,
 }
 
 pub fn run(a: MetricsArgs) -> Result<()> {
@@ -46,6 +51,7 @@ pub fn run(a: MetricsArgs) -> Result<()> {
             Units::Millimetres
         },
         voxel_grid: a.voxel_grid,
+        surface_dice: a.surface_dice,
     };
     let scoring = if a.reference_scoring {
         EmptyScoring::Reference
@@ -53,7 +59,8 @@ pub fn run(a: MetricsArgs) -> Result<()> {
         EmptyScoring::Exclude
     };
     let rows = score_mask_files(&a.pred, &a.reference, &how)?;
-    let report = Report::new(rows, how.units, scoring);
+    let mut report = Report::new(rows, how.units, scoring);
+    report.surface_dice_tolerance = a.surface_dice;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {

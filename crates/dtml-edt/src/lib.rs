@@ -16,6 +16,8 @@
 //!   DTC/DTML code family, per sample, for a whole batch.
 //! * [`surface_metrics`]: Dice, Jaccard, 95 % Hausdorff distance, average
 //!   surface distance (medpy `asd`) and ASSD with medpy's conventions.
+//! * [`surface_dice`]: surface Dice at a tolerance, as DeepMind's
+//!   `surface-distance` package (areas of marching-cubes surface elements).
 //! * [`largest_connected_component`]: scikit-image `label` style largest
 //!   component (26-connectivity in 3D by default).
 //!
@@ -47,6 +49,8 @@ mod kernel;
 mod metrics;
 mod sdm;
 mod summary;
+mod surface_dice;
+mod surfels;
 
 pub use cc::{Connectivity, largest_connected_component};
 pub use metrics::{
@@ -54,6 +58,7 @@ pub use metrics::{
 };
 pub use sdm::{normalized_sdm, normalized_sdm_batch, normalized_sdm_batch_into};
 pub use summary::{EmptyScoring, MeanStd, Summary, summarize};
+pub use surface_dice::surface_dice;
 
 use kernel::{Finish, Mode};
 
@@ -86,6 +91,17 @@ pub enum EdtError {
     /// Spacings must be finite and strictly positive.
     #[error("spacing must be finite and > 0, got {0:?}")]
     BadSpacing(Vec<f64>),
+    /// A measure defined for 3D masks only.
+    #[error("{what} needs 3D masks, got {got} axes")]
+    NeedsThreeAxes {
+        /// The measure.
+        what: &'static str,
+        /// Axes given.
+        got: usize,
+    },
+    /// A tolerance must be finite and at least 0.
+    #[error("tolerance must be finite and >= 0, got {0}")]
+    BadTolerance(f64),
     /// The product of the shape overflows `usize`.
     #[error("shape {0:?} has too many elements")]
     TooLarge(Vec<usize>),

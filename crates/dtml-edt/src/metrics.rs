@@ -94,6 +94,9 @@ pub struct SegmentationMetrics {
     pub reference_voxels: usize,
     /// Surface distances, or which mask was empty.
     pub distances: SurfaceDistances,
+    /// Surface Dice at a tolerance, when the caller asked for one
+    /// ([`crate::surface_dice`]; [`surface_metrics`] leaves it `None`).
+    pub surface_dice: Option<f64>,
 }
 
 impl SegmentationMetrics {
@@ -116,7 +119,7 @@ impl SegmentationMetrics {
     }
 }
 
-fn check_pair<M: MaskValue>(
+pub(crate) fn check_pair<M: MaskValue>(
     grid: &Grid,
     prediction: &[M],
     reference: &[M],
@@ -137,7 +140,7 @@ fn pair_lengths<M: MaskValue>(prediction: &[M], reference: &[M]) -> Result<(), E
     Ok(())
 }
 
-fn counts<M: MaskValue>(a: &[M], b: &[M]) -> (usize, usize, usize) {
+pub(crate) fn counts<M: MaskValue>(a: &[M], b: &[M]) -> (usize, usize, usize) {
     a.par_chunks(1 << 16)
         .zip(b.par_chunks(1 << 16))
         .map(|(a, b)| {
@@ -214,11 +217,12 @@ pub fn surface_metrics<M: MaskValue>(
         prediction_voxels: na,
         reference_voxels: nb,
         distances,
+        surface_dice: None,
     })
 }
 
 /// Bounding box `[lo, hi)` per axis of the union of both masks (non-empty).
-fn union_bbox<M: MaskValue>(a: &[M], b: &[M], dims: [usize; 3]) -> [[usize; 2]; 3] {
+pub(crate) fn union_bbox<M: MaskValue>(a: &[M], b: &[M], dims: [usize; 3]) -> [[usize; 2]; 3] {
     let [_, ny, nx] = dims;
     let plane = ny * nx;
     let empty = [[usize::MAX, 0]; 3];

@@ -65,6 +65,8 @@ pub struct Summary {
     pub hd95: MeanStd,
     pub asd: MeanStd,
     pub assd: MeanStd,
+    /// Over the cases that have a surface Dice (none unless asked).
+    pub surface_dice: MeanStd,
     pub empty_prediction: usize,
     pub empty_reference: usize,
     pub both_empty: usize,
@@ -74,6 +76,7 @@ pub struct Summary {
 pub fn summarize(cases: &[SegmentationMetrics], scoring: EmptyScoring) -> Summary {
     let (mut dice, mut jaccard, mut hd95, mut asd, mut assd) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let mut surface_dice = vec![];
     let (mut empty_prediction, mut empty_reference, mut both_empty) = (0, 0, 0);
     for m in cases {
         match &m.distances {
@@ -99,6 +102,9 @@ pub fn summarize(cases: &[SegmentationMetrics], scoring: EmptyScoring) -> Summar
         if let Some(j) = m.jaccard {
             jaccard.push(j);
         }
+        if let Some(s) = m.surface_dice {
+            surface_dice.push(s);
+        }
     }
     Summary {
         cases: cases.len(),
@@ -107,6 +113,7 @@ pub fn summarize(cases: &[SegmentationMetrics], scoring: EmptyScoring) -> Summar
         hd95: MeanStd::of(&hd95),
         asd: MeanStd::of(&asd),
         assd: MeanStd::of(&assd),
+        surface_dice: MeanStd::of(&surface_dice),
         empty_prediction,
         empty_reference,
         both_empty,

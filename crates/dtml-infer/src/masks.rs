@@ -32,6 +32,8 @@ pub struct MaskScoring {
     /// Compare voxel by voxel even when the two grids lie differently in
     /// space (distances then use the reference's spacing).
     pub voxel_grid: bool,
+    /// Also the surface Dice at this tolerance (in `units`).
+    pub surface_dice: Option<f64>,
 }
 
 /// The `(case, prediction, reference)` triples of two masks, or of two
@@ -102,13 +104,17 @@ pub fn score_mask_file(
             ),
         ));
     }
-    Ok(surface_metrics(
-        &p.mask,
-        &r.mask,
-        &r.volume.shape.zyx(),
-        &r.volume.spacing().zyx(),
-        how.units,
-    )?)
+    let shape = r.volume.shape.zyx();
+    let spacing = match how.units {
+        Units::Millimetres => r.volume.spacing().zyx(),
+        Units::Voxels => [1.0; 3],
+    };
+    let mut metrics = surface_metrics(&p.mask, &r.mask, &shape, &spacing, how.units)?;
+    if let Some(tolerance) = how.surface_dice {
+        metrics.surface_dice =
+            dtml_edt::surface_dice(&p.mask, &r.mask, &shape, &spacing, tolerance)?;
+    }
+    Ok(metrics)
 }
 
 /// Scores every pair of [`mask_pairs`], in reference order.

@@ -15,6 +15,9 @@ pub struct Report {
     pub summary: Summary,
     pub units: Units,
     pub scoring: EmptyScoring,
+    /// The tolerance of the rows' surface Dice, when they have one: the
+    /// table, CSV and JSON then carry it as a column.
+    pub surface_dice_tolerance: Option<f64>,
 }
 
 impl Report {
@@ -29,7 +32,14 @@ impl Report {
             rows,
             units,
             scoring,
+            surface_dice_tolerance: None,
         }
+    }
+
+    /// The surface Dice column's name: `surface_dice_<tolerance><units>`.
+    fn surface_dice_column(&self) -> Option<String> {
+        self.surface_dice_tolerance
+            .map(|t| format!("surface_dice_{t}{}", self.units))
     }
 
     pub fn to_json(&self) -> Value {
@@ -48,25 +58,40 @@ impl Report {
             })
             .collect();
         let ms = |m: MeanStd| json!({"mean": finite(m.mean), "std": finite(m.std), "n": m.n});
+        let mut cases = cases;
+        let mut summary = json!({
+            "cases": s.cases, "dice": ms(s.dice), "jaccard": ms(s.jaccard), "hd95": ms(s.hd95),
+            "asd": ms(s.asd), "assd": ms(s.assd), "empty_prediction": s.empty_prediction,
+            "empty_reference": s.empty_reference, "both_empty": s.both_empty,
+        });
+        if self.surface_dice_tolerance.is_some() {
+            for (case, (_, m)) in cases.iter_mut().zip(&self.rows) {
+                case["surface_dice"] = json!(m.surface_dice);
+            }
+            summary["surface_dice"] = ms(s.surface_dice);
+        }
         json!({
             "units": self.units,
             "empty_scoring": self.scoring,
+            "surface_dice_tolerance": self.surface_dice_tolerance,
             "cases": cases,
-            "summary": {
-                "cases": s.cases, "dice": ms(s.dice), "jaccard": ms(s.jaccard), "hd95": ms(s.hd95),
-                "asd": ms(s.asd), "assd": ms(s.assd), "empty_prediction": s.empty_prediction,
-                "empty_reference": s.empty_reference, "both_empty": s.both_empty,
-            }
+            "summary": summary,
         })
     }
 
-    /// The `mean` and `std` rows over Dice, Jaccard, hd95, ASD and ASSD
-    /// (`None` where no case contributed).
-    fn summary_rows(&self) -> [(&'static str, [Option<f64>; 5]); 2] {
+    /// The `mean` and `std` rows over Dice, Jaccard, hd95, ASD, ASSD and
+    /// the surface Dice when there is one (`None` where no case contributed).
+    fn summary_rows(&self) -> [(&'static str, Vec<Option<f64>>); 2] {
         let s = &self.summary;
+        let mut columns = vec![s.dice, s.jaccard, s.hd95, s.asd, s.assd];
+        if self.surface_dice_tolerance.is_some() {
+            columns.push(s.surface_dice);
+        }
         let row = |std: bool| {
-            [s.dice, s.jaccard, s.hd95, s.asd, s.assd]
-                .map(|m: MeanStd| (m.n > 0).then_some(if std { m.std } else { m.mean }))
+            columns
+                .iter()
+                .map(|m: &MeanStd| (m.n > 0).then_some(if std { m.std } else { m.mean }))
+                .collect()
         };
         [("mean", row(false)), ("std", row(true))]
     }
@@ -78,7 +103,8 @@ impl Report {
         let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
         let mut w = csv::Writer::from_writer(Vec::new());
         let csv_err = |e: csv::Error| InferError::Other(format!("writing CSV: {e}"));
-        w.write_record([
+        let column = self.surface_dice_column();
+        let mut header = vec![
             "case".to_string(),
             "status".into(),
             "dice".into(),
@@ -86,13 +112,13 @@ impl Report {
             format!("hd95_{u}"),
             format!("asd_{u}"),
             format!("assd_{u}"),
-            "prediction_voxels".into(),
-            "reference_voxels".into(),
-        ])
-        .map_err(csv_err)?;
+        ];
+        header.extend(column.clone());
+        header.extend(["prediction_voxels".into(), "reference_voxels".into()]);
+        w.write_record(header).map_err(csv_err)?;
         for (name, m) in &self.rows {
             let d = m.distances.computed();
-            w.write_record([
+            let mut row = vec![
                 name.clone(),
                 status(m).into(),
                 f(m.dice),
@@ -100,14 +126,19 @@ impl Report {
                 f(d.map(|d| d.hd95)),
                 f(d.map(|d| d.asd)),
                 f(d.map(|d| d.assd)),
+            ];
+            if column.is_some() {
+                row.push(f(m.surface_dice));
+            }
+            row.extend([
                 m.prediction_voxels.to_string(),
                 m.reference_voxels.to_string(),
-            ])
-            .map_err(csv_err)?;
+            ]);
+            w.write_record(row).map_err(csv_err)?;
         }
         for (label, values) in self.summary_rows() {
             let mut row = vec![label.to_string(), String::new()];
-            row.extend(values.map(f));
+            row.extend(values.into_iter().map(f));
             row.extend([String::new(), String::new()]);
             w.write_record(row).map_err(csv_err)?;
         }
@@ -123,36 +154,45 @@ impl Report {
         let unit = self.units;
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
         let mut t = comfy_table::Table::new();
+        let mut header = vec![
+            "case".to_string(),
+            "dice".into(),
+            "jaccard".into(),
+            format!("hd95 {unit}"),
+            format!("asd {unit}"),
+            format!("assd {unit}"),
+        ];
+        let surface = self.surface_dice_tolerance.is_some();
+        if let Some(t) = self.surface_dice_tolerance {
+            header.push(format!("sdice@{t}{unit}"));
+        }
+        header.push("status".into());
         t.load_preset(comfy_table::presets::NOTHING)
-            .set_header(vec![
-                "case".to_string(),
-                "dice".into(),
-                "jaccard".into(),
-                format!("hd95 {unit}"),
-                format!("asd {unit}"),
-                format!("assd {unit}"),
-                "status".into(),
-            ]);
+            .set_header(header);
         for (name, m) in &self.rows {
             let d = m.distances.computed();
-            t.add_row(vec![
+            let mut row = vec![
                 name.clone(),
                 f(m.dice),
                 f(m.jaccard),
                 f(d.map(|d| d.hd95)),
                 f(d.map(|d| d.asd)),
                 f(d.map(|d| d.assd)),
-                status(m).into(),
-            ]);
+            ];
+            if surface {
+                row.push(f(m.surface_dice));
+            }
+            row.push(status(m).into());
+            t.add_row(row);
         }
         for (label, values) in self.summary_rows() {
             let mut row = vec![label.to_string()];
-            row.extend(values.map(f));
+            row.extend(values.into_iter().map(f));
             row.push(String::new());
             t.add_row(row);
         }
         let s = &self.summary;
-        for c in 1..6 {
+        for c in 1..(6 + usize::from(surface)) {
             if let Some(col) = t.column_mut(c) {
                 col.set_cell_alignment(comfy_table::CellAlignment::Right);
             }

@@ -153,6 +153,32 @@ distance_metric!(
     assd
 );
 
+/// Surface Dice at `tolerance` (normalised surface Dice; DeepMind's
+/// `surface_distance.compute_surface_dice_at_tolerance`): the share of both
+/// surfaces, by area of their marching-cubes elements, within `tolerance`
+/// (units of `spacing`) of the other surface. 3D masks; None when both are
+/// empty, 0 when one is. A distance equal to the tolerance counts as
+/// within it (the package decides such ties by float rounding).
+#[pyfunction]
+#[pyo3(signature = (prediction, reference, spacing=None, *, tolerance))]
+fn surface_dice(
+    py: Python<'_>,
+    prediction: &Bound<'_, PyAny>,
+    reference: &Bound<'_, PyAny>,
+    spacing: Option<Vec<f64>>,
+    tolerance: f64,
+) -> PyResult<Option<f64>> {
+    let (a, b, shape) = pair(prediction, reference)?;
+    let spacing = spacing_of(spacing, shape.len());
+    let voxels = both(&a, &b)?;
+    py.detach(|| {
+        on_pair!(voxels, |p, r| dtml_edt::surface_dice(
+            p, r, &shape, &spacing, tolerance
+        ))
+    })
+    .map_err(value_error)
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(surface_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(dice, m)?)?;
@@ -161,5 +187,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hd, m)?)?;
     m.add_function(wrap_pyfunction!(asd, m)?)?;
     m.add_function(wrap_pyfunction!(assd, m)?)?;
+    m.add_function(wrap_pyfunction!(surface_dice, m)?)?;
     Ok(())
 }

@@ -187,3 +187,37 @@ def test_calls_from_threads_give_the_same_maps():
         maps = list(pool.map(dtml.signed_distance, masks))
     for m, d in zip(masks, maps):
         np.testing.assert_array_equal(d, dtml.signed_distance(m))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the package's scipy imports
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.8, 0.7, 2.5)])
+def test_surface_dice_equals_deepminds_package(seed, spacing):
+    from surface_distance import compute_surface_dice_at_tolerance, compute_surface_distances
+
+    ref = blobs((48, 40, 24), fill=0.25, seed=seed)
+    pred = ndi.binary_dilation(ref, iterations=2) & blobs((48, 40, 24), fill=0.8, seed=seed + 10)
+    distances = compute_surface_distances(ref, pred, spacing)
+    for tolerance in [0.3, 1.1, 1.9, 3.3, 7.0]:
+        want = compute_surface_dice_at_tolerance(distances, tolerance)
+        got = dtml.surface_dice(pred, ref, spacing, tolerance=tolerance)
+        assert got == pytest.approx(want, rel=1e-9), tolerance
+    # Fortran order and uint8 masks read the same.
+    assert dtml.surface_dice(np.asfortranarray(pred), ref.astype(np.uint8), spacing, tolerance=1.1) == pytest.approx(
+        compute_surface_dice_at_tolerance(distances, 1.1), rel=1e-9
+    )
+
+
+def test_surface_dice_edge_cases():
+    one = np.zeros((9, 9, 9), bool)
+    one[4, 4, 4] = True
+    empty = np.zeros_like(one)
+    assert dtml.surface_dice(one, one, tolerance=0.0) == 1.0
+    assert dtml.surface_dice(empty, empty, tolerance=1.0) is None
+    assert dtml.surface_dice(one, empty, tolerance=1.0) == 0.0
+    with pytest.raises(ValueError, match="3D"):
+        dtml.surface_dice(np.ones((4, 4)), np.ones((4, 4)), tolerance=1.0)
+    with pytest.raises(ValueError, match="tolerance"):
+        dtml.surface_dice(one, one, tolerance=-1.0)
+    with pytest.raises(TypeError):
+        dtml.surface_dice(one, one)
