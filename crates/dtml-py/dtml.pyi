@@ -39,11 +39,28 @@ class SurfaceMetrics(TypedDict):
     asd_reference_to_prediction: Optional[float]
     assd: Optional[float]
     assd_mean_of_means: Optional[float]
+    surface_dice: Optional[float]  # only with tolerance=
 
 def surface_metrics(
-    prediction: npt.ArrayLike, reference: npt.ArrayLike, spacing: Optional[Sequence[float]] = None
-) -> SurfaceMetrics:
-    """Every metric of one pair; distances None when a mask is empty."""
+    prediction: npt.ArrayLike,
+    reference: npt.ArrayLike,
+    spacing: Optional[Sequence[float]] = None,
+    *,
+    labels: Optional[Sequence[int]] = None,
+    tolerance: Optional[float] = None,
+) -> Union[SurfaceMetrics, Dict[int, SurfaceMetrics]]:
+    """Every metric of one pair; distances None when a mask is empty. With
+    `tolerance` also `surface_dice`; with `labels`, a dict per label."""
+
+def surface_metrics_batch(
+    predictions: Sequence[npt.ArrayLike],
+    references: Sequence[npt.ArrayLike],
+    spacing: Optional[Union[Sequence[float], Sequence[Sequence[float]]]] = None,
+    *,
+    labels: Optional[Sequence[int]] = None,
+    tolerance: Optional[float] = None,
+) -> List[Union[SurfaceMetrics, Dict[int, SurfaceMetrics]]]:
+    """`surface_metrics` of many cases in parallel; one spacing or one per case."""
 
 def dice(prediction: npt.ArrayLike, reference: npt.ArrayLike) -> Optional[float]: ...
 def jaccard(prediction: npt.ArrayLike, reference: npt.ArrayLike) -> Optional[float]: ...

@@ -221,3 +221,56 @@ def test_surface_dice_edge_cases():
         dtml.surface_dice(one, one, tolerance=-1.0)
     with pytest.raises(TypeError):
         dtml.surface_dice(one, one)
+
+
+def label_maps(shape, seed):
+    """Two label maps of labels 0..3 from random blobs."""
+    ref = np.zeros(shape, np.int16)
+    for label, fill in [(1, 0.3), (2, 0.15), (3, 0.05)]:
+        ref[blobs(shape, fill=fill, seed=seed + label)] = label
+    pred = ref.copy()
+    pred[ndi.binary_dilation(ref == 2, iterations=2) & (ref == 0)] = 2
+    pred[blobs(shape, fill=0.02, seed=seed + 9)] = 1
+    return pred, ref
+
+
+def test_labels_score_each_label_as_its_own_mask():
+    pred, ref = label_maps((40, 36, 24), seed=5)
+    spacing = (0.8, 0.7, 2.5)
+    got = dtml.surface_metrics(pred, ref, spacing, labels=[1, 2, 3, 7], tolerance=1.5)
+    assert sorted(got) == [1, 2, 3, 7]
+    for label in [1, 2, 3]:
+        want = dtml.surface_metrics(pred == label, ref == label, spacing)
+        assert {k: v for k, v in got[label].items() if k != "surface_dice"} == want
+        assert got[label]["surface_dice"] == dtml.surface_dice(pred == label, ref == label, spacing, tolerance=1.5)
+        assert got[label]["hd95"] == pytest.approx(medpy.hd95(pred == label, ref == label, voxelspacing=spacing), rel=1e-6)
+    assert got[7]["empty"] == "both" and got[7]["dice"] is None and got[7]["surface_dice"] is None
+    # Label maps as float (nibabel's get_fdata) read the same; NaN is refused.
+    assert dtml.surface_metrics(pred.astype(float), ref, spacing, labels=[2])[2]["dice"] == got[2]["dice"]
+    bad = ref.astype(float)
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        dtml.surface_metrics(pred, bad, labels=[1])
+
+
+def test_batches_equal_one_call_per_case():
+    cases = [label_maps((32, 30, 20), seed=s) for s in (1, 2, 3)]
+    preds = np.stack([p for p, _ in cases])
+    refs = [r for _, r in cases]
+    spacings = [(1.0, 1.0, 1.0), (0.8, 0.7, 2.5), (2.0, 0.5, 0.5)]
+    got = dtml.surface_metrics_batch(preds, refs, spacings, labels=[1, 2], tolerance=2.0)
+    assert len(got) == 3
+    for (p, r), s, g in zip(cases, spacings, got):
+        assert g == dtml.surface_metrics(p, r, s, labels=[1, 2], tolerance=2.0)
+    # One spacing for every case, binary masks.
+    binary = dtml.surface_metrics_batch([p > 0 for p, _ in cases], [r > 0 for _, r in cases], (0.8, 0.7, 2.5))
+    assert binary[1] == dtml.surface_metrics(cases[1][0] > 0, cases[1][1] > 0, (0.8, 0.7, 2.5))
+    assert "surface_dice" not in binary[0]
+    with pytest.raises(ValueError, match="2 predictions but 3 references"):
+        dtml.surface_metrics_batch(preds[:2], refs)
+    with pytest.raises(ValueError, match="case 1: .*shape"):
+        dtml.surface_metrics_batch(preds, [refs[0], refs[1][:-1], refs[2]])
+    with pytest.raises(ValueError, match="2 spacings for 3 cases"):
+        dtml.surface_metrics_batch(preds, refs, spacings[:2])
+    with pytest.raises(ValueError, match="case 2: spacing"):
+        dtml.surface_metrics_batch(preds, refs, [(1.0, 1.0, 1.0), (1.0, 1.0, 1.0), (1.0, -1.0, 1.0)])
