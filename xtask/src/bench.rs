@@ -556,5 +556,32 @@ pub(crate) fn bench(what: &str, quick: bool, tiers: &[String]) -> Result<()> {
             );
         }
     }
+    if matches!(what, "python" | "all") {
+        bench_python(quick)?;
+    }
     Ok(())
+}
+
+/// The dtml wheel against the Python packages for distances and metrics
+/// (`crates/dtml-py/bench/python_peers.py`), in one process: builds the
+/// wheel into the test venv as `cargo xtask test` does and installs the
+/// pinned peers beside it.
+fn bench_python(quick: bool) -> Result<()> {
+    let python = crate::python_env(&root().join("xtask/requirements-test.txt"))?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(root().join("xtask/requirements-bench-python.txt")))?;
+    crate::checks::install_wheel(&python)?;
+    let reps = if quick { "3" } else { "15" };
+    run(Command::new(&python)
+        .arg(root().join("crates/dtml-py/bench/python_peers.py"))
+        .args(["--reps", reps])
+        .current_dir(std::env::temp_dir()))
 }

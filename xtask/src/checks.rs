@@ -62,6 +62,19 @@ pub(crate) fn test(no_lint: bool) -> Result<()> {
 /// suite against the live peers there (scipy, medpy, scikit-image,
 /// nibabel, pynrrd) and against the `dtml` CLI at `dtml`.
 pub(crate) fn python_package_tests(python: &Path, dtml: &Path) -> Result<()> {
+    install_wheel(python)?;
+    run(Command::new(python)
+        .args(["-m", "pytest", "-q"])
+        .arg(root().join("crates/dtml-py/tests"))
+        // Predictions from Python are compared with this CLI's.
+        .env("DTML_BIN", dtml)
+        // Imports the installed wheel, not a folder named dtml.
+        .current_dir(std::env::temp_dir()))
+}
+
+/// Builds and installs the `dtml` wheel into the venv of `python`, as a
+/// user's `pip install` from a checkout does (maturin from the venv).
+pub(crate) fn install_wheel(python: &Path) -> Result<()> {
     let bin = python.parent().context("the venv's bin folder")?;
     let path = std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
@@ -78,14 +91,7 @@ pub(crate) fn python_package_tests(python: &Path, dtml: &Path) -> Result<()> {
             "--no-deps",
         ])
         .arg(root().join("crates/dtml-py"))
-        .env("PATH", &path))?;
-    run(Command::new(python)
-        .args(["-m", "pytest", "-q"])
-        .arg(root().join("crates/dtml-py/tests"))
-        // Predictions from Python are compared with this CLI's.
-        .env("DTML_BIN", dtml)
-        // Imports the installed wheel, not a folder named dtml.
-        .current_dir(std::env::temp_dir()))
+        .env("PATH", &path))
 }
 
 /// The kernel tiers this CPU supports besides the one `dtml` picks itself.

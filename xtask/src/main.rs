@@ -86,7 +86,7 @@ enum Task {
     /// Run benchmarks side by side with Python peers when installed.
     Bench {
         /// What to measure.
-        #[arg(value_parser = ["edt", "infer", "model", "train", "scale", "data", "all"], default_value = "all")]
+        #[arg(value_parser = ["edt", "infer", "model", "train", "scale", "data", "python", "all"], default_value = "all")]
         what: String,
         /// Tiny sizes (a smoke test of the bench itself, not a measurement).
         #[arg(long)]
