@@ -17,6 +17,9 @@ pub enum InferError {
     File { path: PathBuf, reason: String },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The caller asked inference to stop ([`crate::infer::predict_volume_until`]).
+    #[error("stopped as asked")]
+    Stopped,
     #[error("{0}")]
     Other(String),
 }

@@ -17,6 +17,7 @@
 
 mod distances;
 mod errors;
+mod interrupt;
 mod masks;
 mod metrics;
 mod models;

@@ -1,11 +1,13 @@
 //! Segmentation metrics of mask pairs: overlap and surface distances.
 
 use crate::errors::value_error;
+use crate::interrupt::interruptible;
 use crate::masks::{Mask, PairVoxels, both, on_pair, pair, spacing_of};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rayon::prelude::*;
+use std::sync::atomic::Ordering;
 
 /// Dice, Jaccard and surface distances of one pair.
 fn metrics_of(
@@ -166,14 +168,19 @@ fn run_jobs<'py>(
             ))
         })
         .collect::<PyResult<_>>()?;
-    let results: Vec<_> = py.detach(|| {
+    // Ctrl-C skips the jobs not started yet.
+    let results: Vec<_> = interruptible(py, |stop| {
         work.par_iter()
-            .map(|(v, shape, spacing)| score(v, shape, spacing, tolerance))
-            .collect()
-    });
+            .map(|(v, shape, spacing)| {
+                (!stop.load(Ordering::Relaxed)).then(|| score(v, shape, spacing, tolerance))
+            })
+            .collect::<Vec<_>>()
+    })?;
     let out: Vec<Bound<'py, PyDict>> = (0..cases).map(|_| PyDict::new(py)).collect();
     for (job, result) in jobs.iter().zip(results) {
-        let m = result.map_err(|e| in_case(py, job.case, value_error(e)))?;
+        let m = result
+            .ok_or_else(|| PyValueError::new_err("stopped"))?
+            .map_err(|e| in_case(py, job.case, value_error(e)))?;
         let d = metrics_dict(py, &m, tolerance)?;
         match job.label {
             None => out[job.case].update(d.as_mapping())?,

@@ -5,6 +5,7 @@
 //! predict`'s byte for byte.
 
 use crate::errors::infer_error;
+use crate::interrupt::interruptible;
 use crate::volumes::{Volume, numpy_array, voxels_of};
 use dtml_infer::students::{DeviceKind, InferenceChoices, LoadedStudents, load_models};
 use dtml_infer::{Ensemble, StudentRole};
@@ -99,6 +100,7 @@ impl Model {
     /// (float32 `|p_A - q_B|` when asked, else None), each of the image's
     /// shape. Window, stride, batch, threshold and component filter as
     /// `dtml predict`'s flags; `patch` defaults to the run's training patch.
+    /// Ctrl-C stops it at the next batch of windows (`KeyboardInterrupt`).
     #[pyo3(signature = (
         image, *, patch=None, stride=None, batch=None, threshold=None,
         largest_component=true, connectivity=26, disagreement=false
@@ -144,13 +146,13 @@ impl Model {
         let (data, shape) = voxels_of(&array, "image")?;
         check_image(&data, shape)?;
         let students = self.loaded.students();
-        let prediction = py
-            .detach(|| {
-                let (image, _) = dtml_infer::infer::zscored(&data);
-                drop(data);
-                dtml_infer::predict_volume(&students, &image, shape, &opts)
-            })
-            .map_err(infer_error)?;
+        // Ctrl-C stops the windows at the next batch.
+        let prediction = interruptible(py, |stop| {
+            let (image, _) = dtml_infer::infer::zscored(&data);
+            drop(data);
+            dtml_infer::infer::predict_volume_until(&students, &image, shape, &opts, stop)
+        })?
+        .map_err(infer_error)?;
         let out = PyDict::new(py);
         out.set_item(
             "mask",

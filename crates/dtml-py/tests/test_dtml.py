@@ -274,3 +274,15 @@ def test_batches_equal_one_call_per_case():
         dtml.surface_metrics_batch(preds, refs, spacings[:2])
     with pytest.raises(ValueError, match="case 2: spacing"):
         dtml.surface_metrics_batch(preds, refs, [(1.0, 1.0, 1.0), (1.0, 1.0, 1.0), (1.0, -1.0, 1.0)])
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.8, 0.7, 2.5)])
+def test_edt_equals_the_edt_package(spacing):
+    import edt
+
+    mask = blobs((56, 48, 32), seed=4)
+    np.testing.assert_allclose(dtml.edt(mask, spacing), edt.edt(mask, anisotropy=spacing), rtol=1e-6, atol=1e-5)
+    inside = edt.edt(~mask, anisotropy=spacing)
+    np.testing.assert_allclose(
+        dtml.signed_distance(mask, spacing), inside - edt.edt(mask, anisotropy=spacing), rtol=1e-6, atol=1e-5
+    )

@@ -149,3 +149,28 @@ def test_the_run_keeps_its_settings_unless_told(trained):
 def test_bad_models_and_images_raise_clear_exceptions(call, error, needle):
     with pytest.raises(error, match=needle):
         call()
+
+
+def test_ctrl_c_stops_a_long_prediction():
+    import signal
+    import sys
+    import time
+
+    # Windows of 32x32x16 every voxel along z over 160x160x96: minutes of work.
+    script = (
+        "import sys, numpy as np, dtml; m = dtml.Model(sys.argv[1]); print('ready', flush=True); "
+        "m.predict(np.random.default_rng(0).normal(size=(160, 160, 96)).astype(np.float32), "
+        "patch=(32, 32, 16), stride=(4, 4, 1))"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(PTH)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    assert child.poll() is None, "the prediction must still be running"
+    sent = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    waited = time.monotonic() - sent
+    assert child.returncode != 0 and "KeyboardInterrupt" in stderr, stderr
+    assert waited < 20, f"Ctrl-C took {waited:.1f} s"

@@ -17,6 +17,7 @@
 //! (1500 in the paper, [`InferenceOptions::sharpness`]) and `d_B` its
 //! SDM head after tanh; [`Ensemble::Both`] averages the two per window.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use crate::error::{InferError, Result};
 use candle_core::{DType, Device, Tensor};
 use dtml_model::VNet;
@@ -452,6 +453,19 @@ pub fn predict_volume(
     shape: Xyz<usize>,
     opts: &InferenceOptions,
 ) -> Result<Prediction> {
+    predict_volume_until(students, image, shape, opts, &AtomicBool::new(false))
+}
+
+/// [`predict_volume`] that gives up with [`InferError::Stopped`] before
+/// the next batch of windows once `stop` is set (by another thread: Ctrl-C
+/// in Python, a job being cancelled).
+pub fn predict_volume_until(
+    students: &Students,
+    image: &[f32],
+    shape: Xyz<usize>,
+    opts: &InferenceOptions,
+    stop: &AtomicBool,
+) -> Result<Prediction> {
     validate(students, image, shape, opts)?;
     let (need_region, need_boundary) = needs(opts);
     let region = students.region.filter(|_| need_region);
@@ -464,6 +478,9 @@ pub fn predict_volume(
         .get("out_conv2.weight")
         .map_or(DType::F32, |v| v.dtype());
     sliding_window(image, shape, opts, |input, n| {
+        if stop.load(Ordering::Relaxed) {
+            return Err(InferError::Stopped);
+        }
         let x = Tensor::from_vec(input, opts.patch.batch_dims(n, 1), &device)?.to_dtype(dtype)?;
         let p_a = match region {
             Some(r) => Some(probabilities(&r.predict(&x)?.seg_logits, sigmoid)?),
