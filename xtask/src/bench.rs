@@ -568,15 +568,8 @@ pub(crate) fn bench(what: &str, quick: bool, tiers: &[String]) -> Result<()> {
 /// pinned peers beside it.
 fn bench_python(quick: bool) -> Result<()> {
     let python = crate::python_env(&root().join("xtask/requirements-test.txt"))?;
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
+    run(crate::pip_install(&python)
+        .arg("-r")
         .arg(root().join("xtask/requirements-bench-python.txt")))?;
     crate::checks::install_wheel(&python)?;
     let reps = if quick { "3" } else { "15" };

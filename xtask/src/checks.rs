@@ -79,17 +79,8 @@ pub(crate) fn install_wheel(python: &Path) -> Result<()> {
     let path = std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
     ))?;
-    run(Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-build-isolation",
-            "--force-reinstall",
-            "--no-deps",
-        ])
+    run(crate::pip_install(python)
+        .args(["--no-build-isolation", "--force-reinstall", "--no-deps"])
         .arg(root().join("crates/dtml-py"))
         .env("PATH", &path))
 }

@@ -134,18 +134,22 @@ fn python_env(requirements: &Path) -> Result<PathBuf> {
         let host = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         run(Command::new(host).args(["-m", "venv"]).arg(&venv))?;
     }
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(requirements))?;
+    run(pip_install(&python).arg("-r").arg(requirements))?;
     std::fs::write(&stamp, wanted)?;
     Ok(python)
+}
+
+/// `python -m pip install`, quietly; the caller adds what to install.
+fn pip_install(python: &Path) -> Command {
+    let mut pip = Command::new(python);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]);
+    pip
 }
 
 /// One row of the per-tier table: what, dtml seconds, PyTorch seconds.

@@ -1,7 +1,7 @@
 //! Exact distance maps: `edt`, `signed_distance`, `normalized_sdm`.
 
 use crate::errors::value_error;
-use crate::masks::{Mask, on_voxels, spacing_of};
+use crate::masks::{Mask, Voxels, on_voxels, spacing_of};
 use numpy::{PyArrayDyn, PyArrayMethods};
 use pyo3::prelude::*;
 
@@ -28,11 +28,26 @@ fn edt<'py>(
     mask: &Bound<'py, PyAny>,
     spacing: Option<Vec<f64>>,
 ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    map_of(py, mask, spacing, |v, shape, spacing| {
+        on_voxels!(v, |m| dtml_edt::edt(m, shape, spacing))
+    })
+}
+
+/// A distance map of a mask's voxels, its shape and spacing.
+type MapFn = fn(Voxels<'_>, &[usize], &[f64]) -> Result<Vec<f32>, dtml_edt::EdtError>;
+
+/// The float32 map `f` makes of a mask read from `mask`, without the GIL.
+fn map_of<'py>(
+    py: Python<'py>,
+    mask: &Bound<'py, PyAny>,
+    spacing: Option<Vec<f64>>,
+    f: MapFn,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     let (mask, shape) = Mask::read(mask, "mask")?;
     let spacing = spacing_of(spacing, shape.len());
     let voxels = mask.voxels()?;
     let out = py
-        .detach(|| on_voxels!(voxels, |m| dtml_edt::edt(m, &shape, &spacing)))
+        .detach(|| f(voxels, &shape, &spacing))
         .map_err(value_error)?;
     array(py, out, &shape)
 }
@@ -47,13 +62,9 @@ fn signed_distance<'py>(
     mask: &Bound<'py, PyAny>,
     spacing: Option<Vec<f64>>,
 ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-    let (mask, shape) = Mask::read(mask, "mask")?;
-    let spacing = spacing_of(spacing, shape.len());
-    let voxels = mask.voxels()?;
-    let out = py
-        .detach(|| on_voxels!(voxels, |m| dtml_edt::signed_distance(m, &shape, &spacing)))
-        .map_err(value_error)?;
-    array(py, out, &shape)
+    map_of(py, mask, spacing, |v, shape, spacing| {
+        on_voxels!(v, |m| dtml_edt::signed_distance(m, shape, spacing))
+    })
 }
 
 /// The normalised signed distance map the DTC / DTML code trains on
@@ -65,12 +76,10 @@ fn normalized_sdm<'py>(
     py: Python<'py>,
     mask: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-    let (mask, shape) = Mask::read(mask, "mask")?;
-    let voxels = mask.voxels()?;
-    let out = py
-        .detach(|| on_voxels!(voxels, |m| dtml_edt::normalized_sdm(m, &shape)))
-        .map_err(value_error)?;
-    array(py, out, &shape)
+    // In voxel units: no spacing.
+    map_of(py, mask, None, |v, shape, _| {
+        on_voxels!(v, |m| dtml_edt::normalized_sdm(m, shape))
+    })
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -41,15 +41,7 @@ impl<'py> Mask<'py> {
             ("u", 1, true) => return Ok((Mask::U8(array.extract()?), shape)),
             ("b" | "u" | "i", _, _) => array,
             ("f", _, _) => {
-                let nan: bool = np
-                    .call_method1("isnan", (&array,))?
-                    .call_method0("any")?
-                    .extract()?;
-                if nan {
-                    return Err(PyValueError::new_err(format!(
-                        "{what} holds NaN: a mask is 0 / non-zero"
-                    )));
-                }
+                refuse_nan(&array, what, "a mask is 0 / non-zero")?;
                 array
             }
             _ => {
@@ -147,4 +139,18 @@ pub(crate) fn pair<'py>(
         (a, b) => (a.into_bool(py)?, b.into_bool(py)?),
     };
     Ok((a, b, shape_a))
+}
+
+/// Refuses a float array holding NaN, which no mask or label map can mean
+/// (`why` says what the array should hold).
+pub(crate) fn refuse_nan(array: &Bound<'_, PyAny>, what: &str, why: &str) -> PyResult<()> {
+    let np = array.py().import("numpy")?;
+    let nan: bool = np
+        .call_method1("isnan", (array,))?
+        .call_method0("any")?
+        .extract()?;
+    if nan {
+        return Err(PyValueError::new_err(format!("{what} holds NaN: {why}")));
+    }
+    Ok(())
 }

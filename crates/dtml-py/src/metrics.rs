@@ -2,7 +2,7 @@
 
 use crate::errors::value_error;
 use crate::interrupt::interruptible;
-use crate::masks::{Mask, PairVoxels, both, on_pair, pair, spacing_of};
+use crate::masks::{Mask, PairVoxels, both, on_pair, pair, refuse_nan, spacing_of};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -83,15 +83,7 @@ fn label_map<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, Py
     let array = np.call_method1("asarray", (obj,))?;
     let kind: String = array.getattr("dtype")?.getattr("kind")?.extract()?;
     if kind == "f" {
-        let nan: bool = np
-            .call_method1("isnan", (&array,))?
-            .call_method0("any")?
-            .extract()?;
-        if nan {
-            return Err(PyValueError::new_err(format!(
-                "{what} holds NaN: a label map holds label values"
-            )));
-        }
+        refuse_nan(&array, what, "a label map holds label values")?;
     }
     Ok(array)
 }

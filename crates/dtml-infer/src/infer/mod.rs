@@ -17,7 +17,6 @@
 //! (1500 in the paper, [`InferenceOptions::sharpness`]) and `d_B` its
 //! SDM head after tanh; [`Ensemble::Both`] averages the two per window.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use crate::error::{InferError, Result};
 use candle_core::{DType, Device, Tensor};
 use dtml_model::VNet;
@@ -25,6 +24,7 @@ use dtml_volume::{ReadOptions, Volume, VoxelData, Xyz, ZScore};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use strum::{Display, EnumString};
 
 /// Sharpness `k` of the SDM-to-mask transform `sigmoid(-k d)`.
