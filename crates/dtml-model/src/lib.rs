@@ -13,6 +13,7 @@
 
 pub mod discriminator;
 pub mod error;
+pub mod flops;
 pub mod init;
 pub mod ops;
 pub mod runtime;
