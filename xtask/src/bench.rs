@@ -6,8 +6,14 @@ use crate::*;
 /// `dtml info --system --json` with `DTML_CPU` unset: the CPU's model and
 /// features, the tier it picks and the tiers it supports, best first.
 pub(crate) fn system_info(dtml: &Path) -> Result<serde_json::Value> {
+    system_info_with(dtml, &[])
+}
+
+/// [`system_info`] with more `dtml info --system` flags (`--peak`).
+pub(crate) fn system_info_with(dtml: &Path, flags: &[&str]) -> Result<serde_json::Value> {
     let out = Command::new(dtml)
         .args(["info", "--system", "--json"])
+        .args(flags)
         .env_remove("DTML_CPU")
         .output()
         .with_context(|| format!("running {} info --system", dtml.display()))?;
@@ -235,7 +241,8 @@ pub(crate) fn peer_median_s(text: &str, name: &str) -> Option<f64> {
 pub(crate) fn bench_model(quick: bool, tiers: &[String]) -> Result<()> {
     let python = torch_python();
     run(cargo().args(["build", "--release", "-p", "dtml-cli"]))?;
-    let system = system_info(&root().join("target/release/dtml"))?;
+    // The FMA peak of every tier, measured before the benches load the CPU.
+    let system = system_info_with(&root().join("target/release/dtml"), &["--peak"])?;
     let tiers = if tiers.is_empty() {
         json_strings(&system["supported_tiers"])
     } else {
@@ -272,11 +279,15 @@ pub(crate) fn bench_model(quick: bool, tiers: &[String]) -> Result<()> {
                 println!("{text}");
                 text
             });
-            for name in ["forward", "forward_backward"] {
+            // 2 FLOPs per multiply-add; backward computes the input and the
+            // weight gradients, each as costly as the forward pass.
+            let forward = 2.0 * 27.0 * 32.0 * 32.0 * (2 * 40 * 56 * 56) as f64;
+            for (name, flops) in [("forward", forward), ("forward_backward", 3.0 * forward)] {
                 rows.push((
                     format!("conv3d 32->32, 2x40x56x56, {name}"),
                     criterion_median_s(group, name),
                     theirs.as_deref().and_then(|t| peer_median_s(t, name)),
+                    flops,
                 ));
             }
         }
@@ -317,6 +328,7 @@ pub(crate) fn bench_model(quick: bool, tiers: &[String]) -> Result<()> {
                 format!("DTML step, {size}"),
                 json_number(&ours, "median_s"),
                 json_number(&theirs, "median_s"),
+                step_flops(size),
             ));
         }
         table.push((tier.clone(), rows));
@@ -327,23 +339,75 @@ pub(crate) fn bench_model(quick: bool, tiers: &[String]) -> Result<()> {
         json_strings(&system["features"]).join(" "),
         system["threads"]
     );
-    println!("| tier | task | dtml | PyTorch | dtml / PyTorch |");
-    println!("| --- | --- | --- | --- | --- |");
+    let threads = system["threads"].as_u64().unwrap_or(1);
+    println!(
+        "physical cores: {}; FMA peak (f32, register-only loop, {threads} threads): {}",
+        system["physical_cores"],
+        tiers
+            .iter()
+            .map(|t| format!(
+                "{t} {:.1} GFLOP/s",
+                tier_peak(&system, t, threads).unwrap_or(f64::NAN)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "| tier | task | GFLOP | dtml | PyTorch | dtml / PyTorch | dtml GFLOP/s (of peak) | PyTorch GFLOP/s (of peak) |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.1} ms", s * 1e3));
     for (tier, rows) in &table {
-        for (what, ours, theirs) in rows {
+        let peak = tier_peak(&system, tier, threads);
+        let rate = |seconds: Option<f64>, flops: f64| match (seconds, peak) {
+            (Some(s), Some(p)) => {
+                let g = flops / s / 1e9;
+                format!("{g:.1} ({:.0} %)", 100.0 * g / p)
+            }
+            _ => "-".into(),
+        };
+        for (what, ours, theirs, flops) in rows {
             let ratio = match (ours, theirs) {
                 (Some(a), Some(b)) => format!("{:.2}", a / b),
                 _ => "-".into(),
             };
             println!(
-                "| {tier} | {what} | {} | {} | {ratio} |",
+                "| {tier} | {what} | {:.1} | {} | {} | {ratio} | {} | {} |",
+                flops / 1e9,
                 ms(*ours),
-                ms(*theirs)
+                ms(*theirs),
+                rate(*ours, *flops),
+                rate(*theirs, *flops)
             );
         }
     }
     Ok(())
+}
+
+/// The measured FMA peak of `tier` at `threads` threads (GFLOP/s), from
+/// `dtml info --system --peak --json`.
+pub(crate) fn tier_peak(system: &serde_json::Value, tier: &str, threads: u64) -> Option<f64> {
+    system["fma_peak"].as_array()?.iter().find_map(|p| {
+        (p["tier"] == tier && p["threads"].as_u64() == Some(threads))
+            .then(|| p["gflops"].as_f64())
+            .flatten()
+    })
+}
+
+/// FLOPs of one DTML training step at a size of [`STEP_SIZES`]: two V-Nets
+/// forward and backward over the whole batch (convolutions, as PyTorch's
+/// FlopCounterMode counts them; `dtml_model::flops`).
+pub(crate) fn step_flops(size: &str) -> f64 {
+    let Some(&(_, width, nl, nu, patch)) = STEP_SIZES.iter().find(|s| s.0 == size) else {
+        return f64::NAN;
+    };
+    let xyz: Vec<usize> = patch.split(',').filter_map(|v| v.parse().ok()).collect();
+    let config = dtml_model::VNetConfig {
+        width,
+        ..Default::default()
+    };
+    let (_, both) = dtml_model::flops::vnet_flops(&config, [xyz[2], xyz[1], xyz[0]], nl + nu);
+    2.0 * both as f64
 }
 
 /// The `dtml train` flags of one of [`STEP_SIZES`].

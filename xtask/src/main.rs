@@ -152,8 +152,9 @@ fn pip_install(python: &Path) -> Command {
     pip
 }
 
-/// One row of the per-tier table: what, dtml seconds, PyTorch seconds.
-type TierRow = (String, Option<f64>, Option<f64>);
+/// One row of the per-tier table: what, dtml seconds, PyTorch seconds,
+/// the task's FLOPs.
+type TierRow = (String, Option<f64>, Option<f64>, f64);
 
 fn main() -> Result<()> {
     match Cli::parse().command {
@@ -210,5 +211,18 @@ mod tests {
         assert_eq!(json_number(line, "seconds"), Some(12.5));
         assert_eq!(json_number(line, "windows"), Some(27.0));
         assert_eq!(json_number(line, "threads"), None);
+    }
+
+    #[test]
+    fn step_flops_are_the_issues_counts() {
+        // PyTorch's FlopCounterMode: 35.5 GFLOP (demo), 959 GFLOP (paper).
+        assert_eq!((crate::bench::step_flops("demo") / 1e8).floor(), 355.0);
+        assert_eq!((crate::bench::step_flops("paper") / 1e9).floor(), 959.0);
+        let peak = serde_json::json!({"fma_peak": [
+            {"tier": "avx2", "threads": 1, "gflops": 50.0},
+            {"tier": "avx2", "threads": 2, "gflops": 99.0},
+        ]});
+        assert_eq!(crate::bench::tier_peak(&peak, "avx2", 2), Some(99.0));
+        assert_eq!(crate::bench::tier_peak(&peak, "avx512", 2), None);
     }
 }

@@ -13,6 +13,11 @@ pub struct InfoArgs {
     /// in use (DTML_CPU=avx512|avx2|neon|portable forces one) and threads.
     #[arg(long, conflicts_with = "channel")]
     system: bool,
+    /// With --system: also measure the single-precision FMA peak of each
+    /// kernel tier (a register-only loop, 1 thread and all threads; about
+    /// a second per tier), the limit `cargo xtask bench` compares with.
+    #[arg(long, requires = "system")]
+    peak: bool,
     /// Volume of a 4D file to read (0-based) [default: none: a file of
     /// several volumes is refused without it].
     #[arg(long)]
@@ -22,12 +27,25 @@ pub struct InfoArgs {
     json: bool,
 }
 
-fn system(json: bool) -> Result<()> {
+fn system(json: bool, peak: bool) -> Result<()> {
+    use dtml_model::peak::{fma_peak, physical_cores};
     use dtml_model::simd::{Tier, active, cpu_features, cpu_model};
     let tier = active();
     let supported: Vec<&str> = Tier::supported().iter().map(|t| t.name()).collect();
     let forced = std::env::var(dtml_model::simd::TIER_VAR).ok();
     let threads = rayon::current_num_threads();
+    let peaks: Vec<dtml_model::peak::Peak> = if peak {
+        Tier::supported()
+            .into_iter()
+            .flat_map(|t| {
+                let span = std::time::Duration::from_millis(300);
+                [fma_peak(t, 1, span), fma_peak(t, threads, span)]
+            })
+            .flatten()
+            .collect()
+    } else {
+        Vec::new()
+    };
     if json {
         let j = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -37,6 +55,8 @@ fn system(json: bool) -> Result<()> {
             "supported_tiers": supported,
             "forced_by": forced,
             "threads": threads,
+            "physical_cores": physical_cores(),
+            "fma_peak": peaks,
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
@@ -49,13 +69,22 @@ fn system(json: bool) -> Result<()> {
         );
         println!("supported:     {}", supported.join(", "));
         println!("threads:       {threads} (--threads / RAYON_NUM_THREADS)");
+        if let Some(cores) = physical_cores() {
+            println!("cores:         {cores} physical behind the logical CPUs");
+        }
+        for p in &peaks {
+            println!(
+                "FMA peak:      {:8} {} thread(s): {:.1} GFLOP/s (f32)",
+                p.tier, p.threads, p.gflops
+            );
+        }
     }
     Ok(())
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
     let Some(file) = a.file.filter(|_| !a.system) else {
-        return system(a.json);
+        return system(a.json, a.peak);
     };
     let v = read_volume_with(&file, ReadOptions { channel: a.channel })?;
     let (min, max) = v.data.range();

@@ -16,6 +16,7 @@ pub mod error;
 pub mod flops;
 pub mod init;
 pub mod ops;
+pub mod peak;
 pub mod runtime;
 pub mod simd;
 pub mod vnet;

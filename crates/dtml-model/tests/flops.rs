@@ -66,3 +66,22 @@ fn layers_are_named_and_extra_decoders_counted() {
     assert_eq!(more.len(), layers.len() + 14);
     assert!(more.iter().any(|l| l.name == "aux0.block_five_up.conv.1"));
 }
+
+#[test]
+fn the_fma_peak_is_measured_for_every_supported_tier() {
+    use dtml_model::peak::{fma_peak, physical_cores};
+    use dtml_model::simd::Tier;
+    let span = std::time::Duration::from_millis(20);
+    for tier in Tier::supported() {
+        let p = fma_peak(tier, 1, span).unwrap();
+        assert!(p.gflops > 0.1 && p.gflops.is_finite(), "{p:?}");
+        assert_eq!((p.tier, p.threads), (tier.name(), 1));
+    }
+    // A tier this CPU lacks is not measured.
+    if let Some(missing) = Tier::ALL.into_iter().find(|t| !t.is_supported()) {
+        assert!(fma_peak(missing, 1, span).is_none());
+    }
+    if cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+        assert!(physical_cores().is_some_and(|c| c >= 1));
+    }
+}
