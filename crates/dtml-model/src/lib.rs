@@ -17,6 +17,7 @@ pub mod flops;
 pub mod init;
 pub mod ops;
 pub mod peak;
+pub mod profile;
 pub mod runtime;
 pub mod simd;
 pub mod vnet;

@@ -55,6 +55,11 @@ struct Args {
     /// Let cuDNN time its algorithms (GPU, `cudnn` feature).
     #[arg(long)]
     cudnn_benchmark: bool,
+    /// Also time each kernel and each phase of the timed steps
+    /// (`dtml_model::profile`): a breakdown on stderr and `profile_ms` in
+    /// the JSON line.
+    #[arg(long)]
+    profile: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -215,6 +220,10 @@ fn main() -> Res<()> {
     let mut times = Vec::with_capacity(steps);
     let mut last = f64::NAN;
     for t in 0..warmup + steps {
+        if t == warmup && args.profile {
+            dtml_model::profile::enable();
+            dtml_model::profile::take();
+        }
         batch.iteration = t;
         let start = Instant::now();
         let (loss, _) = train_step(&cfg, &refs, &mut sgd, None, &batch, &device)?;
@@ -252,6 +261,9 @@ fn main() -> Res<()> {
         "it_per_s": round(1.0 / median, 4),
         "last_loss": round(last, 5),
     });
+    if args.profile {
+        line["profile_ms"] = breakdown(steps, times.iter().sum::<f64>() / steps as f64);
+    }
     if gpu {
         line["tf32"] = args.tf32.into();
         line["cudnn_benchmark"] = args.cudnn_benchmark.into();
@@ -261,4 +273,52 @@ fn main() -> Res<()> {
     }
     println!("{line}");
     Ok(())
+}
+
+/// The profile of the timed steps, per step in ms, printed as a table on
+/// stderr: each kernel, each phase of the step, and what the phases hold
+/// beyond the kernels (candle's element-wise work, allocation, graph).
+fn breakdown(steps: usize, mean_step_s: f64) -> serde_json::Value {
+    let parts = dtml_model::profile::take();
+    let per_step = |s: f64| s / steps as f64 * 1e3;
+    let kernels: f64 = parts
+        .iter()
+        .filter(|(k, ..)| !k.starts_with("step: "))
+        .map(|(_, s, _)| per_step(*s))
+        .sum();
+    let phases: f64 = parts
+        .iter()
+        .filter(|(k, ..)| k.starts_with("step: "))
+        .map(|(_, s, _)| per_step(*s))
+        .sum();
+    let step_ms = mean_step_s * 1e3;
+    let mut out = serde_json::Map::new();
+    eprintln!(
+        "{:48} {:>9} {:>7} {:>6}",
+        "per step", "ms", "share", "calls"
+    );
+    let mut row = |name: &str, ms: f64, calls: Option<u64>| {
+        eprintln!(
+            "{name:48} {ms:9.2} {:6.1}% {:>6}",
+            100.0 * ms / step_ms,
+            calls.map_or(String::new(), |c| (c / steps as u64).to_string())
+        );
+        out.insert(name.to_string(), ((ms * 100.0).round() / 100.0).into());
+    };
+    for (name, s, calls) in &parts {
+        row(name, per_step(*s), Some(*calls));
+    }
+    row("kernels (sum of the kernel rows)", kernels, None);
+    row(
+        "phases beyond their kernels (element-wise, allocation, graph)",
+        phases - kernels,
+        None,
+    );
+    row(
+        "outside the phases (batch to tensors, loss readout)",
+        step_ms - phases,
+        None,
+    );
+    row("step (mean)", step_ms, None);
+    out.into()
 }

@@ -368,25 +368,27 @@ impl CustomOp3 for BnReluBwd {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let shape = l1.shape().clone();
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(self.run::<f32>(
-                    contiguous(s1, l1, OP_BWD)?,
-                    &shape,
-                    contiguous(s2, l2, OP_BWD)?,
-                    contiguous(s3, l3, OP_BWD)?,
-                )?)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(self.run::<f64>(
-                    contiguous(s1, l1, OP_BWD)?,
-                    &shape,
-                    contiguous(s2, l2, OP_BWD)?,
-                    contiguous(s3, l3, OP_BWD)?,
-                )?)
-            }
-            _ => bail!("batch norm backward: mixed dtypes"),
-        };
+        let out = crate::profile::timed(OP_BWD, || -> Result<CpuStorage> {
+            Ok(match (s1, s2, s3) {
+                (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                    CpuStorage::F32(self.run::<f32>(
+                        contiguous(s1, l1, OP_BWD)?,
+                        &shape,
+                        contiguous(s2, l2, OP_BWD)?,
+                        contiguous(s3, l3, OP_BWD)?,
+                    )?)
+                }
+                (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                    CpuStorage::F64(self.run::<f64>(
+                        contiguous(s1, l1, OP_BWD)?,
+                        &shape,
+                        contiguous(s2, l2, OP_BWD)?,
+                        contiguous(s3, l3, OP_BWD)?,
+                    )?)
+                }
+                _ => bail!("batch norm backward: mixed dtypes"),
+            })
+        })?;
         Ok((out, shape))
     }
 }

@@ -47,7 +47,7 @@ pub(crate) fn apply2<K: Kernel2>(
     l2: &Layout,
 ) -> Result<(CpuStorage, Shape)> {
     let op = k.op_name();
-    match (s1, s2) {
+    crate::profile::timed(op, || match (s1, s2) {
         (CpuStorage::F32(_), CpuStorage::F32(_)) => {
             let (v, s) = k.run::<f32>(
                 contiguous(s1, l1, op)?,
@@ -71,7 +71,7 @@ pub(crate) fn apply2<K: Kernel2>(
             s1.dtype(),
             s2.dtype()
         ),
-    }
+    })
 }
 
 /// A pointer rayon tasks may share when each writes a disjoint region.

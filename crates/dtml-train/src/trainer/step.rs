@@ -3,6 +3,7 @@
 //! averaged over the ranks and SGD.
 
 use super::*;
+use dtml_model::profile::timed;
 
 /// Host batch to device tensors of the networks' `dtype`: images
 /// `(N,1,Z,Y,X)`, labels and SDM targets `(L,1,Z,Y,X)`.
@@ -100,7 +101,9 @@ pub(super) fn step_in_group(
         // The method's second stage starts afresh.
         sgd.clear_momentum();
     }
-    let forward = method.forward(cfg, nets, &image, batch.labelled, t, &mut draws)?;
+    let forward = timed("step: forward", || {
+        method.forward(cfg, nets, &image, batch.labelled, t, &mut draws)
+    })?;
     let targets = Targets {
         forwarded: &forward.targets,
         image: &image,
@@ -109,7 +112,9 @@ pub(super) fn step_in_group(
         sdm: sdm.as_ref(),
         labelled: batch.labelled,
     };
-    let obj = method.objective(cfg, &forward.outputs, &targets, cfg.lambda_at(t), t)?;
+    let obj = timed("step: objective", || {
+        method.objective(cfg, &forward.outputs, &targets, cfg.lambda_at(t), t)
+    })?;
     let loss = obj.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     let mut parts = BTreeMap::new();
     for (name, v) in &obj.parts {
@@ -125,9 +130,9 @@ pub(super) fn step_in_group(
             parts: format!("{parts:?}"),
         });
     }
-    let mut grads = obj.total.backward()?;
+    let mut grads = timed("step: backward", || obj.total.backward())?;
     sgd.average_gradients(&mut grads, group)?;
-    sgd.step(&grads, cfg.lr_at(t))?;
+    timed("step: optimiser", || sgd.step(&grads, cfg.lr_at(t)))?;
     method.after_update(cfg, nets, t)?;
     if let Some(state) = state {
         let step = StateUpdate {
