@@ -319,9 +319,15 @@ fn check_metrics(out: &Path, cases: usize, unit: &str) -> serde_json::Value {
         lines[0].starts_with(&format!("case,status,dice,jaccard,hd95_{unit},asd_{unit}")),
         "{csv}"
     );
+    // 9 columns, 10 with the surface Dice.
+    let columns = lines[0].split(',').count();
+    assert!(
+        columns == 9 || (columns == 10 && lines[0].contains(",surface_dice_")),
+        "{csv}"
+    );
     for row in &lines[1..=cases] {
         let f: Vec<&str> = row.split(',').collect();
-        assert_eq!(f.len(), 9, "{row}");
+        assert_eq!(f.len(), columns, "{row}");
         assert!(f[0].starts_with("synth_"), "{row}");
         let dice: f64 = f[2].parse().unwrap();
         assert!((0.0..=1.0).contains(&dice), "{row}");
@@ -388,10 +394,36 @@ fn evaluate_a_run_on_prepared_and_raw_test_sets() {
         "--reference-scoring",
         "--student",
         "region",
+        "--surface-dice",
+        "1.5",
     ]);
     let j = check_metrics(&raw, 2, "voxels");
     assert_eq!(j["empty_scoring"], "reference");
     assert_eq!(j["inference"]["student"], "region");
+    // The surface Dice of each case is `dtml metrics`' of its written mask.
+    assert_eq!(j["surface_dice_tolerance"], 1.5);
+    let m: serde_json::Value = serde_json::from_str(&dtml_ok(&[
+        "metrics",
+        "--pred",
+        s(&raw),
+        "--ref",
+        s(&data.join("labelsTs")),
+        "--voxels",
+        "--surface-dice",
+        "1.5",
+        "--json",
+    ]))
+    .unwrap();
+    for case in j["cases"].as_array().unwrap() {
+        let same = m["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["case"] == case["case"])
+            .unwrap();
+        assert!(case["surface_dice"].is_number(), "{case}");
+        assert_eq!(case["surface_dice"], same["surface_dice"], "{case}");
+    }
 
     // The same evaluation in two shards: the first writes its part, the
     // last to finish merges all cases into the same table.

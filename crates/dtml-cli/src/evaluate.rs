@@ -7,6 +7,7 @@ use crate::progress::bar;
 use anyhow::{Context, Result};
 use dtml_edt::{EmptyScoring, Units};
 use dtml_infer::evaluate::{DatasetChoices, EvaluationJob, TestSet, run_evaluation};
+use dtml_infer::masks::Scoring;
 use dtml_infer::shard::{Record, Shard};
 use std::path::PathBuf;
 
@@ -28,6 +29,10 @@ pub struct EvaluateArgs {
     /// (by default it is counted and left out of the distance means).
     #[arg(long, help_heading = "Scoring")]
     reference_scoring: bool,
+    /// Also the surface Dice at this tolerance (mm, or voxels with
+    /// --voxels), as `dtml metrics --surface-dice`.
+    #[arg(long, value_name = "TOLERANCE", help_heading = "Scoring")]
+    surface_dice: Option<f64>,
     /// Foreground label value(s) of a dataset folder's labels [default: the
     /// run's, else 1; 255 for LA]. A prepared folder uses its manifest's.
     #[arg(long, value_parser = int_list, help_heading = "Dataset folders")]
@@ -101,8 +106,11 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         students: &loaded.students(),
         set: &set,
         opts: &opts,
-        units,
-        scoring,
+        scoring: Scoring {
+            units,
+            surface_dice: a.surface_dice,
+        },
+        empty_scoring: scoring,
         out: &a.out,
         about: serde_json::json!({
             "model": a.model.paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),

@@ -4,7 +4,7 @@
 use crate::args::int_list;
 use anyhow::Result;
 use dtml_edt::{EmptyScoring, Units};
-use dtml_infer::masks::{MaskScoring, score_mask_files};
+use dtml_infer::masks::{MaskScoring, Scoring, score_mask_files};
 use dtml_infer::report::Report;
 use std::path::PathBuf;
 
@@ -45,13 +45,15 @@ pub struct MetricsArgs {
 pub fn run(a: MetricsArgs) -> Result<()> {
     let how = MaskScoring {
         foreground: a.foreground.clone(),
-        units: if a.voxels {
-            Units::Voxels
-        } else {
-            Units::Millimetres
+        scoring: Scoring {
+            units: if a.voxels {
+                Units::Voxels
+            } else {
+                Units::Millimetres
+            },
+            surface_dice: a.surface_dice,
         },
         voxel_grid: a.voxel_grid,
-        surface_dice: a.surface_dice,
     };
     let scoring = if a.reference_scoring {
         EmptyScoring::Reference
@@ -59,7 +61,7 @@ pub fn run(a: MetricsArgs) -> Result<()> {
         EmptyScoring::Exclude
     };
     let rows = score_mask_files(&a.pred, &a.reference, &how)?;
-    let mut report = Report::new(rows, how.units, scoring);
+    let mut report = Report::new(rows, how.scoring.units, scoring);
     report.surface_dice_tolerance = a.surface_dice;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);

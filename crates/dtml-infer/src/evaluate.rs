@@ -10,10 +10,11 @@
 
 use crate::error::{InferError, Result};
 use crate::infer::{InferenceOptions, Students, predict_volume, read_scan};
+use crate::masks::{Scoring, score_pair};
 use crate::report::Report;
 use crate::run::RunInfo;
 use crate::shard::Shard;
-use dtml_edt::{EmptyScoring, SegmentationMetrics, Units, surface_metrics};
+use dtml_edt::{EmptyScoring, SegmentationMetrics};
 use dtml_volume::dataset::{OpenOptions, read_list};
 use dtml_volume::prepare::MANIFEST;
 use dtml_volume::prepare::read_label;
@@ -44,29 +45,13 @@ pub struct CaseEvaluation {
     pub geometry: Geometry,
 }
 
-fn metrics_of(
-    mask: &[u8],
-    reference: &[u8],
-    shape: Xyz<usize>,
-    spacing: Xyz<f64>,
-    units: Units,
-) -> Result<SegmentationMetrics> {
-    Ok(surface_metrics(
-        mask,
-        reference,
-        &shape.zyx(),
-        &spacing.zyx(),
-        units,
-    )?)
-}
-
 /// Predicts one prepared case and scores it against its label file.
 pub fn evaluate_case(
     students: &Students,
     data: &PreparedDataset,
     record: &CaseRecord,
     opts: &InferenceOptions,
-    units: Units,
+    scoring: Scoring,
 ) -> Result<CaseEvaluation> {
     let Some(label_path) = record.label_source.as_deref() else {
         return Err(InferError::Config(format!(
@@ -91,12 +76,12 @@ pub fn evaluate_case(
             ),
         ));
     }
-    let metrics = metrics_of(
+    let metrics = score_pair(
         &mask,
         &reference,
         label.shape,
         label.geometry.spacing,
-        units,
+        scoring,
     )?;
     Ok(CaseEvaluation {
         result: CaseResult {
@@ -117,12 +102,12 @@ pub fn evaluate_prepared(
     data: &PreparedDataset,
     cases: &[&CaseRecord],
     opts: &InferenceOptions,
-    units: Units,
+    scoring: Scoring,
     on_case: &mut dyn FnMut(usize),
 ) -> Result<Vec<CaseResult>> {
     let mut out = Vec::with_capacity(cases.len());
     for (i, record) in cases.iter().enumerate() {
-        out.push(evaluate_case(students, data, record, opts, units)?.result);
+        out.push(evaluate_case(students, data, record, opts, scoring)?.result);
         on_case(i);
     }
     Ok(out)
@@ -139,19 +124,19 @@ pub fn evaluate_files(
     label_path: &Path,
     foreground: &[i64],
     opts: &InferenceOptions,
-    units: Units,
+    scoring: Scoring,
 ) -> Result<CaseEvaluation> {
     let (volume, image) = read_scan(image_path, channel)?;
     let (label, reference, _) = read_label(label_path, foreground, Some((image_path, &volume)))?;
     let start = Instant::now();
     let prediction = predict_volume(students, &image, volume.shape, opts)?;
     let inference_seconds = start.elapsed().as_secs_f64();
-    let metrics = metrics_of(
+    let metrics = score_pair(
         &prediction.mask,
         &reference,
         volume.shape,
         label.geometry.spacing,
-        units,
+        scoring,
     )?;
     Ok(CaseEvaluation {
         result: CaseResult {
@@ -317,7 +302,7 @@ impl TestSet {
         &self,
         case: &Case,
         mask_path: &Path,
-        units: Units,
+        scoring: Scoring,
     ) -> Result<SegmentationMetrics> {
         let (label_path, foreground) = match (self, case) {
             (TestSet::Prepared(data), Case::Prepared(r)) => (
@@ -339,12 +324,12 @@ impl TestSet {
                 format!("not on the grid of its label {}", label_path.display()),
             ));
         }
-        metrics_of(
+        score_pair(
             &mask.mask,
             &reference,
             label.shape,
             label.geometry.spacing,
-            units,
+            scoring,
         )
     }
 }
@@ -355,9 +340,10 @@ pub struct EvaluationJob<'a> {
     pub students: &'a Students<'a>,
     pub set: &'a TestSet,
     pub opts: &'a InferenceOptions,
-    pub units: Units,
+    /// Units and the surface Dice's tolerance.
+    pub scoring: Scoring,
     /// How empty predictions enter the summary.
-    pub scoring: EmptyScoring,
+    pub empty_scoring: EmptyScoring,
     pub out: &'a Path,
     /// Extra keys for `metrics.json` (the model, the data).
     pub about: serde_json::Value,
@@ -404,7 +390,7 @@ pub fn run_evaluation(job: &EvaluationJob, on_case: &mut dyn FnMut(&str)) -> Res
         }
         let e = match (job.set, case) {
             (TestSet::Prepared(data), Case::Prepared(r)) => {
-                evaluate_case(job.students, data, r, job.opts, job.units)
+                evaluate_case(job.students, data, r, job.opts, job.scoring)
             }
             (TestSet::Files { foreground, .. }, Case::Files(c)) => evaluate_files(
                 job.students,
@@ -414,7 +400,7 @@ pub fn run_evaluation(job: &EvaluationJob, on_case: &mut dyn FnMut(&str)) -> Res
                 c.label.as_deref().unwrap_or(Path::new("")),
                 foreground,
                 job.opts,
-                job.units,
+                job.scoring,
             ),
             _ => Err(InferError::Other("case of another test set".into())),
         }
@@ -434,12 +420,13 @@ pub fn run_evaluation(job: &EvaluationJob, on_case: &mut dyn FnMut(&str)) -> Res
             Some(m) => m,
             None => job
                 .set
-                .score_saved(case, &mask_of(id), job.units)
+                .score_saved(case, &mask_of(id), job.scoring)
                 .map_err(|e| in_case(id, e))?,
         };
         rows.push((id.to_string(), metrics));
     }
-    let report = Report::new(rows, job.units, job.scoring);
+    let mut report = Report::new(rows, job.scoring.units, job.empty_scoring);
+    report.surface_dice_tolerance = job.scoring.surface_dice;
     let mut json = report.to_json();
     json["inference"] = job.opts.describe();
     json["inference_seconds"] = serde_json::json!(seconds);

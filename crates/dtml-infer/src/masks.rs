@@ -6,7 +6,7 @@
 use crate::error::{InferError, Result};
 use dtml_edt::{SegmentationMetrics, Units, surface_metrics};
 use dtml_volume::files::{case_name, volume_files};
-use dtml_volume::{Volume, VoxelData};
+use dtml_volume::{Volume, VoxelData, Xyz};
 use std::path::{Path, PathBuf};
 
 /// A mask read from a file: 1 where the voxel is foreground.
@@ -23,17 +23,54 @@ pub fn read_mask(path: &Path, foreground: Option<&[i64]>) -> Result<Mask> {
     Ok(Mask { volume, mask })
 }
 
+/// How a mask pair is scored: the units of the distances and, when
+/// asked, the surface Dice's tolerance (in those units).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Scoring {
+    pub units: Units,
+    pub surface_dice: Option<f64>,
+}
+
+impl From<Units> for Scoring {
+    fn from(units: Units) -> Scoring {
+        Scoring {
+            units,
+            surface_dice: None,
+        }
+    }
+}
+
+/// Every metric of a mask pair on one grid (`shape` and `spacing` of the
+/// reference, x fastest), as `scoring` asks.
+pub fn score_pair(
+    prediction: &[u8],
+    reference: &[u8],
+    shape: Xyz<usize>,
+    spacing: Xyz<f64>,
+    scoring: Scoring,
+) -> Result<SegmentationMetrics> {
+    let shape = shape.zyx();
+    let spacing = match scoring.units {
+        Units::Millimetres => spacing.zyx(),
+        Units::Voxels => [1.0; 3],
+    };
+    let mut metrics = surface_metrics(prediction, reference, &shape, &spacing, scoring.units)?;
+    if let Some(tolerance) = scoring.surface_dice {
+        metrics.surface_dice =
+            dtml_edt::surface_dice(prediction, reference, &shape, &spacing, tolerance)?;
+    }
+    Ok(metrics)
+}
+
 /// How predicted masks are scored against references.
 #[derive(Debug, Clone, Default)]
 pub struct MaskScoring {
     /// Foreground label values of both masks (`None`: any non-zero).
     pub foreground: Option<Vec<i64>>,
-    pub units: Units,
+    pub scoring: Scoring,
     /// Compare voxel by voxel even when the two grids lie differently in
     /// space (distances then use the reference's spacing).
     pub voxel_grid: bool,
-    /// Also the surface Dice at this tolerance (in `units`).
-    pub surface_dice: Option<f64>,
 }
 
 /// The `(case, prediction, reference)` triples of two masks, or of two
@@ -104,17 +141,13 @@ pub fn score_mask_file(
             ),
         ));
     }
-    let shape = r.volume.shape.zyx();
-    let spacing = match how.units {
-        Units::Millimetres => r.volume.spacing().zyx(),
-        Units::Voxels => [1.0; 3],
-    };
-    let mut metrics = surface_metrics(&p.mask, &r.mask, &shape, &spacing, how.units)?;
-    if let Some(tolerance) = how.surface_dice {
-        metrics.surface_dice =
-            dtml_edt::surface_dice(&p.mask, &r.mask, &shape, &spacing, tolerance)?;
-    }
-    Ok(metrics)
+    score_pair(
+        &p.mask,
+        &r.mask,
+        r.volume.shape,
+        r.volume.spacing(),
+        how.scoring,
+    )
 }
 
 /// Scores every pair of [`mask_pairs`], in reference order.

@@ -412,7 +412,7 @@ fn evaluation_scores_prepared_cases_on_the_original_grid() {
         &prepared,
         &cases,
         &opts,
-        dtml_edt::Units::Millimetres,
+        dtml_edt::Units::Millimetres.into(),
         &mut |i| seen.push(i),
     )
     .unwrap();
@@ -420,7 +420,14 @@ fn evaluation_scores_prepared_cases_on_the_original_grid() {
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].id, "synth_003");
     // The same as scoring the pasted-back mask against the label file.
-    let e = evaluate_case(&s, &prepared, cases[0], &opts, dtml_edt::Units::Millimetres).unwrap();
+    let e = evaluate_case(
+        &s,
+        &prepared,
+        cases[0],
+        &opts,
+        dtml_edt::Units::Millimetres.into(),
+    )
+    .unwrap();
     let label = read_volume(&data.join("labelsTs/synth_003.nii.gz")).unwrap();
     assert_eq!(e.shape, label.shape);
     let reference: Vec<u8> = label

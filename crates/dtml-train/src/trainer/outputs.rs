@@ -58,7 +58,7 @@ pub(super) fn validate(
         data,
         cases,
         &opts,
-        dtml_edt::Units::Millimetres,
+        dtml_edt::Units::Millimetres.into(),
         &mut |_| {},
     )?;
     let dices: Vec<f64> = results
