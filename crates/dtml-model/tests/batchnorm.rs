@@ -223,3 +223,73 @@ fn bad_inputs_are_errors() {
         .is_err()
     );
 }
+
+/// The fused layer op (`conv3d_bn_relu_train`) gives bit for bit what the
+/// two ops it fuses give: output, batch statistics and the gradients of the
+/// input, the kernel and the three per-channel parameters, in f32 and f64,
+/// also when only some inputs track gradients.
+#[test]
+fn fused_conv_layer_equals_conv_then_batch_norm() {
+    for dtype in [DType::F32, DType::F64] {
+        let mut rng = ChaCha8Rng::seed_from_u64(31);
+        let (n, cin, cout) = (2, 3, 5);
+        let x = Var::from_tensor(&random(&[n, cin, 4, 6, 7], -1.0, 1.0, dtype, &mut rng)).unwrap();
+        let w =
+            Var::from_tensor(&random(&[cout, cin, 3, 3, 3], -0.3, 0.3, dtype, &mut rng)).unwrap();
+        let bias = Var::from_tensor(&random(&[cout], -0.5, 0.5, dtype, &mut rng)).unwrap();
+        let gamma = Var::from_tensor(&random(&[cout], 0.5, 1.5, dtype, &mut rng)).unwrap();
+        let beta = Var::from_tensor(&random(&[cout], -0.3, 0.3, dtype, &mut rng)).unwrap();
+        let r = random(&[n, cout, 4, 6, 7], -1.0, 1.0, dtype, &mut rng);
+        for track_x in [true, false] {
+            let xt = if track_x {
+                x.as_tensor().clone()
+            } else {
+                x.as_tensor().detach()
+            };
+            let (yf, mf, vf) = ops::conv3d_bn_relu_train(
+                &xt,
+                w.as_tensor(),
+                1,
+                bias.as_tensor(),
+                gamma.as_tensor(),
+                beta.as_tensor(),
+                1e-5,
+            )
+            .unwrap();
+            let conv = ops::conv3d(&xt, w.as_tensor(), 1).unwrap();
+            let (ys, ms, vs) = ops::bias_bn_relu_train(
+                &conv,
+                bias.as_tensor(),
+                gamma.as_tensor(),
+                beta.as_tensor(),
+                1e-5,
+            )
+            .unwrap();
+            assert_eq!(to_vec(&yf), to_vec(&ys), "{dtype:?} output");
+            assert_eq!(to_vec(&mf), to_vec(&ms), "{dtype:?} mean");
+            assert_eq!(to_vec(&vf), to_vec(&vs), "{dtype:?} variance");
+            let gf = (&yf * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gs = (&ys * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for (v, what) in [
+                (&x, "x"),
+                (&w, "w"),
+                (&bias, "bias"),
+                (&gamma, "gamma"),
+                (&beta, "beta"),
+            ] {
+                let (a, b) = (gf.get(v.as_tensor()), gs.get(v.as_tensor()));
+                assert_eq!(a.is_some(), b.is_some(), "{dtype:?} {what} tracked");
+                if let (Some(a), Some(b)) = (a, b) {
+                    assert_eq!(to_vec(a), to_vec(b), "{dtype:?} d{what}");
+                }
+            }
+            assert_eq!(gf.get(x.as_tensor()).is_some(), track_x);
+        }
+    }
+    // Bad shapes are errors naming the op.
+    let x = Tensor::zeros((1, 2, 3, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    let w = Tensor::zeros((4, 2, 3, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    let c3 = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+    let e = ops::conv3d_bn_relu_train(&x, &w, 1, &c3, &c3, &c3, 1e-5).unwrap_err();
+    assert!(e.to_string().contains("conv3d_bn_relu_train"), "{e}");
+}

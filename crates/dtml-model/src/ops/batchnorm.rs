@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 /// Per-channel statistics of the forward pass, kept for the backward.
 #[derive(Debug, Clone)]
-struct Saved {
+pub(super) struct Saved {
     /// Mean of `x` (without the bias, which the normalisation cancels).
     mean: Vec<f64>,
     /// `1 / sqrt(var + eps)`, biased variance.
@@ -35,7 +35,7 @@ struct Saved {
 impl Saved {
     /// Batch mean of `x + bias` and unbiased batch variance over `count`
     /// values per channel, for the running statistics.
-    fn running_stats(&self, bias: &[f64], count: usize) -> (Vec<f64>, Vec<f64>) {
+    pub(super) fn running_stats(&self, bias: &[f64], count: usize) -> (Vec<f64>, Vec<f64>) {
         let mean = self.mean.iter().zip(bias).map(|(m, b)| m + b).collect();
         let k = count as f64 / (count as f64 - 1.0).max(1.0);
         let var = self.var.iter().map(|v| v * k).collect();
@@ -49,7 +49,7 @@ pub(crate) struct BnReluTrain {
     saved: Arc<Mutex<Option<Saved>>>,
 }
 
-fn layout_of(x: &Shape) -> Result<(usize, usize, usize)> {
+pub(super) fn layout_of(x: &Shape) -> Result<(usize, usize, usize)> {
     let d = x.dims();
     if d.len() < 2 {
         bail!("batch norm: input must be (N, C, ...), got {d:?}");
@@ -175,63 +175,73 @@ impl Kernel2 for BnReluTrain {
     }
 
     fn run<T: Real>(&self, x: &[T], sx: &Shape, p: &[T], _: &Shape) -> Result<(Vec<T>, Shape)> {
-        let (n, c, s) = layout_of(sx)?;
-        if p.len() != 3 * c {
-            bail!(
-                "batch norm: parameters must be (3, {c}), got {} values",
-                p.len()
-            );
+        let (y, saved) = forward(self.eps, x, sx, p)?;
+        *self.saved.lock().expect("batch norm state") = Some(saved);
+        Ok((y, sx.clone()))
+    }
+}
+
+/// `relu(BN_train(x + bias))` of `x` `(N, C, ...)` with `p = [bias; gamma;
+/// beta]`, and the statistics its backward needs.
+pub(super) fn forward<T: Real>(eps: f64, x: &[T], sx: &Shape, p: &[T]) -> Result<(Vec<T>, Saved)> {
+    let (n, c, s) = layout_of(sx)?;
+    if p.len() != 3 * c {
+        bail!(
+            "batch norm: parameters must be (3, {c}), got {} values",
+            p.len()
+        );
+    }
+    let m = (n * s) as f64;
+    // Shift by each channel's first value: sums of (x - shift) stay small.
+    let shift: Vec<f64> = (0..c).map(|ch| x[ch * s].to_f64()).collect();
+    let sums: Vec<(f64, f64)> = (0..n * c)
+        .into_par_iter()
+        .map(|pl| {
+            let offset = T::from_f64(-shift[pl % c]);
+            shifted_sums(&x[pl * s..(pl + 1) * s], offset)
+        })
+        .collect();
+    let mut mean = vec![0f64; c];
+    let mut var = vec![0f64; c];
+    let mut invstd = vec![0f64; c];
+    let gamma: Vec<f64> = p[c..2 * c].iter().map(|v| v.to_f64()).collect();
+    for ch in 0..c {
+        let (mut a, mut b) = (0f64, 0f64);
+        for k in 0..n {
+            a += sums[k * c + ch].0;
+            b += sums[k * c + ch].1;
         }
-        let m = (n * s) as f64;
-        // Shift by each channel's first value: sums of (x - shift) stay small.
-        let shift: Vec<f64> = (0..c).map(|ch| x[ch * s].to_f64()).collect();
-        let sums: Vec<(f64, f64)> = (0..n * c)
-            .into_par_iter()
-            .map(|pl| {
-                let offset = T::from_f64(-shift[pl % c]);
-                shifted_sums(&x[pl * s..(pl + 1) * s], offset)
-            })
-            .collect();
-        let mut mean = vec![0f64; c];
-        let mut var = vec![0f64; c];
-        let mut invstd = vec![0f64; c];
-        let gamma: Vec<f64> = p[c..2 * c].iter().map(|v| v.to_f64()).collect();
-        for ch in 0..c {
-            let (mut a, mut b) = (0f64, 0f64);
-            for k in 0..n {
-                a += sums[k * c + ch].0;
-                b += sums[k * c + ch].1;
-            }
-            let d = a / m;
-            mean[ch] = shift[ch] + d;
-            var[ch] = (b / m - d * d).max(0.0);
-            invstd[ch] = 1.0 / (var[ch] + self.eps).sqrt();
+        let d = a / m;
+        mean[ch] = shift[ch] + d;
+        var[ch] = (b / m - d * d).max(0.0);
+        invstd[ch] = 1.0 / (var[ch] + eps).sqrt();
+    }
+    let scale: Vec<T> = (0..c)
+        .map(|ch| T::from_f64(gamma[ch] * invstd[ch]))
+        .collect();
+    // y = a (x - mean) + beta: centred first, so f32 loses nothing to
+    // cancellation when the mean is large.
+    let centre: Vec<T> = mean.iter().map(|m| T::from_f64(-m)).collect();
+    let offset: Vec<T> = (0..c).map(|ch| p[2 * c + ch]).collect();
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(s).enumerate().for_each(|(pl, out)| {
+        let ch = pl % c;
+        let (a, b, m) = (scale[ch], offset[ch], centre[ch]);
+        let zero = T::zero();
+        for (o, v) in out.iter_mut().zip(&x[pl * s..(pl + 1) * s]) {
+            let t = a * (*v + m) + b;
+            *o = if t > zero { t } else { zero };
         }
-        let scale: Vec<T> = (0..c)
-            .map(|ch| T::from_f64(gamma[ch] * invstd[ch]))
-            .collect();
-        // y = a (x - mean) + beta: centred first, so f32 loses nothing to
-        // cancellation when the mean is large.
-        let centre: Vec<T> = mean.iter().map(|m| T::from_f64(-m)).collect();
-        let offset: Vec<T> = (0..c).map(|ch| p[2 * c + ch]).collect();
-        let mut y = vec![T::zero(); x.len()];
-        y.par_chunks_mut(s).enumerate().for_each(|(pl, out)| {
-            let ch = pl % c;
-            let (a, b, m) = (scale[ch], offset[ch], centre[ch]);
-            let zero = T::zero();
-            for (o, v) in out.iter_mut().zip(&x[pl * s..(pl + 1) * s]) {
-                let t = a * (*v + m) + b;
-                *o = if t > zero { t } else { zero };
-            }
-        });
-        *self.saved.lock().expect("batch norm state") = Some(Saved {
+    });
+    Ok((
+        y,
+        Saved {
             mean,
             invstd,
             var,
             gamma,
-        });
-        Ok((y, sx.clone()))
-    }
+        },
+    ))
 }
 
 impl CustomOp2 for BnReluTrain {
@@ -262,21 +272,34 @@ impl CustomOp2 for BnReluTrain {
             .expect("batch norm state")
             .clone()
             .ok_or_else(|| candle_core::Error::Msg("batch norm: backward before forward".into()))?;
-        let c = saved.mean.len();
-        let grads = Arc::new(Mutex::new(None));
-        let op = BnReluBwd {
-            saved,
-            grads: grads.clone(),
-        };
-        let dx = x.apply_op3_no_bwd(y, &dy.contiguous()?, &op)?;
-        let g: Vec<f64> = grads
-            .lock()
-            .expect("batch norm gradients")
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("batch norm: no parameter gradients".into()))?;
-        let dp = Tensor::from_vec(g, (3, c), p.device())?.to_dtype(p.dtype())?;
+        let (dx, dp) = backward(saved, x, y, dy, p)?;
         Ok((x.track_op().then_some(dx), p.track_op().then_some(dp)))
     }
+}
+
+/// Gradients of [`forward`]'s output `y` (input `x`, parameters `p`) for
+/// the output gradient `dy`: `(dx, dp)`.
+pub(super) fn backward(
+    saved: Saved,
+    x: &Tensor,
+    y: &Tensor,
+    dy: &Tensor,
+    p: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let c = saved.mean.len();
+    let grads = Arc::new(Mutex::new(None));
+    let op = BnReluBwd {
+        saved,
+        grads: grads.clone(),
+    };
+    let dx = x.apply_op3_no_bwd(y, &dy.contiguous()?, &op)?;
+    let g: Vec<f64> = grads
+        .lock()
+        .expect("batch norm gradients")
+        .take()
+        .ok_or_else(|| candle_core::Error::Msg("batch norm: no parameter gradients".into()))?;
+    let dp = Tensor::from_vec(g, (3, c), p.device())?.to_dtype(p.dtype())?;
+    Ok((dx, dp))
 }
 
 /// `(x, y, dy)` to `dx`; stores `[dbias; dgamma; dbeta]` in `grads`.

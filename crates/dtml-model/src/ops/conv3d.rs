@@ -23,7 +23,7 @@
 //! per block of rows so the reduction vectorises over output channels.
 
 use super::cpu::{Kernel2, SendPtr, apply2, linear_grads};
-use super::kernel::{CB, DW_ACC, Real, TILE};
+use super::kernel::{DW_ACC, MAX_TILE, Real, TileShape, fwd_shapes};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
@@ -65,7 +65,7 @@ impl Geom {
 /// Zeros after the last slab plane so the last tile's vector reads (up to
 /// a whole tile past the last valid position) stay in bounds.
 fn slack(k: usize) -> usize {
-    TILE + k + 16
+    MAX_TILE + k + 16
 }
 
 /// A ring of the `k` zero-padded input planes (padded depth `zp` in slot
@@ -134,22 +134,23 @@ impl<T: Real> Slab<T> {
     }
 }
 
-/// Packs weights as `[co block][j = ci * k^3 + tap][CB]`, zero beyond
+/// Packs weights as `[co block][j = ci * k^3 + tap][cb]`, zero beyond
 /// `cout`, from `get(co, ci, tap)`.
 fn pack_weights<T: Real>(
+    cb: usize,
     cout: usize,
     cin: usize,
     k3: usize,
     get: impl Fn(usize, usize, usize) -> T,
 ) -> Vec<T> {
-    let nb = cout.div_ceil(CB);
+    let nb = cout.div_ceil(cb);
     let jn = cin * k3;
-    let mut out = vec![T::default(); nb * jn * CB];
+    let mut out = vec![T::default(); nb * jn * cb];
     for co in 0..cout {
-        let (b, c) = (co / CB, co % CB);
+        let (b, c) = (co / cb, co % cb);
         for ci in 0..cin {
             for tap in 0..k3 {
-                out[(b * jn + ci * k3 + tap) * CB + c] = get(co, ci, tap);
+                out[(b * jn + ci * k3 + tap) * cb + c] = get(co, ci, tap);
             }
         }
     }
@@ -161,9 +162,56 @@ fn range(total: usize, parts: usize, i: usize) -> std::ops::Range<usize> {
     i * total / parts..(i + 1) * total / parts
 }
 
-/// Convolution of `x` (geometry `g`) with packed weights `wpk` for `cout`
-/// output channels; returns `(n, cout, do, ho, wo)`.
-fn conv_forward<T: Real>(x: &[T], g: Geom, cout: usize, wpk: &[T]) -> Vec<T> {
+/// The forward tile shape that computes `cout` channels over planes of
+/// `qlen` padded positions in the least time: multiply-adds done,
+/// padding and rounding included, times the shape's cost per FMA.
+fn best_shape(shapes: &[TileShape], qlen: usize, cout: usize) -> TileShape {
+    let time = |s: &TileShape| {
+        let t = s.positions();
+        (qlen.div_ceil(t) * t * cout.div_ceil(s.cb) * s.cb) as f32 * s.cost
+    };
+    *shapes
+        .iter()
+        .min_by(|a, b| time(a).total_cmp(&time(b)))
+        .expect("every tier has a tile shape")
+}
+
+/// Convolution of `x` (geometry `g`) for `cout` output channels with the
+/// weights `get(co, ci, tap)`; returns `(n, cout, do, ho, wo)`.
+fn conv_forward<T: Real>(
+    x: &[T],
+    g: Geom,
+    cout: usize,
+    get: impl Fn(usize, usize, usize) -> T,
+) -> Vec<T> {
+    let (_, ho, _) = g.out();
+    let shape = best_shape(
+        fwd_shapes(crate::simd::active(), T::IS_F32),
+        ho * g.wp(),
+        cout,
+    );
+    let wpk = pack_weights(shape.cb, cout, g.c, g.k * g.k * g.k, get);
+    match (shape.cb, shape.r) {
+        (4, 6) => conv_forward_tiled::<T, 4, 6>(x, g, cout, &wpk),
+        (4, 3) => conv_forward_tiled::<T, 4, 3>(x, g, cout, &wpk),
+        (4, 2) => conv_forward_tiled::<T, 4, 2>(x, g, cout, &wpk),
+        (4, 1) => conv_forward_tiled::<T, 4, 1>(x, g, cout, &wpk),
+        (8, 3) => conv_forward_tiled::<T, 8, 3>(x, g, cout, &wpk),
+        (12, 2) => conv_forward_tiled::<T, 12, 2>(x, g, cout, &wpk),
+        (24, 1) => conv_forward_tiled::<T, 24, 1>(x, g, cout, &wpk),
+        other => unreachable!("no forward tile {other:?}"),
+    }
+}
+
+/// [`conv_forward`] with tiles of `CB` channels by `16 R` positions and
+/// weights packed for them.
+fn conv_forward_tiled<T: Real, const CB: usize, const R: usize>(
+    x: &[T],
+    g: Geom,
+    cout: usize,
+    wpk: &[T],
+) -> Vec<T> {
+    let tile = 16 * R;
     let (do_, ho, wo) = g.out();
     let wp = g.wp();
     let jn = g.c * g.k * g.k * g.k;
@@ -171,7 +219,7 @@ fn conv_forward<T: Real>(x: &[T], g: Geom, cout: usize, wpk: &[T]) -> Vec<T> {
     assert!(x.len() == g.n * g.c * g.d * g.h * g.w && wpk.len() == nb * jn * CB);
     let planes = g.n * do_;
     let qlen = ho * wp;
-    let ntiles = qlen.div_ceil(TILE);
+    let ntiles = qlen.div_ceil(tile);
     // Runs of planes (each refills k - 1 planes at its start), and when
     // planes are few, groups of output-channel blocks, for load balance.
     let want = 4 * rayon::current_num_threads();
@@ -183,28 +231,29 @@ fn conv_forward<T: Real>(x: &[T], g: Geom, cout: usize, wpk: &[T]) -> Vec<T> {
         let (run, grp) = (task / groups, task % groups);
         let mut slab = Slab::new(g);
         let mut offs = Vec::with_capacity(jn);
-        let mut buf = [T::default(); CB * TILE];
+        let mut buf = vec![T::default(); CB * tile];
         for plane in range(planes, runs, run) {
             let (ni, zo) = (plane / do_, plane % do_);
             slab.load(x, ni, zo);
             slab.offsets(zo, &mut offs);
             for t in 0..ntiles {
-                let q0 = t * TILE;
-                let qend = (q0 + TILE).min(qlen);
+                let q0 = t * tile;
+                let qend = (q0 + tile).min(qlen);
                 for b in range(nb, groups, grp) {
-                    // SAFETY: reads stay below offs[jn - 1] + q0 + TILE <=
-                    // slab size + TILE + k (see `slack`).
+                    // SAFETY: reads stay below offs[jn - 1] + q0 + tile <=
+                    // slab size + MAX_TILE + k (see `slack`); buf holds
+                    // CB * tile.
                     unsafe {
-                        T::fwd_tile(
+                        T::fwd_tile::<CB, R>(
                             slab.buf.as_ptr().add(q0),
                             &offs,
                             wpk.as_ptr().add(b * jn * CB),
-                            &mut buf,
+                            buf.as_mut_ptr(),
                         )
                     };
                     for c in 0..CB.min(cout - b * CB) {
                         let obase = ((ni * cout + b * CB + c) * do_ + zo) * ho * wo;
-                        let vals = &buf[c * TILE..];
+                        let vals = &buf[c * tile..];
                         // Copy the valid run of each output row in the tile.
                         let mut q = q0;
                         while q < qend {
@@ -367,8 +416,7 @@ impl Kernel2 for Conv3d {
             k,
             pad: self.padding,
         };
-        let wpk = pack_weights(cout, cin, k3, |co, ci, tap| w[(co * cin + ci) * k3 + tap]);
-        let out = conv_forward(x, g, cout, &wpk);
+        let out = conv_forward(x, g, cout, |co, ci, tap| w[(co * cin + ci) * k3 + tap]);
         let (do_, ho, wo) = g.out();
         Ok((out, Shape::from((n, cout, do_, ho, wo))))
     }
@@ -449,10 +497,9 @@ impl Kernel2 for Conv3dInputGrad {
             pad,
         };
         // Flipped taps, in/out swapped: w'[ci][co][tap] = w[co][ci][k3-1-tap].
-        let wpk = pack_weights(cin, cout, k3, |ci, co, tap| {
+        let out = conv_forward(g, geom, cin, |ci, co, tap| {
             w[(co * cin + ci) * k3 + k3 - 1 - tap]
         });
-        let out = conv_forward(g, geom, cin, &wpk);
         let (d, h, wd) = geom.out();
         Ok((out, Shape::from((n, cin, d, h, wd))))
     }
@@ -542,5 +589,126 @@ impl CustomOp2 for Conv3dWeightGrad {
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         super::cudnn::weight_grad(s1, l1, s2, l2, self.k, self.padding)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::kernel::fwd_shapes;
+    use crate::simd::Tier;
+
+    /// Direct `(n, cout, do, ho, wo)` convolution by the definition.
+    fn naive(x: &[f32], g: Geom, cout: usize, w: &[f32]) -> Vec<f32> {
+        let (do_, ho, wo) = g.out();
+        let (k, p) = (g.k as isize, g.pad as isize);
+        let mut out = vec![0f32; g.n * cout * do_ * ho * wo];
+        for ni in 0..g.n {
+            for co in 0..cout {
+                for z in 0..do_ {
+                    for y in 0..ho {
+                        for xo in 0..wo {
+                            let mut acc = 0f64;
+                            for ci in 0..g.c {
+                                for t in 0..(k * k * k) {
+                                    let (dz, dy, dx) = (t / (k * k), t / k % k, t % k);
+                                    let (iz, iy, ix) = (
+                                        z as isize + dz - p,
+                                        y as isize + dy - p,
+                                        xo as isize + dx - p,
+                                    );
+                                    let inside = |v: isize, n: usize| v >= 0 && v < n as isize;
+                                    if inside(iz, g.d) && inside(iy, g.h) && inside(ix, g.w) {
+                                        let xi = (((ni * g.c + ci) * g.d + iz as usize) * g.h
+                                            + iy as usize)
+                                            * g.w
+                                            + ix as usize;
+                                        let wi =
+                                            (co * g.c + ci) * (k * k * k) as usize + t as usize;
+                                        acc += x[xi] as f64 * w[wi] as f64;
+                                    }
+                                }
+                            }
+                            out[(((ni * cout + co) * do_ + z) * ho + y) * wo + xo] = acc as f32;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every forward tile shape of every tier runs the active tier's
+    /// kernel correctly, on planes that leave partial tiles and partial
+    /// channel blocks.
+    #[test]
+    fn every_tile_shape_computes_the_convolution() {
+        let mut shapes: Vec<TileShape> = Vec::new();
+        for tier in Tier::ALL {
+            for is_f32 in [true, false] {
+                for s in fwd_shapes(tier, is_f32) {
+                    if !shapes.contains(s) {
+                        shapes.push(*s);
+                    }
+                }
+            }
+        }
+        let mut seed = 12345u64;
+        let mut rand = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        for (n, cin, cout, d, h, w) in [(2, 3, 29, 3, 5, 7), (1, 2, 5, 2, 9, 11)] {
+            let g = Geom {
+                n,
+                c: cin,
+                d,
+                h,
+                w,
+                k: 3,
+                pad: 1,
+            };
+            let x: Vec<f32> = (0..n * cin * d * h * w).map(|_| rand()).collect();
+            let wt: Vec<f32> = (0..cout * cin * 27).map(|_| rand()).collect();
+            let want = naive(&x, g, cout, &wt);
+            for s in &shapes {
+                let wpk = pack_weights(s.cb, cout, cin, 27, |co, ci, t| {
+                    wt[(co * cin + ci) * 27 + t]
+                });
+                let got = match (s.cb, s.r) {
+                    (4, 6) => conv_forward_tiled::<f32, 4, 6>(&x, g, cout, &wpk),
+                    (4, 3) => conv_forward_tiled::<f32, 4, 3>(&x, g, cout, &wpk),
+                    (4, 2) => conv_forward_tiled::<f32, 4, 2>(&x, g, cout, &wpk),
+                    (4, 1) => conv_forward_tiled::<f32, 4, 1>(&x, g, cout, &wpk),
+                    (8, 3) => conv_forward_tiled::<f32, 8, 3>(&x, g, cout, &wpk),
+                    (12, 2) => conv_forward_tiled::<f32, 12, 2>(&x, g, cout, &wpk),
+                    (24, 1) => conv_forward_tiled::<f32, 24, 1>(&x, g, cout, &wpk),
+                    other => panic!("shape {other:?} missing from this test"),
+                };
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    err < 1e-4,
+                    "tile {s:?}, {n}x{cin}->{cout} {d}x{h}x{w}: {err}"
+                );
+            }
+        }
+    }
+
+    /// Small planes choose short tiles over more channels; large planes the
+    /// long tile.
+    #[test]
+    fn tile_choice_follows_the_plane_size() {
+        let wide = fwd_shapes(Tier::Avx512, true);
+        // A 3x3 plane padded to 5 wide: 15 positions.
+        assert_eq!(best_shape(wide, 15, 128).positions(), 16);
+        // 112 x 114 padded positions: the longest tile.
+        assert_eq!(best_shape(wide, 112 * 114, 16).positions(), 96);
+        assert_eq!(best_shape(fwd_shapes(Tier::Portable, true), 15, 128).cb, 4);
     }
 }

@@ -2,12 +2,16 @@
 //!
 //! Two shapes of work cover forward, input gradient and weight gradient:
 //!
-//! - [`Real::fwd_tile`]: `CB` output channels times `TILE` consecutive
+//! - [`Real::fwd_tile`]: `CB` output channels times `16 R` consecutive
 //!   output positions, summed over a list of input offsets (one per input
 //!   channel and kernel tap). Vectorised along the positions, weights
-//!   broadcast: `CB * R` accumulators of 16 lanes stay in registers for the
-//!   whole reduction, so each weight and each input vector loaded feeds
-//!   several FMAs and nothing is written until the tile is done.
+//!   broadcast: the `CB x R` accumulators of 16 lanes stay in registers for
+//!   the whole reduction, so each weight and each input vector loaded feeds
+//!   several FMAs and nothing is written until the tile is done. A tier
+//!   offers several `(CB, R)` of the same register count ([`fwd_shapes`]):
+//!   long tiles for large planes, short tiles over more channels for the
+//!   small planes of the deep levels, where a 96-position tile would mostly
+//!   compute padding (a 3x3 plane is 15 padded positions).
 //! - [`Real::dw_tile`]: `NT` weight columns (input channel, tap) times `CO`
 //!   output channels, summed over positions. Vectorised along the output
 //!   channels (the gradient is pre-transposed to position-major), input
@@ -15,21 +19,64 @@
 //!   sums and accumulators are the weight gradient itself.
 //!
 //! f32 runs one generic source per instruction-set tier (`crate::simd`):
-//! AVX-512 (`CB x 6` zmm accumulators), AVX2 + FMA (`CB x 2` ymm over
-//! sub-tiles of 16 positions), NEON (`CB x 6` q registers) or portable
-//! 4-lane arrays (`CB x 2`, the baseline's 16 registers, no FMA). f64 uses
-//! the plain loops below.
+//! AVX-512 (24 zmm accumulators), AVX2 + FMA (8 or 12 ymm over sub-tiles
+//! of 16 or 8 positions), NEON (24 q registers) or portable 4-lane arrays
+//! (the baseline's 16 registers, no FMA). f64 uses the plain loops below.
 
 use crate::simd::{self, Lanes, Quad, Tier};
 use candle_core::WithDType;
 use std::ops::{Add, AddAssign, Mul};
 
-/// Output channels per forward tile.
-pub(crate) const CB: usize = 4;
-/// 16-lane vectors per forward tile.
-pub(crate) const R: usize = 6;
-/// Output positions per forward tile.
-pub(crate) const TILE: usize = 16 * R;
+/// A forward tile: `cb` output channels times `16 * r` positions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct TileShape {
+    /// Output channels per tile.
+    pub cb: usize,
+    /// Positions per tile, in units of 16.
+    pub r: usize,
+    /// Relative time per multiply-add (more broadcast loads per FMA in the
+    /// short tiles), for choosing between shapes.
+    pub cost: f32,
+}
+
+impl TileShape {
+    /// Output positions per tile.
+    pub fn positions(self) -> usize {
+        16 * self.r
+    }
+}
+
+/// Positions of the longest tile (the padded slab's slack covers it).
+pub(crate) const MAX_TILE: usize = 96;
+
+const fn shape(cb: usize, r: usize, cost: f32) -> TileShape {
+    TileShape { cb, r, cost }
+}
+
+/// The forward tile shapes of `tier` for type `T` (f64 and the tiers with
+/// 4-lane vectors keep 4 output channels; AVX-512 trades positions for
+/// channels at a constant 24 accumulators).
+pub(crate) fn fwd_shapes(tier: Tier, is_f32: bool) -> &'static [TileShape] {
+    const WIDE: [TileShape; 4] = [
+        shape(4, 6, 1.0),
+        shape(8, 3, 1.0),
+        shape(12, 2, 1.05),
+        shape(24, 1, 1.15),
+    ];
+    const SUBTILED: [TileShape; 4] = [
+        shape(4, 6, 1.0),
+        shape(4, 3, 1.0),
+        shape(4, 2, 1.0),
+        shape(4, 1, 1.0),
+    ];
+    const NEON: [TileShape; 2] = [shape(4, 6, 1.0), shape(4, 3, 1.0)];
+    match tier {
+        Tier::Avx512 if is_f32 => &WIDE,
+        Tier::Neon if is_f32 => &NEON,
+        _ => &SUBTILED,
+    }
+}
+
 /// Accumulators of one weight-gradient tile (`NT * CO`).
 pub(crate) const DW_ACC: usize = 384;
 
@@ -37,12 +84,21 @@ pub(crate) const DW_ACC: usize = 384;
 pub(crate) trait Real:
     WithDType + Default + Add<Output = Self> + Mul<Output = Self> + AddAssign + Send + Sync
 {
-    /// `out[c * TILE + i] = sum_j w[j * CB + c] * x[offs[j] + i]`.
+    /// Whether this is f32 (the type the SIMD tiers serve).
+    const IS_F32: bool;
+
+    /// `out[c * 16 R + i] = sum_j w[j * CB + c] * x[offs[j] + i]` for
+    /// `c < CB`, `i < 16 R`.
     ///
     /// # Safety
-    /// `x + offs[j] + i` must be readable for every `j` and `i < TILE`, and
-    /// `w` must hold `offs.len() * CB` values.
-    unsafe fn fwd_tile(x: *const Self, offs: &[usize], w: *const Self, out: &mut [Self; CB * TILE]);
+    /// `x + offs[j] + i` must be readable for every `j` and `i < 16 R`, `w`
+    /// must hold `offs.len() * CB` values and `out` `CB * 16 R`.
+    unsafe fn fwd_tile<const CB: usize, const R: usize>(
+        x: *const Self,
+        offs: &[usize],
+        w: *const Self,
+        out: *mut Self,
+    );
 
     /// `acc[t * acc_stride + c] += sum_{q < nq} x[offs[t] + q] * dyt[q * dyt_stride + c]`
     /// for `t < NT`, `c < 16 * CV`.
@@ -66,24 +122,27 @@ pub(crate) trait Real:
 /// # Safety
 /// As [`Real::fwd_tile`].
 #[inline(always)]
-unsafe fn fwd_tile_portable<T: Real>(
+unsafe fn fwd_tile_portable<T: Real, const CB: usize, const R: usize>(
     x: *const T,
     offs: &[usize],
     w: *const T,
-    out: &mut [T; CB * TILE],
+    out: *mut T,
 ) {
+    let tile = 16 * R;
+    // SAFETY: the caller guarantees CB * tile writable values at out.
+    let out = unsafe { std::slice::from_raw_parts_mut(out, CB * tile) };
     out.fill(T::default());
     for (j, &off) in offs.iter().enumerate() {
-        // SAFETY: the caller guarantees TILE readable values at x + off and
+        // SAFETY: the caller guarantees tile readable values at x + off and
         // CB weights at w + j * CB.
         let (xs, ws) = unsafe {
             (
-                std::slice::from_raw_parts(x.add(off), TILE),
+                std::slice::from_raw_parts(x.add(off), tile),
                 std::slice::from_raw_parts(w.add(j * CB), CB),
             )
         };
         for (c, &wv) in ws.iter().enumerate() {
-            let o = &mut out[c * TILE..(c + 1) * TILE];
+            let o = &mut out[c * tile..(c + 1) * tile];
             for (oi, &xi) in o.iter_mut().zip(xs) {
                 *oi += wv * xi;
             }
@@ -130,14 +189,16 @@ unsafe fn dw_tile_portable<T: Real, const CV: usize, const NT: usize>(
 }
 
 impl Real for f64 {
-    unsafe fn fwd_tile(
+    const IS_F32: bool = false;
+
+    unsafe fn fwd_tile<const CB: usize, const R: usize>(
         x: *const Self,
         offs: &[usize],
         w: *const Self,
-        out: &mut [Self; CB * TILE],
+        out: *mut Self,
     ) {
         // SAFETY: same contract.
-        unsafe { fwd_tile_portable(x, offs, w, out) }
+        unsafe { fwd_tile_portable::<f64, CB, R>(x, offs, w, out) }
     }
 
     unsafe fn dw_tile<const CV: usize, const NT: usize>(
@@ -155,21 +216,23 @@ impl Real for f64 {
 }
 
 /// Forward tile over any [`Lanes`]: `CB x RV` vector accumulators per
-/// sub-tile of `RV * V::N` positions, `TILE / (RV * V::N)` sub-tiles (the
+/// sub-tile of `RV * V::N` positions, over the tile's `tile` positions (the
 /// weights are read again per sub-tile, the inputs once).
 ///
 /// # Safety
-/// As [`Real::fwd_tile`]; `V`'s features must be enabled in the caller.
+/// As [`Real::fwd_tile`] with `16 R = tile`; `V`'s features must be
+/// enabled in the caller.
 #[inline(always)]
-unsafe fn fwd_tile_lanes<V: Lanes, const RV: usize>(
+unsafe fn fwd_tile_lanes<V: Lanes, const CB: usize, const RV: usize>(
     x: *const f32,
     offs: &[usize],
     w: *const f32,
     out: *mut f32,
+    tile: usize,
 ) {
     let step = RV * V::N;
-    debug_assert_eq!(TILE % step, 0);
-    for s in (0..TILE).step_by(step) {
+    debug_assert_eq!(tile % step, 0);
+    for s in (0..tile).step_by(step) {
         // SAFETY: the caller guarantees the reads and writes and the features.
         unsafe {
             let mut acc = [[V::zero(); RV]; CB];
@@ -189,7 +252,7 @@ unsafe fn fwd_tile_lanes<V: Lanes, const RV: usize>(
             }
             for (c, row) in acc.iter().enumerate() {
                 for (r, a) in row.iter().enumerate() {
-                    a.store(out.add(c * TILE + s + r * V::N));
+                    a.store(out.add(c * tile + s + r * V::N));
                 }
             }
         }
@@ -296,24 +359,32 @@ macro_rules! dw_blocks {
 }
 
 impl Real for f32 {
-    unsafe fn fwd_tile(
+    const IS_F32: bool = true;
+
+    unsafe fn fwd_tile<const CB: usize, const R: usize>(
         x: *const Self,
         offs: &[usize],
         w: *const Self,
-        out: &mut [Self; CB * TILE],
+        out: *mut Self,
     ) {
         match simd::active() {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the tier is supported (checked when it was chosen).
-            Tier::Avx512 => unsafe { x86::fwd_avx512(x, offs, w, out.as_mut_ptr()) },
+            Tier::Avx512 => unsafe { x86::fwd_avx512::<CB, R>(x, offs, w, out) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            Tier::Avx2 => unsafe { x86::fwd_avx2(x, offs, w, out.as_mut_ptr()) },
+            Tier::Avx2 => unsafe { x86::fwd_avx2::<CB, R>(x, offs, w, out) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: as above.
-            Tier::Neon => unsafe { arm::fwd_neon(x, offs, w, out.as_mut_ptr()) },
+            Tier::Neon => unsafe { arm::fwd_neon::<CB, R>(x, offs, w, out) },
             // SAFETY: same contract; the portable lanes need no feature.
-            _ => unsafe { fwd_tile_lanes::<Quad, 2>(x, offs, w, out.as_mut_ptr()) },
+            _ => unsafe {
+                if CB <= 4 {
+                    fwd_tile_lanes::<Quad, CB, 2>(x, offs, w, out, 16 * R)
+                } else {
+                    fwd_tile_lanes::<Quad, CB, 1>(x, offs, w, out, 16 * R)
+                }
+            },
         }
     }
 
@@ -357,31 +428,47 @@ impl Real for f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{CB, Lanes, TILE, dw_tile_lanes, fwd_tile_lanes};
+    use super::{Lanes, dw_tile_lanes, fwd_tile_lanes};
     use crate::simd::x86::{Ymm, Zmm};
 
-    /// AVX-512 forward tile: `CB x 6` zmm accumulators (24 of 32 registers).
+    /// AVX-512 forward tile: `CB x R` zmm accumulators (24 of 32 registers
+    /// in every shape of `fwd_shapes`).
     ///
     /// # Safety
     /// AVX-512F must be available; memory as in `Real::fwd_tile`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn fwd_avx512(x: *const f32, offs: &[usize], w: *const f32, out: *mut f32) {
-        const { assert!(TILE.is_multiple_of(6 * 16) && CB * 6 <= 24) };
+    pub(super) unsafe fn fwd_avx512<const CB: usize, const R: usize>(
+        x: *const f32,
+        offs: &[usize],
+        w: *const f32,
+        out: *mut f32,
+    ) {
         // SAFETY: forwarded contract; AVX-512F enabled here.
-        unsafe { fwd_tile_lanes::<Zmm, 6>(x, offs, w, out) }
+        unsafe { fwd_tile_lanes::<Zmm, CB, R>(x, offs, w, out, 16 * R) }
     }
 
-    /// AVX2 forward tile: `CB x 2` ymm accumulators over sub-tiles of 16
-    /// positions (`CB x 3` plus the loads needs 17 of the 16 registers, and
-    /// the spilled accumulator cost more than the extra weight broadcasts).
+    /// AVX2 forward tile: `4 x 2` ymm accumulators over sub-tiles of 16
+    /// positions (`4 x 3` plus the loads needs 17 of the 16 registers, and
+    /// the spilled accumulator cost more than the extra weight broadcasts),
+    /// or `CB x 1` over sub-tiles of 8 for wider channel blocks.
     ///
     /// # Safety
     /// AVX2 and FMA must be available; memory as in `Real::fwd_tile`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn fwd_avx2(x: *const f32, offs: &[usize], w: *const f32, out: *mut f32) {
-        const { assert!(TILE.is_multiple_of(2 * 8) && CB * 2 <= 12) };
+    pub(super) unsafe fn fwd_avx2<const CB: usize, const R: usize>(
+        x: *const f32,
+        offs: &[usize],
+        w: *const f32,
+        out: *mut f32,
+    ) {
         // SAFETY: forwarded contract; AVX2 and FMA enabled here.
-        unsafe { fwd_tile_lanes::<Ymm, 2>(x, offs, w, out) }
+        unsafe {
+            if CB <= 4 {
+                fwd_tile_lanes::<Ymm, CB, 2>(x, offs, w, out, 16 * R)
+            } else {
+                fwd_tile_lanes::<Ymm, CB, 1>(x, offs, w, out, 16 * R)
+            }
+        }
     }
 
     /// AVX-512 weight-gradient tile: up to 24 zmm accumulators of 32 registers.
@@ -438,19 +525,30 @@ mod x86 {
 
 #[cfg(target_arch = "aarch64")]
 mod arm {
-    use super::{CB, Lanes, TILE, dw_tile_lanes, fwd_tile_lanes};
+    use super::{Lanes, dw_tile_lanes, fwd_tile_lanes};
     use crate::simd::arm::Q;
 
     /// NEON forward tile: `CB x 6` q accumulators (24 of 32 registers) over
-    /// sub-tiles of 24 positions.
+    /// sub-tiles of 24 positions, or `CB x 4` over 16 when 24 does not
+    /// divide the tile.
     ///
     /// # Safety
     /// NEON must be available; memory as in `Real::fwd_tile`.
     #[target_feature(enable = "neon")]
-    pub(super) unsafe fn fwd_neon(x: *const f32, offs: &[usize], w: *const f32, out: *mut f32) {
-        const { assert!(TILE.is_multiple_of(6 * 4) && CB * 6 <= 24) };
+    pub(super) unsafe fn fwd_neon<const CB: usize, const R: usize>(
+        x: *const f32,
+        offs: &[usize],
+        w: *const f32,
+        out: *mut f32,
+    ) {
         // SAFETY: forwarded contract; NEON enabled here.
-        unsafe { fwd_tile_lanes::<Q, 6>(x, offs, w, out) }
+        unsafe {
+            if (16 * R).is_multiple_of(24) {
+                fwd_tile_lanes::<Q, CB, 6>(x, offs, w, out, 16 * R)
+            } else {
+                fwd_tile_lanes::<Q, CB, 4>(x, offs, w, out, 16 * R)
+            }
+        }
     }
 
     /// NEON weight-gradient tile: within the 32 q registers.

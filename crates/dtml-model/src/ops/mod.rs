@@ -20,6 +20,7 @@
 mod batchnorm;
 mod compose;
 mod conv3d;
+mod conv_bn;
 mod cpu;
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
@@ -124,41 +125,83 @@ fn check_pair(x: &Tensor, w: &Tensor, op: &str) -> Result<()> {
 /// `(N, Cout, D + 2p - k + 1, ...)`. `padding` must be at most `k - 1` (more
 /// would only add all-zero borders). Differentiable in `x` and `w`.
 pub fn conv3d(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
-    const OP: &str = "conv3d";
-    let (_, cin, d, h, wd) = dims5(x, "input", OP)?;
-    let (_, wcin, kz, ky, kx) = dims5(w, "weight", OP)?;
-    check_pair(x, w, OP)?;
-    if wcin != cin {
-        bail!(
-            "{OP}: input has {cin} channels but weight {:?} expects {wcin}",
-            w.dims()
-        );
-    }
-    if kz != ky || ky != kx || kz == 0 {
-        bail!(
-            "{OP}: kernel must be cubic and non-empty, got {:?}",
-            w.dims()
-        );
-    }
-    let k = kz;
-    if padding >= k {
-        bail!("{OP}: padding {padding} must be smaller than the kernel size {k}");
-    }
-    if d + 2 * padding < k || h + 2 * padding < k || wd + 2 * padding < k {
-        bail!(
-            "{OP}: input {:?} with padding {padding} is smaller than the kernel {k}",
-            x.dims()
-        );
-    }
-    if x.elem_count() == 0 || w.elem_count() == 0 {
-        bail!("{OP}: empty input {:?} or weight {:?}", x.dims(), w.dims());
-    }
+    check_conv3d(x, w, padding, "conv3d")?;
     if conv3d_is_native(x.device()) {
         x.contiguous()?
             .apply_op2(&w.contiguous()?, conv3d::Conv3d { padding })
     } else {
         compose::conv3d(x, w, padding)
     }
+}
+
+/// The checks of [`conv3d`]'s arguments.
+fn check_conv3d(x: &Tensor, w: &Tensor, padding: usize, op: &str) -> Result<()> {
+    let (_, cin, d, h, wd) = dims5(x, "input", op)?;
+    let (_, wcin, kz, ky, kx) = dims5(w, "weight", op)?;
+    check_pair(x, w, op)?;
+    if wcin != cin {
+        bail!(
+            "{op}: input has {cin} channels but weight {:?} expects {wcin}",
+            w.dims()
+        );
+    }
+    if kz != ky || ky != kx || kz == 0 {
+        bail!(
+            "{op}: kernel must be cubic and non-empty, got {:?}",
+            w.dims()
+        );
+    }
+    let k = kz;
+    if padding >= k {
+        bail!("{op}: padding {padding} must be smaller than the kernel size {k}");
+    }
+    if d + 2 * padding < k || h + 2 * padding < k || wd + 2 * padding < k {
+        bail!(
+            "{op}: input {:?} with padding {padding} is smaller than the kernel {k}",
+            x.dims()
+        );
+    }
+    if x.elem_count() == 0 || w.elem_count() == 0 {
+        bail!("{op}: empty input {:?} or weight {:?}", x.dims(), w.dims());
+    }
+    Ok(())
+}
+
+/// A V-Net layer in training: [`conv3d`] then [`bias_bn_relu_train`] (conv
+/// bias, batch-statistics BatchNorm, ReLU); returns the same `(y, batch
+/// mean, unbiased batch variance)`. On the CPU one custom op, so the
+/// convolution's output is never a node of the graph; elsewhere the two
+/// functions. Differentiable in every input but `eps`.
+pub fn conv3d_bn_relu_train(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    bias: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "conv3d_bn_relu_train";
+    if !x.device().is_cpu() {
+        return bias_bn_relu_train(&conv3d(x, w, padding)?, bias, gamma, beta, eps);
+    }
+    check_conv3d(x, w, padding, OP)?;
+    let c = w.dim(0)?;
+    for (t, what) in [(bias, "bias"), (gamma, "gamma"), (beta, "beta")] {
+        if t.dims() != [c] {
+            bail!("{OP}: {what} must be ({c}), got {:?}", t.dims());
+        }
+        check_pair(x, t, OP)?;
+    }
+    let p = Tensor::stack(&[bias, gamma, beta], 0)?.contiguous()?;
+    let (y, saved) =
+        conv_bn::ConvBnReluTrain::apply(&x.contiguous()?, &w.contiguous()?, &p, padding, eps)?;
+    let per_channel = y.elem_count() / c;
+    let b: Vec<f64> = bias.to_dtype(DType::F64)?.to_vec1()?;
+    let (mean, var) = saved.running_stats(&b, per_channel);
+    let mean = Tensor::from_vec(mean, c, x.device())?.to_dtype(x.dtype())?;
+    let var = Tensor::from_vec(var, c, x.device())?.to_dtype(x.dtype())?;
+    Ok((y, mean, var))
 }
 
 /// Checks a conv3d weight and padding; returns `k`.

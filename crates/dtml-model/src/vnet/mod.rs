@@ -238,13 +238,25 @@ impl Layer {
         // Training: conv bias, batch-statistics BatchNorm and ReLU as one op
         // (a dozen fewer whole-tensor passes than composing them), then the
         // running statistics as PyTorch updates them (unbiased variance).
-        let (y, mean, var) = ops::bias_bn_relu_train(
-            &self.conv.forward_unbiased(x, pass)?,
-            &p(&self.conv.bias),
-            &p(&self.gamma),
-            &p(&self.beta),
-            self.eps,
-        )?;
+        let (y, mean, var) = if self.conv.kind == Kind::Conv3 {
+            ops::conv3d_bn_relu_train(
+                x,
+                &p(&self.conv.weight),
+                1,
+                &p(&self.conv.bias),
+                &p(&self.gamma),
+                &p(&self.beta),
+                self.eps,
+            )?
+        } else {
+            ops::bias_bn_relu_train(
+                &self.conv.forward_unbiased(x, pass)?,
+                &p(&self.conv.bias),
+                &p(&self.gamma),
+                &p(&self.beta),
+                self.eps,
+            )?
+        };
         let m = self.momentum;
         let update = |running: &Var, batch: &Tensor| -> candle_core::Result<()> {
             running.set(&((running.as_tensor().detach() * (1.0 - m))? + (batch.detach() * m)?)?)
