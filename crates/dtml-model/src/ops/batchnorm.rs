@@ -14,7 +14,7 @@
 //! vectorise and f32 inputs lose nothing to cancellation or long sums. The
 //! conv bias gets its exact gradient, zero (the normalisation cancels it).
 
-use super::cpu::{Kernel2, apply2, contiguous};
+use super::cpu::{Kernel2, apply2, contiguous, par_filled};
 use super::kernel::Real;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -223,14 +223,14 @@ pub(super) fn forward<T: Real>(eps: f64, x: &[T], sx: &Shape, p: &[T]) -> Result
     // cancellation when the mean is large.
     let centre: Vec<T> = mean.iter().map(|m| T::from_f64(-m)).collect();
     let offset: Vec<T> = (0..c).map(|ch| p[2 * c + ch]).collect();
-    let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(s).enumerate().for_each(|(pl, out)| {
+    // Each chunk is one (sample, channel) plane, every value written.
+    let y = par_filled(x.len(), s, |pl, out| {
         let ch = pl % c;
         let (a, b, m) = (scale[ch], offset[ch], centre[ch]);
         let zero = T::zero();
         for (o, v) in out.iter_mut().zip(&x[pl * s..(pl + 1) * s]) {
             let t = a * (*v + m) + b;
-            *o = if t > zero { t } else { zero };
+            o.write(if t > zero { t } else { zero });
         }
     });
     Ok((
@@ -347,8 +347,7 @@ impl BnReluBwd {
             cc[ch] = T::from_f64(-k * dbeta[ch] / m);
             cm[ch] = T::from_f64(-sv.mean[ch]);
         }
-        let mut dx = vec![zero; x.len()];
-        dx.par_chunks_mut(s).enumerate().for_each(|(pl, o)| {
+        let dx = par_filled(x.len(), s, |pl, o| {
             let ch = pl % c;
             let (a, b, cst, mc) = (ca[ch], cb[ch], cc[ch], cm[ch]);
             let r = pl * s..(pl + 1) * s;
@@ -359,7 +358,7 @@ impl BnReluBwd {
                 .zip(&dy[r])
             {
                 let g = if yv > zero { gv } else { zero };
-                *o = a * g + b * (xv + mc) + cst;
+                o.write(a * g + b * (xv + mc) + cst);
             }
         });
         // The conv bias before BatchNorm cancels in the normalisation, so its

@@ -22,7 +22,7 @@
 //! `dy[co][q] * x[off(ci, tap) + q]`, with `dy` transposed position-major
 //! per block of rows so the reduction vectorises over output channels.
 
-use super::cpu::{Kernel2, SendPtr, apply2, linear_grads};
+use super::cpu::{Kernel2, SendPtr, apply2, assume_init, linear_grads, uninit_vec};
 use super::kernel::{DW_ACC, MAX_TILE, Real, TileShape, fwd_shapes};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -225,8 +225,10 @@ fn conv_forward_tiled<T: Real, const CB: usize, const R: usize>(
     let want = 4 * rayon::current_num_threads();
     let runs = planes.min(want);
     let groups = want.div_ceil(runs).min(nb);
-    let mut out = vec![T::default(); g.n * cout * do_ * ho * wo];
-    let optr = SendPtr(out.as_mut_ptr());
+    // Every output value is written once below (each plane by one run, each
+    // channel block by one group, each valid position of a row by a copy).
+    let mut out = uninit_vec::<T>(g.n * cout * do_ * ho * wo);
+    let optr = SendPtr(out.as_mut_ptr().cast::<T>());
     (0..runs * groups).into_par_iter().for_each(|task| {
         let (run, grp) = (task / groups, task % groups);
         let mut slab = Slab::new(g);
@@ -278,7 +280,8 @@ fn conv_forward_tiled<T: Real, const CB: usize, const R: usize>(
             }
         }
     });
-    out
+    // SAFETY: see above: every value was written.
+    unsafe { assume_init(out) }
 }
 
 /// Weight gradient: `x` input (geometry `g`), `dy` the output gradient

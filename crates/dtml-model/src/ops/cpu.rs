@@ -5,6 +5,7 @@
 use super::kernel::Real;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
+use std::mem::MaybeUninit;
 
 /// A two-input CPU computation generic over the float type.
 pub(crate) trait Kernel2 {
@@ -88,4 +89,43 @@ impl<T> SendPtr<T> {
     pub fn get(self) -> *mut T {
         self.0
     }
+}
+
+/// A vector of `len` values not yet written: for outputs every value of
+/// which a kernel writes, so they cost no zero-filling pass first (a
+/// whole-tensor `memset` on the calling thread while the others wait).
+pub(crate) fn uninit_vec<T>(len: usize) -> Vec<MaybeUninit<T>> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: MaybeUninit values need no initialisation.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// The values of a vector from [`uninit_vec`] once all are written.
+///
+/// # Safety
+/// Every element of `v` must have been written.
+pub(crate) unsafe fn assume_init<T>(v: Vec<MaybeUninit<T>>) -> Vec<T> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    let (ptr, len, cap) = (v.as_mut_ptr(), v.len(), v.capacity());
+    // SAFETY: MaybeUninit<T> has T's layout; the caller guarantees every
+    // element is initialised; the allocation is moved, not duplicated.
+    unsafe { Vec::from_raw_parts(ptr.cast::<T>(), len, cap) }
+}
+
+/// `len` values computed in parallel, chunk `i` of `chunk` values (the
+/// last may be shorter) written by `fill(i, chunk)`, which must write
+/// every value of its chunk. No zero-filling pass first.
+pub(crate) fn par_filled<T: Send + Sync>(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut v = uninit_vec(len);
+    v.par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| fill(i, c));
+    // SAFETY: `fill` writes every value of every chunk (its contract).
+    unsafe { assume_init(v) }
 }
