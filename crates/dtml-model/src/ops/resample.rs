@@ -13,7 +13,7 @@
 //! `Down` and `Up` with the same `M` are adjoint, so each is the other's
 //! input gradient, and `PairWGrad` is both weight gradients.
 
-use super::cpu::{Kernel2, SendPtr, apply2, linear_grads};
+use super::cpu::{Kernel2, SendPtr, apply2, assume_init, linear_grads, uninit_vec};
 use super::kernel::Real;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -133,13 +133,16 @@ unsafe fn from_cols<T: Real>(
                 for y in 0..h {
                     for e in 0..2 {
                         let off = ci * 8 * d * h * w + ((2 * z + a) * 2 * h + 2 * y + e) * 2 * w;
-                        // SAFETY: in bounds and exclusive by the contract.
-                        let row = unsafe { std::slice::from_raw_parts_mut(full.add(off), 2 * w) };
                         let o0 = (ci * 8 + a * 4 + e * 2) * nv + ((z - z0) * h + y) * w;
                         let (c0, c1) = (&cols[o0..][..w], &cols[o0 + nv..][..w]);
                         for x in 0..w {
-                            row[2 * x] = c0[x];
-                            row[2 * x + 1] = c1[x];
+                            // SAFETY: in bounds and exclusive by the contract;
+                            // written through the pointer (the destination
+                            // may not be initialised yet).
+                            unsafe {
+                                full.add(off + 2 * x).write(c0[x]);
+                                full.add(off + 2 * x + 1).write(c1[x]);
+                            }
                         }
                     }
                 }
@@ -165,8 +168,9 @@ impl Kernel2 for Down {
         }
         let (d, h, wd) = (fd / 2, fh / 2, fw / 2);
         let v = d * h * wd;
-        let mut out = vec![T::default(); n * a * v];
-        let optr = SendPtr(out.as_mut_ptr());
+        // Every value is written by one unit's product (no accumulation).
+        let mut out = uninit_vec::<T>(n * a * v);
+        let optr = SendPtr(out.as_mut_ptr().cast::<T>());
         units(n, d, h * wd).into_par_iter().for_each(|(s, z0, z1)| {
             let nv = (z1 - z0) * h * wd;
             let mut cols = vec![T::default(); 8 * b * nv];
@@ -184,7 +188,8 @@ impl Kernel2 for Down {
                 )
             };
         });
-        Ok((out, Shape::from((n, a, d, h, wd))))
+        // SAFETY: every value was written (above).
+        Ok((unsafe { assume_init(out) }, Shape::from((n, a, d, h, wd))))
     }
 }
 
@@ -236,8 +241,9 @@ impl Kernel2 for Up {
             bail!("up_conv2: bad shapes {sx:?} {sw:?}");
         }
         let v = d * h * wd;
-        let mut out = vec![T::default(); n * b * 8 * v];
-        let optr = SendPtr(out.as_mut_ptr());
+        // Every value is written by one unit's `from_cols`.
+        let mut out = uninit_vec::<T>(n * b * 8 * v);
+        let optr = SendPtr(out.as_mut_ptr().cast::<T>());
         units(n, d, h * wd).into_par_iter().for_each(|(s, z0, z1)| {
             let nv = (z1 - z0) * h * wd;
             let mut cols = vec![T::default(); 8 * b * nv];
@@ -261,7 +267,11 @@ impl Kernel2 for Up {
                 );
             }
         });
-        Ok((out, Shape::from((n, b, 2 * d, 2 * h, 2 * wd))))
+        // SAFETY: every value was written (above).
+        Ok((
+            unsafe { assume_init(out) },
+            Shape::from((n, b, 2 * d, 2 * h, 2 * wd)),
+        ))
     }
 }
 
