@@ -144,6 +144,43 @@ pub(crate) fn bench_infer(quick: bool) -> Result<()> {
             .args(&args),
     )?;
     println!("{ours}");
+    // The share of the machine's FMA peak: a V-Net forward pass per window
+    // (convolutions, as `dtml_model::flops` counts them).
+    let peak = if quick {
+        None
+    } else {
+        run(cargo().args(["build", "--release", "-p", "dtml-cli"]))?;
+        let system = system_info_with(&root().join("target/release/dtml"), &["--peak"])?;
+        let threads = system["threads"].as_u64().unwrap_or(1);
+        let tier = system["kernel_tier"].as_str().unwrap_or("?").to_string();
+        tier_peak(&system, &tier, threads).map(|p| (p, tier, threads))
+    };
+    let window_flops = {
+        let patch: Vec<usize> = args[3].split(',').filter_map(|v| v.parse().ok()).collect();
+        let config = dtml_model::VNetConfig {
+            width: args[7].parse().unwrap_or(16),
+            ..Default::default()
+        };
+        dtml_model::flops::vnet_flops(&config, [patch[2], patch[1], patch[0]], 1).0 as f64
+    };
+    let share = |seconds: f64| {
+        let windows = json_number(&ours, "windows").unwrap_or(f64::NAN);
+        let gflops = windows * window_flops / seconds / 1e9;
+        match &peak {
+            Some((p, tier, threads)) => format!(
+                "{gflops:.1} GFLOP/s, {:.0} % of the {tier} FMA peak ({p:.1} GFLOP/s, {threads} threads)",
+                100.0 * gflops / p
+            ),
+            None => format!("{gflops:.1} GFLOP/s"),
+        }
+    };
+    if let Some(a) = json_number(&ours, "seconds") {
+        println!(
+            "dtml inference: {:.1} GFLOP per window; {}",
+            window_flops / 1e9,
+            share(a)
+        );
+    }
     let peer = root().join("crates/dtml-infer/bench/infer_peer.py");
     let Some(python) = torch_python() else {
         eprintln!("PyTorch peer not run: no Python with torch (set DTML_TORCH_PYTHON to one)");
@@ -165,6 +202,7 @@ pub(crate) fn bench_infer(quick: bool) -> Result<()> {
             },
             a / b
         );
+        println!("PyTorch inference: {}", share(b));
     }
     Ok(())
 }

@@ -698,3 +698,34 @@ fn strided_convolution_finite_differences() {
         assert!((a - b).abs() < 1e-12, "({z}, {yy}, {xx}): {a} vs {b}");
     }
 }
+
+/// Inference's fused layer equals the conv followed by candle's
+/// per-channel multiply, add and ReLU, bit for bit, and checks its inputs.
+#[test]
+fn conv3d_affine_relu_equals_the_composed_layer() {
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    for dtype in [DType::F32, DType::F64] {
+        for (n, cin, cout, dhw) in [(2, 3, 5, [4, 6, 7]), (1, 8, 30, [2, 3, 3])] {
+            let x = random(&[n, cin, dhw[0], dhw[1], dhw[2]], dtype, &mut rng);
+            let w = random(&[cout, cin, 3, 3, 3], dtype, &mut rng);
+            let scale = random(&[cout], dtype, &mut rng);
+            let shift = random(&[cout], dtype, &mut rng);
+            let fused = ops::conv3d_affine_relu(&x, &w, 1, &scale, &shift).unwrap();
+            let shape = (1, cout, 1, 1, 1);
+            let composed = ops::conv3d(&x, &w, 1)
+                .unwrap()
+                .broadcast_mul(&scale.reshape(shape).unwrap())
+                .unwrap()
+                .broadcast_add(&shift.reshape(shape).unwrap())
+                .unwrap()
+                .relu()
+                .unwrap();
+            assert_eq!(to_vec(&fused), to_vec(&composed), "{dtype:?} {cin}->{cout}");
+        }
+    }
+    let x = Tensor::zeros((1, 2, 3, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    let w = Tensor::zeros((4, 2, 3, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    let c3 = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+    let e = ops::conv3d_affine_relu(&x, &w, 1, &c3, &c3).unwrap_err();
+    assert!(e.to_string().contains("conv3d_affine_relu"), "{e}");
+}

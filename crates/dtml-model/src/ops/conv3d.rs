@@ -22,7 +22,7 @@
 //! `dy[co][q] * x[off(ci, tap) + q]`, with `dy` transposed position-major
 //! per block of rows so the reduction vectorises over output channels.
 
-use super::cpu::{Kernel2, SendPtr, apply2, assume_init, linear_grads, uninit_vec};
+use super::cpu::{Kernel2, SendPtr, apply2, assume_init, contiguous, linear_grads, uninit_vec};
 use super::kernel::{DW_ACC, MAX_TILE, Real, TileShape, fwd_shapes};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -176,13 +176,24 @@ fn best_shape(shapes: &[TileShape], qlen: usize, cout: usize) -> TileShape {
         .expect("every tier has a tile shape")
 }
 
+/// A per-output-channel affine map and ReLU, `max(0, scale[c] v +
+/// shift[c])`, applied to the convolution's values as they are stored:
+/// inference's conv bias and BatchNorm folded, at no extra pass.
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue<'a, T> {
+    pub scale: &'a [T],
+    pub shift: &'a [T],
+}
+
 /// Convolution of `x` (geometry `g`) for `cout` output channels with the
-/// weights `get(co, ci, tap)`; returns `(n, cout, do, ho, wo)`.
+/// weights `get(co, ci, tap)`, then `epilogue` if any; returns `(n, cout,
+/// do, ho, wo)`.
 fn conv_forward<T: Real>(
     x: &[T],
     g: Geom,
     cout: usize,
     get: impl Fn(usize, usize, usize) -> T,
+    epilogue: Option<Epilogue<'_, T>>,
 ) -> Vec<T> {
     let (_, ho, _) = g.out();
     let shape = best_shape(
@@ -192,13 +203,13 @@ fn conv_forward<T: Real>(
     );
     let wpk = pack_weights(shape.cb, cout, g.c, g.k * g.k * g.k, get);
     match (shape.cb, shape.r) {
-        (4, 6) => conv_forward_tiled::<T, 4, 6>(x, g, cout, &wpk),
-        (4, 3) => conv_forward_tiled::<T, 4, 3>(x, g, cout, &wpk),
-        (4, 2) => conv_forward_tiled::<T, 4, 2>(x, g, cout, &wpk),
-        (4, 1) => conv_forward_tiled::<T, 4, 1>(x, g, cout, &wpk),
-        (8, 3) => conv_forward_tiled::<T, 8, 3>(x, g, cout, &wpk),
-        (12, 2) => conv_forward_tiled::<T, 12, 2>(x, g, cout, &wpk),
-        (24, 1) => conv_forward_tiled::<T, 24, 1>(x, g, cout, &wpk),
+        (4, 6) => conv_forward_tiled::<T, 4, 6>(x, g, cout, &wpk, epilogue),
+        (4, 3) => conv_forward_tiled::<T, 4, 3>(x, g, cout, &wpk, epilogue),
+        (4, 2) => conv_forward_tiled::<T, 4, 2>(x, g, cout, &wpk, epilogue),
+        (4, 1) => conv_forward_tiled::<T, 4, 1>(x, g, cout, &wpk, epilogue),
+        (8, 3) => conv_forward_tiled::<T, 8, 3>(x, g, cout, &wpk, epilogue),
+        (12, 2) => conv_forward_tiled::<T, 12, 2>(x, g, cout, &wpk, epilogue),
+        (24, 1) => conv_forward_tiled::<T, 24, 1>(x, g, cout, &wpk, epilogue),
         other => unreachable!("no forward tile {other:?}"),
     }
 }
@@ -210,6 +221,7 @@ fn conv_forward_tiled<T: Real, const CB: usize, const R: usize>(
     g: Geom,
     cout: usize,
     wpk: &[T],
+    epilogue: Option<Epilogue<'_, T>>,
 ) -> Vec<T> {
     let tile = 16 * R;
     let (do_, ho, wo) = g.out();
@@ -254,8 +266,16 @@ fn conv_forward_tiled<T: Real, const CB: usize, const R: usize>(
                         )
                     };
                     for c in 0..CB.min(cout - b * CB) {
-                        let obase = ((ni * cout + b * CB + c) * do_ + zo) * ho * wo;
-                        let vals = &buf[c * tile..];
+                        let co = b * CB + c;
+                        let obase = ((ni * cout + co) * do_ + zo) * ho * wo;
+                        let vals = &mut buf[c * tile..(c + 1) * tile];
+                        if let Some(e) = epilogue {
+                            let (a, t, zero) = (e.scale[co], e.shift[co], T::default());
+                            for v in vals.iter_mut() {
+                                let y = a * *v + t;
+                                *v = if y > zero { y } else { zero };
+                            }
+                        }
                         // Copy the valid run of each output row in the tile.
                         let mut q = q0;
                         while q < qend {
@@ -419,7 +439,13 @@ impl Kernel2 for Conv3d {
             k,
             pad: self.padding,
         };
-        let out = conv_forward(x, g, cout, |co, ci, tap| w[(co * cin + ci) * k3 + tap]);
+        let out = conv_forward(
+            x,
+            g,
+            cout,
+            |co, ci, tap| w[(co * cin + ci) * k3 + tap],
+            None,
+        );
         let (do_, ho, wo) = g.out();
         Ok((out, Shape::from((n, cout, do_, ho, wo))))
     }
@@ -472,6 +498,97 @@ impl CustomOp2 for Conv3d {
     }
 }
 
+/// Inference's V-Net layer: `(x, w, ss = [scale; shift] (2, Cout))` to
+/// `max(0, scale[c] conv3d(x, w) + shift[c])`, the conv bias and the
+/// BatchNorm's running statistics folded into `scale` and `shift` and
+/// applied as the convolution stores its values. Forward only.
+pub(crate) struct Conv3dAffineRelu {
+    pub padding: usize,
+}
+
+impl Conv3dAffineRelu {
+    fn run<T: Real>(
+        &self,
+        x: &[T],
+        sx: &Shape,
+        w: &[T],
+        sw: &Shape,
+        ss: &[T],
+    ) -> Result<(Vec<T>, Shape)> {
+        let (n, cin, d, h, wd) = sx.dims5()?;
+        let (cout, wcin, k, _, _) = sw.dims5()?;
+        if wcin != cin || self.padding >= k || ss.len() != 2 * cout {
+            bail!("conv3d + affine + relu: bad shapes {sx:?} {sw:?}");
+        }
+        let k3 = k * k * k;
+        let g = Geom {
+            n,
+            c: cin,
+            d,
+            h,
+            w: wd,
+            k,
+            pad: self.padding,
+        };
+        let epilogue = Epilogue {
+            scale: &ss[..cout],
+            shift: &ss[cout..],
+        };
+        let out = crate::profile::timed("conv3d", || {
+            conv_forward(
+                x,
+                g,
+                cout,
+                |co, ci, tap| w[(co * cin + ci) * k3 + tap],
+                Some(epilogue),
+            )
+        });
+        let (do_, ho, wo) = g.out();
+        Ok((out, Shape::from((n, cout, do_, ho, wo))))
+    }
+}
+
+impl candle_core::CustomOp3 for Conv3dAffineRelu {
+    fn name(&self) -> &'static str {
+        "dtml-conv3d-affine-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "conv3d + affine + relu";
+        match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let (y, shape) = self.run::<f32>(
+                    contiguous(s1, l1, OP)?,
+                    l1.shape(),
+                    contiguous(s2, l2, OP)?,
+                    l2.shape(),
+                    contiguous(s3, l3, OP)?,
+                )?;
+                Ok((CpuStorage::F32(y), shape))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let (y, shape) = self.run::<f64>(
+                    contiguous(s1, l1, OP)?,
+                    l1.shape(),
+                    contiguous(s2, l2, OP)?,
+                    l2.shape(),
+                    contiguous(s3, l3, OP)?,
+                )?;
+                Ok((CpuStorage::F64(y), shape))
+            }
+            _ => bail!("{OP}: inputs must all be f32 or all f64"),
+        }
+    }
+}
+
 /// Input gradient: `(dy, w)` to `dx`.
 pub(crate) struct Conv3dInputGrad {
     pub padding: usize,
@@ -500,9 +617,13 @@ impl Kernel2 for Conv3dInputGrad {
             pad,
         };
         // Flipped taps, in/out swapped: w'[ci][co][tap] = w[co][ci][k3-1-tap].
-        let out = conv_forward(g, geom, cin, |ci, co, tap| {
-            w[(co * cin + ci) * k3 + k3 - 1 - tap]
-        });
+        let out = conv_forward(
+            g,
+            geom,
+            cin,
+            |ci, co, tap| w[(co * cin + ci) * k3 + k3 - 1 - tap],
+            None,
+        );
         let (d, h, wd) = geom.out();
         Ok((out, Shape::from((n, cin, d, h, wd))))
     }
@@ -681,13 +802,13 @@ mod tests {
                     wt[(co * cin + ci) * 27 + t]
                 });
                 let got = match (s.cb, s.r) {
-                    (4, 6) => conv_forward_tiled::<f32, 4, 6>(&x, g, cout, &wpk),
-                    (4, 3) => conv_forward_tiled::<f32, 4, 3>(&x, g, cout, &wpk),
-                    (4, 2) => conv_forward_tiled::<f32, 4, 2>(&x, g, cout, &wpk),
-                    (4, 1) => conv_forward_tiled::<f32, 4, 1>(&x, g, cout, &wpk),
-                    (8, 3) => conv_forward_tiled::<f32, 8, 3>(&x, g, cout, &wpk),
-                    (12, 2) => conv_forward_tiled::<f32, 12, 2>(&x, g, cout, &wpk),
-                    (24, 1) => conv_forward_tiled::<f32, 24, 1>(&x, g, cout, &wpk),
+                    (4, 6) => conv_forward_tiled::<f32, 4, 6>(&x, g, cout, &wpk, None),
+                    (4, 3) => conv_forward_tiled::<f32, 4, 3>(&x, g, cout, &wpk, None),
+                    (4, 2) => conv_forward_tiled::<f32, 4, 2>(&x, g, cout, &wpk, None),
+                    (4, 1) => conv_forward_tiled::<f32, 4, 1>(&x, g, cout, &wpk, None),
+                    (8, 3) => conv_forward_tiled::<f32, 8, 3>(&x, g, cout, &wpk, None),
+                    (12, 2) => conv_forward_tiled::<f32, 12, 2>(&x, g, cout, &wpk, None),
+                    (24, 1) => conv_forward_tiled::<f32, 24, 1>(&x, g, cout, &wpk, None),
                     other => panic!("shape {other:?} missing from this test"),
                 };
                 let err = got

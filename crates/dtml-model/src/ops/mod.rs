@@ -167,6 +167,42 @@ fn check_conv3d(x: &Tensor, w: &Tensor, padding: usize, op: &str) -> Result<()> 
     Ok(())
 }
 
+/// A V-Net layer in inference: `max(0, scale[c] conv3d(x, w, padding) +
+/// shift[c])` with per-output-channel `scale` and `shift` `(Cout)` (the
+/// conv bias and BatchNorm's running statistics folded), on the CPU one
+/// pass that applies the map as the convolution stores its values. Not
+/// differentiable: for forward passes autograd does not record.
+pub fn conv3d_affine_relu(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    scale: &Tensor,
+    shift: &Tensor,
+) -> Result<Tensor> {
+    const OP: &str = "conv3d_affine_relu";
+    check_conv3d(x, w, padding, OP)?;
+    let c = w.dim(0)?;
+    for (t, what) in [(scale, "scale"), (shift, "shift")] {
+        if t.dims() != [c] {
+            bail!("{OP}: {what} must be ({c}), got {:?}", t.dims());
+        }
+        check_pair(x, t, OP)?;
+    }
+    if !x.device().is_cpu() {
+        let shape = (1, c, 1, 1, 1);
+        return conv3d(x, w, padding)?
+            .broadcast_mul(&scale.reshape(shape)?)?
+            .broadcast_add(&shift.reshape(shape)?)?
+            .relu();
+    }
+    let ss = Tensor::cat(&[scale, shift], 0)?.contiguous()?;
+    x.detach().contiguous()?.apply_op3_no_bwd(
+        &w.detach().contiguous()?,
+        &ss.detach(),
+        &conv3d::Conv3dAffineRelu { padding },
+    )
+}
+
 /// A V-Net layer in training: [`conv3d`] then [`bias_bn_relu_train`] (conv
 /// bias, batch-statistics BatchNorm, ReLU); returns the same `(y, batch
 /// mean, unbiased batch variance)`. On the CPU one custom op, so the
