@@ -298,8 +298,10 @@ fn conv3d_backward_functions_match_pytorch() {
 #[test]
 fn conv3d_matches_reference_on_many_shapes() {
     let mut rng = ChaCha8Rng::seed_from_u64(99);
-    let shapes: [(usize, usize, usize, [usize; 3], usize, usize); 9] = [
-        // (n, cin, cout, dhw, k, pad)
+    let shapes: [(usize, usize, usize, [usize; 3], usize, usize); 10] = [
+        // (n, cin, cout, dhw, k, pad); small planes take the gathered
+        // weight-gradient path, over several blocks of positions here:
+        (3, 4, 20, [20, 5, 6], 3, 1),
         (1, 1, 16, [5, 9, 17], 3, 1),
         (2, 5, 7, [3, 4, 2], 3, 1),
         (1, 16, 32, [4, 11, 13], 3, 1),

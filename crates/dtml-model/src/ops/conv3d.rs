@@ -22,7 +22,9 @@
 //! `dy[co][q] * x[off(ci, tap) + q]`, with `dy` transposed position-major
 //! per block of rows so the reduction vectorises over output channels.
 
-use super::cpu::{Kernel2, SendPtr, apply2, assume_init, contiguous, linear_grads, uninit_vec};
+use super::cpu::{
+    Kernel2, SendPtr, apply2, assume_init, contiguous, linear_grads, par_filled, uninit_vec,
+};
 use super::kernel::{DW_ACC, MAX_TILE, Real, TileShape, fwd_shapes};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -141,19 +143,23 @@ fn pack_weights<T: Real>(
     cout: usize,
     cin: usize,
     k3: usize,
-    get: impl Fn(usize, usize, usize) -> T,
+    get: impl Fn(usize, usize, usize) -> T + Sync,
 ) -> Vec<T> {
     let nb = cout.div_ceil(cb);
     let jn = cin * k3;
+    // One channel block per task (the deep levels' weights are megabytes).
     let mut out = vec![T::default(); nb * jn * cb];
-    for co in 0..cout {
-        let (b, c) = (co / cb, co % cb);
-        for ci in 0..cin {
-            for tap in 0..k3 {
-                out[(b * jn + ci * k3 + tap) * cb + c] = get(co, ci, tap);
+    out.par_chunks_mut(jn * cb)
+        .enumerate()
+        .for_each(|(b, block)| {
+            for c in 0..cb.min(cout - b * cb) {
+                for ci in 0..cin {
+                    for tap in 0..k3 {
+                        block[(ci * k3 + tap) * cb + c] = get(b * cb + c, ci, tap);
+                    }
+                }
             }
-        }
-    }
+        });
     out
 }
 
@@ -192,7 +198,7 @@ fn conv_forward<T: Real>(
     x: &[T],
     g: Geom,
     cout: usize,
-    get: impl Fn(usize, usize, usize) -> T,
+    get: impl Fn(usize, usize, usize) -> T + Sync,
     epilogue: Option<Epilogue<'_, T>>,
 ) -> Vec<T> {
     let (_, ho, _) = g.out();
@@ -308,16 +314,22 @@ fn conv_forward_tiled<T: Real, const CB: usize, const R: usize>(
 /// `(n, cout, do, ho, wo)`; returns `(cout, cin, k, k, k)`.
 fn conv_wgrad<T: Real>(x: &[T], g: Geom, dy: &[T], cout: usize) -> Vec<T> {
     let (do_, ho, wo) = g.out();
+    assert!(x.len() == g.n * g.c * g.d * g.h * g.w && dy.len() == g.n * cout * do_ * ho * wo);
+    if ho * wo <= SMALL_PLANE {
+        conv_wgrad_columns(x, g, dy, cout)
+    } else {
+        conv_wgrad_planes(x, g, dy, cout)
+    }
+}
+
+/// Weight gradient plane by plane over the padded slab (large planes).
+fn conv_wgrad_planes<T: Real>(x: &[T], g: Geom, dy: &[T], cout: usize) -> Vec<T> {
+    let (do_, ho, wo) = g.out();
     let wp = g.wp();
     let (cin, k) = (g.c, g.k);
-    let k3 = k * k * k;
-    let co_w = if cout.is_multiple_of(32) { 32 } else { 16 };
-    let nt = DW_ACC / co_w;
-    let coutp = cout.next_multiple_of(co_w);
-    let jn = cin * k3;
-    let jp = jn.next_multiple_of(nt);
+    let lay = WgradLayout::new(cin, k, cout);
+    let (coutp, jn, jp) = (lay.coutp, lay.jn, lay.jp);
     let planes = g.n * do_;
-    assert!(x.len() == g.n * cin * g.d * g.h * g.w && dy.len() == g.n * cout * do_ * ho * wo);
     let rows_per = (QC / wp).max(1);
     // Fixed partition of the planes (independent of the thread count, so
     // the summation order and hence the result is reproducible); each part
@@ -364,37 +376,28 @@ fn conv_wgrad<T: Real>(x: &[T], g: Geom, dy: &[T], cout: usize) -> Vec<T> {
                             }
                         }
                     }
-                    for gi in 0..jp / nt {
-                        for v in 0..coutp / co_w {
-                            let dptr = dyt[v * co_w..].as_ptr();
-                            let aptr = acc[gi * nt * coutp + v * co_w..].as_mut_ptr();
-                            // SAFETY: x reads as in the forward (q < ho *
-                            // wp); dyt has nq rows of coutp; acc jp rows.
-                            unsafe {
-                                let xptr = slab.buf.as_ptr().add(y0 * wp);
-                                if co_w == 32 {
-                                    let o: &[usize; DW_ACC / 32] =
-                                        offs[gi * nt..][..nt].try_into().unwrap();
-                                    T::dw_tile::<2, { DW_ACC / 32 }>(
-                                        dptr, coutp, nq, xptr, o, aptr, coutp,
-                                    );
-                                } else {
-                                    let o: &[usize; DW_ACC / 16] =
-                                        offs[gi * nt..][..nt].try_into().unwrap();
-                                    T::dw_tile::<1, { DW_ACC / 16 }>(
-                                        dptr, coutp, nq, xptr, o, aptr, coutp,
-                                    );
-                                }
-                            }
-                        }
-                    }
+                    // SAFETY: x reads as in the forward (q < ho * wp); dyt
+                    // has nq rows of coutp; acc jp rows.
+                    unsafe {
+                        lay.accumulate(slab.buf.as_ptr().add(y0 * wp), &offs, &dyt, nq, &mut acc)
+                    };
                 }
             }
             acc
         })
         .collect();
-    // Sum the parts element by element in a fixed order (contiguous, so it
-    // streams), then move (j, co) to (co, j) once.
+    finish_wgrad(partials, acc_len, coutp, cout, jn)
+}
+
+/// Sums the parts' `(j, co)` accumulators element by element in a fixed
+/// order (contiguous, so it streams), then moves `(j, co)` to `(co, j)`.
+fn finish_wgrad<T: Real>(
+    partials: Vec<Vec<T>>,
+    acc_len: usize,
+    coutp: usize,
+    cout: usize,
+    jn: usize,
+) -> Vec<T> {
     let mut parts_iter = partials.into_iter();
     let mut total = parts_iter
         .next()
@@ -405,13 +408,185 @@ fn conv_wgrad<T: Real>(x: &[T], g: Geom, dy: &[T], cout: usize) -> Vec<T> {
             .zip(part.par_chunks(1 << 14))
             .for_each(|(t, p)| t.iter_mut().zip(p).for_each(|(a, b)| *a += *b));
     }
-    let mut dw = vec![T::default(); cout * jn];
-    for (j, row) in total.chunks(coutp).take(jn).enumerate() {
-        for (co, v) in row[..cout].iter().enumerate() {
-            dw[co * jn + j] = *v;
+    // One output channel's row per task: the deep levels' weights are
+    // megabytes, too many for one thread's strided reads.
+    par_filled(cout * jn, jn, |co, row| {
+        for (j, v) in row.iter_mut().enumerate() {
+            v.write(total[j * coutp + co]);
+        }
+    })
+}
+
+/// Output planes of at most this many positions take the weight-gradient
+/// path over gathered columns ([`conv_wgrad_columns`]).
+const SMALL_PLANE: usize = 100;
+/// Output positions per gathered block of [`conv_wgrad_columns`].
+const COLUMN_BLOCK: usize = 256;
+
+/// The weight-gradient layout shared by both paths: output channels per
+/// vector block, weight columns per tile, padded channel and column counts.
+struct WgradLayout {
+    co_w: usize,
+    nt: usize,
+    coutp: usize,
+    jn: usize,
+    jp: usize,
+}
+
+impl WgradLayout {
+    fn new(cin: usize, k: usize, cout: usize) -> Self {
+        let co_w = if cout.is_multiple_of(32) { 32 } else { 16 };
+        let nt = DW_ACC / co_w;
+        let jn = cin * k * k * k;
+        WgradLayout {
+            co_w,
+            nt,
+            coutp: cout.next_multiple_of(co_w),
+            jn,
+            jp: jn.next_multiple_of(nt),
         }
     }
-    dw
+
+    /// `acc[j][co] += sum_q x[offs[j] + q] * dyt[q][co]` over the column
+    /// groups and channel blocks, `nq` positions.
+    ///
+    /// # Safety
+    /// `x + offs[j] + q` readable for `j < jp`, `q < nq`; `dyt` holds `nq`
+    /// rows of `coutp`; `acc` `jp` rows of `coutp`.
+    unsafe fn accumulate<T: Real>(
+        &self,
+        x: *const T,
+        offs: &[usize],
+        dyt: &[T],
+        nq: usize,
+        acc: &mut [T],
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { self.accumulate_groups(x, offs, dyt, nq, acc, 0..self.jp / self.nt) }
+    }
+
+    /// [`Self::accumulate`] for the column groups `groups` only: `offs`
+    /// and `acc` start at the first group's first column.
+    ///
+    /// # Safety
+    /// As [`Self::accumulate`] for those columns.
+    unsafe fn accumulate_groups<T: Real>(
+        &self,
+        x: *const T,
+        offs: &[usize],
+        dyt: &[T],
+        nq: usize,
+        acc: &mut [T],
+        groups: std::ops::Range<usize>,
+    ) {
+        let (nt, co_w, coutp) = (self.nt, self.co_w, self.coutp);
+        for gi in 0..groups.len() {
+            for v in 0..coutp / co_w {
+                let dptr = dyt[v * co_w..].as_ptr();
+                let aptr = acc[gi * nt * coutp + v * co_w..].as_mut_ptr();
+                // SAFETY: forwarded contract.
+                unsafe {
+                    if co_w == 32 {
+                        let o: &[usize; DW_ACC / 32] = offs[gi * nt..][..nt].try_into().unwrap();
+                        T::dw_tile::<2, { DW_ACC / 32 }>(dptr, coutp, nq, x, o, aptr, coutp);
+                    } else {
+                        let o: &[usize; DW_ACC / 16] = offs[gi * nt..][..nt].try_into().unwrap();
+                        T::dw_tile::<1, { DW_ACC / 16 }>(dptr, coutp, nq, x, o, aptr, coutp);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Weight gradient for small output planes (the deep levels): the input
+/// values each weight meets are gathered into columns over the valid
+/// output positions of several planes and samples at once (an im2col of
+/// `COLUMN_BLOCK` positions), so a reduction runs over hundreds of
+/// positions with no padding, where the plane-by-plane path would run
+/// over a few dozen of which up to 40 % are padding columns.
+fn conv_wgrad_columns<T: Real>(x: &[T], g: Geom, dy: &[T], cout: usize) -> Vec<T> {
+    let (do_, ho, wo) = g.out();
+    let (cin, k, pad) = (g.c, g.k, g.pad);
+    let lay = WgradLayout::new(cin, k, cout);
+    let (coutp, jn, jp) = (lay.coutp, lay.jn, lay.jp);
+    let vol = do_ * ho * wo;
+    let positions = g.n * vol;
+    let acc_len = jp * coutp;
+    let blocks = positions.div_ceil(COLUMN_BLOCK);
+    // Tasks own disjoint runs of weight columns (their rows of the
+    // accumulator), so each sums over every position in a fixed order and
+    // no partial sums are needed; every task gathers only its columns.
+    let groups = jp / lay.nt;
+    let tasks = groups.min(4 * rayon::current_num_threads()).max(1);
+    // The input zero-padded on every side, so a tap is a constant offset:
+    // `xpad[base(q) + off(ci, tap)]`.
+    let (dp, hp, wp) = (g.d + 2 * pad, g.hp(), g.wp());
+    let pvol = dp * hp * wp;
+    let mut xpad = vec![T::default(); g.n * cin * pvol];
+    xpad.par_chunks_mut(pvol).enumerate().for_each(|(nc, dst)| {
+        let src = &x[nc * g.d * g.h * g.w..][..g.d * g.h * g.w];
+        for z in 0..g.d {
+            for y in 0..g.h {
+                let o = ((z + pad) * hp + y + pad) * wp + pad;
+                dst[o..o + g.w].copy_from_slice(&src[(z * g.h + y) * g.w..][..g.w]);
+            }
+        }
+    });
+    let k3 = k * k * k;
+    let tap_off: Vec<usize> = (0..jn)
+        .map(|j| {
+            let (ci, tap) = (j / k3, j % k3);
+            ci * pvol + (tap / (k * k)) * hp * wp + (tap / k % k) * wp + tap % k
+        })
+        .collect();
+    let nt = lay.nt;
+    let pieces: Vec<Vec<T>> = (0..tasks)
+        .into_par_iter()
+        .map(|t| {
+            let gr = range(groups, tasks, t);
+            let (j0, j1) = (gr.start * nt, gr.end * nt);
+            let mut acc = vec![T::default(); (j1 - j0) * coutp];
+            // Rows beyond jn stay zero: the padded columns add nothing.
+            let mut cols = vec![T::default(); (j1 - j0) * COLUMN_BLOCK];
+            let mut dyt = vec![T::default(); COLUMN_BLOCK * coutp];
+            let mut base = vec![0usize; COLUMN_BLOCK];
+            let offs: Vec<usize> = (0..j1 - j0).map(|j| j * COLUMN_BLOCK).collect();
+            for b in 0..blocks {
+                let p0 = b * COLUMN_BLOCK;
+                let m = COLUMN_BLOCK.min(positions - p0);
+                for (q, bq) in base[..m].iter_mut().enumerate() {
+                    let (ni, r) = ((p0 + q) / vol, (p0 + q) % vol);
+                    let (zo, yo, xo) = (r / (ho * wo), r / wo % ho, r % wo);
+                    *bq = ni * cin * pvol + (zo * hp + yo) * wp + xo;
+                }
+                // Gather: cols[j][q] = the input value weight column j
+                // meets at position p0 + q.
+                for (j, &off) in tap_off[j0.min(jn)..j1.min(jn)].iter().enumerate() {
+                    let row = &mut cols[j * COLUMN_BLOCK..][..m];
+                    let src = &xpad[off..];
+                    for (out, &bq) in row.iter_mut().zip(&base[..m]) {
+                        *out = src[bq];
+                    }
+                }
+                // dyt[q][co] = dy[ni][co][r]; channels >= cout stay zero.
+                for q in 0..m {
+                    let (ni, r) = ((p0 + q) / vol, (p0 + q) % vol);
+                    let row = &mut dyt[q * coutp..][..cout];
+                    for (co, v) in row.iter_mut().enumerate() {
+                        *v = dy[(ni * cout + co) * vol + r];
+                    }
+                }
+                // SAFETY: cols holds j1 - j0 rows of COLUMN_BLOCK >= m; dyt
+                // m rows of coutp; acc j1 - j0 rows of coutp.
+                unsafe {
+                    lay.accumulate_groups(cols.as_ptr(), &offs, &dyt, m, &mut acc, gr.clone())
+                };
+            }
+            acc
+        })
+        .collect();
+    finish_wgrad(vec![pieces.concat()], acc_len, coutp, cout, jn)
 }
 
 pub(crate) struct Conv3d {
