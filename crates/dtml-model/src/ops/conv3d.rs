@@ -23,7 +23,7 @@
 //! per block of rows so the reduction vectorises over output channels.
 
 use super::cpu::{
-    Kernel2, SendPtr, apply2, assume_init, contiguous, linear_grads, par_filled, uninit_vec,
+    Kernel2, Kernel3, SendPtr, apply2, apply3, assume_init, linear_grads, par_filled, uninit_vec,
 };
 use super::kernel::{DW_ACC, MAX_TILE, Real, TileShape, fwd_shapes};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
@@ -681,7 +681,11 @@ pub(crate) struct Conv3dAffineRelu {
     pub padding: usize,
 }
 
-impl Conv3dAffineRelu {
+impl Kernel3 for Conv3dAffineRelu {
+    fn op_name(&self) -> &'static str {
+        "conv3d + affine + relu"
+    }
+
     fn run<T: Real>(
         &self,
         x: &[T],
@@ -737,30 +741,7 @@ impl candle_core::CustomOp3 for Conv3dAffineRelu {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        const OP: &str = "conv3d + affine + relu";
-        match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let (y, shape) = self.run::<f32>(
-                    contiguous(s1, l1, OP)?,
-                    l1.shape(),
-                    contiguous(s2, l2, OP)?,
-                    l2.shape(),
-                    contiguous(s3, l3, OP)?,
-                )?;
-                Ok((CpuStorage::F32(y), shape))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let (y, shape) = self.run::<f64>(
-                    contiguous(s1, l1, OP)?,
-                    l1.shape(),
-                    contiguous(s2, l2, OP)?,
-                    l2.shape(),
-                    contiguous(s3, l3, OP)?,
-                )?;
-                Ok((CpuStorage::F64(y), shape))
-            }
-            _ => bail!("{OP}: inputs must all be f32 or all f64"),
-        }
+        apply3(self, (s1, l1), (s2, l2), (s3, l3))
     }
 }
 

@@ -13,9 +13,9 @@
 
 use super::batchnorm::{self, Saved};
 use super::conv3d::{Conv3d, Conv3dInputGrad, Conv3dWeightGrad};
-use super::cpu::{Kernel2, contiguous};
+use super::cpu::{Kernel2, Kernel3, apply3};
 use super::kernel::Real;
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
 
 /// What the forward pass keeps for the backward: the BatchNorm statistics
@@ -56,6 +56,12 @@ impl ConvBnReluTrain {
             .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: statistics missing")))?;
         Ok((z, saved))
     }
+}
+
+impl Kernel3 for ConvBnReluTrain {
+    fn op_name(&self) -> &'static str {
+        OP
+    }
 
     fn run<T: Real>(
         &self,
@@ -91,29 +97,7 @@ impl CustomOp3 for ConvBnReluTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let (z, shape) = self.run::<f32>(
-                    contiguous(s1, l1, OP)?,
-                    l1.shape(),
-                    contiguous(s2, l2, OP)?,
-                    l2.shape(),
-                    contiguous(s3, l3, OP)?,
-                )?;
-                Ok((CpuStorage::F32(z), shape))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let (z, shape) = self.run::<f64>(
-                    contiguous(s1, l1, OP)?,
-                    l1.shape(),
-                    contiguous(s2, l2, OP)?,
-                    l2.shape(),
-                    contiguous(s3, l3, OP)?,
-                )?;
-                Ok((CpuStorage::F64(z), shape))
-            }
-            _ => bail!("{OP}: inputs must all be f32 or all f64"),
-        }
+        apply3(self, (s1, l1), (s2, l2), (s3, l3))
     }
 
     fn bwd(

@@ -75,6 +75,55 @@ pub(crate) fn apply2<K: Kernel2>(
     })
 }
 
+/// A three-input CPU computation generic over the float type (the third
+/// input's shape is not needed by ours).
+pub(crate) trait Kernel3 {
+    /// Name for error messages.
+    fn op_name(&self) -> &'static str;
+    /// Computes the output from contiguous inputs.
+    fn run<T: Real>(
+        &self,
+        a: &[T],
+        sa: &Shape,
+        b: &[T],
+        sb: &Shape,
+        c: &[T],
+    ) -> Result<(Vec<T>, Shape)>;
+}
+
+/// Dispatches a [`Kernel3`] on the dtype of its inputs (f32 or f64).
+pub(crate) fn apply3<K: Kernel3>(
+    k: &K,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    (s3, l3): (&CpuStorage, &Layout),
+) -> Result<(CpuStorage, Shape)> {
+    let op = k.op_name();
+    match (s1, s2, s3) {
+        (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+            let (v, s) = k.run::<f32>(
+                contiguous(s1, l1, op)?,
+                l1.shape(),
+                contiguous(s2, l2, op)?,
+                l2.shape(),
+                contiguous(s3, l3, op)?,
+            )?;
+            Ok((CpuStorage::F32(v), s))
+        }
+        (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+            let (v, s) = k.run::<f64>(
+                contiguous(s1, l1, op)?,
+                l1.shape(),
+                contiguous(s2, l2, op)?,
+                l2.shape(),
+                contiguous(s3, l3, op)?,
+            )?;
+            Ok((CpuStorage::F64(v), s))
+        }
+        _ => bail!("{op}: inputs must all be f32 or all f64"),
+    }
+}
+
 /// A pointer rayon tasks may share when each writes a disjoint region.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr<T>(pub *mut T);
