@@ -186,6 +186,18 @@ pub(crate) fn bench_infer(quick: bool) -> Result<()> {
         eprintln!("PyTorch peer not run: no Python with torch (set DTML_TORCH_PYTHON to one)");
         return Ok(());
     };
+    // The peer reuses the fixture script's sliding window, which needs these.
+    let missing = Command::new(&python)
+        .args(["-c", "import nibabel, skimage"])
+        .output()
+        .map_or(true, |o| !o.status.success());
+    if missing {
+        eprintln!(
+            "PyTorch peer not run: {} lacks nibabel or scikit-image (pip install nibabel scikit-image there)",
+            python.display()
+        );
+        return Ok(());
+    }
     let theirs = last_line(Command::new(&python).arg(&peer).args(&args))?;
     println!("{theirs}");
     if let (Some(a), Some(b)) = (
