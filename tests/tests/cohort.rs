@@ -71,6 +71,11 @@ fn train(prepared: &Path, run: &Path, extra: &[&str]) -> (Vec<f64>, u64) {
         "2",
         "--checkpoint-every",
         "0",
+        // One compute thread: which thread's allocator arena a kernel's
+        // buffers land in otherwise moves the peak by several MiB between
+        // runs, more than the budget comparison below can absorb.
+        "--threads",
+        "1",
     ];
     args.extend_from_slice(extra);
     let child = Command::new(dtml_bin())
