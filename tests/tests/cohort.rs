@@ -146,10 +146,12 @@ fn a_cache_four_times_the_data_budget_trains_within_it_with_the_same_losses() {
         peak_all > peak_none + cache * 3 / 4,
         "all in memory {peak_all}, none {peak_none}, cache {cache}"
     );
-    // With a budget, what the run holds beyond its step is the budget (the
-    // peak of a run varies by 2-3 MiB from run to run: thread timing).
+    // With a budget, what the run holds beyond its step is the budget. The
+    // peak of a run varies from run to run with thread timing: by 2-3 MiB
+    // on a quiet machine, up to 7 MiB beside the rest of the test suite
+    // (measured 2026-12-03); without the budget it would be ~70 MiB more.
     assert!(
-        peak_budget <= peak_none + budget + (6 << 20),
+        peak_budget <= peak_none + budget + (10 << 20),
         "budget run {peak_budget} over the step-only run {peak_none} + {budget}"
     );
 }
