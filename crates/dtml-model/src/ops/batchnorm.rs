@@ -14,7 +14,7 @@
 //! vectorise and f32 inputs lose nothing to cancellation or long sums. The
 //! conv bias gets its exact gradient, zero (the normalisation cancels it).
 
-use super::cpu::{Kernel2, apply2, contiguous, par_filled};
+use super::cpu::{Kernel2, Kernel3, apply2, apply3, par_filled};
 use super::kernel::Real;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -35,11 +35,27 @@ pub(super) struct Saved {
 impl Saved {
     /// Batch mean of `x + bias` and unbiased batch variance over `count`
     /// values per channel, for the running statistics.
-    pub(super) fn running_stats(&self, bias: &[f64], count: usize) -> (Vec<f64>, Vec<f64>) {
+    fn running_stats(&self, bias: &[f64], count: usize) -> (Vec<f64>, Vec<f64>) {
         let mean = self.mean.iter().zip(bias).map(|(m, b)| m + b).collect();
         let k = count as f64 / (count as f64 - 1.0).max(1.0);
         let var = self.var.iter().map(|v| v * k).collect();
         (mean, var)
+    }
+
+    /// [`Self::running_stats`] of the layer output `y` (its `count` values
+    /// per channel) as tensors of `y`'s dtype and device.
+    pub(super) fn running_stat_tensors(
+        &self,
+        bias: &Tensor,
+        y: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let c = self.mean.len();
+        let b: Vec<f64> = bias.to_dtype(DType::F64)?.to_vec1()?;
+        let (mean, var) = self.running_stats(&b, y.elem_count() / c);
+        Ok((
+            Tensor::from_vec(mean, c, y.device())?.to_dtype(y.dtype())?,
+            Tensor::from_vec(var, c, y.device())?.to_dtype(y.dtype())?,
+        ))
     }
 }
 
@@ -308,8 +324,19 @@ struct BnReluBwd {
     grads: Arc<Mutex<Option<Vec<f64>>>>,
 }
 
-impl BnReluBwd {
-    fn run<T: Real>(&self, x: &[T], sx: &Shape, y: &[T], dy: &[T]) -> Result<Vec<T>> {
+impl Kernel3 for BnReluBwd {
+    fn op_name(&self) -> &'static str {
+        OP_BWD
+    }
+
+    fn run<T: Real>(
+        &self,
+        x: &[T],
+        sx: &Shape,
+        y: &[T],
+        _: &Shape,
+        dy: &[T],
+    ) -> Result<(Vec<T>, Shape)> {
         let (n, c, s) = layout_of(sx)?;
         if y.len() != x.len() || dy.len() != x.len() {
             bail!("batch norm backward: x, y and dy sizes differ");
@@ -368,7 +395,7 @@ impl BnReluBwd {
         g[c..2 * c].copy_from_slice(&dgamma);
         g[2 * c..].copy_from_slice(&dbeta);
         *self.grads.lock().expect("batch norm gradients") = Some(g);
-        Ok(dx)
+        Ok((dx, sx.clone()))
     }
 }
 
@@ -389,55 +416,31 @@ impl CustomOp3 for BnReluBwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let shape = l1.shape().clone();
-        let out = crate::profile::timed(OP_BWD, || -> Result<CpuStorage> {
-            Ok(match (s1, s2, s3) {
-                (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                    CpuStorage::F32(self.run::<f32>(
-                        contiguous(s1, l1, OP_BWD)?,
-                        &shape,
-                        contiguous(s2, l2, OP_BWD)?,
-                        contiguous(s3, l3, OP_BWD)?,
-                    )?)
-                }
-                (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                    CpuStorage::F64(self.run::<f64>(
-                        contiguous(s1, l1, OP_BWD)?,
-                        &shape,
-                        contiguous(s2, l2, OP_BWD)?,
-                        contiguous(s3, l3, OP_BWD)?,
-                    )?)
-                }
-                _ => bail!("batch norm backward: mixed dtypes"),
-            })
-        })?;
-        Ok((out, shape))
+        crate::profile::timed(OP_BWD, || apply3(self, (s1, l1), (s2, l2), (s3, l3)))
     }
 }
 
 /// Training-mode `relu(batch_norm(x + bias))` on the CPU custom op; returns
 /// `y` and the batch mean and unbiased batch variance of `x + bias` per
-/// channel (f64 on the host), for the running statistics.
+/// channel, for the running statistics.
 pub(crate) fn cpu(
     x: &Tensor,
     bias: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
     eps: f64,
-) -> Result<(Tensor, Vec<f64>, Vec<f64>)> {
-    let (n, c, s) = layout_of(x.shape())?;
+) -> Result<(Tensor, Tensor, Tensor)> {
+    layout_of(x.shape())?;
     let p = Tensor::stack(&[bias, gamma, beta], 0)?;
     let op = BnReluTrain::new(eps);
     let saved = op.saved.clone();
     let y = x.contiguous()?.apply_op2(&p.contiguous()?, op)?;
-    let b: Vec<f64> = bias.to_dtype(DType::F64)?.to_vec1()?;
     let (mean, var) = saved
         .lock()
         .expect("batch norm state")
         .as_ref()
         .ok_or_else(|| candle_core::Error::Msg("batch norm: statistics missing".into()))?
-        .running_stats(&b, n * s);
-    debug_assert_eq!(mean.len(), c);
+        .running_stat_tensors(bias, &y)?;
     Ok((y, mean, var))
 }
 

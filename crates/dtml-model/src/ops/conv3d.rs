@@ -208,14 +208,27 @@ fn conv_forward<T: Real>(
         cout,
     );
     let wpk = pack_weights(shape.cb, cout, g.c, g.k * g.k * g.k, get);
+    conv_forward_in(shape, x, g, cout, &wpk, epilogue)
+}
+
+/// [`conv_forward_tiled`] instantiated for `shape` (every shape of
+/// [`fwd_shapes`]), weights packed for it.
+fn conv_forward_in<T: Real>(
+    shape: TileShape,
+    x: &[T],
+    g: Geom,
+    cout: usize,
+    wpk: &[T],
+    epilogue: Option<Epilogue<'_, T>>,
+) -> Vec<T> {
     match (shape.cb, shape.r) {
-        (4, 6) => conv_forward_tiled::<T, 4, 6>(x, g, cout, &wpk, epilogue),
-        (4, 3) => conv_forward_tiled::<T, 4, 3>(x, g, cout, &wpk, epilogue),
-        (4, 2) => conv_forward_tiled::<T, 4, 2>(x, g, cout, &wpk, epilogue),
-        (4, 1) => conv_forward_tiled::<T, 4, 1>(x, g, cout, &wpk, epilogue),
-        (8, 3) => conv_forward_tiled::<T, 8, 3>(x, g, cout, &wpk, epilogue),
-        (12, 2) => conv_forward_tiled::<T, 12, 2>(x, g, cout, &wpk, epilogue),
-        (24, 1) => conv_forward_tiled::<T, 24, 1>(x, g, cout, &wpk, epilogue),
+        (4, 6) => conv_forward_tiled::<T, 4, 6>(x, g, cout, wpk, epilogue),
+        (4, 3) => conv_forward_tiled::<T, 4, 3>(x, g, cout, wpk, epilogue),
+        (4, 2) => conv_forward_tiled::<T, 4, 2>(x, g, cout, wpk, epilogue),
+        (4, 1) => conv_forward_tiled::<T, 4, 1>(x, g, cout, wpk, epilogue),
+        (8, 3) => conv_forward_tiled::<T, 8, 3>(x, g, cout, wpk, epilogue),
+        (12, 2) => conv_forward_tiled::<T, 12, 2>(x, g, cout, wpk, epilogue),
+        (24, 1) => conv_forward_tiled::<T, 24, 1>(x, g, cout, wpk, epilogue),
         other => unreachable!("no forward tile {other:?}"),
     }
 }
@@ -555,10 +568,16 @@ fn conv_wgrad_columns<T: Real>(x: &[T], g: Geom, dy: &[T], cout: usize) -> Vec<T
             for b in 0..blocks {
                 let p0 = b * COLUMN_BLOCK;
                 let m = COLUMN_BLOCK.min(positions - p0);
+                // Each position's input base and its row of the transposed
+                // gradient: dyt[q][co] = dy[ni][co][r], channels >= cout
+                // staying zero.
                 for (q, bq) in base[..m].iter_mut().enumerate() {
                     let (ni, r) = ((p0 + q) / vol, (p0 + q) % vol);
                     let (zo, yo, xo) = (r / (ho * wo), r / wo % ho, r % wo);
                     *bq = ni * cin * pvol + (zo * hp + yo) * wp + xo;
+                    for (co, v) in dyt[q * coutp..][..cout].iter_mut().enumerate() {
+                        *v = dy[(ni * cout + co) * vol + r];
+                    }
                 }
                 // Gather: cols[j][q] = the input value weight column j
                 // meets at position p0 + q.
@@ -567,14 +586,6 @@ fn conv_wgrad_columns<T: Real>(x: &[T], g: Geom, dy: &[T], cout: usize) -> Vec<T
                     let src = &xpad[off..];
                     for (out, &bq) in row.iter_mut().zip(&base[..m]) {
                         *out = src[bq];
-                    }
-                }
-                // dyt[q][co] = dy[ni][co][r]; channels >= cout stay zero.
-                for q in 0..m {
-                    let (ni, r) = ((p0 + q) / vol, (p0 + q) % vol);
-                    let row = &mut dyt[q * coutp..][..cout];
-                    for (co, v) in row.iter_mut().enumerate() {
-                        *v = dy[(ni * cout + co) * vol + r];
                     }
                 }
                 // SAFETY: cols holds j1 - j0 rows of COLUMN_BLOCK >= m; dyt
@@ -599,31 +610,49 @@ impl Kernel2 for Conv3d {
     }
 
     fn run<T: Real>(&self, x: &[T], sx: &Shape, w: &[T], sw: &Shape) -> Result<(Vec<T>, Shape)> {
-        let (n, cin, d, h, wd) = sx.dims5()?;
-        let (cout, wcin, k, _, _) = sw.dims5()?;
-        if wcin != cin || self.padding >= k {
-            bail!("conv3d: bad shapes {sx:?} {sw:?}");
-        }
-        let k3 = k * k * k;
-        let g = Geom {
-            n,
-            c: cin,
-            d,
-            h,
-            w: wd,
-            k,
-            pad: self.padding,
-        };
-        let out = conv_forward(
-            x,
-            g,
-            cout,
-            |co, ci, tap| w[(co * cin + ci) * k3 + tap],
-            None,
-        );
-        let (do_, ho, wo) = g.out();
-        Ok((out, Shape::from((n, cout, do_, ho, wo))))
+        layer_forward(self.op_name(), self.padding, x, sx, w, sw, None)
     }
+}
+
+/// The convolution of `x` `(n, cin, d, h, w)` with `w` `(cout, cin, k, k,
+/// k)` at `padding`, then `epilogue`: forward for [`Conv3d`] and
+/// [`Conv3dAffineRelu`].
+fn layer_forward<T: Real>(
+    op: &str,
+    padding: usize,
+    x: &[T],
+    sx: &Shape,
+    w: &[T],
+    sw: &Shape,
+    epilogue: Option<Epilogue<'_, T>>,
+) -> Result<(Vec<T>, Shape)> {
+    let (n, cin, d, h, wd) = sx.dims5()?;
+    let (cout, wcin, k, _, _) = sw.dims5()?;
+    if wcin != cin
+        || padding >= k
+        || epilogue.is_some_and(|e| e.scale.len() != cout || e.shift.len() != cout)
+    {
+        bail!("{op}: bad shapes {sx:?} {sw:?}");
+    }
+    let k3 = k * k * k;
+    let g = Geom {
+        n,
+        c: cin,
+        d,
+        h,
+        w: wd,
+        k,
+        pad: padding,
+    };
+    let out = conv_forward(
+        x,
+        g,
+        cout,
+        |co, ci, tap| w[(co * cin + ci) * k3 + tap],
+        epilogue,
+    );
+    let (do_, ho, wo) = g.out();
+    Ok((out, Shape::from((n, cout, do_, ho, wo))))
 }
 
 impl CustomOp2 for Conv3d {
@@ -694,36 +723,18 @@ impl Kernel3 for Conv3dAffineRelu {
         sw: &Shape,
         ss: &[T],
     ) -> Result<(Vec<T>, Shape)> {
-        let (n, cin, d, h, wd) = sx.dims5()?;
-        let (cout, wcin, k, _, _) = sw.dims5()?;
-        if wcin != cin || self.padding >= k || ss.len() != 2 * cout {
-            bail!("conv3d + affine + relu: bad shapes {sx:?} {sw:?}");
-        }
-        let k3 = k * k * k;
-        let g = Geom {
-            n,
-            c: cin,
-            d,
-            h,
-            w: wd,
-            k,
-            pad: self.padding,
-        };
-        let epilogue = Epilogue {
-            scale: &ss[..cout],
-            shift: &ss[cout..],
-        };
-        let out = crate::profile::timed("conv3d", || {
-            conv_forward(
+        let (scale, shift) = ss.split_at(ss.len() / 2);
+        crate::profile::timed("conv3d", || {
+            layer_forward(
+                self.op_name(),
+                self.padding,
                 x,
-                g,
-                cout,
-                |co, ci, tap| w[(co * cin + ci) * k3 + tap],
-                Some(epilogue),
+                sx,
+                w,
+                sw,
+                Some(Epilogue { scale, shift }),
             )
-        });
-        let (do_, ho, wo) = g.out();
-        Ok((out, Shape::from((n, cout, do_, ho, wo))))
+        })
     }
 }
 
@@ -957,16 +968,7 @@ mod tests {
                 let wpk = pack_weights(s.cb, cout, cin, 27, |co, ci, t| {
                     wt[(co * cin + ci) * 27 + t]
                 });
-                let got = match (s.cb, s.r) {
-                    (4, 6) => conv_forward_tiled::<f32, 4, 6>(&x, g, cout, &wpk, None),
-                    (4, 3) => conv_forward_tiled::<f32, 4, 3>(&x, g, cout, &wpk, None),
-                    (4, 2) => conv_forward_tiled::<f32, 4, 2>(&x, g, cout, &wpk, None),
-                    (4, 1) => conv_forward_tiled::<f32, 4, 1>(&x, g, cout, &wpk, None),
-                    (8, 3) => conv_forward_tiled::<f32, 8, 3>(&x, g, cout, &wpk, None),
-                    (12, 2) => conv_forward_tiled::<f32, 12, 2>(&x, g, cout, &wpk, None),
-                    (24, 1) => conv_forward_tiled::<f32, 24, 1>(&x, g, cout, &wpk, None),
-                    other => panic!("shape {other:?} missing from this test"),
-                };
+                let got = conv_forward_in(*s, &x, g, cout, &wpk, None);
                 let err = got
                     .iter()
                     .zip(&want)

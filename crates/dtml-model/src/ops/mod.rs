@@ -64,21 +64,17 @@ pub fn bias_bn_relu_train(
     if x.rank() < 2 {
         bail!("{OP}: input must be (N, C, ...), got {:?}", x.dims());
     }
-    let c = x.dim(1)?;
-    for (t, what) in [(bias, "bias"), (gamma, "gamma"), (beta, "beta")] {
-        if t.dims() != [c] {
-            bail!("{OP}: {what} must be ({c}), got {:?}", t.dims());
-        }
-        check_pair(x, t, OP)?;
-    }
+    check_channel_params(
+        x,
+        x.dim(1)?,
+        [(bias, "bias"), (gamma, "gamma"), (beta, "beta")],
+        OP,
+    )?;
     if x.elem_count() == 0 {
         bail!("{OP}: empty input {:?}", x.dims());
     }
     if x.device().is_cpu() {
-        let (y, mean, var) = batchnorm::cpu(x, bias, gamma, beta, eps)?;
-        let mean = Tensor::from_vec(mean, c, x.device())?.to_dtype(x.dtype())?;
-        let var = Tensor::from_vec(var, c, x.device())?.to_dtype(x.dtype())?;
-        Ok((y, mean, var))
+        batchnorm::cpu(x, bias, gamma, beta, eps)
     } else {
         batchnorm::composed(x, bias, gamma, beta, eps)
     }
@@ -134,6 +130,23 @@ pub fn conv3d(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
     }
 }
 
+/// Checks per-channel parameters of an op on `x`: each `(c)`, of `x`'s
+/// dtype and device.
+fn check_channel_params<const N: usize>(
+    x: &Tensor,
+    c: usize,
+    params: [(&Tensor, &str); N],
+    op: &str,
+) -> Result<()> {
+    for (t, what) in params {
+        if t.dims() != [c] {
+            bail!("{op}: {what} must be ({c}), got {:?}", t.dims());
+        }
+        check_pair(x, t, op)?;
+    }
+    Ok(())
+}
+
 /// The checks of [`conv3d`]'s arguments.
 fn check_conv3d(x: &Tensor, w: &Tensor, padding: usize, op: &str) -> Result<()> {
     let (_, cin, d, h, wd) = dims5(x, "input", op)?;
@@ -182,12 +195,7 @@ pub fn conv3d_affine_relu(
     const OP: &str = "conv3d_affine_relu";
     check_conv3d(x, w, padding, OP)?;
     let c = w.dim(0)?;
-    for (t, what) in [(scale, "scale"), (shift, "shift")] {
-        if t.dims() != [c] {
-            bail!("{OP}: {what} must be ({c}), got {:?}", t.dims());
-        }
-        check_pair(x, t, OP)?;
-    }
+    check_channel_params(x, c, [(scale, "scale"), (shift, "shift")], OP)?;
     if !x.device().is_cpu() {
         let shape = (1, c, 1, 1, 1);
         return conv3d(x, w, padding)?
@@ -222,21 +230,16 @@ pub fn conv3d_bn_relu_train(
         return bias_bn_relu_train(&conv3d(x, w, padding)?, bias, gamma, beta, eps);
     }
     check_conv3d(x, w, padding, OP)?;
-    let c = w.dim(0)?;
-    for (t, what) in [(bias, "bias"), (gamma, "gamma"), (beta, "beta")] {
-        if t.dims() != [c] {
-            bail!("{OP}: {what} must be ({c}), got {:?}", t.dims());
-        }
-        check_pair(x, t, OP)?;
-    }
+    check_channel_params(
+        x,
+        w.dim(0)?,
+        [(bias, "bias"), (gamma, "gamma"), (beta, "beta")],
+        OP,
+    )?;
     let p = Tensor::stack(&[bias, gamma, beta], 0)?.contiguous()?;
     let (y, saved) =
         conv_bn::ConvBnReluTrain::apply(&x.contiguous()?, &w.contiguous()?, &p, padding, eps)?;
-    let per_channel = y.elem_count() / c;
-    let b: Vec<f64> = bias.to_dtype(DType::F64)?.to_vec1()?;
-    let (mean, var) = saved.running_stats(&b, per_channel);
-    let mean = Tensor::from_vec(mean, c, x.device())?.to_dtype(x.dtype())?;
-    let var = Tensor::from_vec(var, c, x.device())?.to_dtype(x.dtype())?;
+    let (mean, var) = saved.running_stat_tensors(bias, &y)?;
     Ok((y, mean, var))
 }
 
