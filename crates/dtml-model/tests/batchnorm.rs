@@ -224,66 +224,95 @@ fn bad_inputs_are_errors() {
     );
 }
 
-/// The fused layer op (`conv3d_bn_relu_train`) gives bit for bit what the
-/// two ops it fuses give: output, batch statistics and the gradients of the
-/// input, the kernel and the three per-channel parameters, in f32 and f64,
-/// also when only some inputs track gradients.
+/// The fused layer op (`conv_bn_relu_train`) gives bit for bit what the
+/// two ops it fuses give, for each of its convolutions (a 3x3x3 one that
+/// keeps its output for the backward, a one-channel 3x3x3 one and the two
+/// stride-2 ones, which recompute it): output, batch statistics and the
+/// gradients of the input, the kernel and the three per-channel
+/// parameters, in f32 and f64, also when only some inputs track gradients,
+/// and again from a second backward pass over the same graph.
 #[test]
 fn fused_conv_layer_equals_conv_then_batch_norm() {
-    for dtype in [DType::F32, DType::F64] {
-        let mut rng = ChaCha8Rng::seed_from_u64(31);
-        let (n, cin, cout) = (2, 3, 5);
-        let x = Var::from_tensor(&random(&[n, cin, 4, 6, 7], -1.0, 1.0, dtype, &mut rng)).unwrap();
-        let w =
-            Var::from_tensor(&random(&[cout, cin, 3, 3, 3], -0.3, 0.3, dtype, &mut rng)).unwrap();
-        let bias = Var::from_tensor(&random(&[cout], -0.5, 0.5, dtype, &mut rng)).unwrap();
-        let gamma = Var::from_tensor(&random(&[cout], 0.5, 1.5, dtype, &mut rng)).unwrap();
-        let beta = Var::from_tensor(&random(&[cout], -0.3, 0.3, dtype, &mut rng)).unwrap();
-        let r = random(&[n, cout, 4, 6, 7], -1.0, 1.0, dtype, &mut rng);
-        for track_x in [true, false] {
-            let xt = if track_x {
-                x.as_tensor().clone()
-            } else {
-                x.as_tensor().detach()
-            };
-            let (yf, mf, vf) = ops::conv3d_bn_relu_train(
-                &xt,
-                w.as_tensor(),
-                1,
-                bias.as_tensor(),
-                gamma.as_tensor(),
-                beta.as_tensor(),
-                1e-5,
-            )
+    use ops::LayerConv;
+    let cubic = LayerConv::Cubic { padding: 1 };
+    // (conv, input channels, input size, kernel shape, output channels)
+    let cases: [(LayerConv, usize, [usize; 3], [usize; 5], usize); 4] = [
+        (cubic, 3, [4, 6, 7], [5, 3, 3, 3, 3], 5),
+        (cubic, 1, [4, 6, 7], [5, 1, 3, 3, 3], 5),
+        (LayerConv::Down, 3, [4, 6, 8], [5, 3, 2, 2, 2], 5),
+        (LayerConv::Up, 3, [2, 3, 4], [3, 5, 2, 2, 2], 5),
+    ];
+    for (conv, cin, size, wshape, cout) in cases {
+        for dtype in [DType::F32, DType::F64] {
+            let mut rng = ChaCha8Rng::seed_from_u64(31);
+            let n = 2;
+            let x = Var::from_tensor(&random(
+                &[n, cin, size[0], size[1], size[2]],
+                -1.0,
+                1.0,
+                dtype,
+                &mut rng,
+            ))
             .unwrap();
-            let conv = ops::conv3d(&xt, w.as_tensor(), 1).unwrap();
-            let (ys, ms, vs) = ops::bias_bn_relu_train(
-                &conv,
-                bias.as_tensor(),
-                gamma.as_tensor(),
-                beta.as_tensor(),
-                1e-5,
-            )
-            .unwrap();
-            assert_eq!(to_vec(&yf), to_vec(&ys), "{dtype:?} output");
-            assert_eq!(to_vec(&mf), to_vec(&ms), "{dtype:?} mean");
-            assert_eq!(to_vec(&vf), to_vec(&vs), "{dtype:?} variance");
-            let gf = (&yf * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let gs = (&ys * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            for (v, what) in [
-                (&x, "x"),
-                (&w, "w"),
-                (&bias, "bias"),
-                (&gamma, "gamma"),
-                (&beta, "beta"),
-            ] {
-                let (a, b) = (gf.get(v.as_tensor()), gs.get(v.as_tensor()));
-                assert_eq!(a.is_some(), b.is_some(), "{dtype:?} {what} tracked");
-                if let (Some(a), Some(b)) = (a, b) {
-                    assert_eq!(to_vec(a), to_vec(b), "{dtype:?} d{what}");
+            let w = Var::from_tensor(&random(&wshape, -0.3, 0.3, dtype, &mut rng)).unwrap();
+            let bias = Var::from_tensor(&random(&[cout], -0.5, 0.5, dtype, &mut rng)).unwrap();
+            let gamma = Var::from_tensor(&random(&[cout], 0.5, 1.5, dtype, &mut rng)).unwrap();
+            let beta = Var::from_tensor(&random(&[cout], -0.3, 0.3, dtype, &mut rng)).unwrap();
+            for track_x in [true, false] {
+                let what = format!("{conv:?}, {cin} input channels, {dtype:?}");
+                let xt = if track_x {
+                    x.as_tensor().clone()
+                } else {
+                    x.as_tensor().detach()
+                };
+                let (yf, mf, vf) = ops::conv_bn_relu_train(
+                    conv,
+                    &xt,
+                    w.as_tensor(),
+                    bias.as_tensor(),
+                    gamma.as_tensor(),
+                    beta.as_tensor(),
+                    1e-5,
+                )
+                .unwrap();
+                let conv_out = match conv {
+                    LayerConv::Cubic { padding } => ops::conv3d(&xt, w.as_tensor(), padding),
+                    LayerConv::Down => ops::down_conv2(&xt, w.as_tensor()),
+                    LayerConv::Up => ops::up_conv2(&xt, w.as_tensor()),
+                }
+                .unwrap();
+                let (ys, ms, vs) = ops::bias_bn_relu_train(
+                    &conv_out,
+                    bias.as_tensor(),
+                    gamma.as_tensor(),
+                    beta.as_tensor(),
+                    1e-5,
+                )
+                .unwrap();
+                assert_eq!(to_vec(&yf), to_vec(&ys), "{what}: output");
+                assert_eq!(to_vec(&mf), to_vec(&ms), "{what}: mean");
+                assert_eq!(to_vec(&vf), to_vec(&vs), "{what}: variance");
+                let r = random(yf.dims(), -1.0, 1.0, dtype, &mut rng);
+                let lf = (&yf * &r).unwrap().sum_all().unwrap();
+                let gs = (&ys * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                for pass in ["first", "second"] {
+                    let gf = lf.backward().unwrap();
+                    for (v, name) in [
+                        (&x, "x"),
+                        (&w, "w"),
+                        (&bias, "bias"),
+                        (&gamma, "gamma"),
+                        (&beta, "beta"),
+                    ] {
+                        let (a, b) = (gf.get(v.as_tensor()), gs.get(v.as_tensor()));
+                        assert_eq!(a.is_some(), b.is_some(), "{what}: {name} tracked");
+                        if let (Some(a), Some(b)) = (a, b) {
+                            assert_eq!(to_vec(a), to_vec(b), "{what}: d{name}, {pass} backward");
+                        }
+                    }
+                    assert_eq!(gf.get(x.as_tensor()).is_some(), track_x);
                 }
             }
-            assert_eq!(gf.get(x.as_tensor()).is_some(), track_x);
         }
     }
     // Bad shapes are errors naming the op.
@@ -292,4 +321,14 @@ fn fused_conv_layer_equals_conv_then_batch_norm() {
     let c3 = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
     let e = ops::conv3d_bn_relu_train(&x, &w, 1, &c3, &c3, &c3, 1e-5).unwrap_err();
     assert!(e.to_string().contains("conv3d_bn_relu_train"), "{e}");
+    let odd = Tensor::zeros((1, 2, 3, 4, 4), DType::F32, &Device::Cpu).unwrap();
+    let w2 = Tensor::zeros((3, 2, 2, 2, 2), DType::F32, &Device::Cpu).unwrap();
+    let e =
+        ops::conv_bn_relu_train(ops::LayerConv::Down, &odd, &w2, &c3, &c3, &c3, 1e-5).unwrap_err();
+    assert!(e.to_string().contains("down_conv2_bn_relu_train"), "{e}");
+    // The transposed convolution's weight is (Cin, Cout, ...): 2 input channels
+    // against a weight for 3.
+    let e =
+        ops::conv_bn_relu_train(ops::LayerConv::Up, &odd, &w2, &c3, &c3, &c3, 1e-5).unwrap_err();
+    assert!(e.to_string().contains("up_conv2_bn_relu_train"), "{e}");
 }

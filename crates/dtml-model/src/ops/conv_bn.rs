@@ -1,5 +1,6 @@
-//! A V-Net layer's training step as one CPU op: 3D convolution, conv bias,
-//! batch-statistics BatchNorm and ReLU, `relu(BN_train(conv3d(x, w) + b))`.
+//! A V-Net layer's training step as one CPU op: a convolution (3D 3x3x3,
+//! or the 2x2x2 stride-2 down or transposed up convolution), conv bias,
+//! batch-statistics BatchNorm and ReLU, `relu(BN_train(conv(x, w) + b))`.
 //!
 //! Why one op and not two: candle's backward pass gives every gradient of a
 //! graph node a zero-filled tensor and adds the incoming gradient into it,
@@ -8,28 +9,111 @@
 //! item beyond the kernels at the paper's patch size. Inside one op the
 //! gradient of the convolution's output goes straight from the BatchNorm
 //! backward to the two convolution gradients. The kernels and the
-//! arithmetic are those of [`super::conv3d`] and [`super::batchnorm`], so the
-//! results are the same to the bit.
+//! arithmetic are those of [`super::conv3d`], [`super::resample`] and
+//! [`super::batchnorm`], so the results are the same to the bit.
+//!
+//! Memory: the BatchNorm backward needs the convolution's output. Where
+//! recomputing it costs little against the layer's backward (the stride-2
+//! convolutions, 8 taps per output on the input's channels, and a 3x3x3
+//! convolution of one input channel) the backward recomputes it and the
+//! forward keeps nothing; otherwise the forward keeps it and the backward
+//! takes it out, so it is freed as soon as this layer's gradients exist
+//! rather than when the whole backward pass ends (candle keeps every graph
+//! node until then), as PyTorch frees a node's saved tensors.
 
 use super::batchnorm::{self, Saved};
 use super::conv3d::{Conv3d, Conv3dInputGrad, Conv3dWeightGrad};
 use super::cpu::{Kernel2, Kernel3, apply3};
 use super::kernel::Real;
+use super::resample::{Down, PairWGrad, Up};
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
 
-/// What the forward pass keeps for the backward: the BatchNorm statistics
-/// and the convolution's output.
-type State = Arc<Mutex<Option<(Saved, Tensor)>>>;
+/// The convolution of a V-Net layer ([`super::conv_bn_relu_train`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LayerConv {
+    /// Cubic kernel, stride 1, zero padding on every side.
+    Cubic { padding: usize },
+    /// 2x2x2, stride 2 ([`super::down_conv2`]).
+    Down,
+    /// 2x2x2 transposed, stride 2 ([`super::up_conv2`]).
+    Up,
+}
 
-/// `(x, w, p = [bias; gamma; beta])` to `relu(BN_train(conv3d(x, w) + bias))`.
+impl LayerConv {
+    fn forward<T: Real>(
+        &self,
+        x: &[T],
+        sx: &Shape,
+        w: &[T],
+        sw: &Shape,
+    ) -> Result<(Vec<T>, Shape)> {
+        match *self {
+            LayerConv::Cubic { padding } => Conv3d { padding }.run(x, sx, w, sw),
+            LayerConv::Down => Down.run(x, sx, w, sw),
+            LayerConv::Up => Up.run(x, sx, w, sw),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            LayerConv::Cubic { .. } => Conv3d { padding: 0 }.op_name(),
+            LayerConv::Down => Down.op_name(),
+            LayerConv::Up => Up.op_name(),
+        }
+    }
+
+    /// The convolution's output, again (the backward's recomputation).
+    fn forward_tensor(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        match *self {
+            LayerConv::Cubic { padding } => x.apply_op2_no_bwd(w, &Conv3d { padding }),
+            LayerConv::Down => x.apply_op2_no_bwd(w, &Down),
+            LayerConv::Up => x.apply_op2_no_bwd(w, &Up),
+        }
+    }
+
+    fn input_grad(&self, dy: &Tensor, w: &Tensor) -> Result<Tensor> {
+        match *self {
+            LayerConv::Cubic { padding } => dy.apply_op2_no_bwd(w, &Conv3dInputGrad { padding }),
+            LayerConv::Down => dy.apply_op2_no_bwd(w, &Up),
+            LayerConv::Up => dy.apply_op2_no_bwd(w, &Down),
+        }
+    }
+
+    fn weight_grad(&self, x: &Tensor, dy: &Tensor, w: &Tensor) -> Result<Tensor> {
+        match *self {
+            LayerConv::Cubic { padding } => {
+                let k = w.dim(2)?;
+                x.apply_op2_no_bwd(dy, &Conv3dWeightGrad { padding, k })
+            }
+            LayerConv::Down => dy.apply_op2_no_bwd(x, &PairWGrad),
+            LayerConv::Up => x.apply_op2_no_bwd(dy, &PairWGrad),
+        }
+    }
+
+    /// Whether the backward recomputes the output of this convolution of
+    /// `cin` input channels instead of the forward keeping it (module doc).
+    fn recomputes(&self, cin: usize) -> bool {
+        match self {
+            LayerConv::Cubic { .. } => cin == 1,
+            LayerConv::Down | LayerConv::Up => true,
+        }
+    }
+}
+
+/// What the forward pass keeps for the backward: the BatchNorm statistics
+/// and, unless the backward recomputes it, the convolution's output, which
+/// the backward takes out (module doc).
+type State = Arc<Mutex<Option<(Saved, Option<Tensor>)>>>;
+
+/// `(x, w, p = [bias; gamma; beta])` to `relu(BN_train(conv(x, w) + bias))`.
 pub(crate) struct ConvBnReluTrain {
-    pub padding: usize,
+    pub conv: LayerConv,
     pub eps: f64,
     state: State,
 }
 
-const OP: &str = "conv3d + batch norm";
+const OP: &str = "conv + batch norm";
 
 impl ConvBnReluTrain {
     /// Applies the op to contiguous `x`, `w`, `p`: the output and the
@@ -38,12 +122,12 @@ impl ConvBnReluTrain {
         x: &Tensor,
         w: &Tensor,
         p: &Tensor,
-        padding: usize,
+        conv: LayerConv,
         eps: f64,
     ) -> Result<(Tensor, Saved)> {
         let state: State = Arc::new(Mutex::new(None));
         let op = ConvBnReluTrain {
-            padding,
+            conv,
             eps,
             state: state.clone(),
         };
@@ -71,13 +155,16 @@ impl Kernel3 for ConvBnReluTrain {
         sw: &Shape,
         p: &[T],
     ) -> Result<(Vec<T>, Shape)> {
-        let conv = Conv3d {
-            padding: self.padding,
-        };
-        let (y, shape) = crate::profile::timed(conv.op_name(), || conv.run(x, sx, w, sw))?;
+        let conv = self.conv;
+        let (y, shape) = crate::profile::timed(conv.name(), || conv.forward(x, sx, w, sw))?;
         let (z, saved) =
             crate::profile::timed("batch norm", || batchnorm::forward(self.eps, &y, &shape, p))?;
-        let y = Tensor::from_vec(y, shape.clone(), &Device::Cpu)?;
+        let cin = sx.dims().get(1).copied().unwrap_or(0);
+        let y = if conv.recomputes(cin) {
+            None
+        } else {
+            Some(Tensor::from_vec(y, shape.clone(), &Device::Cpu)?)
+        };
         *self.state.lock().expect("conv batch norm state") = Some((saved, y));
         Ok((z, shape))
     }
@@ -85,7 +172,7 @@ impl Kernel3 for ConvBnReluTrain {
 
 impl CustomOp3 for ConvBnReluTrain {
     fn name(&self) -> &'static str {
-        "dtml-conv3d-bias-bn-relu-train"
+        "dtml-conv-bias-bn-relu-train"
     }
 
     fn cpu_fwd(
@@ -108,24 +195,27 @@ impl CustomOp3 for ConvBnReluTrain {
         z: &Tensor,
         dz: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (saved, y) = self
-            .state
-            .lock()
-            .expect("conv batch norm state")
-            .clone()
-            .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: backward before forward")))?;
+        let conv = self.conv;
+        let (saved, y) = {
+            let mut state = self.state.lock().expect("conv batch norm state");
+            let (saved, y) = state
+                .as_mut()
+                .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: backward before forward")))?;
+            (saved.clone(), y.take())
+        };
+        // Recomputed where the forward kept nothing, and by a second backward
+        // pass over the same graph: the same kernel on the same inputs, so
+        // the same bits.
+        let y = match y {
+            Some(y) => y,
+            None => conv.forward_tensor(x, w)?,
+        };
         let (dy, dp) = batchnorm::backward(saved, &y, z, dz, p)?;
-        let padding = self.padding;
-        let dx = x
-            .track_op()
-            .then(|| dy.apply_op2_no_bwd(w, &Conv3dInputGrad { padding }))
-            .transpose()?;
+        drop(y);
+        let dx = x.track_op().then(|| conv.input_grad(&dy, w)).transpose()?;
         let dw = w
             .track_op()
-            .then(|| {
-                let k = w.dim(2)?;
-                x.apply_op2_no_bwd(&dy, &Conv3dWeightGrad { padding, k })
-            })
+            .then(|| conv.weight_grad(x, &dy, w))
             .transpose()?;
         Ok((dx, dw, p.track_op().then_some(dp)))
     }

@@ -32,6 +32,7 @@ mod upsample;
 
 use candle_core::{DType, Device, Result, Tensor, bail};
 
+pub use conv_bn::LayerConv;
 pub use dropout::{channel_dropout, channel_dropout_mask, channel_dropout_with_mask};
 pub use strided::conv3d_k4_s2;
 pub use upsample::{Upsampling, upsample2x};
@@ -213,9 +214,8 @@ pub fn conv3d_affine_relu(
 
 /// A V-Net layer in training: [`conv3d`] then [`bias_bn_relu_train`] (conv
 /// bias, batch-statistics BatchNorm, ReLU); returns the same `(y, batch
-/// mean, unbiased batch variance)`. On the CPU one custom op, so the
-/// convolution's output is never a node of the graph; elsewhere the two
-/// functions. Differentiable in every input but `eps`.
+/// mean, unbiased batch variance)`. [`conv_bn_relu_train`] with
+/// [`LayerConv::Cubic`].
 pub fn conv3d_bn_relu_train(
     x: &Tensor,
     w: &Tensor,
@@ -225,20 +225,60 @@ pub fn conv3d_bn_relu_train(
     beta: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    const OP: &str = "conv3d_bn_relu_train";
-    if !x.device().is_cpu() {
-        return bias_bn_relu_train(&conv3d(x, w, padding)?, bias, gamma, beta, eps);
-    }
-    check_conv3d(x, w, padding, OP)?;
+    conv_bn_relu_train(LayerConv::Cubic { padding }, x, w, bias, gamma, beta, eps)
+}
+
+/// A V-Net layer in training: the convolution `conv` of `x` by `w` ([`conv3d`],
+/// [`down_conv2`] or [`up_conv2`]), then [`bias_bn_relu_train`] (conv bias,
+/// batch-statistics BatchNorm, ReLU); returns the same `(y, batch mean,
+/// unbiased batch variance)`. On the CPU one custom op, so the convolution's
+/// output is never a node of the graph, and the backward frees or
+/// recomputes it (`conv_bn`'s module doc); elsewhere the two functions.
+/// Differentiable in every input but `eps`.
+pub fn conv_bn_relu_train(
+    conv: LayerConv,
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (op, cout) = match conv {
+        LayerConv::Cubic { padding } => {
+            const OP: &str = "conv3d_bn_relu_train";
+            if !x.device().is_cpu() {
+                return bias_bn_relu_train(&conv3d(x, w, padding)?, bias, gamma, beta, eps);
+            }
+            check_conv3d(x, w, padding, OP)?;
+            (OP, w.dim(0)?)
+        }
+        LayerConv::Down => {
+            const OP: &str = "down_conv2_bn_relu_train";
+            if !x.device().is_cpu() {
+                return bias_bn_relu_train(&down_conv2(x, w)?, bias, gamma, beta, eps);
+            }
+            check_down(x, w, OP)?;
+            (OP, w.dim(0)?)
+        }
+        LayerConv::Up => {
+            const OP: &str = "up_conv2_bn_relu_train";
+            if !x.device().is_cpu() {
+                return bias_bn_relu_train(&up_conv2(x, w)?, bias, gamma, beta, eps);
+            }
+            check_resample(x, w, OP, true)?;
+            (OP, w.dim(1)?)
+        }
+    };
     check_channel_params(
         x,
-        w.dim(0)?,
+        cout,
         [(bias, "bias"), (gamma, "gamma"), (beta, "beta")],
-        OP,
+        op,
     )?;
     let p = Tensor::stack(&[bias, gamma, beta], 0)?.contiguous()?;
     let (y, saved) =
-        conv_bn::ConvBnReluTrain::apply(&x.contiguous()?, &w.contiguous()?, &p, padding, eps)?;
+        conv_bn::ConvBnReluTrain::apply(&x.contiguous()?, &w.contiguous()?, &p, conv, eps)?;
     let (mean, var) = saved.running_stat_tensors(bias, &y)?;
     Ok((y, mean, var))
 }
@@ -328,6 +368,16 @@ pub fn conv3d_weight_grad(x: &Tensor, dy: &Tensor, k: usize, padding: usize) -> 
     }
 }
 
+/// Checks of [`down_conv2`]'s input and weight.
+fn check_down(x: &Tensor, w: &Tensor, op: &str) -> Result<()> {
+    check_resample(x, w, op, false)?;
+    let (_, _, d, h, wd) = x.dims5()?;
+    if d % 2 != 0 || h % 2 != 0 || wd % 2 != 0 {
+        bail!("{op}: spatial dims must be even, got {:?}", x.dims());
+    }
+    Ok(())
+}
+
 /// Shared checks of the 2x2x2 stride-2 pair; `wa` is the weight's first
 /// dimension, which must equal the channels of `x` when `x_is_first`.
 fn check_resample(x: &Tensor, w: &Tensor, op: &str, x_matches_first: bool) -> Result<()> {
@@ -357,11 +407,7 @@ fn check_resample(x: &Tensor, w: &Tensor, op: &str, x_matches_first: bool) -> Re
 /// space-to-depth followed by one GEMM, since the windows do not overlap.
 pub fn down_conv2(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     const OP: &str = "down_conv2";
-    check_resample(x, w, OP, false)?;
-    let (_, _, d, h, wd) = x.dims5()?;
-    if d % 2 != 0 || h % 2 != 0 || wd % 2 != 0 {
-        bail!("{OP}: spatial dims must be even, got {:?}", x.dims());
-    }
+    check_down(x, w, OP)?;
     if x.device().is_cpu() {
         x.contiguous()?.apply_op2(&w.contiguous()?, resample::Down)
     } else {

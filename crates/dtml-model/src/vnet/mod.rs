@@ -242,24 +242,29 @@ impl Layer {
         // Training: conv bias, batch-statistics BatchNorm and ReLU as one op
         // (a dozen fewer whole-tensor passes than composing them), then the
         // running statistics as PyTorch updates them (unbiased variance).
-        let (y, mean, var) = if self.conv.kind == Kind::Conv3 {
-            ops::conv3d_bn_relu_train(
+        let conv = match self.conv.kind {
+            Kind::Conv3 => Some(ops::LayerConv::Cubic { padding: 1 }),
+            Kind::Down => Some(ops::LayerConv::Down),
+            Kind::Up => Some(ops::LayerConv::Up),
+            Kind::Conv1 => None,
+        };
+        let (y, mean, var) = match conv {
+            Some(conv) => ops::conv_bn_relu_train(
+                conv,
                 x,
                 &p(&self.conv.weight),
-                1,
                 &p(&self.conv.bias),
                 &p(&self.gamma),
                 &p(&self.beta),
                 self.eps,
-            )?
-        } else {
-            ops::bias_bn_relu_train(
+            )?,
+            None => ops::bias_bn_relu_train(
                 &self.conv.forward_unbiased(x, pass)?,
                 &p(&self.conv.bias),
                 &p(&self.gamma),
                 &p(&self.beta),
                 self.eps,
-            )?
+            )?,
         };
         let m = self.momentum;
         let update = |running: &Var, batch: &Tensor| -> candle_core::Result<()> {
