@@ -26,6 +26,7 @@ mod cpu;
 pub mod cudnn;
 mod dropout;
 mod kernel;
+mod masked_conv1x1;
 mod resample;
 mod strided;
 mod upsample;
@@ -432,29 +433,62 @@ pub fn up_conv2(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// 1x1x1 convolution (a matmul over channels), no bias.
-///
-/// `x` is `(N, Cin, D, H, W)`, `w` is `(Cout, Cin, 1, 1, 1)`.
-pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    const OP: &str = "conv1x1";
-    let (_, cin, _, _, _) = dims5(x, "input", OP)?;
-    let (_, wcin, k0, k1, k2) = dims5(w, "weight", OP)?;
-    check_pair(x, w, OP)?;
+/// [`channel_dropout_with_mask`] then [`conv1x1`]: `conv1x1(x * mask[n, c],
+/// w)`, the V-Net's heads in training. On the CPU one op whose graph holds
+/// no dropped-out copy of `x` (`masked_conv1x1`'s module doc). `mask` is
+/// `(N, C)` and a constant: differentiable in `x` and `w`, and an error if
+/// `mask` tracks a gradient.
+pub fn masked_conv1x1(x: &Tensor, w: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    const OP: &str = "masked_conv1x1";
+    check_conv1x1(x, w, OP)?;
+    let (n, c, _, _, _) = x.dims5()?;
+    if mask.dims() != [n, c] {
+        bail!("{OP}: mask must be ({n}, {c}), got {:?}", mask.dims());
+    }
+    if mask.track_op() {
+        bail!("{OP}: the mask must be a constant, not a tensor that tracks gradients");
+    }
+    if mask.dtype() != x.dtype() || !mask.device().same_device(x.device()) {
+        bail!("{OP}: mask must have the input's dtype and device");
+    }
+    if !x.device().is_cpu() {
+        return conv1x1(&channel_dropout_with_mask(x, mask)?, w);
+    }
+    x.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &mask.contiguous()?,
+        masked_conv1x1::MaskedConv1x1,
+    )
+}
+
+/// Checks a 1x1x1 convolution's input and weight.
+fn check_conv1x1(x: &Tensor, w: &Tensor, op: &str) -> Result<()> {
+    let (_, cin, _, _, _) = dims5(x, "input", op)?;
+    let (_, wcin, k0, k1, k2) = dims5(w, "weight", op)?;
+    check_pair(x, w, op)?;
     if (k0, k1, k2) != (1, 1, 1) {
         bail!(
-            "{OP}: weight must be (Cout, Cin, 1, 1, 1), got {:?}",
+            "{op}: weight must be (Cout, Cin, 1, 1, 1), got {:?}",
             w.dims()
         );
     }
     if wcin != cin {
         bail!(
-            "{OP}: input has {cin} channels but weight {:?} expects {wcin}",
+            "{op}: input has {cin} channels but weight {:?} expects {wcin}",
             w.dims()
         );
     }
     if x.elem_count() == 0 || w.elem_count() == 0 {
-        bail!("{OP}: empty input {:?} or weight {:?}", x.dims(), w.dims());
+        bail!("{op}: empty input {:?} or weight {:?}", x.dims(), w.dims());
     }
+    Ok(())
+}
+
+/// 1x1x1 convolution (a matmul over channels), no bias.
+///
+/// `x` is `(N, Cin, D, H, W)`, `w` is `(Cout, Cin, 1, 1, 1)`.
+pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    check_conv1x1(x, w, "conv1x1")?;
     if x.device().is_cpu() {
         x.contiguous()?
             .apply_op2(&w.contiguous()?, resample::Conv1x1 { transpose: false })

@@ -96,29 +96,28 @@ pub enum Dropout<'a> {
 }
 
 impl Dropout<'_> {
-    /// Channel dropout of `h` `(N, C, ...)` with probability `p` at
-    /// dropout layer `which` of a network: given masks by index, seeded
-    /// ones drawn as PyTorch's `Dropout3d` keeps a channel (kept values
-    /// scaled by `1 / (1 - p)`).
-    pub(crate) fn apply(&mut self, h: &Tensor, which: usize, p: f64) -> Result<Tensor> {
+    /// The multipliers `(N, C)` of channel dropout with probability `p` at
+    /// dropout layer `which` of a network whose activation there is `h`
+    /// `(N, C, ...)`: given masks by index, seeded ones drawn as PyTorch's
+    /// `Dropout3d` keeps a channel (kept values scaled by `1 / (1 - p)`);
+    /// `None` without dropout.
+    fn mask(&mut self, h: &Tensor, which: usize, p: f64) -> Result<Option<Tensor>> {
         let (n, c) = (h.dim(0)?, h.dim(1)?);
         let mask = match self {
-            Dropout::Off => return Ok(h.clone()),
+            Dropout::Off => return Ok(None),
             Dropout::Masks(masks) => masks
                 .get(which)
                 .ok_or_else(|| ModelError::Input {
                     shape: vec![masks.len()],
                     reason: format!("no dropout mask for layer {which} among those given"),
                 })?
-                .clone(),
+                .detach(),
             Dropout::Seeded(rng) => {
                 let keep = 1.0 / (1.0 - p);
                 let v: Vec<f64> = (0..n * c)
                     .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
                     .collect();
                 Tensor::from_vec(v, (n, c), &Device::Cpu)?
-                    .to_dtype(h.dtype())?
-                    .to_device(h.device())?
             }
         };
         if mask.dims() != [n, c] {
@@ -127,7 +126,15 @@ impl Dropout<'_> {
                 reason: format!("dropout mask must be ({n}, {c})"),
             });
         }
-        Ok(h.broadcast_mul(&mask.reshape((n, c, 1, 1, 1))?)?)
+        Ok(Some(mask.to_dtype(h.dtype())?.to_device(h.device())?))
+    }
+
+    /// Channel dropout of `h` at dropout layer `which` ([`Self::mask`]).
+    pub(crate) fn apply(&mut self, h: &Tensor, which: usize, p: f64) -> Result<Tensor> {
+        Ok(match self.mask(h, which, p)? {
+            Some(mask) => ops::channel_dropout_with_mask(h, &mask)?,
+            None => h.clone(),
+        })
     }
 }
 
@@ -198,12 +205,6 @@ impl Conv {
             Kind::Up => ops::up_conv2(x, w),
             Kind::Conv1 => ops::conv1x1(x, w),
         }
-    }
-
-    fn forward(&self, x: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
-        let y = self.forward_unbiased(x, pass)?;
-        let c = self.bias.dim(0)?;
-        y.broadcast_add(&pass.param(&self.bias).reshape((1, c, 1, 1, 1))?)
     }
 }
 
@@ -444,9 +445,9 @@ impl VNet {
             h = (self.ups[u].forward(&h, pass)? + &skips[3 - u])?;
             h = self.stages[5 + u].forward(&h, pass)?;
         }
-        h = self.drop(&h, &mut dropout, 1)?;
-        let sdm = self.out_sdm.forward(&h, pass)?.tanh()?;
-        let seg_logits = self.out_seg.forward(&h, pass)?;
+        let [sdm, seg_logits] =
+            self.heads(&h, &mut dropout, 1, [&self.out_sdm, &self.out_seg], pass)?;
+        let sdm = sdm.tanh()?;
         // Inference reads the first decoder only.
         let mut aux_seg = Vec::new();
         if pass.track {
@@ -457,8 +458,8 @@ impl VNet {
                     h = (d.ups[u].forward(&up, pass)? + &skips[3 - u])?;
                     h = d.stages[u].forward(&h, pass)?;
                 }
-                h = self.drop(&h, &mut dropout, 2 + k)?;
-                aux_seg.push(d.out_seg.forward(&h, pass)?);
+                let [seg] = self.heads(&h, &mut dropout, 2 + k, [&d.out_seg], pass)?;
+                aux_seg.push(seg);
             }
         }
         Ok(VNetOutput {
@@ -470,6 +471,36 @@ impl VNet {
 
     fn drop(&self, h: &Tensor, dropout: &mut Dropout, which: usize) -> Result<Tensor> {
         dropout.apply(h, which, self.config.dropout)
+    }
+
+    /// The 1x1x1 heads `convs` on a decoder's last stage `h` after its
+    /// channel dropout (layer `which`): each head's output with its bias.
+    /// With dropout, the dropped-out copy of `h` is no graph node
+    /// ([`ops::masked_conv1x1`]). Each head is its own convolution, so a
+    /// head the objective does not use gets no gradient (PyTorch's SGD then
+    /// leaves it alone, weight decay included).
+    fn heads<const K: usize>(
+        &self,
+        h: &Tensor,
+        dropout: &mut Dropout,
+        which: usize,
+        convs: [&Conv; K],
+        pass: Pass,
+    ) -> Result<[Tensor; K]> {
+        let mask = dropout.mask(h, which, self.config.dropout)?;
+        let mut outputs = Vec::with_capacity(K);
+        for conv in convs {
+            let w = pass.param(&conv.weight);
+            let y = match &mask {
+                Some(mask) => ops::masked_conv1x1(h, &w, mask)?,
+                None => ops::conv1x1(h, &w)?,
+            };
+            let c = conv.bias.dim(0)?;
+            outputs.push(y.broadcast_add(&pass.param(&conv.bias).reshape((1, c, 1, 1, 1))?)?);
+        }
+        Ok(outputs
+            .try_into()
+            .expect("one output per head, by construction"))
     }
 
     /// Parameters an optimizer updates: conv weights and biases, BN affine.
