@@ -236,7 +236,7 @@ fn fused_conv_layer_equals_conv_then_batch_norm() {
     use ops::LayerConv;
     let cubic = LayerConv::Cubic { padding: 1 };
     // (conv, input channels, input size, kernel shape, output channels)
-    let cases: [(LayerConv, usize, [usize; 3], [usize; 5], usize); 4] = [
+    let cases = [
         (cubic, 3, [4, 6, 7], [5, 3, 3, 3, 3], 5),
         (cubic, 1, [4, 6, 7], [5, 1, 3, 3, 3], 5),
         (LayerConv::Down, 3, [4, 6, 8], [5, 3, 2, 2, 2], 5),

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 /// Per-channel statistics of the forward pass, kept for the backward.
 #[derive(Debug, Clone)]
-pub(super) struct Saved {
+pub(crate) struct Saved {
     /// Mean of `x` (without the bias, which the normalisation cancels).
     mean: Vec<f64>,
     /// `1 / sqrt(var + eps)`, biased variance.
@@ -44,7 +44,7 @@ impl Saved {
 
     /// [`Self::running_stats`] of the layer output `y` (its `count` values
     /// per channel) as tensors of `y`'s dtype and device.
-    pub(super) fn running_stat_tensors(
+    pub(crate) fn running_stat_tensors(
         &self,
         bias: &Tensor,
         y: &Tensor,

@@ -116,6 +116,14 @@ pub(crate) struct ConvBnReluTrain {
 const OP: &str = "conv + batch norm";
 
 impl ConvBnReluTrain {
+    pub(crate) fn new(conv: LayerConv, eps: f64) -> ConvBnReluTrain {
+        ConvBnReluTrain {
+            conv,
+            eps,
+            state: Arc::new(Mutex::new(None)),
+        }
+    }
+
     /// Applies the op to contiguous `x`, `w`, `p`: the output and the
     /// batch statistics.
     pub fn apply(
@@ -125,12 +133,8 @@ impl ConvBnReluTrain {
         conv: LayerConv,
         eps: f64,
     ) -> Result<(Tensor, Saved)> {
-        let state: State = Arc::new(Mutex::new(None));
-        let op = ConvBnReluTrain {
-            conv,
-            eps,
-            state: state.clone(),
-        };
+        let op = ConvBnReluTrain::new(conv, eps);
+        let state = op.state.clone();
         let z = x.apply_op3(w, p, op)?;
         let saved = state
             .lock()
@@ -139,6 +143,57 @@ impl ConvBnReluTrain {
             .map(|(s, _)| s.clone())
             .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: statistics missing")))?;
         Ok((z, saved))
+    }
+
+    /// The layer's output for contiguous `x`, `w`, `p` as no graph node:
+    /// `self` keeps what [`Self::grads`] needs (a caller running its own
+    /// backward pass).
+    pub(crate) fn forward_detached(&self, x: &Tensor, w: &Tensor, p: &Tensor) -> Result<Tensor> {
+        x.apply_op3_no_bwd(w, p, self)
+    }
+
+    /// The batch statistics of the forward pass.
+    pub(crate) fn saved(&self) -> Result<Saved> {
+        self.state
+            .lock()
+            .expect("conv batch norm state")
+            .as_ref()
+            .map(|(s, _)| s.clone())
+            .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: statistics missing")))
+    }
+
+    /// Gradients of the inputs `x`, `w`, `p` (those `want` names) for the
+    /// output `z`'s gradient `dz`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        p: &Tensor,
+        z: &Tensor,
+        dz: &Tensor,
+        [want_x, want_w, want_p]: [bool; 3],
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let conv = self.conv;
+        let (saved, y) = {
+            let mut state = self.state.lock().expect("conv batch norm state");
+            let (saved, y) = state
+                .as_mut()
+                .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: backward before forward")))?;
+            (saved.clone(), y.take())
+        };
+        // Recomputed where the forward kept nothing, and by a second backward
+        // pass over the same graph: the same kernel on the same inputs, so
+        // the same bits.
+        let y = match y {
+            Some(y) => y,
+            None => conv.forward_tensor(x, w)?,
+        };
+        let (dy, dp) = batchnorm::backward(saved, &y, z, dz, p)?;
+        drop(y);
+        let dx = want_x.then(|| conv.input_grad(&dy, w)).transpose()?;
+        let dw = want_w.then(|| conv.weight_grad(x, &dy, w)).transpose()?;
+        Ok((dx, dw, want_p.then_some(dp)))
     }
 }
 
@@ -195,28 +250,6 @@ impl CustomOp3 for ConvBnReluTrain {
         z: &Tensor,
         dz: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let conv = self.conv;
-        let (saved, y) = {
-            let mut state = self.state.lock().expect("conv batch norm state");
-            let (saved, y) = state
-                .as_mut()
-                .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: backward before forward")))?;
-            (saved.clone(), y.take())
-        };
-        // Recomputed where the forward kept nothing, and by a second backward
-        // pass over the same graph: the same kernel on the same inputs, so
-        // the same bits.
-        let y = match y {
-            Some(y) => y,
-            None => conv.forward_tensor(x, w)?,
-        };
-        let (dy, dp) = batchnorm::backward(saved, &y, z, dz, p)?;
-        drop(y);
-        let dx = x.track_op().then(|| conv.input_grad(&dy, w)).transpose()?;
-        let dw = w
-            .track_op()
-            .then(|| conv.weight_grad(x, &dy, w))
-            .transpose()?;
-        Ok((dx, dw, p.track_op().then_some(dp)))
+        self.grads(x, w, p, z, dz, [x.track_op(), w.track_op(), p.track_op()])
     }
 }

@@ -25,7 +25,7 @@
 
 use crate::simd::{self, Lanes, Quad, Tier};
 use candle_core::WithDType;
-use std::ops::{Add, AddAssign, Mul};
+use std::ops::{Add, AddAssign, Mul, MulAssign};
 
 /// A forward tile: `cb` output channels times `16 * r` positions.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -82,7 +82,7 @@ pub(crate) const DW_ACC: usize = 384;
 
 /// The float types our CPU kernels support (f32 and f64).
 pub(crate) trait Real:
-    WithDType + Default + Add<Output = Self> + Mul<Output = Self> + AddAssign + Send + Sync
+    WithDType + Default + Add<Output = Self> + Mul<Output = Self> + AddAssign + MulAssign + Send + Sync
 {
     /// Whether this is f32 (the type the SIMD tiers serve).
     const IS_F32: bool;

@@ -23,7 +23,7 @@ fn scale<T: Real>(x: &mut [T], mask: &[T]) {
     let volume = (x.len() / mask.len().max(1)).max(1);
     x.par_chunks_mut(volume)
         .zip(mask.par_iter())
-        .for_each(|(v, &m)| v.iter_mut().for_each(|a| *a = *a * m));
+        .for_each(|(v, &m)| v.iter_mut().for_each(|a| *a *= m));
 }
 
 /// `x` scaled by [`scale`], as a new buffer.

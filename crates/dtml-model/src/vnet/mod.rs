@@ -24,6 +24,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 mod build;
+mod trunk;
 mod weights;
 pub use weights::read_weight_file;
 
@@ -102,7 +103,18 @@ impl Dropout<'_> {
     /// `Dropout3d` keeps a channel (kept values scaled by `1 / (1 - p)`);
     /// `None` without dropout.
     fn mask(&mut self, h: &Tensor, which: usize, p: f64) -> Result<Option<Tensor>> {
-        let (n, c) = (h.dim(0)?, h.dim(1)?);
+        self.mask_for((h.dim(0)?, h.dim(1)?), h, which, p)
+    }
+
+    /// [`Self::mask`] for an activation of `n` samples and `c` channels,
+    /// of `like`'s dtype and device.
+    fn mask_for(
+        &mut self,
+        (n, c): (usize, usize),
+        like: &Tensor,
+        which: usize,
+        p: f64,
+    ) -> Result<Option<Tensor>> {
         let mask = match self {
             Dropout::Off => return Ok(None),
             Dropout::Masks(masks) => masks
@@ -126,7 +138,7 @@ impl Dropout<'_> {
                 reason: format!("dropout mask must be ({n}, {c})"),
             });
         }
-        Ok(Some(mask.to_dtype(h.dtype())?.to_device(h.device())?))
+        Ok(Some(mask.to_dtype(like.dtype())?.to_device(like.device())?))
     }
 
     /// Channel dropout of `h` at dropout layer `which` ([`Self::mask`]).
@@ -243,37 +255,45 @@ impl Layer {
         // Training: conv bias, batch-statistics BatchNorm and ReLU as one op
         // (a dozen fewer whole-tensor passes than composing them), then the
         // running statistics as PyTorch updates them (unbiased variance).
-        let conv = match self.conv.kind {
-            Kind::Conv3 => Some(ops::LayerConv::Cubic { padding: 1 }),
-            Kind::Down => Some(ops::LayerConv::Down),
-            Kind::Up => Some(ops::LayerConv::Up),
-            Kind::Conv1 => None,
-        };
-        let (y, mean, var) = match conv {
-            Some(conv) => ops::conv_bn_relu_train(
-                conv,
-                x,
-                &p(&self.conv.weight),
-                &p(&self.conv.bias),
-                &p(&self.gamma),
-                &p(&self.beta),
-                self.eps,
-            )?,
-            None => ops::bias_bn_relu_train(
-                &self.conv.forward_unbiased(x, pass)?,
-                &p(&self.conv.bias),
-                &p(&self.gamma),
-                &p(&self.beta),
-                self.eps,
-            )?,
-        };
+        let (y, mean, var) = ops::conv_bn_relu_train(
+            self.layer_conv(),
+            x,
+            &p(&self.conv.weight),
+            &p(&self.conv.bias),
+            &p(&self.gamma),
+            &p(&self.beta),
+            self.eps,
+        )?;
+        self.update_running(&mean, &var)?;
+        Ok(y)
+    }
+
+    /// The layer's convolution as the fused ops name it.
+    fn layer_conv(&self) -> ops::LayerConv {
+        match self.conv.kind {
+            Kind::Conv3 => ops::LayerConv::Cubic { padding: 1 },
+            Kind::Down => ops::LayerConv::Down,
+            Kind::Up => ops::LayerConv::Up,
+            Kind::Conv1 => unreachable!("no V-Net layer has a 1x1x1 convolution"),
+        }
+    }
+
+    /// Moves the running statistics towards a batch's mean and unbiased
+    /// variance, as PyTorch does.
+    fn update_running(&self, mean: &Tensor, var: &Tensor) -> candle_core::Result<()> {
         let m = self.momentum;
         let update = |running: &Var, batch: &Tensor| -> candle_core::Result<()> {
             running.set(&((running.as_tensor().detach() * (1.0 - m))? + (batch.detach() * m)?)?)
         };
-        update(&self.running_mean, &mean)?;
-        update(&self.running_var, &var)?;
-        Ok(y)
+        update(&self.running_mean, mean)?;
+        update(&self.running_var, var)
+    }
+
+    /// [`Self::update_running`] from a forward pass's statistics and its
+    /// output `z`.
+    fn update_running_stats(&self, saved: &ops::Saved, z: &Tensor) -> candle_core::Result<()> {
+        let (mean, var) = saved.running_stat_tensors(self.conv.bias.as_tensor(), z)?;
+        self.update_running(&mean, &var)
     }
 }
 
@@ -431,6 +451,18 @@ impl VNet {
             self.batches_tracked.fetch_add(1, Ordering::Relaxed);
         }
         let mut dropout = dropout;
+        if train && pass.track && self.extra.is_empty() && self.device.is_cpu() {
+            // The trunk as one graph node with its own backward (`trunk`).
+            let bottom = (dims[0], self.stages[4].layers[0].conv.bias.dim(0)?);
+            let mask = dropout.mask_for(bottom, x, 0, self.config.dropout)?;
+            let h = self.trunk_train(x, mask)?;
+            return self.outputs(&h, &mut dropout, pass);
+        }
+        self.run_layers(x, pass, dropout)
+    }
+
+    /// [`Self::run`] as a graph of layers (every device, every decoder).
+    fn run_layers(&self, x: &Tensor, pass: Pass, mut dropout: Dropout) -> Result<VNetOutput> {
         let mut skips = Vec::with_capacity(4);
         let mut h = x.clone();
         for s in 0..4 {
@@ -445,11 +477,9 @@ impl VNet {
             h = (self.ups[u].forward(&h, pass)? + &skips[3 - u])?;
             h = self.stages[5 + u].forward(&h, pass)?;
         }
-        let [sdm, seg_logits] =
-            self.heads(&h, &mut dropout, 1, [&self.out_sdm, &self.out_seg], pass)?;
-        let sdm = sdm.tanh()?;
+        // The heads' dropout draws before the extra decoders'.
+        let mut out = self.outputs(&h, &mut dropout, pass)?;
         // Inference reads the first decoder only.
-        let mut aux_seg = Vec::new();
         if pass.track {
             for (k, d) in self.extra.iter().enumerate() {
                 let mut h = bottom.clone();
@@ -459,13 +489,20 @@ impl VNet {
                     h = d.stages[u].forward(&h, pass)?;
                 }
                 let [seg] = self.heads(&h, &mut dropout, 2 + k, [&d.out_seg], pass)?;
-                aux_seg.push(seg);
+                out.aux_seg.push(seg);
             }
         }
+        Ok(out)
+    }
+
+    /// The two heads on the last decoder stage `h` (no extra decoders'
+    /// outputs yet).
+    fn outputs(&self, h: &Tensor, dropout: &mut Dropout, pass: Pass) -> Result<VNetOutput> {
+        let [sdm, seg_logits] = self.heads(h, dropout, 1, [&self.out_sdm, &self.out_seg], pass)?;
         Ok(VNetOutput {
-            sdm,
+            sdm: sdm.tanh()?,
             seg_logits,
-            aux_seg,
+            aux_seg: Vec::new(),
         })
     }
 
