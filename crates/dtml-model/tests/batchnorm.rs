@@ -275,12 +275,7 @@ fn fused_conv_layer_equals_conv_then_batch_norm() {
                     1e-5,
                 )
                 .unwrap();
-                let conv_out = match conv {
-                    LayerConv::Cubic { padding } => ops::conv3d(&xt, w.as_tensor(), padding),
-                    LayerConv::Down => ops::down_conv2(&xt, w.as_tensor()),
-                    LayerConv::Up => ops::up_conv2(&xt, w.as_tensor()),
-                }
-                .unwrap();
+                let conv_out = ops::layer_conv(conv, &xt, w.as_tensor()).unwrap();
                 let (ys, ms, vs) = ops::bias_bn_relu_train(
                     &conv_out,
                     bias.as_tensor(),

@@ -702,19 +702,29 @@ fn strided_convolution_finite_differences() {
 }
 
 /// Inference's fused layer equals the conv followed by candle's
-/// per-channel multiply, add and ReLU, bit for bit, and checks its inputs.
+/// per-channel multiply, add and ReLU, bit for bit, for each of a V-Net
+/// layer's convolutions, and checks its inputs.
 #[test]
-fn conv3d_affine_relu_equals_the_composed_layer() {
+fn conv_affine_relu_equals_the_composed_layer() {
+    use ops::LayerConv;
     let mut rng = ChaCha8Rng::seed_from_u64(41);
+    let cubic = LayerConv::Cubic { padding: 1 };
+    // (conv, input shape, weight shape, output channels)
+    let cases = [
+        (cubic, [2, 3, 4, 6, 7], [5, 3, 3, 3, 3], 5),
+        (cubic, [1, 8, 2, 3, 3], [30, 8, 3, 3, 3], 30),
+        (LayerConv::Down, [2, 3, 4, 6, 8], [5, 3, 2, 2, 2], 5),
+        (LayerConv::Up, [2, 3, 2, 3, 4], [3, 5, 2, 2, 2], 5),
+    ];
     for dtype in [DType::F32, DType::F64] {
-        for (n, cin, cout, dhw) in [(2, 3, 5, [4, 6, 7]), (1, 8, 30, [2, 3, 3])] {
-            let x = random(&[n, cin, dhw[0], dhw[1], dhw[2]], dtype, &mut rng);
-            let w = random(&[cout, cin, 3, 3, 3], dtype, &mut rng);
+        for (conv, xs, ws, cout) in cases {
+            let x = random(&xs, dtype, &mut rng);
+            let w = random(&ws, dtype, &mut rng);
             let scale = random(&[cout], dtype, &mut rng);
             let shift = random(&[cout], dtype, &mut rng);
-            let fused = ops::conv3d_affine_relu(&x, &w, 1, &scale, &shift).unwrap();
+            let fused = ops::conv_affine_relu(conv, &x, &w, &scale, &shift).unwrap();
             let shape = (1, cout, 1, 1, 1);
-            let composed = ops::conv3d(&x, &w, 1)
+            let composed = ops::layer_conv(conv, &x, &w)
                 .unwrap()
                 .broadcast_mul(&scale.reshape(shape).unwrap())
                 .unwrap()
@@ -722,7 +732,11 @@ fn conv3d_affine_relu_equals_the_composed_layer() {
                 .unwrap()
                 .relu()
                 .unwrap();
-            assert_eq!(to_vec(&fused), to_vec(&composed), "{dtype:?} {cin}->{cout}");
+            assert_eq!(
+                to_vec(&fused),
+                to_vec(&composed),
+                "{dtype:?} {conv:?} {xs:?}"
+            );
         }
     }
     let x = Tensor::zeros((1, 2, 3, 3, 3), DType::F32, &Device::Cpu).unwrap();
@@ -730,6 +744,9 @@ fn conv3d_affine_relu_equals_the_composed_layer() {
     let c3 = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
     let e = ops::conv3d_affine_relu(&x, &w, 1, &c3, &c3).unwrap_err();
     assert!(e.to_string().contains("conv3d_affine_relu"), "{e}");
+    let w2 = Tensor::zeros((4, 2, 2, 2, 2), DType::F32, &Device::Cpu).unwrap();
+    let e = ops::conv_affine_relu(LayerConv::Down, &x, &w2, &c3, &c3).unwrap_err();
+    assert!(e.to_string().contains("down_conv2_affine_relu"), "{e}");
 }
 
 /// The heads' op (`masked_conv1x1`) gives bit for bit what channel dropout

@@ -191,6 +191,17 @@ pub(crate) struct Epilogue<'a, T> {
     pub shift: &'a [T],
 }
 
+impl<T: Real> Epilogue<'_, T> {
+    /// `max(0, scale[c] v + shift[c])` for each value `v` of channel `c`.
+    pub(crate) fn apply(&self, c: usize, values: &mut [T]) {
+        let (a, t, zero) = (self.scale[c], self.shift[c], T::default());
+        for v in values.iter_mut() {
+            let y = a * *v + t;
+            *v = if y > zero { y } else { zero };
+        }
+    }
+}
+
 /// Convolution of `x` (geometry `g`) for `cout` output channels with the
 /// weights `get(co, ci, tap)`, then `epilogue` if any; returns `(n, cout,
 /// do, ho, wo)`.
@@ -289,11 +300,7 @@ fn conv_forward_tiled<T: Real, const CB: usize, const R: usize>(
                         let obase = ((ni * cout + co) * do_ + zo) * ho * wo;
                         let vals = &mut buf[c * tile..(c + 1) * tile];
                         if let Some(e) = epilogue {
-                            let (a, t, zero) = (e.scale[co], e.shift[co], T::default());
-                            for v in vals.iter_mut() {
-                                let y = a * *v + t;
-                                *v = if y > zero { y } else { zero };
-                            }
+                            e.apply(co, vals);
                         }
                         // Copy the valid run of each output row in the tile.
                         let mut q = q0;

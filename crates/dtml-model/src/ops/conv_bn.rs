@@ -22,11 +22,12 @@
 //! node until then), as PyTorch frees a node's saved tensors.
 
 use super::batchnorm::{self, Saved};
-use super::conv3d::{Conv3d, Conv3dInputGrad, Conv3dWeightGrad};
+use super::conv3d::{Conv3d, Conv3dAffineRelu, Conv3dInputGrad, Conv3dWeightGrad, Epilogue};
 use super::cpu::{Kernel2, Kernel3, apply3};
 use super::kernel::Real;
 use super::resample::{Down, PairWGrad, Up};
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
 /// The convolution of a V-Net layer ([`super::conv_bn_relu_train`]).
@@ -251,5 +252,61 @@ impl CustomOp3 for ConvBnReluTrain {
         dz: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         self.grads(x, w, p, z, dz, [x.track_op(), w.track_op(), p.track_op()])
+    }
+}
+
+/// Inference's V-Net layer: `(x, w, ss = [scale; shift] (2, Cout))` to
+/// `max(0, scale[c] conv(x, w) + shift[c])`, the conv bias and the
+/// BatchNorm's running statistics folded into `scale` and `shift`. The 3x3x3
+/// convolution applies them as it stores its values; the stride-2 ones in
+/// one parallel pass over their output. Forward only.
+pub(crate) struct LayerAffineRelu {
+    pub conv: LayerConv,
+}
+
+impl Kernel3 for LayerAffineRelu {
+    fn op_name(&self) -> &'static str {
+        "conv + affine + relu"
+    }
+
+    fn run<T: Real>(
+        &self,
+        x: &[T],
+        sx: &Shape,
+        w: &[T],
+        sw: &Shape,
+        ss: &[T],
+    ) -> Result<(Vec<T>, Shape)> {
+        if let LayerConv::Cubic { padding } = self.conv {
+            return Conv3dAffineRelu { padding }.run(x, sx, w, sw, ss);
+        }
+        let (mut y, shape) =
+            crate::profile::timed(self.conv.name(), || self.conv.forward(x, sx, w, sw))?;
+        let (scale, shift) = ss.split_at(ss.len() / 2);
+        let epilogue = Epilogue { scale, shift };
+        let c = scale.len();
+        let volume = y.len() / (shape.dims()[0] * c).max(1);
+        y.par_chunks_mut(volume.max(1))
+            .enumerate()
+            .for_each(|(i, values)| epilogue.apply(i % c, values));
+        Ok((y, shape))
+    }
+}
+
+impl CustomOp3 for LayerAffineRelu {
+    fn name(&self) -> &'static str {
+        "dtml-conv-affine-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        apply3(self, (s1, l1), (s2, l2), (s3, l3))
     }
 }

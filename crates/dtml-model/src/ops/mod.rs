@@ -196,13 +196,33 @@ pub fn conv3d_affine_relu(
     scale: &Tensor,
     shift: &Tensor,
 ) -> Result<Tensor> {
-    const OP: &str = "conv3d_affine_relu";
-    check_conv3d(x, w, padding, OP)?;
-    let c = w.dim(0)?;
-    check_channel_params(x, c, [(scale, "scale"), (shift, "shift")], OP)?;
+    conv_affine_relu(LayerConv::Cubic { padding }, x, w, scale, shift)
+}
+
+/// [`conv3d_affine_relu`] for any of a V-Net layer's convolutions
+/// ([`LayerConv`]): `max(0, scale[c] conv(x, w) + shift[c])`, one pass on
+/// the CPU. Not differentiable (inference).
+pub fn conv_affine_relu(
+    conv: LayerConv,
+    x: &Tensor,
+    w: &Tensor,
+    scale: &Tensor,
+    shift: &Tensor,
+) -> Result<Tensor> {
+    let (op, c) = check_layer(
+        conv,
+        x,
+        w,
+        [
+            "conv3d_affine_relu",
+            "down_conv2_affine_relu",
+            "up_conv2_affine_relu",
+        ],
+    )?;
+    check_channel_params(x, c, [(scale, "scale"), (shift, "shift")], op)?;
     if !x.device().is_cpu() {
         let shape = (1, c, 1, 1, 1);
-        return conv3d(x, w, padding)?
+        return layer_conv(conv, x, w)?
             .broadcast_mul(&scale.reshape(shape)?)?
             .broadcast_add(&shift.reshape(shape)?)?
             .relu();
@@ -211,8 +231,43 @@ pub fn conv3d_affine_relu(
     x.detach().contiguous()?.apply_op3_no_bwd(
         &w.detach().contiguous()?,
         &ss.detach(),
-        &conv3d::Conv3dAffineRelu { padding },
+        &conv_bn::LayerAffineRelu { conv },
     )
+}
+
+/// The convolution `conv` of `x` by `w` alone: [`conv3d`], [`down_conv2`]
+/// or [`up_conv2`].
+pub fn layer_conv(conv: LayerConv, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    match conv {
+        LayerConv::Cubic { padding } => conv3d(x, w, padding),
+        LayerConv::Down => down_conv2(x, w),
+        LayerConv::Up => up_conv2(x, w),
+    }
+}
+
+/// Checks `x` and `w` for the convolution `conv` of an op named, by
+/// convolution, `names` (cubic, down, up); returns that name and the
+/// output channels.
+fn check_layer(
+    conv: LayerConv,
+    x: &Tensor,
+    w: &Tensor,
+    [cubic, down, up]: [&'static str; 3],
+) -> Result<(&'static str, usize)> {
+    match conv {
+        LayerConv::Cubic { padding } => {
+            check_conv3d(x, w, padding, cubic)?;
+            Ok((cubic, w.dim(0)?))
+        }
+        LayerConv::Down => {
+            check_down(x, w, down)?;
+            Ok((down, w.dim(0)?))
+        }
+        LayerConv::Up => {
+            check_resample(x, w, up, true)?;
+            Ok((up, w.dim(1)?))
+        }
+    }
 }
 
 /// A V-Net layer in training: [`conv3d`] then [`bias_bn_relu_train`] (conv
@@ -247,32 +302,19 @@ pub fn conv_bn_relu_train(
     beta: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let (op, cout) = match conv {
-        LayerConv::Cubic { padding } => {
-            const OP: &str = "conv3d_bn_relu_train";
-            if !x.device().is_cpu() {
-                return bias_bn_relu_train(&conv3d(x, w, padding)?, bias, gamma, beta, eps);
-            }
-            check_conv3d(x, w, padding, OP)?;
-            (OP, w.dim(0)?)
-        }
-        LayerConv::Down => {
-            const OP: &str = "down_conv2_bn_relu_train";
-            if !x.device().is_cpu() {
-                return bias_bn_relu_train(&down_conv2(x, w)?, bias, gamma, beta, eps);
-            }
-            check_down(x, w, OP)?;
-            (OP, w.dim(0)?)
-        }
-        LayerConv::Up => {
-            const OP: &str = "up_conv2_bn_relu_train";
-            if !x.device().is_cpu() {
-                return bias_bn_relu_train(&up_conv2(x, w)?, bias, gamma, beta, eps);
-            }
-            check_resample(x, w, OP, true)?;
-            (OP, w.dim(1)?)
-        }
-    };
+    if !x.device().is_cpu() {
+        return bias_bn_relu_train(&layer_conv(conv, x, w)?, bias, gamma, beta, eps);
+    }
+    let (op, cout) = check_layer(
+        conv,
+        x,
+        w,
+        [
+            "conv3d_bn_relu_train",
+            "down_conv2_bn_relu_train",
+            "up_conv2_bn_relu_train",
+        ],
+    )?;
     check_channel_params(
         x,
         cout,

@@ -241,9 +241,15 @@ impl Layer {
             let scale = (p(&self.gamma) / (p(&self.running_var) + self.eps)?.sqrt()?)?;
             let shift =
                 ((p(&self.conv.bias) - p(&self.running_mean))? * &scale)?.add(&p(&self.beta))?;
-            if !pass.track && self.conv.kind == Kind::Conv3 {
+            if !pass.track {
                 // Nothing will differentiate this pass: one fused op.
-                return ops::conv3d_affine_relu(x, &p(&self.conv.weight), 1, &scale, &shift);
+                return ops::conv_affine_relu(
+                    self.layer_conv(),
+                    x,
+                    &p(&self.conv.weight),
+                    &scale,
+                    &shift,
+                );
             }
             return self
                 .conv
