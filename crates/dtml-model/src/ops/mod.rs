@@ -478,8 +478,9 @@ pub fn up_conv2(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 /// [`channel_dropout_with_mask`] then [`conv1x1`]: `conv1x1(x * mask[n, c],
-/// w)`, the V-Net's heads in training. On the CPU one op whose graph holds
-/// no dropped-out copy of `x` (`masked_conv1x1`'s module doc). `mask` is
+/// w)`, the V-Net's heads. On the CPU one op whose graph holds no
+/// dropped-out copy of `x`, with loops for few output channels
+/// (`masked_conv1x1`'s module doc); equal to the two ops to rounding. `mask` is
 /// `(N, C)` and a constant: differentiable in `x` and `w`, and an error if
 /// `mask` tracks a gradient.
 pub fn masked_conv1x1(x: &Tensor, w: &Tensor, mask: &Tensor) -> Result<Tensor> {

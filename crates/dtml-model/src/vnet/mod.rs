@@ -518,7 +518,7 @@ impl VNet {
 
     /// The 1x1x1 heads `convs` on a decoder's last stage `h` after its
     /// channel dropout (layer `which`): each head's output with its bias.
-    /// With dropout, the dropped-out copy of `h` is no graph node
+    /// The dropped-out copy of `h` is no graph node
     /// ([`ops::masked_conv1x1`]). Each head is its own convolution, so a
     /// head the objective does not use gets no gradient (PyTorch's SGD then
     /// leaves it alone, weight decay included).
@@ -530,14 +530,15 @@ impl VNet {
         convs: [&Conv; K],
         pass: Pass,
     ) -> Result<[Tensor; K]> {
-        let mask = dropout.mask(h, which, self.config.dropout)?;
+        // Without dropout, multipliers of one (exact): the same op.
+        let mask = match dropout.mask(h, which, self.config.dropout)? {
+            Some(mask) => mask,
+            None => Tensor::ones((h.dim(0)?, h.dim(1)?), h.dtype(), h.device())?,
+        };
         let mut outputs = Vec::with_capacity(K);
         for conv in convs {
             let w = pass.param(&conv.weight);
-            let y = match &mask {
-                Some(mask) => ops::masked_conv1x1(h, &w, mask)?,
-                None => ops::conv1x1(h, &w)?,
-            };
+            let y = ops::masked_conv1x1(h, &w, &mask)?;
             let c = conv.bias.dim(0)?;
             outputs.push(y.broadcast_add(&pass.param(&conv.bias).reshape((1, c, 1, 1, 1))?)?);
         }
