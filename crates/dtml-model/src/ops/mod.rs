@@ -36,6 +36,7 @@ use candle_core::{DType, Device, Result, Tensor, bail};
 pub(crate) use batchnorm::Saved;
 pub(crate) use conv_bn::ConvBnReluTrain;
 pub use conv_bn::LayerConv;
+pub(crate) use cpu::add_detached;
 pub use dropout::{channel_dropout, channel_dropout_mask, channel_dropout_with_mask};
 pub use strided::conv3d_k4_s2;
 pub use upsample::{Upsampling, upsample2x};

@@ -144,7 +144,7 @@ impl VNet {
         }
         for u in 0..4 {
             ups.push(run(&h)?);
-            h = (output(ups.last().expect("a layer")) + &skips[3 - u])?;
+            h = ops::add_detached(&output(ups.last().expect("a layer")), &skips[3 - u])?;
             let mut stage = Vec::new();
             for _ in &self.stages[5 + u].layers {
                 stage.push(run(&h)?);
@@ -266,7 +266,8 @@ impl CustomOp2 for TrunkNode {
             let stage = stages.pop().expect("five encoder stages");
             if s < 4 {
                 g = required(back(downs.pop().expect("four downs"), g, true)?);
-                g = (g + skip_grads[s].take().expect("the decoder's gradient"))?;
+                let skip = skip_grads[s].take().expect("the decoder's gradient");
+                g = ops::add_detached(&g, &skip)?;
             }
             match back_stage(stage, g, s > 0 || x.track_op(), &mut back)? {
                 Some(d) if s > 0 => g = d,
