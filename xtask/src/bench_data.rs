@@ -127,7 +127,10 @@ pub(crate) fn bench_data(quick: bool) -> Result<()> {
         system["kernel_tier"].as_str().unwrap_or("?"),
         system["threads"]
     );
-    let base = root().join("target/dtml-bench/data");
+    // Its own folder: `prepare` generates the synthetic data into
+    // `target/dtml-bench/data`, which `generate` refuses once it holds
+    // anything else.
+    let base = root().join("target/dtml-bench/cohorts");
 
     // The loader against the step: cases of 128x128x96 (6 MiB of f32, a
     // cropped CT or MR scan) hold a paper-size patch.

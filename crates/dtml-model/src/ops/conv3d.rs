@@ -23,7 +23,7 @@
 //! per block of rows so the reduction vectorises over output channels.
 
 use super::cpu::{
-    Kernel2, Kernel3, SendPtr, apply2, apply3, assume_init, linear_grads, par_filled, uninit_vec,
+    Kernel2, Kernel3, SendPtr, apply2, assume_init, linear_grads, par_filled, uninit_vec,
 };
 use super::kernel::{DW_ACC, MAX_TILE, Real, TileShape, fwd_shapes};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
@@ -712,7 +712,8 @@ impl CustomOp2 for Conv3d {
 /// Inference's V-Net layer: `(x, w, ss = [scale; shift] (2, Cout))` to
 /// `max(0, scale[c] conv3d(x, w) + shift[c])`, the conv bias and the
 /// BatchNorm's running statistics folded into `scale` and `shift` and
-/// applied as the convolution stores its values. Forward only.
+/// applied as the convolution stores its values. Forward only, run by
+/// `conv_bn::LayerAffineRelu`.
 pub(crate) struct Conv3dAffineRelu {
     pub padding: usize,
 }
@@ -742,24 +743,6 @@ impl Kernel3 for Conv3dAffineRelu {
                 Some(Epilogue { scale, shift }),
             )
         })
-    }
-}
-
-impl candle_core::CustomOp3 for Conv3dAffineRelu {
-    fn name(&self) -> &'static str {
-        "dtml-conv3d-affine-relu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        apply3(self, (s1, l1), (s2, l2), (s3, l3))
     }
 }
 

@@ -23,7 +23,7 @@
 
 use super::batchnorm::{self, Saved};
 use super::conv3d::{Conv3d, Conv3dAffineRelu, Conv3dInputGrad, Conv3dWeightGrad, Epilogue};
-use super::cpu::{Kernel2, Kernel3, apply3};
+use super::cpu::{Kernel2, Kernel3, apply3, forward_op3};
 use super::kernel::Real;
 use super::resample::{Down, PairWGrad, Up};
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
@@ -293,20 +293,4 @@ impl Kernel3 for LayerAffineRelu {
     }
 }
 
-impl CustomOp3 for LayerAffineRelu {
-    fn name(&self) -> &'static str {
-        "dtml-conv-affine-relu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        apply3(self, (s1, l1), (s2, l2), (s3, l3))
-    }
-}
+forward_op3!(LayerAffineRelu, "dtml-conv-affine-relu");

@@ -230,3 +230,28 @@ pub(crate) fn add_detached(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         a + b
     }
 }
+
+/// Makes a [`Kernel3`] a candle op that is never differentiated (gradient
+/// and inference kernels): its `cpu_fwd` is [`apply3`].
+macro_rules! forward_op3 {
+    ($kernel:ty, $name:literal) => {
+        impl candle_core::CustomOp3 for $kernel {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn cpu_fwd(
+                &self,
+                s1: &candle_core::CpuStorage,
+                l1: &candle_core::Layout,
+                s2: &candle_core::CpuStorage,
+                l2: &candle_core::Layout,
+                s3: &candle_core::CpuStorage,
+                l3: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                $crate::ops::cpu::apply3(self, (s1, l1), (s2, l2), (s3, l3))
+            }
+        }
+    };
+}
+pub(crate) use forward_op3;

@@ -16,7 +16,7 @@
 //! agree with channel dropout then [`super::conv1x1`] to rounding (the sums
 //! run in another order; test).
 
-use super::cpu::{Kernel3, apply3};
+use super::cpu::{Kernel3, apply3, forward_op3};
 use super::kernel::Real;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -115,11 +115,19 @@ impl CustomOp3 for MaskedConv1x1 {
         let g = g.contiguous()?;
         let dx = x
             .track_op()
-            .then(|| g.apply_op3_no_bwd(w, mask, &InputGrad))
+            .then(|| {
+                crate::profile::timed(InputGrad.op_name(), || {
+                    g.apply_op3_no_bwd(w, mask, &InputGrad)
+                })
+            })
             .transpose()?;
         let dw = w
             .track_op()
-            .then(|| g.apply_op3_no_bwd(x, mask, &WeightGrad))
+            .then(|| {
+                crate::profile::timed(WeightGrad.op_name(), || {
+                    g.apply_op3_no_bwd(x, mask, &WeightGrad)
+                })
+            })
             .transpose()?;
         // The mask is a constant: `super::masked_conv1x1` refuses one that
         // tracks a gradient.
@@ -248,31 +256,5 @@ impl Kernel3 for WeightGrad {
     }
 }
 
-/// The two gradient kernels as candle ops (forward only; never
-/// differentiated).
-macro_rules! gradient_op {
-    ($kernel:ty, $name:literal) => {
-        impl CustomOp3 for $kernel {
-            fn name(&self) -> &'static str {
-                $name
-            }
-
-            fn cpu_fwd(
-                &self,
-                s1: &CpuStorage,
-                l1: &Layout,
-                s2: &CpuStorage,
-                l2: &Layout,
-                s3: &CpuStorage,
-                l3: &Layout,
-            ) -> Result<(CpuStorage, Shape)> {
-                crate::profile::timed(self.op_name(), || {
-                    apply3(self, (s1, l1), (s2, l2), (s3, l3))
-                })
-            }
-        }
-    };
-}
-
-gradient_op!(InputGrad, "dtml-masked-conv1x1-input-grad");
-gradient_op!(WeightGrad, "dtml-masked-conv1x1-weight-grad");
+forward_op3!(InputGrad, "dtml-masked-conv1x1-input-grad");
+forward_op3!(WeightGrad, "dtml-masked-conv1x1-weight-grad");

@@ -5,8 +5,11 @@
 use super::*;
 
 /// Bytes of training memory per voxel of a patch, per sample, per unit of
-/// width and per network: the measured peak RSS of the step bench (demo and
-/// paper size both give about 90).
+/// width and per network: an upper bound from the step bench's peak RSS.
+/// Both sizes gave about 90 while the V-Net ran as a graph of layers; with
+/// the trunk as one node (`dtml_model`'s `vnet/trunk.rs`) the paper size
+/// gives 50 and the demo 67 (fixed costs weigh more there). The bound stays
+/// at 90: MC-Net's extra decoders still run as a graph of layers.
 pub(super) const BYTES_PER_VOXEL_SAMPLE_WIDTH_NET: f64 = 90.0;
 
 /// An extra decoder (MC-Net's) in networks: measured peak RSS at 48x48x32,
