@@ -27,16 +27,33 @@ const CHUNK: usize = 4096;
 /// loop vectorises.
 const LANES: usize = 16;
 
+/// `(N, C, V)` of a `(N, C, ...)` shape: samples, channels, positions.
+fn ncv(s: &Shape) -> (usize, usize, usize) {
+    let d = s.dims();
+    (d[0], d[1], d[2..].iter().product())
+}
+
+/// The tasks over `n` samples of `v` positions: `n` times the chunks of `v`.
+fn tasks(n: usize, v: usize) -> usize {
+    n * v.div_ceil(CHUNK)
+}
+
+/// Task `t` of [`tasks`]: its sample and its chunk of positions.
+fn task(t: usize, v: usize) -> (usize, std::ops::Range<usize>) {
+    let chunks = v.div_ceil(CHUNK);
+    let (s, k) = (t / chunks, t % chunks);
+    (s, k * CHUNK..((k + 1) * CHUNK).min(v))
+}
+
 /// `(N, C, V)` of `x` and the output channels of `w` `(Cout, C, 1, 1, 1)`,
 /// checked against `mask` `(N, C)`.
 fn dims(sx: &Shape, sw: &Shape, mask: usize, op: &str) -> Result<(usize, usize, usize, usize)> {
-    let d = sx.dims();
+    let (n, c, v) = ncv(sx);
     let (cout, wc) = (sw.dims()[0], sw.dims()[1]);
-    let (n, c) = (d[0], d[1]);
     if wc != c || mask != n * c {
         bail!("{op}: bad shapes {sx:?} {sw:?}, mask of {mask}");
     }
-    Ok((n, c, d[2..].iter().product(), cout))
+    Ok((n, c, v, cout))
 }
 
 /// `(x, w, mask)` to `conv1x1(x * mask, w)`: each output value is
@@ -59,12 +76,11 @@ impl Kernel3 for MaskedConv1x1 {
     ) -> Result<(Vec<T>, Shape)> {
         let (n, c, v, cout) = dims(sx, sw, mask.len(), self.op_name())?;
         let mut out = vec![T::default(); n * cout * v];
-        let chunks = v.div_ceil(CHUNK);
         // Task (sample, chunk) writes its chunk of every output channel.
         let optr = super::cpu::SendPtr(out.as_mut_ptr());
-        (0..n * chunks).into_par_iter().for_each(|t| {
-            let (s, k) = (t / chunks, t % chunks);
-            let (v0, v1) = (k * CHUNK, ((k + 1) * CHUNK).min(v));
+        (0..tasks(n, v)).into_par_iter().for_each(|t| {
+            let (s, range) = task(t, v);
+            let (v0, v1) = (range.start, range.end);
             for o in 0..cout {
                 // SAFETY: out[s, o, v0..v1] is this task's alone.
                 let acc = unsafe {
@@ -151,21 +167,16 @@ impl Kernel3 for InputGrad {
         sw: &Shape,
         mask: &[T],
     ) -> Result<(Vec<T>, Shape)> {
-        let (n, cout, v) = (
-            sg.dims()[0],
-            sg.dims()[1],
-            sg.dims()[2..].iter().product::<usize>(),
-        );
+        let (n, cout, v) = ncv(sg);
         let c = sw.dims()[1];
         if sw.dims()[0] != cout || mask.len() != n * c {
             bail!("{}: bad shapes {sg:?} {sw:?}", self.op_name());
         }
         let mut dx = vec![T::default(); n * c * v];
-        let chunks = v.div_ceil(CHUNK);
         let ptr = super::cpu::SendPtr(dx.as_mut_ptr());
-        (0..n * chunks).into_par_iter().for_each(|t| {
-            let (s, k) = (t / chunks, t % chunks);
-            let (v0, v1) = (k * CHUNK, ((k + 1) * CHUNK).min(v));
+        (0..tasks(n, v)).into_par_iter().for_each(|t| {
+            let (s, range) = task(t, v);
+            let (v0, v1) = (range.start, range.end);
             for ci in 0..c {
                 // SAFETY: dx[s, ci, v0..v1] is this task's alone.
                 let acc = unsafe {
@@ -206,21 +217,16 @@ impl Kernel3 for WeightGrad {
         sx: &Shape,
         mask: &[T],
     ) -> Result<(Vec<T>, Shape)> {
-        let (n, cout, v) = (
-            sg.dims()[0],
-            sg.dims()[1],
-            sg.dims()[2..].iter().product::<usize>(),
-        );
+        let (n, cout, v) = ncv(sg);
         let c = sx.dims()[1];
         if sx.dims()[0] != n || mask.len() != n * c || x.len() != n * c * v {
             bail!("{}: bad shapes {sg:?} {sx:?}", self.op_name());
         }
-        let chunks = v.div_ceil(CHUNK);
-        let partials: Vec<Vec<f64>> = (0..n * chunks)
+        let partials: Vec<Vec<f64>> = (0..tasks(n, v))
             .into_par_iter()
             .map(|t| {
-                let (s, k) = (t / chunks, t % chunks);
-                let (v0, v1) = (k * CHUNK, ((k + 1) * CHUNK).min(v));
+                let (s, range) = task(t, v);
+                let (v0, v1) = (range.start, range.end);
                 let mut sums = vec![0.0; cout * c];
                 for o in 0..cout {
                     let gs = &g[(s * cout + o) * v + v0..(s * cout + o) * v + v1];
