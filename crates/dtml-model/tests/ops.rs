@@ -764,7 +764,7 @@ fn masked_conv1x1_equals_dropout_then_conv1x1() {
             let w = Var::from_tensor(&random(&[cout, 5, 1, 1, 1], dtype, &mut rng)).unwrap();
             let mut r = ChaCha8Rng::seed_from_u64(7);
             let mask = ops::channel_dropout_mask(2, 5, 0.4, &mut r, dtype, &Device::Cpu).unwrap();
-            let fused = ops::masked_conv1x1(x.as_tensor(), w.as_tensor(), &mask).unwrap();
+            let fused = ops::masked_conv1x1(x.as_tensor(), w.as_tensor(), Some(&mask)).unwrap();
             let composed = ops::conv1x1(
                 &ops::channel_dropout_with_mask(x.as_tensor(), &mask).unwrap(),
                 w.as_tensor(),
@@ -772,6 +772,10 @@ fn masked_conv1x1_equals_dropout_then_conv1x1() {
             .unwrap();
             let what = format!("{dtype:?}, {cout} outputs");
             assert!(max_err(&fused, &composed) < tol, "{what}: output");
+            // No mask: no dropout.
+            let plain = ops::masked_conv1x1(x.as_tensor(), w.as_tensor(), None).unwrap();
+            let reference = ops::conv1x1(x.as_tensor(), w.as_tensor()).unwrap();
+            assert!(max_err(&plain, &reference) < tol, "{what}: no mask");
             let rr = random(fused.dims(), dtype, &mut rng);
             let gf = (&fused * &rr)
                 .unwrap()
@@ -806,9 +810,9 @@ fn masked_conv1x1_equals_dropout_then_conv1x1() {
     let w = Tensor::zeros((1, 5, 1, 1, 1), DType::F32, &Device::Cpu).unwrap();
     let tracked =
         Var::from_tensor(&Tensor::ones((2, 5), DType::F32, &Device::Cpu).unwrap()).unwrap();
-    let e = ops::masked_conv1x1(&x, &w, tracked.as_tensor()).unwrap_err();
+    let e = ops::masked_conv1x1(&x, &w, Some(tracked.as_tensor())).unwrap_err();
     assert!(e.to_string().contains("constant"), "{e}");
     let wrong = Tensor::ones((2, 4), DType::F32, &Device::Cpu).unwrap();
-    let e = ops::masked_conv1x1(&x, &w, &wrong).unwrap_err();
+    let e = ops::masked_conv1x1(&x, &w, Some(&wrong)).unwrap_err();
     assert!(e.to_string().contains("mask must be (2, 5)"), "{e}");
 }

@@ -479,27 +479,41 @@ pub fn up_conv2(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 /// [`channel_dropout_with_mask`] then [`conv1x1`]: `conv1x1(x * mask[n, c],
-/// w)`, the V-Net's heads. On the CPU one op whose graph holds no
-/// dropped-out copy of `x`, with loops for few output channels
-/// (`masked_conv1x1`'s module doc); equal to the two ops to rounding. `mask` is
-/// `(N, C)` and a constant: differentiable in `x` and `w`, and an error if
-/// `mask` tracks a gradient.
-pub fn masked_conv1x1(x: &Tensor, w: &Tensor, mask: &Tensor) -> Result<Tensor> {
+/// w)`, the V-Net's heads; no `mask` is no dropout. On the CPU one op whose
+/// graph holds no dropped-out copy of `x`, with loops for few output
+/// channels (`masked_conv1x1`'s module doc); equal to the two ops to
+/// rounding. `mask` is `(N, C)` and a constant: differentiable in `x` and
+/// `w`, and an error if `mask` tracks a gradient.
+pub fn masked_conv1x1(x: &Tensor, w: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "masked_conv1x1";
     check_conv1x1(x, w, OP)?;
     let (n, c, _, _, _) = x.dims5()?;
-    if mask.dims() != [n, c] {
-        bail!("{OP}: mask must be ({n}, {c}), got {:?}", mask.dims());
-    }
-    if mask.track_op() {
-        bail!("{OP}: the mask must be a constant, not a tensor that tracks gradients");
-    }
-    if mask.dtype() != x.dtype() || !mask.device().same_device(x.device()) {
-        bail!("{OP}: mask must have the input's dtype and device");
+    if let Some(mask) = mask {
+        if mask.dims() != [n, c] {
+            bail!("{OP}: mask must be ({n}, {c}), got {:?}", mask.dims());
+        }
+        if mask.track_op() {
+            bail!("{OP}: the mask must be a constant, not a tensor that tracks gradients");
+        }
+        if mask.dtype() != x.dtype() || !mask.device().same_device(x.device()) {
+            bail!("{OP}: mask must have the input's dtype and device");
+        }
     }
     if !x.device().is_cpu() {
-        return conv1x1(&channel_dropout_with_mask(x, mask)?, w);
+        return match mask {
+            Some(mask) => conv1x1(&channel_dropout_with_mask(x, mask)?, w),
+            None => conv1x1(x, w),
+        };
     }
+    // No dropout: multipliers of one, exact.
+    let ones;
+    let mask = match mask {
+        Some(mask) => mask,
+        None => {
+            ones = Tensor::ones((n, c), x.dtype(), x.device())?;
+            &ones
+        }
+    };
     x.contiguous()?.apply_op3(
         &w.contiguous()?,
         &mask.contiguous()?,

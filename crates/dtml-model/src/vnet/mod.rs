@@ -530,15 +530,11 @@ impl VNet {
         convs: [&Conv; K],
         pass: Pass,
     ) -> Result<[Tensor; K]> {
-        // Without dropout, multipliers of one (exact): the same op.
-        let mask = match dropout.mask(h, which, self.config.dropout)? {
-            Some(mask) => mask,
-            None => Tensor::ones((h.dim(0)?, h.dim(1)?), h.dtype(), h.device())?,
-        };
+        let mask = dropout.mask(h, which, self.config.dropout)?;
         let mut outputs = Vec::with_capacity(K);
         for conv in convs {
             let w = pass.param(&conv.weight);
-            let y = ops::masked_conv1x1(h, &w, &mask)?;
+            let y = ops::masked_conv1x1(h, &w, mask.as_ref())?;
             let c = conv.bias.dim(0)?;
             outputs.push(y.broadcast_add(&pass.param(&conv.bias).reshape((1, c, 1, 1, 1))?)?);
         }
