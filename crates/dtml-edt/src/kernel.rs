@@ -270,7 +270,29 @@ unsafe fn process_block(
     scr.ensure(len, w);
     let line = &mut scr.line[..len * w];
     let mut any_fg = 0u32;
-    for i in 0..len {
+    // Whole blocks of BLOCK rows through a square tile, so both the reads
+    // and the writes are runs of BLOCK values; the rest one by one.
+    let mut i0 = 0;
+    if w == BLOCK {
+        let mut tile = [[0.0f32; BLOCK]; BLOCK];
+        while i0 + BLOCK <= len {
+            for (r, t) in tile.iter_mut().enumerate() {
+                // SAFETY: caller guarantees the range.
+                let row =
+                    unsafe { std::slice::from_raw_parts(ptr.add(base + (i0 + r) * stride), BLOCK) };
+                t.copy_from_slice(row);
+            }
+            for j in 0..BLOCK {
+                let out = &mut line[j * len + i0..j * len + i0 + BLOCK];
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = tile[r][j];
+                    any_fg |= o.to_bits();
+                }
+            }
+            i0 += BLOCK;
+        }
+    }
+    for i in i0..len {
         // SAFETY: caller guarantees the range.
         let row = unsafe { std::slice::from_raw_parts(ptr.add(base + i * stride), w) };
         for (j, &v) in row.iter().enumerate() {
@@ -290,7 +312,26 @@ unsafe fn process_block(
     if fin != Finish::None {
         finish_slice(line, fin);
     }
-    for i in 0..len {
+    let mut i0 = 0;
+    if w == BLOCK {
+        let mut tile = [[0.0f32; BLOCK]; BLOCK];
+        while i0 + BLOCK <= len {
+            for (j, t) in tile.iter_mut().enumerate() {
+                t.copy_from_slice(&line[j * len + i0..j * len + i0 + BLOCK]);
+            }
+            for r in 0..BLOCK {
+                // SAFETY: caller guarantees the range.
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut(ptr.add(base + (i0 + r) * stride), BLOCK)
+                };
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = tile[j][r];
+                }
+            }
+            i0 += BLOCK;
+        }
+    }
+    for i in i0..len {
         // SAFETY: caller guarantees the range.
         let row = unsafe { std::slice::from_raw_parts_mut(ptr.add(base + i * stride), w) };
         for (j, o) in row.iter_mut().enumerate() {
@@ -385,45 +426,38 @@ fn envelope_run(line: &mut [f32], a: usize, b: usize, s2: f64, neg: bool, env: &
         line[a..b].fill(sign * f32::INFINITY);
         return;
     }
-    // Integer start of each parabola's region (the first x > z[k]) clamped
-    // to the run; parabolas whose region holds no integer are dropped, so
-    // the evaluation advances by at most one parabola per voxel and can be
-    // branch-free.
-    let xs = &mut env.xs[..];
+    // The owner of each voxel: each parabola marks the first integer of its
+    // region (the first x > z[k], clamped to the run), later parabolas
+    // overwriting earlier ones that own no integer; a running maximum then
+    // gives every voxel its parabola. Unlike walking the parabolas with a
+    // per-voxel comparison, the loop carries only that maximum.
+    let own = &mut env.xs[..];
     let gs = &mut env.gs[..];
-    assert!(xs.len() > n + 1 && gs.len() > n);
+    assert!(own.len() > n && gs.len() > n);
+    own[a..b].fill(0);
     let (af, bf) = (a as f64, b as f64);
-    let mut m = 0usize;
     for k in 0..cnt {
-        // SAFETY: k < cnt <= scratch lengths; m <= k.
+        // SAFETY: k < cnt <= the scratch lengths (asserted above); start is
+        // in a..b.
         unsafe {
             let t = *z.get_unchecked(k);
-            let start = if t < af {
-                a
-            } else if t >= bf {
-                b
-            } else {
-                t as usize + 1
-            };
-            while m > 0 && *xs.get_unchecked(m - 1) >= start {
-                m -= 1;
+            if t >= bf {
+                break;
             }
+            let start = if t < af { a } else { t as usize + 1 };
             if start >= b {
                 break;
             }
-            *xs.get_unchecked_mut(m) = start;
-            *v.get_unchecked_mut(m) = *v.get_unchecked(k);
-            *gs.get_unchecked_mut(m) = (*g.get_unchecked(k) * s2) as f32;
-            m += 1;
+            *own.get_unchecked_mut(start) = k;
+            *gs.get_unchecked_mut(k) = (*g.get_unchecked(k) * s2) as f32;
         }
     }
-    xs[m] = usize::MAX;
     let s2f = s2 as f32;
     let mut k = 0usize;
     for (x, o) in (a..b).zip(line[a..b].iter_mut()) {
-        // SAFETY: xs[k + 1] exists (k < m, xs[m] is the sentinel) and k < m.
+        // SAFETY: x < b <= n < own.len(); k is a marked site index < cnt.
         unsafe {
-            k += (*xs.get_unchecked(k + 1) <= x) as usize;
+            k = k.max(*own.get_unchecked(x));
             let d = x as f32 - *v.get_unchecked(k) as f32;
             *o = sign * (d * d * s2f + *gs.get_unchecked(k));
         }
