@@ -466,6 +466,15 @@ fn bad_inputs_and_weights_are_clear_errors() {
     assert!(e.contains("multiple of 16"), "{e}");
     let x = Tensor::zeros((1, 2, 16, 16, 16), DType::F32, &Device::Cpu).unwrap();
     assert!(net.forward(&x, false, Dropout::Off).is_err());
+    // No samples: an error in training (one graph node) and evaluation alike.
+    let x = Tensor::zeros((0, 1, 16, 16, 16), DType::F32, &Device::Cpu).unwrap();
+    for train in [true, false] {
+        let e = net
+            .forward(&x, train, Dropout::Off)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least one sample"), "{e}");
+    }
     // Weights of another width.
     let e = net
         .load_weights(&fixtures().join("vnet_w4.pth"))

@@ -12,7 +12,8 @@
 //! Why its own loops and not a GEMM: a head has one or two output channels,
 //! so the product is a matrix-vector one, which the GEMM of the other 1x1x1
 //! convolutions ran at a tenth of memory speed. Each kernel here reads its
-//! inputs once, in chunks of positions spread over the threads. Values
+//! inputs from memory once, in chunks of positions spread over the threads
+//! (each chunk's repeated reads come from the cache). Values
 //! agree with channel dropout then [`super::conv1x1`] to rounding (the sums
 //! run in another order; test).
 

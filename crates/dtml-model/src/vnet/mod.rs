@@ -441,10 +441,13 @@ impl VNet {
     fn run(&self, x: &Tensor, pass: Pass, dropout: Dropout) -> Result<VNetOutput> {
         let train = pass.train;
         let dims = x.dims().to_vec();
-        if dims.len() != 5 || dims[1] != self.config.in_channels {
+        if dims.len() != 5 || dims[1] != self.config.in_channels || dims[0] == 0 {
             return Err(ModelError::Input {
                 shape: dims,
-                reason: format!("expected (N, {}, Z, Y, X)", self.config.in_channels),
+                reason: format!(
+                    "expected (N, {}, Z, Y, X) with at least one sample",
+                    self.config.in_channels
+                ),
             });
         }
         if let Err(reason) = check_spatial_size(&dims[2..]) {
@@ -518,7 +521,7 @@ impl VNet {
 
     /// The 1x1x1 heads `convs` on a decoder's last stage `h` after its
     /// channel dropout (layer `which`): each head's output with its bias.
-    /// The dropped-out copy of `h` is no graph node
+    /// On the CPU the dropped-out copy of `h` is no graph node
     /// ([`ops::masked_conv1x1`]). Each head is its own convolution, so a
     /// head the objective does not use gets no gradient (PyTorch's SGD then
     /// leaves it alone, weight decay included).
