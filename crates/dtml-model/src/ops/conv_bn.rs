@@ -26,7 +26,7 @@ use super::conv3d::{Conv3d, Conv3dAffineRelu, Conv3dInputGrad, Conv3dWeightGrad,
 use super::cpu::{Kernel2, Kernel3, apply3, forward_op3};
 use super::kernel::Real;
 use super::resample::{Down, PairWGrad, Up};
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
@@ -151,6 +151,25 @@ impl ConvBnReluTrain {
     /// backward pass).
     pub(crate) fn forward_detached(&self, x: &Tensor, w: &Tensor, p: &Tensor) -> Result<Tensor> {
         x.apply_op3_no_bwd(w, p, self)
+    }
+
+    /// [`Self::forward_detached`] as the storage a graph node returns from
+    /// its `cpu_fwd` (no copy of the output); CPU tensors only.
+    pub(crate) fn forward_storage(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        p: &Tensor,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (sx, lx) = x.storage_and_layout();
+        let (sw, lw) = w.storage_and_layout();
+        let (sp, lp) = p.storage_and_layout();
+        match (&*sx, &*sw, &*sp) {
+            (Storage::Cpu(cx), Storage::Cpu(cw), Storage::Cpu(cp)) => {
+                apply3(self, (cx, lx), (cw, lw), (cp, lp))
+            }
+            _ => candle_core::bail!("{OP}: tensors must be on the CPU"),
+        }
     }
 
     /// The batch statistics of the forward pass.

@@ -18,13 +18,14 @@
 //! The parameters enter as one flat tensor, every layer's weight, bias,
 //! gamma and beta concatenated in forward order, so the node has two inputs
 //! (image, parameters) and candle hands each variable its slice of the
-//! gradient.
+//! gradient. The last layer runs as the node's own forward, so the node's
+//! output is that layer's buffer, not a copy.
 
 use super::{Layer, VNet};
 use crate::error::Result;
 use crate::ops::{self, ConvBnReluTrain};
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor};
-use std::sync::Mutex;
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use std::sync::{Arc, Mutex};
 
 /// One layer's forward as the backward needs it.
 struct LayerTape {
@@ -51,10 +52,10 @@ struct Tape {
     sizes: Vec<(usize, usize)>,
 }
 
-/// The graph node: its output is computed before the node is made.
+/// The graph node: every layer but the last ran before the node is made;
+/// the last runs as its forward.
 struct TrunkNode {
-    output: Mutex<Option<(CpuStorage, Shape)>>,
-    tape: Mutex<Option<Tape>>,
+    tape: Arc<Mutex<Option<Tape>>>,
 }
 
 impl VNet {
@@ -95,6 +96,9 @@ impl VNet {
         let flat = theta.detach();
         let mut next = 0;
         let mut offset = 0;
+        // Each layer but the last runs here; the last runs as the node's own
+        // forward, so its output is the node's without a copy.
+        let last = layers.len() - 1;
         let mut run = |h: &Tensor| -> Result<LayerTape> {
             let l = layers[next];
             let (nw, np) = sizes[next];
@@ -102,15 +106,20 @@ impl VNet {
             let p = flat.narrow(0, offset + nw, np)?.reshape((3, np / 3))?;
             let op = ConvBnReluTrain::new(l.layer_conv(), l.eps);
             let x = h.contiguous()?;
-            let z = op.forward_detached(&x, &w, &p)?;
-            l.update_running_stats(&op.saved()?, &z)?;
+            let z = if next == last {
+                None
+            } else {
+                let z = op.forward_detached(&x, &w, &p)?;
+                l.update_running_stats(&op.saved()?, &z)?;
+                Some(z)
+            };
             let tape = LayerTape {
                 op,
                 index: next,
                 x,
                 w,
                 p,
-                z: Some(z),
+                z,
             };
             next += 1;
             offset += nw + np;
@@ -120,7 +129,8 @@ impl VNet {
         let mut downs = Vec::with_capacity(4);
         let mut ups = Vec::with_capacity(4);
         let mut skips = Vec::with_capacity(4);
-        let output = |t: &LayerTape| t.z.clone().expect("a layer's output");
+        // A layer's output; the last layer's is never read here.
+        let output = |t: &LayerTape| t.z.clone().unwrap_or_else(|| t.x.clone());
         let mut h = x.detach();
         for s in 0..4 {
             let mut stage = Vec::new();
@@ -153,28 +163,31 @@ impl VNet {
             stages.push(stage);
         }
         drop(skips);
-        // The node's output is a copy of the last layer's; the tape drops its
-        // own, and the backward reads the node's.
-        if let Some(last) = stages.last_mut().and_then(|s| s.last_mut()) {
-            last.z = None;
-        }
-        let storage = match &*h.storage_and_layout().0 {
-            Storage::Cpu(s) => s.clone(),
-            _ => unreachable!("the trunk node runs on the CPU only"),
-        };
-        let node = TrunkNode {
-            output: Mutex::new(Some((storage, h.shape().clone()))),
-            tape: Mutex::new(Some(Tape {
-                stages,
-                downs,
-                ups,
-                bottom_mask,
-                sizes,
-            })),
-        };
         drop(h);
-        Ok(x.apply_op2(&theta, node)?)
+        let tape = Arc::new(Mutex::new(Some(Tape {
+            stages,
+            downs,
+            ups,
+            bottom_mask,
+            sizes,
+        })));
+        let out = x.apply_op2(&theta, TrunkNode { tape: tape.clone() })?;
+        // The last layer's running statistics, now that it has run.
+        let guard = tape.lock().expect("trunk tape");
+        let t = guard.as_ref().map(last_layer).transpose()?;
+        let t = t.ok_or_else(|| candle_core::Error::Msg("V-Net trunk: no tape".into()))?;
+        layers[last].update_running_stats(&t.op.saved()?, &out)?;
+        drop(guard);
+        Ok(out)
     }
+}
+
+/// The trunk's last layer in the tape.
+fn last_layer(tape: &Tape) -> candle_core::Result<&LayerTape> {
+    tape.stages
+        .last()
+        .and_then(|s| s.last())
+        .ok_or_else(|| candle_core::Error::Msg("V-Net trunk: no last layer".into()))
 }
 
 impl CustomOp2 for TrunkNode {
@@ -189,11 +202,12 @@ impl CustomOp2 for TrunkNode {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.output
-            .lock()
-            .expect("trunk output")
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("V-Net trunk: output already taken".into()))
+        let guard = self.tape.lock().expect("trunk tape");
+        let tape = guard
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("V-Net trunk: forward after backward".into()))?;
+        let t = last_layer(tape)?;
+        t.op.forward_storage(&t.x, &t.w, &t.p)
     }
 
     fn bwd(
