@@ -23,7 +23,7 @@
 
 use super::batchnorm::{self, Saved};
 use super::conv3d::{Conv3d, Conv3dAffineRelu, Conv3dInputGrad, Conv3dWeightGrad, Epilogue};
-use super::cpu::{Kernel2, Kernel3, apply3, forward_op3};
+use super::cpu::{Kernel2, Kernel3, apply3, forward_op2, forward_op3};
 use super::kernel::Real;
 use super::resample::{Down, PairWGrad, Up};
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor};
@@ -41,22 +41,10 @@ pub enum LayerConv {
     Up,
 }
 
-impl LayerConv {
-    fn forward<T: Real>(
-        &self,
-        x: &[T],
-        sx: &Shape,
-        w: &[T],
-        sw: &Shape,
-    ) -> Result<(Vec<T>, Shape)> {
-        match *self {
-            LayerConv::Cubic { padding } => Conv3d { padding }.run(x, sx, w, sw),
-            LayerConv::Down => Down.run(x, sx, w, sw),
-            LayerConv::Up => Up.run(x, sx, w, sw),
-        }
-    }
-
-    fn name(&self) -> &'static str {
+/// The convolution alone, on slices (inside the fused ops) and as a
+/// forward-only candle op (the backward's recomputation).
+impl Kernel2 for LayerConv {
+    fn op_name(&self) -> &'static str {
         match self {
             LayerConv::Cubic { .. } => Conv3d { padding: 0 }.op_name(),
             LayerConv::Down => Down.op_name(),
@@ -64,15 +52,18 @@ impl LayerConv {
         }
     }
 
-    /// The convolution's output, again (the backward's recomputation).
-    fn forward_tensor(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    fn run<T: Real>(&self, x: &[T], sx: &Shape, w: &[T], sw: &Shape) -> Result<(Vec<T>, Shape)> {
         match *self {
-            LayerConv::Cubic { padding } => x.apply_op2_no_bwd(w, &Conv3d { padding }),
-            LayerConv::Down => x.apply_op2_no_bwd(w, &Down),
-            LayerConv::Up => x.apply_op2_no_bwd(w, &Up),
+            LayerConv::Cubic { padding } => Conv3d { padding }.run(x, sx, w, sw),
+            LayerConv::Down => Down.run(x, sx, w, sw),
+            LayerConv::Up => Up.run(x, sx, w, sw),
         }
     }
+}
 
+forward_op2!(LayerConv, "dtml-layer-conv");
+
+impl LayerConv {
     fn input_grad(&self, dy: &Tensor, w: &Tensor) -> Result<Tensor> {
         match *self {
             LayerConv::Cubic { padding } => dy.apply_op2_no_bwd(w, &Conv3dInputGrad { padding }),
@@ -116,6 +107,16 @@ pub(crate) struct ConvBnReluTrain {
 
 const OP: &str = "conv + batch norm";
 
+/// The batch statistics a forward pass left in `state`.
+fn saved_in(state: &State) -> Result<Saved> {
+    state
+        .lock()
+        .expect("conv batch norm state")
+        .as_ref()
+        .map(|(s, _)| s.clone())
+        .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: statistics missing")))
+}
+
 impl ConvBnReluTrain {
     pub(crate) fn new(conv: LayerConv, eps: f64) -> ConvBnReluTrain {
         ConvBnReluTrain {
@@ -137,13 +138,7 @@ impl ConvBnReluTrain {
         let op = ConvBnReluTrain::new(conv, eps);
         let state = op.state.clone();
         let z = x.apply_op3(w, p, op)?;
-        let saved = state
-            .lock()
-            .expect("conv batch norm state")
-            .as_ref()
-            .map(|(s, _)| s.clone())
-            .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: statistics missing")))?;
-        Ok((z, saved))
+        Ok((z, saved_in(&state)?))
     }
 
     /// The layer's output for contiguous `x`, `w`, `p` as no graph node:
@@ -174,12 +169,7 @@ impl ConvBnReluTrain {
 
     /// The batch statistics of the forward pass.
     pub(crate) fn saved(&self) -> Result<Saved> {
-        self.state
-            .lock()
-            .expect("conv batch norm state")
-            .as_ref()
-            .map(|(s, _)| s.clone())
-            .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: statistics missing")))
+        saved_in(&self.state)
     }
 
     /// Gradients of the inputs `x`, `w`, `p` (those `want` names) for the
@@ -207,7 +197,7 @@ impl ConvBnReluTrain {
         // the same bits.
         let y = match y {
             Some(y) => y,
-            None => conv.forward_tensor(x, w)?,
+            None => x.apply_op2_no_bwd(w, &conv)?,
         };
         let (dy, dp) = batchnorm::backward(saved, &y, z, dz, p)?;
         drop(y);
@@ -231,7 +221,7 @@ impl Kernel3 for ConvBnReluTrain {
         p: &[T],
     ) -> Result<(Vec<T>, Shape)> {
         let conv = self.conv;
-        let (y, shape) = crate::profile::timed(conv.name(), || conv.forward(x, sx, w, sw))?;
+        let (y, shape) = crate::profile::timed(conv.op_name(), || conv.run(x, sx, w, sw))?;
         let (z, saved) =
             crate::profile::timed("batch norm", || batchnorm::forward(self.eps, &y, &shape, p))?;
         let cin = sx.dims().get(1).copied().unwrap_or(0);
@@ -300,7 +290,7 @@ impl Kernel3 for LayerAffineRelu {
             return Conv3dAffineRelu { padding }.run(x, sx, w, sw, ss);
         }
         let (mut y, shape) =
-            crate::profile::timed(self.conv.name(), || self.conv.forward(x, sx, w, sw))?;
+            crate::profile::timed(self.conv.op_name(), || self.conv.run(x, sx, w, sw))?;
         let (scale, shift) = ss.split_at(ss.len() / 2);
         let epilogue = Epilogue { scale, shift };
         let c = scale.len();

@@ -206,21 +206,7 @@ impl Kernel2 for ParAdd {
     }
 }
 
-impl candle_core::CustomOp2 for ParAdd {
-    fn name(&self) -> &'static str {
-        "dtml-parallel-add"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        apply2(self, s1, l1, s2, l2)
-    }
-}
+forward_op2!(ParAdd, "dtml-parallel-add");
 
 /// `a + b` for tensors no graph records ([`ParAdd`] on the CPU).
 pub(crate) fn add_detached(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -230,6 +216,29 @@ pub(crate) fn add_detached(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         a + b
     }
 }
+
+/// Makes a [`Kernel2`] a candle op that is never differentiated (gradient
+/// kernels, recomputations): its `cpu_fwd` is [`apply2`].
+macro_rules! forward_op2 {
+    ($kernel:ty, $name:literal) => {
+        impl candle_core::CustomOp2 for $kernel {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn cpu_fwd(
+                &self,
+                s1: &candle_core::CpuStorage,
+                l1: &candle_core::Layout,
+                s2: &candle_core::CpuStorage,
+                l2: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                $crate::ops::cpu::apply2(self, s1, l1, s2, l2)
+            }
+        }
+    };
+}
+pub(crate) use forward_op2;
 
 /// Makes a [`Kernel3`] a candle op that is never differentiated (gradient
 /// and inference kernels): its `cpu_fwd` is [`apply3`].

@@ -13,7 +13,7 @@
 //! `Down` and `Up` with the same `M` are adjoint, so each is the other's
 //! input gradient, and `PairWGrad` is both weight gradients.
 
-use super::cpu::{Kernel2, SendPtr, apply2, assume_init, linear_grads, uninit_vec};
+use super::cpu::{Kernel2, SendPtr, apply2, assume_init, forward_op2, linear_grads, uninit_vec};
 use super::kernel::Real;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -371,21 +371,7 @@ impl Kernel2 for PairWGrad {
     }
 }
 
-impl CustomOp2 for PairWGrad {
-    fn name(&self) -> &'static str {
-        "dtml-stride2-weight-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        apply2(self, s1, l1, s2, l2)
-    }
-}
+forward_op2!(PairWGrad, "dtml-stride2-weight-grad");
 
 /// 1x1x1 conv: `(x (N, Cin, ...), w (Cout, Cin, 1, 1, 1))`; with
 /// `transpose` the weight is used as `(Cin, Cout)^T`, i.e. `w` is `(Cin,
@@ -498,18 +484,4 @@ impl Kernel2 for Conv1x1WGrad {
     }
 }
 
-impl CustomOp2 for Conv1x1WGrad {
-    fn name(&self) -> &'static str {
-        "dtml-conv1x1-weight-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        apply2(self, s1, l1, s2, l2)
-    }
-}
+forward_op2!(Conv1x1WGrad, "dtml-conv1x1-weight-grad");
