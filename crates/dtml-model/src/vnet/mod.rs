@@ -207,19 +207,6 @@ impl Pass {
     }
 }
 
-impl Conv {
-    /// The convolution without its bias.
-    fn forward_unbiased(&self, x: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
-        let w = &pass.param(&self.weight);
-        match self.kind {
-            Kind::Conv3 => ops::conv3d(x, w, 1),
-            Kind::Down => ops::down_conv2(x, w),
-            Kind::Up => ops::up_conv2(x, w),
-            Kind::Conv1 => ops::conv1x1(x, w),
-        }
-    }
-}
-
 /// Conv + BatchNorm + ReLU; the BatchNorm tensors are the state dict's.
 struct Layer {
     conv: Conv,
@@ -251,9 +238,7 @@ impl Layer {
                     &shift,
                 );
             }
-            return self
-                .conv
-                .forward_unbiased(x, pass)?
+            return ops::layer_conv(self.layer_conv(), x, &p(&self.conv.weight))?
                 .broadcast_mul(&scale.reshape((1, c, 1, 1, 1))?)?
                 .broadcast_add(&shift.reshape((1, c, 1, 1, 1))?)?
                 .relu();
