@@ -48,8 +48,12 @@ struct Tape {
     ups: Vec<LayerTape>,
     /// The bottleneck's channel-dropout multipliers.
     bottom_mask: Option<Tensor>,
-    /// Weight and parameter sizes of every layer, forward order.
-    sizes: Vec<(usize, usize)>,
+}
+
+impl Tape {
+    fn layers(&self) -> usize {
+        self.stages.iter().map(Vec::len).sum::<usize>() + self.downs.len() + self.ups.len()
+    }
 }
 
 /// The graph node: every layer but the last ran before the node is made;
@@ -96,10 +100,11 @@ impl VNet {
         let flat = theta.detach();
         let mut next = 0;
         let mut offset = 0;
-        // Each layer but the last runs here; the last runs as the node's own
-        // forward, so its output is the node's without a copy.
+        // Runs the next layer on `h` and moves `h` to its output. Each layer
+        // but the last runs here; the last runs as the node's own forward, so
+        // its output is the node's without a copy (`h` is then left as is).
         let last = layers.len() - 1;
-        let mut run = |h: &Tensor| -> Result<LayerTape> {
+        let mut run = |h: &mut Tensor| -> Result<LayerTape> {
             let l = layers[next];
             let (nw, np) = sizes[next];
             let w = flat.narrow(0, offset, nw)?.reshape(l.conv.weight.shape())?;
@@ -111,6 +116,7 @@ impl VNet {
             } else {
                 let z = op.forward_detached(&x, &w, &p)?;
                 l.update_running_stats(&op.saved()?, &z)?;
+                *h = z.clone();
                 Some(z)
             };
             let tape = LayerTape {
@@ -129,38 +135,23 @@ impl VNet {
         let mut downs = Vec::with_capacity(4);
         let mut ups = Vec::with_capacity(4);
         let mut skips = Vec::with_capacity(4);
-        // A layer's output; the last layer's is never read here.
-        let output = |t: &LayerTape| t.z.clone().unwrap_or_else(|| t.x.clone());
         let mut h = x.detach();
         for s in 0..4 {
-            let mut stage = Vec::new();
-            for _ in &self.stages[s].layers {
-                stage.push(run(&h)?);
-                h = output(stage.last().expect("a layer"));
-            }
-            stages.push(stage);
+            let stage = (0..self.stages[s].layers.len()).map(|_| run(&mut h));
+            stages.push(stage.collect::<Result<Vec<_>>>()?);
             skips.push(h.clone());
-            downs.push(run(&h)?);
-            h = output(downs.last().expect("a layer"));
+            downs.push(run(&mut h)?);
         }
-        let mut stage = Vec::new();
-        for _ in &self.stages[4].layers {
-            stage.push(run(&h)?);
-            h = output(stage.last().expect("a layer"));
-        }
-        stages.push(stage);
+        let stage = (0..self.stages[4].layers.len()).map(|_| run(&mut h));
+        stages.push(stage.collect::<Result<Vec<_>>>()?);
         if let Some(mask) = &bottom_mask {
             h = ops::channel_dropout_with_mask(&h, mask)?;
         }
         for u in 0..4 {
-            ups.push(run(&h)?);
-            h = ops::add_detached(&output(ups.last().expect("a layer")), &skips[3 - u])?;
-            let mut stage = Vec::new();
-            for _ in &self.stages[5 + u].layers {
-                stage.push(run(&h)?);
-                h = output(stage.last().expect("a layer"));
-            }
-            stages.push(stage);
+            ups.push(run(&mut h)?);
+            h = ops::add_detached(&h, &skips[3 - u])?;
+            let stage = (0..self.stages[5 + u].layers.len()).map(|_| run(&mut h));
+            stages.push(stage.collect::<Result<Vec<_>>>()?);
         }
         drop(skips);
         drop(h);
@@ -169,7 +160,6 @@ impl VNet {
             downs,
             ups,
             bottom_mask,
-            sizes,
         })));
         let out = x.apply_op2(&theta, TrunkNode { tape: tape.clone() })?;
         // The last layer's running statistics, now that it has run.
@@ -222,14 +212,13 @@ impl CustomOp2 for TrunkNode {
                 "V-Net trunk: a second backward pass over one forward pass (it frees its tensors as it goes)".into(),
             )
         })?;
+        let mut param_grads: Vec<Option<(Tensor, Tensor)>> = vec![None; tape.layers()];
         let Tape {
             mut stages,
             mut downs,
             mut ups,
             bottom_mask,
-            sizes,
         } = tape;
-        let mut param_grads: Vec<Option<(Tensor, Tensor)>> = vec![None; sizes.len()];
         // One layer back: its parameters' gradients kept, its input's
         // returned (when `want_x`).
         let mut back =
@@ -243,6 +232,8 @@ impl CustomOp2 for TrunkNode {
                 Ok(dx)
             };
         let required = |g: Option<Tensor>| g.expect("asked for");
+        // A stage back, last layer first: its input's gradient (when
+        // `want_x`; the stage's inner layers always pass theirs on).
         let back_stage = |stage: Vec<LayerTape>,
                           mut g: Tensor,
                           want_x: bool,
@@ -252,14 +243,10 @@ impl CustomOp2 for TrunkNode {
             bool,
         ) -> candle_core::Result<Option<Tensor>>|
          -> candle_core::Result<Option<Tensor>> {
-            let n = stage.len();
             for (i, t) in stage.into_iter().enumerate().rev() {
                 match back(t, g, i > 0 || want_x)? {
                     Some(d) => g = d,
-                    None => {
-                        debug_assert!(i == 0 && n > 0);
-                        return Ok(None);
-                    }
+                    None => return Ok(None),
                 }
             }
             Ok(Some(g))
@@ -291,18 +278,20 @@ impl CustomOp2 for TrunkNode {
                 }
             }
         }
-        let mut flat = Vec::with_capacity(2 * sizes.len());
+        let mut pieces = Vec::with_capacity(2 * param_grads.len());
         for pg in param_grads {
             let (dw, dp) = pg.ok_or_else(|| {
                 candle_core::Error::Msg("V-Net trunk: a layer got no gradient".into())
             })?;
-            flat.extend([dw, dp]);
+            pieces.extend([dw, dp]);
         }
         let dtheta = theta
             .track_op()
-            .then(|| Tensor::cat(&flat, 0))
+            .then(|| Tensor::cat(&pieces, 0))
             .transpose()?;
-        Ok((dx.filter(|_| x.track_op()), dtheta))
+        // `dx` is `None` unless `x` tracks a gradient (the first layer was
+        // asked for it only then).
+        Ok((dx, dtheta))
     }
 }
 
