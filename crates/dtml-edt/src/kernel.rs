@@ -60,14 +60,17 @@ impl SyncPtr {
 
 #[derive(Default)]
 struct Env {
+    // The envelope's sites: position `v`, squared distance `m` as read (in
+    // the spacing's units), `c = m / s^2 + v^2` and the left end `z` of the
+    // site's region (both in index units).
     v: Vec<usize>,
-    g: Vec<f64>,
+    m: Vec<f32>,
     c: Vec<f64>,
     z: Vec<f64>,
     /// half_inv[d] = 1 / (2 d): the intersection's division as a product.
     half_inv: Vec<f64>,
-    xs: Vec<usize>,
-    gs: Vec<f32>,
+    /// The site that owns each voxel of the run.
+    own: Vec<usize>,
 }
 
 #[derive(Default)]
@@ -84,12 +87,11 @@ impl Scratch {
         let e = &mut self.env;
         if e.v.len() < len + 2 {
             e.v.resize(len + 2, 0);
-            e.g.resize(len + 2, 0.0);
             e.c.resize(len + 2, 0.0);
             e.z.resize(len + 2, 0.0);
             e.half_inv = (0..len + 2).map(|d| 0.5 / d as f64).collect();
-            e.xs.resize(len + 3, 0);
-            e.gs.resize(len + 2, 0.0);
+            e.own.resize(len + 3, 0);
+            e.m.resize(len + 2, 0.0);
         }
     }
 }
@@ -346,94 +348,98 @@ fn envelope_line(line: &mut [f32], s2: f64, mode: Mode, env: &mut Env) {
     let mut a = 0;
     while a < n {
         let neg = line[a].is_sign_negative();
-        let mut b = a + 1;
-        while b < n && line[b].is_sign_negative() == neg {
-            b += 1;
-        }
-        if neg || mode == Mode::Both {
-            envelope_run(line, a, b, s2, neg, env);
-        }
-        a = b;
+        a = if neg || mode == Mode::Both {
+            envelope_run(line, a, s2, neg, env)
+        } else {
+            let mut b = a + 1;
+            while b < n && !line[b].is_sign_negative() {
+                b += 1;
+            }
+            b
+        };
     }
 }
 
-/// Lower envelope over the run `a..b` (one class) plus its bounding
-/// opposite-class voxels, evaluated on the run, in place.
+/// Lower envelope over the run of one class that starts at `a` (its end
+/// `b` found on the way) plus its bounding opposite-class voxels,
+/// evaluated on the run, in place; returns `b`.
 #[inline]
-fn envelope_run(line: &mut [f32], a: usize, b: usize, s2: f64, neg: bool, env: &mut Env) {
+fn envelope_run(line: &mut [f32], a: usize, s2: f64, neg: bool, env: &mut Env) -> usize {
     let n = line.len();
     let inv = 1.0 / s2;
-    // Site k: position v[k], value g[k] (in squared index units), c[k] =
-    // g[k] + v[k]^2, left end of its region z[k].
-    let (v, g, c, z) = (
+    // The sites as `Env` describes them; the evaluation's `m[k]` is the
+    // value read, exactly (`m / s2 * s2` would round back to it anyway).
+    let (v, m, c, z) = (
         &mut env.v[..],
-        &mut env.g[..],
+        &mut env.m[..],
         &mut env.c[..],
         &mut env.z[..],
     );
     let half_inv = &env.half_inv[..];
-    assert!(v.len() > n && g.len() > n && c.len() > n && z.len() > n);
-    assert!(half_inv.len() > n && b <= n && a < b);
+    assert!(v.len() > n && m.len() > n && c.len() > n && z.len() > n);
+    assert!(half_inv.len() > n && a < n);
     let mut cnt = 0usize;
-    let lo = if a > 0 { a - 1 } else { a };
-    let hi = if b < n { b + 1 } else { b };
-    for q in lo..hi {
-        let gq = if q < a || q >= b {
-            0.0
-        } else {
-            // SAFETY: q < b <= n = line.len().
-            let m = unsafe { line.get_unchecked(q) }.abs();
-            if m == f32::INFINITY {
-                continue;
-            }
-            m as f64 * inv
-        };
-        let qf = q as f64;
-        let cq = gq + qf * qf;
-        // SAFETY (all unchecked accesses below): cnt <= number of sites
-        // pushed so far <= hi - lo <= n + 1 <= the scratch lengths (asserted
-        // above), indices used are cnt - 1 (with cnt >= 1) and cnt, and
-        // q - p is in 1..=n.
-        unsafe {
-            if cnt == 0 {
-                *v.get_unchecked_mut(0) = q;
-                *g.get_unchecked_mut(0) = gq;
-                *c.get_unchecked_mut(0) = cq;
-                *z.get_unchecked_mut(0) = f64::NEG_INFINITY;
-                cnt = 1;
-                continue;
-            }
-            loop {
-                let k = cnt - 1;
-                let p = *v.get_unchecked(k);
-                let s = (cq - *c.get_unchecked(k)) * *half_inv.get_unchecked(q - p);
-                if s <= *z.get_unchecked(k) {
-                    // z[0] is -inf, so cnt never drops below 1 here.
-                    cnt = k;
-                    continue;
-                }
-                *v.get_unchecked_mut(cnt) = q;
-                *g.get_unchecked_mut(cnt) = gq;
-                *c.get_unchecked_mut(cnt) = cq;
-                *z.get_unchecked_mut(cnt) = s;
-                cnt += 1;
-                break;
-            }
+    // Pushes site (q, mq, cq), first popping the sites it hides.
+    // SAFETY (all unchecked accesses): cnt <= number of sites pushed so far
+    // <= (b - a) + 2 <= n + 1 < the scratch lengths (asserted above), the
+    // indices used are cnt - 1 (with cnt >= 1) and cnt, and q - p is in
+    // 1..=n.
+    let mut push = |q: usize, mq: f32, cq: f64| unsafe {
+        if cnt == 0 {
+            *v.get_unchecked_mut(0) = q;
+            *m.get_unchecked_mut(0) = mq;
+            *c.get_unchecked_mut(0) = cq;
+            *z.get_unchecked_mut(0) = f64::NEG_INFINITY;
+            cnt = 1;
+            return;
         }
+        loop {
+            let k = cnt - 1;
+            let p = *v.get_unchecked(k);
+            let s = (cq - *c.get_unchecked(k)) * *half_inv.get_unchecked(q - p);
+            if s <= *z.get_unchecked(k) {
+                // z[0] is -inf, so cnt never drops below 1 here.
+                cnt = k;
+                continue;
+            }
+            *v.get_unchecked_mut(cnt) = q;
+            *m.get_unchecked_mut(cnt) = mq;
+            *c.get_unchecked_mut(cnt) = cq;
+            *z.get_unchecked_mut(cnt) = s;
+            cnt += 1;
+            break;
+        }
+    };
+    let square = |q: usize| (q as f64) * (q as f64);
+    if a > 0 {
+        push(a - 1, 0.0, square(a - 1));
+    }
+    let mut b = n;
+    for (q, value) in (a..n).zip(&line[a..]) {
+        if value.is_sign_negative() != neg {
+            b = q;
+            break;
+        }
+        let mq = value.abs();
+        if mq != f32::INFINITY {
+            push(q, mq, mq as f64 * inv + square(q));
+        }
+    }
+    if b < n {
+        push(b, 0.0, square(b));
     }
     let sign = if neg { -1.0f32 } else { 1.0 };
     if cnt == 0 {
         line[a..b].fill(sign * f32::INFINITY);
-        return;
+        return b;
     }
     // The owner of each voxel: each parabola marks the first integer of its
     // region (the first x > z[k], clamped to the run), later parabolas
     // overwriting earlier ones that own no integer; a running maximum then
     // gives every voxel its parabola. Unlike walking the parabolas with a
     // per-voxel comparison, the loop carries only that maximum.
-    let own = &mut env.xs[..];
-    let gs = &mut env.gs[..];
-    assert!(own.len() > n && gs.len() > n);
+    let own = &mut env.own[..];
+    assert!(own.len() > n);
     own[a..b].fill(0);
     let (af, bf) = (a as f64, b as f64);
     for k in 0..cnt {
@@ -449,17 +455,17 @@ fn envelope_run(line: &mut [f32], a: usize, b: usize, s2: f64, neg: bool, env: &
                 break;
             }
             *own.get_unchecked_mut(start) = k;
-            *gs.get_unchecked_mut(k) = (*g.get_unchecked(k) * s2) as f32;
         }
     }
     let s2f = s2 as f32;
-    let mut k = 0usize;
+    let mut k = 0;
     for (x, o) in (a..b).zip(line[a..b].iter_mut()) {
         // SAFETY: x < b <= n < own.len(); k is a marked site index < cnt.
         unsafe {
             k = k.max(*own.get_unchecked(x));
             let d = x as f32 - *v.get_unchecked(k) as f32;
-            *o = sign * (d * d * s2f + *gs.get_unchecked(k));
+            *o = sign * (d * d * s2f + *m.get_unchecked(k));
         }
     }
+    b
 }
