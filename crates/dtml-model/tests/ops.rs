@@ -298,7 +298,7 @@ fn conv3d_backward_functions_match_pytorch() {
 #[test]
 fn conv3d_matches_reference_on_many_shapes() {
     let mut rng = ChaCha8Rng::seed_from_u64(99);
-    let shapes: [(usize, usize, usize, [usize; 3], usize, usize); 10] = [
+    let shapes: [(usize, usize, usize, [usize; 3], usize, usize); 11] = [
         // (n, cin, cout, dhw, k, pad); small planes take the gathered
         // weight-gradient path, over several blocks of positions here:
         (3, 4, 20, [20, 5, 6], 3, 1),
@@ -311,6 +311,9 @@ fn conv3d_matches_reference_on_many_shapes() {
         (1, 4, 9, [4, 4, 4], 2, 0),
         (1, 3, 4, [5, 6, 7], 1, 0),
         (3, 2, 33, [2, 3, 3], 3, 2),
+        // Rows wide enough that the forward reduces over input channels
+        // in several chunks (4 of 5 channels each):
+        (1, 20, 12, [3, 5, 130], 3, 1),
     ];
     for (n, cin, cout, [d, h, w], k, pad) in shapes {
         let x64 = random(&[n, cin, d, h, w], DType::F64, &mut rng);

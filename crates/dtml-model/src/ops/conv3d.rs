@@ -244,6 +244,18 @@ fn conv_forward_in<T: Real>(
     }
 }
 
+/// Bytes of input window a forward tile's reduction chunk may read, so it
+/// stays in L1 (32 KB or more on every x86 and Arm core we target) while
+/// every channel block of the group reads it.
+const L1_WINDOW: usize = 24 << 10;
+
+/// Input channels per reduction chunk: a channel's window is `k` padded
+/// planes of `k - 1` rows plus the tile (and `k - 1` columns).
+fn channels_per_chunk<T>(g: Geom, tile: usize) -> usize {
+    let per_channel = g.k * ((g.k - 1) * g.wp() + tile + g.k) * std::mem::size_of::<T>();
+    (L1_WINDOW / per_channel).clamp(1, g.c.max(1))
+}
+
 /// [`conv_forward`] with tiles of `CB` channels by `16 R` positions and
 /// weights packed for them.
 fn conv_forward_tiled<T: Real, const CB: usize, const R: usize>(
@@ -271,11 +283,14 @@ fn conv_forward_tiled<T: Real, const CB: usize, const R: usize>(
     // channel block by one group, each valid position of a row by a copy).
     let mut out = uninit_vec::<T>(g.n * cout * do_ * ho * wo);
     let optr = SendPtr(out.as_mut_ptr().cast::<T>());
+    let k3 = g.k * g.k * g.k;
+    let chunk = channels_per_chunk::<T>(g, tile);
     (0..runs * groups).into_par_iter().for_each(|task| {
         let (run, grp) = (task / groups, task % groups);
+        let blocks = range(nb, groups, grp);
         let mut slab = Slab::new(g);
         let mut offs = Vec::with_capacity(jn);
-        let mut buf = vec![T::default(); CB * tile];
+        let mut buf = vec![T::default(); blocks.len() * CB * tile];
         for plane in range(planes, runs, run) {
             let (ni, zo) = (plane / do_, plane % do_);
             slab.load(x, ni, zo);
@@ -283,22 +298,32 @@ fn conv_forward_tiled<T: Real, const CB: usize, const R: usize>(
             for t in 0..ntiles {
                 let q0 = t * tile;
                 let qend = (q0 + tile).min(qlen);
-                for b in range(nb, groups, grp) {
-                    // SAFETY: reads stay below offs[jn - 1] + q0 + tile <=
-                    // slab size + MAX_TILE + k (see `slack`); buf holds
-                    // CB * tile.
-                    unsafe {
-                        T::fwd_tile::<CB, R>(
-                            slab.buf.as_ptr().add(q0),
-                            &offs,
-                            wpk.as_ptr().add(b * jn * CB),
-                            buf.as_mut_ptr(),
-                        )
-                    };
+                // The reduction over input channels runs in chunks, each
+                // through every channel block of the group, so a chunk's
+                // input window is read from L1 by all blocks but the first.
+                for c0 in (0..g.c).step_by(chunk) {
+                    let js = c0 * k3..(c0 + chunk).min(g.c) * k3;
+                    for (i, b) in blocks.clone().enumerate() {
+                        // SAFETY: reads stay below offs[jn - 1] + q0 + tile
+                        // <= slab size + MAX_TILE + k (see `slack`); weights
+                        // j in js of block b exist; buf holds CB * tile per
+                        // block of the group.
+                        unsafe {
+                            T::fwd_tile::<CB, R>(
+                                slab.buf.as_ptr().add(q0),
+                                &offs[js.clone()],
+                                wpk.as_ptr().add((b * jn + js.start) * CB),
+                                buf.as_mut_ptr().add(i * CB * tile),
+                                c0 > 0,
+                            )
+                        };
+                    }
+                }
+                for (i, b) in blocks.clone().enumerate() {
                     for c in 0..CB.min(cout - b * CB) {
                         let co = b * CB + c;
                         let obase = ((ni * cout + co) * do_ + zo) * ho * wo;
-                        let vals = &mut buf[c * tile..(c + 1) * tile];
+                        let vals = &mut buf[(i * CB + c) * tile..(i * CB + c + 1) * tile];
                         if let Some(e) = epilogue {
                             e.apply(co, vals);
                         }

@@ -88,7 +88,9 @@ pub(crate) trait Real:
     const IS_F32: bool;
 
     /// `out[c * 16 R + i] = sum_j w[j * CB + c] * x[offs[j] + i]` for
-    /// `c < CB`, `i < 16 R`.
+    /// `c < CB`, `i < 16 R`; with `accumulate`, the sum continues from the
+    /// values in `out` (the same additions, in the same order, as one call
+    /// over the concatenated offsets).
     ///
     /// # Safety
     /// `x + offs[j] + i` must be readable for every `j` and `i < 16 R`, `w`
@@ -98,6 +100,7 @@ pub(crate) trait Real:
         offs: &[usize],
         w: *const Self,
         out: *mut Self,
+        accumulate: bool,
     );
 
     /// `acc[t * acc_stride + c] += sum_{q < nq} x[offs[t] + q] * dyt[q * dyt_stride + c]`
@@ -127,11 +130,14 @@ unsafe fn fwd_tile_portable<T: Real, const CB: usize, const R: usize>(
     offs: &[usize],
     w: *const T,
     out: *mut T,
+    accumulate: bool,
 ) {
     let tile = 16 * R;
     // SAFETY: the caller guarantees CB * tile writable values at out.
     let out = unsafe { std::slice::from_raw_parts_mut(out, CB * tile) };
-    out.fill(T::default());
+    if !accumulate {
+        out.fill(T::default());
+    }
     for (j, &off) in offs.iter().enumerate() {
         // SAFETY: the caller guarantees tile readable values at x + off and
         // CB weights at w + j * CB.
@@ -196,9 +202,10 @@ impl Real for f64 {
         offs: &[usize],
         w: *const Self,
         out: *mut Self,
+        accumulate: bool,
     ) {
         // SAFETY: same contract.
-        unsafe { fwd_tile_portable::<f64, CB, R>(x, offs, w, out) }
+        unsafe { fwd_tile_portable::<f64, CB, R>(x, offs, w, out, accumulate) }
     }
 
     unsafe fn dw_tile<const CV: usize, const NT: usize>(
@@ -229,6 +236,7 @@ unsafe fn fwd_tile_lanes<V: Lanes, const CB: usize, const RV: usize>(
     w: *const f32,
     out: *mut f32,
     tile: usize,
+    accumulate: bool,
 ) {
     let step = RV * V::N;
     debug_assert_eq!(tile % step, 0);
@@ -236,6 +244,13 @@ unsafe fn fwd_tile_lanes<V: Lanes, const CB: usize, const RV: usize>(
         // SAFETY: the caller guarantees the reads and writes and the features.
         unsafe {
             let mut acc = [[V::zero(); RV]; CB];
+            if accumulate {
+                for (c, row) in acc.iter_mut().enumerate() {
+                    for (r, a) in row.iter_mut().enumerate() {
+                        *a = V::load(out.add(c * tile + s + r * V::N));
+                    }
+                }
+            }
             for (j, &off) in offs.iter().enumerate() {
                 let p = x.add(off + s);
                 let mut xv = [V::zero(); RV];
@@ -366,23 +381,25 @@ impl Real for f32 {
         offs: &[usize],
         w: *const Self,
         out: *mut Self,
+        accumulate: bool,
     ) {
+        let acc = accumulate;
         match simd::active() {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the tier is supported (checked when it was chosen).
-            Tier::Avx512 => unsafe { x86::fwd_avx512::<CB, R>(x, offs, w, out) },
+            Tier::Avx512 => unsafe { x86::fwd_avx512::<CB, R>(x, offs, w, out, acc) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            Tier::Avx2 => unsafe { x86::fwd_avx2::<CB, R>(x, offs, w, out) },
+            Tier::Avx2 => unsafe { x86::fwd_avx2::<CB, R>(x, offs, w, out, acc) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: as above.
-            Tier::Neon => unsafe { arm::fwd_neon::<CB, R>(x, offs, w, out) },
+            Tier::Neon => unsafe { arm::fwd_neon::<CB, R>(x, offs, w, out, acc) },
             // SAFETY: same contract; the portable lanes need no feature.
             _ => unsafe {
                 if CB <= 4 {
-                    fwd_tile_lanes::<Quad, CB, 2>(x, offs, w, out, 16 * R)
+                    fwd_tile_lanes::<Quad, CB, 2>(x, offs, w, out, 16 * R, acc)
                 } else {
-                    fwd_tile_lanes::<Quad, CB, 1>(x, offs, w, out, 16 * R)
+                    fwd_tile_lanes::<Quad, CB, 1>(x, offs, w, out, 16 * R, acc)
                 }
             },
         }
@@ -442,9 +459,10 @@ mod x86 {
         offs: &[usize],
         w: *const f32,
         out: *mut f32,
+        acc: bool,
     ) {
         // SAFETY: forwarded contract; AVX-512F enabled here.
-        unsafe { fwd_tile_lanes::<Zmm, CB, R>(x, offs, w, out, 16 * R) }
+        unsafe { fwd_tile_lanes::<Zmm, CB, R>(x, offs, w, out, 16 * R, acc) }
     }
 
     /// AVX2 forward tile: `4 x 2` ymm accumulators over sub-tiles of 16
@@ -460,13 +478,14 @@ mod x86 {
         offs: &[usize],
         w: *const f32,
         out: *mut f32,
+        acc: bool,
     ) {
         // SAFETY: forwarded contract; AVX2 and FMA enabled here.
         unsafe {
             if CB <= 4 {
-                fwd_tile_lanes::<Ymm, CB, 2>(x, offs, w, out, 16 * R)
+                fwd_tile_lanes::<Ymm, CB, 2>(x, offs, w, out, 16 * R, acc)
             } else {
-                fwd_tile_lanes::<Ymm, CB, 1>(x, offs, w, out, 16 * R)
+                fwd_tile_lanes::<Ymm, CB, 1>(x, offs, w, out, 16 * R, acc)
             }
         }
     }
@@ -540,13 +559,14 @@ mod arm {
         offs: &[usize],
         w: *const f32,
         out: *mut f32,
+        acc: bool,
     ) {
         // SAFETY: forwarded contract; NEON enabled here.
         unsafe {
             if (16 * R).is_multiple_of(24) {
-                fwd_tile_lanes::<Q, CB, 6>(x, offs, w, out, 16 * R)
+                fwd_tile_lanes::<Q, CB, 6>(x, offs, w, out, 16 * R, acc)
             } else {
-                fwd_tile_lanes::<Q, CB, 4>(x, offs, w, out, 16 * R)
+                fwd_tile_lanes::<Q, CB, 4>(x, offs, w, out, 16 * R, acc)
             }
         }
     }
