@@ -7,37 +7,12 @@
 use candle_core::{DType, Device, Tensor, Var};
 use dtml_train::collective::{Collective, LocalGroup, Solo};
 use dtml_train::optim::Sgd;
-use dtml_train::{Method, TrainConfig, TrainRequest};
-use dtml_volume::{LabelledSpec, PrepareOptions, PreparedDataset, Xyz};
-use std::path::{Path, PathBuf};
+use dtml_train::{TrainConfig, TrainRequest};
+use dtml_volume::PreparedDataset;
+use std::path::Path;
 
-fn prepared(dir: &Path) -> PathBuf {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data-fixtures/synthetic-tiny");
-    let ds = dtml_volume::Dataset::open(&data, Default::default()).unwrap();
-    let split = dtml_volume::dataset::split(&ds, &LabelledSpec::Count(2), None, None).unwrap();
-    let out = dir.join("prepared");
-    let options = PrepareOptions {
-        patch: Xyz::new(16, 16, 16),
-        margin: Xyz::new(Some(2), Some(2), None),
-        ..Default::default()
-    };
-    dtml_volume::prepare(&ds.root, ds.layout, &split, &out, &options, &|_| {}).unwrap();
-    out
-}
-
-fn config(iterations: usize) -> TrainConfig {
-    TrainConfig {
-        method: Method::Dtml,
-        iterations,
-        patch: Xyz::new(16, 16, 16),
-        width: 2,
-        labelled_batch: 1,
-        unlabelled_batch: 1,
-        checkpoint_every: 2,
-        validation_stride: Xyz::new(8, 8, 8),
-        ..Default::default()
-    }
-}
+mod common;
+use common::{tiny_config as config, tiny_prepared as prepared};
 
 /// Trains `cfg` on `ranks` threads into `run`; the outcome of every rank.
 fn train_ranks(

@@ -9,26 +9,20 @@
 #![cfg(feature = "mpi")]
 
 use dtml_train::collective::{Collective, MpiGroup};
-use dtml_train::{Method, TrainConfig, TrainRequest};
-use dtml_volume::{LabelledSpec, PrepareOptions, PreparedDataset, Xyz};
+use dtml_train::{TrainConfig, TrainRequest};
+use dtml_volume::PreparedDataset;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ITERATIONS: usize = 12;
 
+mod common;
+
 fn config() -> TrainConfig {
     TrainConfig {
-        method: Method::Dtml,
-        iterations: ITERATIONS,
-        patch: Xyz::new(16, 16, 16),
-        width: 2,
-        labelled_batch: 1,
-        unlabelled_batch: 1,
-        checkpoint_every: 2,
-        validation_stride: Xyz::new(8, 8, 8),
         threads: Some(1),
-        ..Default::default()
+        ..common::tiny_config(ITERATIONS)
     }
 }
 
@@ -75,26 +69,6 @@ fn rank() {
     .unwrap();
 }
 
-fn prepared(dir: &Path) {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data-fixtures/synthetic-tiny");
-    let ds = dtml_volume::Dataset::open(&data, Default::default()).unwrap();
-    let split = dtml_volume::dataset::split(&ds, &LabelledSpec::Count(2), None, None).unwrap();
-    let options = PrepareOptions {
-        patch: Xyz::new(16, 16, 16),
-        margin: Xyz::new(Some(2), Some(2), None),
-        ..Default::default()
-    };
-    dtml_volume::prepare(
-        &ds.root,
-        ds.layout,
-        &split,
-        &dir.join("prepared"),
-        &options,
-        &|_| {},
-    )
-    .unwrap();
-}
-
 /// `mpirun -np 2` of this binary's `rank` test into `run`.
 fn mpirun(dir: &Path, run: &Path, extra_env: &[(&str, &str)]) -> Command {
     let mut c = Command::new("mpirun");
@@ -129,7 +103,7 @@ fn mpirun_two_ranks_agree_and_a_killed_job_resumes_exactly() {
         return; // inside the job
     }
     let dir = tempfile::tempdir().unwrap();
-    prepared(dir.path());
+    common::tiny_prepared(dir.path());
 
     // Uninterrupted: both ranks end with the same weights.
     let whole = dir.path().join("whole");
