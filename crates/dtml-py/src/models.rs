@@ -144,7 +144,10 @@ impl Model {
             Err(_) => image.clone(),
         };
         let (data, shape) = voxels_of(&array, "image")?;
-        check_image(&data, shape)?;
+        // What `dtml predict` refuses in a scan file.
+        if let Some(why) = dtml_volume::volume::unsegmentable(&data, shape) {
+            return Err(PyValueError::new_err(format!("image: {why}")));
+        }
         let students = self.loaded.students();
         // Ctrl-C stops the windows at the next batch.
         let prediction = interruptible(py, |stop| {
@@ -198,25 +201,6 @@ impl Model {
             self.student()
         )
     }
-}
-
-/// Refuses what `dtml predict` refuses in a scan file: NaN or infinite
-/// intensities and an axis of length 1 (a 2D image).
-fn check_image(data: &VoxelData, shape: Xyz<usize>) -> PyResult<()> {
-    if shape.any(|s| s == 1) {
-        return Err(PyValueError::new_err(format!(
-            "image has shape {:?} with an axis of length 1: a 2D image, but dtml segments 3D volumes",
-            shape.xyz()
-        )));
-    }
-    if let Some((i, v)) = data.first_non_finite() {
-        let at = shape.position(i);
-        return Err(PyValueError::new_err(format!(
-            "image holds {v} at voxel ({}, {}, {}): intensities must be finite",
-            at[0], at[1], at[2]
-        )));
-    }
-    Ok(())
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -216,17 +216,31 @@ impl Volume {
         self.geometry.affine
     }
 
-    /// Fails with the file name when an intensity is NaN or infinite.
-    pub fn check_finite(&self, path: &Path) -> Result<()> {
-        if let Some((i, v)) = self.data.first_non_finite() {
-            let [x, y, z] = self.shape.position(i).xyz();
-            return Err(VolumeError::invalid(
-                path,
-                format!(
-                    "voxel ({x}, {y}, {z}) holds {v}: NaN or infinite intensities are not allowed"
-                ),
-            ));
+    /// Fails with the file name when dtml cannot segment this image
+    /// ([`unsegmentable`]).
+    pub fn check_segmentable(&self, path: &Path) -> Result<()> {
+        match unsegmentable(&self.data, self.shape) {
+            Some(why) => Err(VolumeError::invalid(path, why)),
+            None => Ok(()),
         }
-        Ok(())
     }
+}
+
+/// Why dtml cannot segment an image of `shape` with these intensities, or
+/// `None` when it can: an axis of one voxel (a 2D image) or a NaN or
+/// infinite intensity. The one rule of `prepare`, `predict` and the Python
+/// API.
+pub fn unsegmentable(data: &VoxelData, shape: Xyz<usize>) -> Option<String> {
+    if let Some(a) = (0..3).find(|&a| shape[a] == 1) {
+        return Some(format!(
+            "shape {:?} has a single voxel along {}: a 2D image, but dtml segments 3D volumes",
+            shape.xyz(),
+            crate::axes::AXIS_NAMES[a]
+        ));
+    }
+    let (i, v) = data.first_non_finite()?;
+    let [x, y, z] = shape.position(i).xyz();
+    Some(format!(
+        "voxel ({x}, {y}, {z}) holds {v}: NaN or infinite intensities are not allowed"
+    ))
 }

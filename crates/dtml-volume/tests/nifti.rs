@@ -412,13 +412,13 @@ fn bad_inputs_give_clear_errors() {
 #[test]
 fn nan_intensities_are_reported_with_the_voxel() {
     let vol = Volume::new(
-        VoxelData::F32(vec![0.0, 1.0, f32::NAN, 2.0]),
-        Xyz::new(2, 2, 1),
+        VoxelData::F32(vec![0.0, 1.0, f32::NAN, 2.0, 0.0, 0.0, 0.0, 0.0]),
+        Xyz::new(2, 2, 2),
         Geometry::from_spacing(Xyz::splat(1.0)),
     )
     .unwrap();
     let e = vol
-        .check_finite(Path::new("scan.nii"))
+        .check_segmentable(Path::new("scan.nii"))
         .unwrap_err()
         .to_string();
     assert!(

@@ -265,16 +265,7 @@ pub fn zscore(image: &mut [f32]) {
 /// stored type exactly as preparation does.
 pub fn read_scan(path: &Path, channel: Option<usize>) -> Result<(Volume, Vec<f32>)> {
     let volume = dtml_volume::read_volume_with(path, ReadOptions { channel })?;
-    if volume.shape.any(|s| s == 1) {
-        return Err(InferError::file(
-            path,
-            format!(
-                "shape {:?} has an axis of length 1: a 2D image, but dtml segments 3D volumes",
-                volume.shape
-            ),
-        ));
-    }
-    volume.check_finite(path)?;
+    volume.check_segmentable(path)?;
     let (image, constant) = zscored(&volume.data);
     if constant {
         tracing::warn!(

@@ -581,18 +581,7 @@ fn prepare_case(
             channel: case.channel,
         },
     )?;
-    image.check_finite(&case.image)?;
-    if let Some(a) = (0..3).find(|&a| image.shape[a] == 1) {
-        return Err(VolumeError::unsupported(
-            &case.image,
-            "volume",
-            format!(
-                "shape {:?} has a single voxel along {}: a 2D image, but dtml segments 3D volumes (and `predict` would refuse it)",
-                image.shape,
-                crate::axes::AXIS_NAMES[a]
-            ),
-        ));
-    }
+    image.check_segmentable(&case.image)?;
     let mut warnings = Vec::new();
     let keeps_label = role != Role::Unlabelled;
     let label_for_crop = role == Role::Labelled || options.reference_crop;
