@@ -50,6 +50,10 @@ fn median_s(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> candle_core::Result<()> {
+    // As `dtml` itself runs: without it every call faults in its output's
+    // pages afresh (a third of the full-resolution layers' time).
+    // SAFETY: first statement of main; no other thread exists yet.
+    unsafe { dtml_model::runtime::prepare_process() };
     let name = std::env::args().nth(1).unwrap_or_else(|| "demo".into());
     let Some((batch, width, spatial)) = size(&name) else {
         eprintln!("usage: conv_layers demo|paper");
