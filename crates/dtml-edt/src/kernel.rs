@@ -380,10 +380,10 @@ fn envelope_run(line: &mut [f32], a: usize, s2: f64, neg: bool, env: &mut Env) -
     assert!(half_inv.len() > n && a < n);
     let mut cnt = 0usize;
     // Pushes site (q, mq, cq), first popping the sites it hides.
-    // SAFETY (all unchecked accesses): cnt <= number of sites pushed so far
-    // <= (b - a) + 2 <= n + 1 < the scratch lengths (asserted above), the
-    // indices used are cnt - 1 (with cnt >= 1) and cnt, and q - p is in
-    // 1..=n.
+    // SAFETY (all unchecked accesses): at most one site is pushed per
+    // index of the line, so cnt <= n < the scratch lengths (asserted
+    // above); the indices used are cnt - 1 (with cnt >= 1) and cnt, and
+    // q - p is in 1..=n.
     let mut push = |q: usize, mq: f32, cq: f64| unsafe {
         if cnt == 0 {
             *v.get_unchecked_mut(0) = q;

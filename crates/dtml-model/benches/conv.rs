@@ -20,8 +20,8 @@ fn random(shape: &[usize], scale: f32, rng: &mut ChaCha8Rng) -> Tensor {
 fn conv(c: &mut Criterion) {
     // As `dtml` and PyTorch's caching allocator run: outputs reuse freed
     // pages instead of faulting in fresh ones on every call.
-    // SAFETY: criterion runs this first, before any thread of ours (or of
-    // rayon's pool) exists.
+    // SAFETY: `conv` is the group's first function, so criterion runs it
+    // before any thread of ours (or of rayon's pool) exists.
     unsafe { dtml_model::runtime::prepare_process() };
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let x = Var::from_tensor(&random(&[2, 32, 40, 56, 56], 1.0, &mut rng)).unwrap();

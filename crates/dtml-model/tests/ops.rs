@@ -312,8 +312,9 @@ fn conv3d_matches_reference_on_many_shapes() {
         (1, 3, 4, [5, 6, 7], 1, 0),
         (3, 2, 33, [2, 3, 3], 3, 2),
         // Rows wide enough that the forward reduces over input channels
-        // in several chunks (4 of 5 channels each):
-        (1, 20, 12, [3, 5, 130], 3, 1),
+        // in several chunks (4 of 5 channels with AVX-512), and planes
+        // enough that each task runs several channel blocks through them:
+        (1, 20, 12, [8, 5, 130], 3, 1),
     ];
     for (n, cin, cout, [d, h, w], k, pad) in shapes {
         let x64 = random(&[n, cin, d, h, w], DType::F64, &mut rng);

@@ -241,6 +241,6 @@ pub fn unsegmentable(data: &VoxelData, shape: Xyz<usize>) -> Option<String> {
     let (i, v) = data.first_non_finite()?;
     let [x, y, z] = shape.position(i).xyz();
     Some(format!(
-        "voxel ({x}, {y}, {z}) holds {v}: NaN or infinite intensities are not allowed"
+        "voxel ({x}, {y}, {z}) holds {v}: intensities must be finite (no NaN or infinite values)"
     ))
 }

@@ -301,7 +301,8 @@ fn conv_forward_tiled<T: Real, const CB: usize, const R: usize>(
                 // The reduction over input channels runs in chunks, each
                 // through every channel block of the group, so a chunk's
                 // input window is read from L1 by all blocks but the first.
-                for c0 in (0..g.c).step_by(chunk) {
+                // (No input channel: one empty chunk, which zero-fills.)
+                for c0 in (0..g.c.max(1)).step_by(chunk) {
                     let js = c0 * k3..(c0 + chunk).min(g.c) * k3;
                     for (i, b) in blocks.clone().enumerate() {
                         // SAFETY: reads stay below offs[jn - 1] + q0 + tile

@@ -6,8 +6,8 @@
 //!   output positions, summed over a list of input offsets (one per input
 //!   channel and kernel tap). Vectorised along the positions, weights
 //!   broadcast: the `CB x R` accumulators of 16 lanes stay in registers for
-//!   the whole reduction, so each weight and each input vector loaded feeds
-//!   several FMAs and nothing is written until the tile is done. A tier
+//!   the whole reduction (or a chunk of it, continued by the next call), so
+//!   each weight and each input vector loaded feeds several FMAs. A tier
 //!   offers several `(CB, R)` of the same register count ([`fwd_shapes`]):
 //!   long tiles for large planes, short tiles over more channels for the
 //!   small planes of the deep levels, where a 96-position tile would mostly
@@ -94,7 +94,8 @@ pub(crate) trait Real:
     ///
     /// # Safety
     /// `x + offs[j] + i` must be readable for every `j` and `i < 16 R`, `w`
-    /// must hold `offs.len() * CB` values and `out` `CB * 16 R`.
+    /// must hold `offs.len() * CB` values and `out` `CB * 16 R` (written
+    /// ones, with `accumulate`).
     unsafe fn fwd_tile<const CB: usize, const R: usize>(
         x: *const Self,
         offs: &[usize],
